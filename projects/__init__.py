@@ -1,0 +1,1 @@
+"""mmdet3d/mmengine plugins of qdbev: `projects.bevformer`, `projects.qdbev`, `projects.common`."""

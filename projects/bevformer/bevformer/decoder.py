@@ -1,0 +1,89 @@
+"""BEVFormer's detection decoder with iterative box refinement.
+
+Each layer is ``self-attention -> norm -> deformable cross-attention into the BEV -> norm -> FFN -> norm``.
+After layer ``l`` the regression branch ``l`` refines the reference points in logit space (x, y from code slots
+0, 1 and z from slot 4), detached before the next layer (Deformable DETR's box refinement).
+"""
+from typing import Optional, Tuple
+
+import torch
+from mmcv.cnn.bricks.transformer import FFN
+from mmdet.models.layers.transformer import inverse_sigmoid
+from mmdet3d.registry import MODELS
+from mmengine.model import BaseModule, ModuleList
+from torch import Tensor, nn
+
+
+def refine_reference_points(reference_points: Tensor, reg_out: Tensor) -> Tensor:
+    """Box refinement: ``sigmoid(reg_out[..., (0, 1, 4)] + logit(reference_points))``, detached.
+
+    Args:
+        reference_points: ``[B, Q, 3]`` normalised (x, y, z) in (0, 1). reg_out: ``[B, Q, 10]`` raw codes.
+    Returns:
+        ``[B, Q, 3]`` new reference points (no gradient).
+    """
+    delta = torch.cat((reg_out[..., 0:2], reg_out[..., 4:5]), dim=-1)
+    return (delta + inverse_sigmoid(reference_points)).sigmoid().detach()
+
+
+@MODELS.register_module()
+class DetectionTransformerDecoderLayer(BaseModule):
+    """One decoder layer (post-norm).
+
+    Args:
+        self_attn_cfg: :class:`QueryMultiheadAttention` config. cross_attn_cfg: :class:`CustomMSDeformableAttention`
+            config. ffn_cfg: mmcv ``FFN`` config.
+    """
+
+    def __init__(self, self_attn_cfg: dict, cross_attn_cfg: dict, ffn_cfg: dict, norm_eps: float = 1e-5,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg)
+        self.self_attn = MODELS.build(self_attn_cfg)
+        self.cross_attn = MODELS.build(cross_attn_cfg)
+        self.ffn = FFN(**ffn_cfg)
+        self.norms = ModuleList([nn.LayerNorm(self.self_attn.embed_dims, eps=norm_eps) for _ in range(3)])
+
+    def forward(self, query: Tensor, query_pos: Tensor, value: Tensor, reference_points: Tensor,
+                spatial_shapes: Tensor, level_start_index: Tensor) -> Tensor:
+        """``query``/``query_pos`` ``[B, Q, C]``, ``value`` ``[B, HW, C]``, ``reference_points`` ``[B, Q, L, 2]``
+        -> ``[B, Q, C]``."""
+        query = self.norms[0](self.self_attn(query, query_pos))
+        query = self.norms[1](self.cross_attn(query, value, reference_points, spatial_shapes, level_start_index,
+                                              query_pos=query_pos))
+        return self.norms[2](self.ffn(query))
+
+
+@MODELS.register_module()
+class DetectionTransformerDecoder(BaseModule):
+    """Stack of decoder layers returning every layer's output and reference points.
+
+    Args:
+        num_layers: layers (6). layer_cfg: config of one layer.
+    """
+
+    def __init__(self, num_layers: int, layer_cfg: dict, init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg)
+        self.layers = ModuleList([MODELS.build(layer_cfg) for _ in range(num_layers)])
+        self.num_layers = num_layers
+
+    def forward(self, query: Tensor, query_pos: Tensor, value: Tensor, reference_points: Tensor,
+                spatial_shapes: Tensor, level_start_index: Tensor,
+                reg_branches: Optional[nn.ModuleList] = None) -> Tuple[Tensor, Tensor]:
+        """
+        Args:
+            query, query_pos: ``[B, Q, C]``. value: ``[B, HW, C]`` BEV features.
+            reference_points: ``[B, Q, 3]`` initial normalised reference points.
+            reg_branches: per-layer regression branches for box refinement (None: no refinement).
+        Returns:
+            ``(states [L, B, Q, C], references [L, B, Q, 3])``: references[l] are the points AFTER layer l's
+            refinement (the head uses ``references[l - 1]`` for layer l).
+        """
+        states, refs = [], []
+        for lid, layer in enumerate(self.layers):
+            query = layer(query, query_pos, value, reference_points[..., :2].unsqueeze(2), spatial_shapes,
+                          level_start_index)
+            if reg_branches is not None:
+                reference_points = refine_reference_points(reference_points, reg_branches[lid](query))
+            states.append(query)
+            refs.append(reference_points)
+        return torch.stack(states), torch.stack(refs)

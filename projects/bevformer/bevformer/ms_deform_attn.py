@@ -1,0 +1,76 @@
+"""Multi-scale deformable attention sampling (Deformable DETR), one entry point for every BEVFormer attention.
+
+:func:`multi_scale_deform_attn` runs mmcv's CUDA kernel (``MultiScaleDeformableAttnFunction``) when the tensors
+are on a GPU and mmcv was compiled with CUDA, and mmcv's pure-PyTorch ``multi_scale_deformable_attn_pytorch``
+(bilinear ``grid_sample``, zero padding, ``align_corners=False``) otherwise. Like BEVFormer, the kernel always runs
+in float32 (half precision sums are unstable).
+
+:func:`init_sampling_` is Deformable DETR's initialisation shared by all deformable attentions: zero offset
+weights, offset biases on a ring of ``num_heads`` directions growing with the point index, zero attention logits.
+"""
+import math
+from functools import lru_cache
+
+import torch
+from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
+from torch import Tensor, nn
+
+
+@lru_cache(maxsize=1)
+def cuda_kernel_available() -> bool:
+    """True when a CUDA device exists and mmcv's ``_ext`` was compiled with CUDA."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        from mmcv.ops import get_compiling_cuda_version
+        return get_compiling_cuda_version() not in ('not available', '')
+    except Exception:  # mmcv built without ops
+        return False
+
+
+def multi_scale_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
+                            sampling_locations: Tensor, attention_weights: Tensor, im2col_step: int = 64) -> Tensor:
+    """Weighted sum of bilinearly sampled values.
+
+    Args:
+        value: ``[B, N_v, heads, C_h]`` projected values of all levels, flattened level after level.
+        spatial_shapes: ``[L, 2]`` long, (h, w) of each level.
+        level_start_index: ``[L]`` long, offset of each level in ``N_v``.
+        sampling_locations: ``[B, N_q, heads, L, P, 2]`` (x, y) in [0, 1] of each level.
+        attention_weights: ``[B, N_q, heads, L, P]`` (softmax-normalised over L*P).
+    Returns:
+        ``[B, N_q, heads * C_h]``.
+    """
+    if value.is_cuda and cuda_kernel_available():
+        from mmcv.ops.multi_scale_deform_attn import MultiScaleDeformableAttnFunction
+        out = MultiScaleDeformableAttnFunction.apply(
+            value.float(), spatial_shapes, level_start_index, sampling_locations.float(),
+            attention_weights.float(), im2col_step)
+        return out.to(value.dtype)
+    return multi_scale_deformable_attn_pytorch(value, spatial_shapes, sampling_locations, attention_weights)
+
+
+def init_sampling_(sampling_offsets: nn.Linear, attention_weights: nn.Linear, num_heads: int,
+                   num_groups: int, num_points: int) -> None:
+    """Deformable DETR initialisation of the offset/weight projections (in place).
+
+    ``sampling_offsets`` outputs ``[heads, num_groups, num_points, 2]`` (``num_groups`` = levels, or
+    bev_queue * levels for temporal self-attention): head ``h`` points along angle ``2 pi h / heads`` (scaled so
+    the larger of |x|, |y| is 1) and point ``p`` lies ``p + 1`` cells away.
+    """
+    nn.init.constant_(sampling_offsets.weight, 0.)
+    thetas = torch.arange(num_heads, dtype=torch.float32) * (2.0 * math.pi / num_heads)
+    grid = torch.stack([thetas.cos(), thetas.sin()], -1)
+    grid = (grid / grid.abs().max(-1, keepdim=True)[0]).view(num_heads, 1, 1, 2).repeat(1, num_groups, num_points, 1)
+    grid = grid * torch.arange(1, num_points + 1, dtype=torch.float32).view(1, 1, num_points, 1)
+    with torch.no_grad():
+        sampling_offsets.bias.copy_(grid.view(-1))
+    nn.init.constant_(attention_weights.weight, 0.)
+    nn.init.constant_(attention_weights.bias, 0.)
+
+
+def xavier_linear_(layer: nn.Linear) -> None:
+    """Xavier-uniform weight, zero bias (mmcv ``xavier_init(distribution='uniform', bias=0)``)."""
+    nn.init.xavier_uniform_(layer.weight)
+    if layer.bias is not None:
+        nn.init.constant_(layer.bias, 0.)

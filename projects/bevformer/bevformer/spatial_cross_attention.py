@@ -1,0 +1,102 @@
+"""BEVFormer's spatial cross-attention (SCA): each BEV query samples the cameras its pillar hits.
+
+The camera hits come from :func:`qdbev.geometry.project_points` (computed once per frame by the encoder).
+Per (sample, camera) only the hit queries are gathered ("rebatching", which bounds memory by the largest
+per-camera hit count), attended into that camera with :class:`MSDeformableAttention3D`, scattered back and
+averaged over the number of cameras that hit each query.
+"""
+from typing import Optional, Tuple
+
+import torch
+from mmdet3d.registry import MODELS
+from mmengine.model import BaseModule
+from torch import Tensor, nn
+
+from .ms_deform_attn import xavier_linear_
+
+
+def rebatch_hits(bev_mask: Tensor) -> Tuple[Tensor, Tensor]:
+    """Indices of the BEV queries each (sample, camera) sees, padded to the longest list.
+
+    Args:
+        bev_mask: ``[N_cam, B, HW, D]`` bool hits of the pillar points.
+    Returns:
+        ``(index, valid)``, both ``[B * N_cam, max_len]`` (row ``b * N_cam + cam``): ``index`` the query
+        indices in ascending order (0 in padding), ``valid`` true where the slot holds a real query.
+    """
+    hit = bev_mask.any(-1).permute(1, 0, 2)  # [B, N, HW]
+    b, n, hw = hit.shape
+    hit = hit.reshape(b * n, hw)
+    counts = hit.sum(-1)
+    max_len = int(counts.max()) if counts.numel() else 0
+    order = torch.sort((~hit).to(torch.int8), dim=-1, stable=True).indices[:, :max_len]
+    valid = torch.arange(max_len, device=hit.device)[None, :] < counts[:, None]
+    return torch.where(valid, order, torch.zeros_like(order)), valid
+
+
+def hit_count(bev_mask: Tensor) -> Tensor:
+    """Number of cameras hitting each BEV query, ``[B, HW]`` (at least 1): ``bev_mask`` ``[N_cam, B, HW, D]``."""
+    return bev_mask.any(-1).sum(0).clamp(min=1)
+
+
+@MODELS.register_module()
+class SpatialCrossAttention(BaseModule):
+    """Average over hitting cameras of per-camera 3D deformable attention, output projection, residual.
+
+    Args:
+        embed_dims: channels C. num_cams: cameras. pc_range: kept for config compatibility.
+        dropout: on the projected output before the residual.
+        deformable_attention: config of the per-camera attention (:class:`MSDeformableAttention3D`).
+    """
+
+    def __init__(self, embed_dims: int = 256, num_cams: int = 6, pc_range: Optional[list] = None,
+                 dropout: float = 0.1, deformable_attention: Optional[dict] = None,
+                 batch_first: bool = True, init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg)
+        if deformable_attention is None:
+            deformable_attention = dict(type='MSDeformableAttention3D', embed_dims=embed_dims, num_levels=4)
+        self.embed_dims, self.num_cams, self.pc_range = embed_dims, num_cams, pc_range
+        self.deformable_attention = MODELS.build(deformable_attention)
+        self.output_proj = nn.Linear(embed_dims, embed_dims)
+        self.dropout = nn.Dropout(dropout)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Xavier output projection (the inner attention initialises itself)."""
+        xavier_linear_(self.output_proj)
+        self._is_init = True
+
+    def forward(self, query: Tensor, value: Tensor, reference_points_cam: Tensor, bev_mask: Tensor,
+                spatial_shapes: Tensor, level_start_index: Tensor) -> Tensor:
+        """
+        Args:
+            query: ``[B, HW, C]`` BEV queries (also the residual).
+            value: ``[B, N_cam, N_v, C]`` multi-level camera features (+ camera/level embeddings).
+            reference_points_cam: ``[N_cam, B, HW, D, 2]`` normalised image positions of the pillar points.
+            bev_mask: ``[N_cam, B, HW, D]`` bool hits (depth > eps, strictly inside the image).
+            spatial_shapes: ``[L, 2]``; level_start_index: ``[L]``.
+        Returns:
+            ``[B, HW, C]``.
+        """
+        b, hw, c = query.shape
+        n = value.shape[1]
+        if reference_points_cam.shape[:3] != (n, b, hw) or bev_mask.shape[:3] != (n, b, hw):
+            raise ValueError(f'SpatialCrossAttention: camera points {tuple(reference_points_cam.shape)} / mask '
+                             f'{tuple(bev_mask.shape)} do not match {n} cameras, batch {b}, {hw} queries')
+        d = reference_points_cam.shape[3]
+        index, valid = rebatch_hits(bev_mask)  # [B*N, M]
+        slots = torch.zeros_like(query)
+        if index.shape[1] > 0:
+            batch_of_row = torch.arange(b, device=query.device).repeat_interleave(n)  # row r = b*N + cam
+            queries = query[batch_of_row[:, None], index]  # [B*N, M, C]
+            ref = reference_points_cam.permute(1, 0, 2, 3, 4).reshape(b * n, hw, d, 2)
+            ref = torch.gather(ref, 1, index[:, :, None, None].expand(-1, -1, d, 2))
+            queries = queries * valid[..., None]
+            ref = ref * valid[..., None, None]
+            out = self.deformable_attention(queries, value.reshape(b * n, -1, c), ref, spatial_shapes,
+                                            level_start_index)  # [B*N, M, C]
+            out = out * valid[..., None].to(out.dtype)
+            flat_index = (index + batch_of_row[:, None] * hw).reshape(-1)
+            slots = slots.reshape(b * hw, c).index_add(0, flat_index, out.reshape(-1, c)).view(b, hw, c)
+        slots = slots / hit_count(bev_mask)[..., None].to(slots.dtype)
+        return self.dropout(self.output_proj(slots)) + query

@@ -1,0 +1,270 @@
+"""nuScenes info files for BEVFormer/QD-BEV, built on mmdet3d's own nuScenes converter.
+
+mmdet3d's converter (shipped in its wheel under ``mmdet3d/.mim/tools/dataset_converters``) makes the v1 infos and
+updates them to the mmdet3d 1.x (v2) format. BEVFormer needs a few more fields per sample, added here:
+``scene_token``, ``prev``/``next`` sample tokens, ``frame_idx`` (index in its scene), ``can_bus`` (18 floats) and per
+camera ``lidar2img``. The list is sorted by scene and time and ``sample_idx`` is the position in it, as mmdet3d's
+``NuScenesMetric`` indexes the info list by ``sample_idx``.
+
+``can_bus`` follows BEVFormer: the last CAN-bus ``pose`` message before the sample (accel, rotation_rate, vel; from
+the nuScenes CAN bus expansion when ``<dataroot>/can_bus`` exists, otherwise derived from the ego poses by finite
+differences), then [0:3] and [3:7] overwritten with the ego2global translation and rotation (w, x, y, z), [16] the ego
+yaw in radians in [0, 2*pi) and [17] the same in degrees.
+"""
+import importlib.util
+import os
+import os.path as osp
+import pickle
+import tempfile
+from contextlib import contextmanager
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from pyquaternion import Quaternion
+
+CAMERAS = ('CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_FRONT_LEFT', 'CAM_BACK', 'CAM_BACK_LEFT', 'CAM_BACK_RIGHT')
+VERSIONS = ('v1.0-mini', 'v1.0-trainval', 'v1.0-test')
+INFO_FORMAT = 'qdbev-bevformer-1'  # stored in metainfo; datasets refuse infos without it
+
+
+class InfoError(ValueError):
+    """Bad input for info creation: the message names the file/field and what to do."""
+
+
+def _converter_module(name: str):
+    """Import one of mmdet3d's dataset converters from the files its wheel ships (``.mim/tools``)."""
+    import mmdet3d
+    path = osp.join(osp.dirname(mmdet3d.__file__), '.mim', 'tools', 'dataset_converters', f'{name}.py')
+    if not osp.isfile(path):
+        raise InfoError(f'{path}: mmdet3d converter not found; reinstall mmdet3d==1.4.0 (tools/setup.sh)')
+    spec = importlib.util.spec_from_file_location(f'mmdet3d_converters_{name}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def check_dataroot(dataroot: str, version: str) -> None:
+    """One-line errors for the usual mistakes before anything is loaded."""
+    if version not in VERSIONS:
+        raise InfoError(f'--version {version!r}: unknown nuScenes version; use one of {", ".join(VERSIONS)}')
+    if not osp.isdir(dataroot):
+        raise InfoError(f'{dataroot}: data root does not exist; generate one with tools/create_synthetic_nuscenes.py '
+                        f'or point --root-path at a nuScenes folder')
+    table_dir = osp.join(dataroot, version)
+    if not osp.isdir(table_dir):
+        found = [v for v in VERSIONS if osp.isdir(osp.join(dataroot, v))]
+        raise InfoError(f'{table_dir}: no {version} tables in this data root'
+                        + (f'; it holds {", ".join(found)}: pass --version {found[0]}' if found else ''))
+
+
+def _missing_files(nusc) -> List[str]:
+    """Key-frame files (camera images and LIDAR_TOP) referenced by the tables but absent on disk."""
+    missing = []
+    for sd in nusc.sample_data:
+        if sd['is_key_frame'] and not osp.isfile(osp.join(nusc.dataroot, sd['filename'])):
+            missing.append(sd['filename'])
+    return missing
+
+
+def _check_sample_cameras(nusc) -> None:
+    for sample in nusc.sample:
+        absent = [c for c in CAMERAS if c not in sample['data']]
+        if absent:
+            raise InfoError(f'sample {sample["token"]}: camera(s) {", ".join(absent)} missing; BEVFormer needs all six '
+                            f'cameras per sample, fix or drop this sample from the tables')
+
+
+@contextmanager
+def _chdir(path: str):
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def yaw_of(rotation: Sequence[float]) -> float:
+    """Yaw (rad) of a w, x, y, z quaternion, as BEVFormer's ``quaternion_yaw``."""
+    q = Quaternion(rotation)
+    v = q.rotate(np.array([1.0, 0.0, 0.0]))
+    return float(np.arctan2(v[1], v[0]))
+
+
+def _can_bus_from_expansion(can_bus_api, scene_name: str, timestamp: int) -> Optional[np.ndarray]:
+    """BEVFormer's ``_get_can_bus_info``: the last pose message before ``timestamp`` (16 values + 2 zeros)."""
+    try:
+        poses = can_bus_api.get_messages(scene_name, 'pose')
+    except Exception:  # scenes without CAN bus data (blacklisted in the expansion) get zeros, as in BEVFormer
+        return None
+    if not poses:
+        return None
+    last = poses[0]
+    for pose in poses:
+        if pose['utime'] > timestamp:
+            break
+        last = pose
+    out = list(last['pos']) + list(last['orientation']) + list(last['accel']) + list(last['rotation_rate']) \
+        + list(last['vel']) + [0.0, 0.0]
+    return np.asarray(out, dtype=np.float64)
+
+
+def _can_bus_from_ego_poses(poses: List[dict], k: int) -> np.ndarray:
+    """CAN-bus pose signals derived from the ego poses of one scene: velocity, acceleration and rotation rate by
+    finite differences, expressed in the ego frame at pose ``k`` (as the CAN bus reports them)."""
+    def t(i):
+        return poses[i]['timestamp'] * 1e-6
+
+    def pos(i):
+        return np.asarray(poses[i]['translation'], dtype=np.float64)
+
+    def vel(i):
+        j0, j1 = max(i - 1, 0), min(i + 1, len(poses) - 1)
+        return (pos(j1) - pos(j0)) / (t(j1) - t(j0)) if j1 > j0 else np.zeros(3)
+
+    q = Quaternion(poses[k]['rotation'])
+    v_world = vel(k)
+    j0, j1 = max(k - 1, 0), min(k + 1, len(poses) - 1)
+    if j1 > j0:
+        acc_world = (vel(j1) - vel(j0)) / (t(j1) - t(j0))
+        dyaw = yaw_of(poses[j1]['rotation']) - yaw_of(poses[j0]['rotation'])
+        dyaw = (dyaw + np.pi) % (2 * np.pi) - np.pi
+        yaw_rate = dyaw / (t(j1) - t(j0))
+    else:
+        acc_world, yaw_rate = np.zeros(3), 0.0
+    inv = q.inverse
+    out = np.zeros(18)
+    out[0:3] = pos(k)
+    out[3:7] = q.elements
+    out[7:10] = inv.rotate(acc_world)
+    out[10:13] = [0.0, 0.0, yaw_rate]
+    out[13:16] = inv.rotate(v_world)
+    return out
+
+
+def bevformer_fields(nusc, sample_token: str, can_bus_api=None, _scene_cache: Optional[dict] = None) -> dict:
+    """The extra per-sample fields BEVFormer needs (see module docstring)."""
+    sample = nusc.get('sample', sample_token)
+    scene = nusc.get('scene', sample['scene_token'])
+    lidar_sd = nusc.get('sample_data', sample['data']['LIDAR_TOP'])
+    ego = nusc.get('ego_pose', lidar_sd['ego_pose_token'])
+    cache = _scene_cache if _scene_cache is not None else {}
+    if scene['token'] not in cache:
+        tokens, poses, tok = [], [], scene['first_sample_token']
+        while tok:
+            s = nusc.get('sample', tok)
+            tokens.append(tok)
+            poses.append(nusc.get('ego_pose', nusc.get('sample_data', s['data']['LIDAR_TOP'])['ego_pose_token']))
+            tok = s['next']
+        cache[scene['token']] = (tokens, poses)
+    tokens, poses = cache[scene['token']]
+    frame_idx = tokens.index(sample_token)
+    can_bus = None
+    if can_bus_api is not None:
+        can_bus = _can_bus_from_expansion(can_bus_api, scene['name'], sample['timestamp'])
+    if can_bus is None:
+        can_bus = _can_bus_from_ego_poses(poses, frame_idx)
+    can_bus[0:3] = ego['translation']
+    can_bus[3:7] = ego['rotation']
+    angle = yaw_of(ego['rotation']) % (2 * np.pi)
+    can_bus[16] = angle
+    can_bus[17] = angle / np.pi * 180.0
+    return dict(scene_token=sample['scene_token'], prev=sample['prev'], next=sample['next'], frame_idx=frame_idx,
+                can_bus=can_bus.astype(np.float64).tolist())
+
+
+def lidar2img(image_info: dict) -> List[List[float]]:
+    """``cam2img (4x4) @ lidar2cam`` for one camera of a v2 info."""
+    cam2img = np.eye(4)
+    k = np.asarray(image_info['cam2img'], dtype=np.float64)
+    cam2img[:k.shape[0], :k.shape[1]] = k
+    return (cam2img @ np.asarray(image_info['lidar2cam'], dtype=np.float64)).tolist()
+
+
+def _atomic_pickle(obj, path: str) -> None:
+    folder = osp.dirname(osp.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + osp.basename(path) + '.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def create_infos(dataroot: str, version: str = 'v1.0-mini', out_dir: Optional[str] = None,
+                 prefix: str = 'nuscenes', max_sweeps: int = 10) -> Dict[str, str]:
+    """Build ``{out_dir}/{prefix}_infos_{train,val}.pkl`` (``_test`` for v1.0-test). Returns {split: path}.
+
+    Runs mmdet3d's converter (v1 infos, then its v1 -> v2 update) in a scratch folder, adds the BEVFormer fields and
+    writes each file atomically. The data root is only read, so a read-only nuScenes copy works with ``out_dir``.
+    """
+    from nuscenes.nuscenes import NuScenes
+    from nuscenes.utils import splits
+
+    dataroot = osp.abspath(dataroot)
+    check_dataroot(dataroot, version)
+    out_dir = osp.abspath(out_dir or dataroot)
+    os.makedirs(out_dir, exist_ok=True)
+    if not os.access(out_dir, os.W_OK):
+        raise InfoError(f'{out_dir}: not writable; pass --out-dir with a writable folder')
+    nusc = NuScenes(version=version, dataroot=dataroot, verbose=False)
+    _check_sample_cameras(nusc)
+    missing = _missing_files(nusc)
+    if missing:
+        raise InfoError(f'{osp.join(dataroot, missing[0])}: file referenced by {version}/sample_data.json is missing '
+                        f'({len(missing)} missing in all); restore the files or regenerate the data set')
+    conv = _converter_module('nuscenes_converter')
+    upd = _converter_module('update_infos_to_v2')
+
+    split_names = {'v1.0-trainval': (splits.train, splits.val), 'v1.0-mini': (splits.mini_train, splits.mini_val),
+                   'v1.0-test': (splits.test, [])}[version]
+    scenes = {s['name']: s['token'] for s in conv.get_available_scenes(nusc)}
+    train = {scenes[n] for n in split_names[0] if n in scenes}
+    val = {scenes[n] for n in split_names[1] if n in scenes}
+    if version != 'v1.0-test' and not val:
+        raise InfoError(f'{dataroot}/{version}/scene.json: no scene of the {version} val split is present; '
+                        f'the evaluator needs at least one (scene names come from nuscenes.utils.splits)')
+    is_test = version == 'v1.0-test'
+    train_infos, val_infos = conv._fill_trainval_infos(nusc, train, val, is_test, max_sweeps=max_sweeps)
+    parts = {'test': train_infos} if is_test else {'train': train_infos, 'val': val_infos}
+
+    can_bus_api = None
+    if osp.isdir(osp.join(dataroot, 'can_bus')):
+        from nuscenes.can_bus.can_bus_api import NuScenesCanBus
+        can_bus_api = NuScenesCanBus(dataroot=dataroot)
+
+    written = {}
+    scene_cache: dict = {}
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix='.create_data.') as scratch:
+        # mmdet3d's v1 -> v2 update reloads NuScenes from ./data/nuscenes: give it that path inside the scratch folder
+        os.makedirs(osp.join(scratch, 'data'))
+        os.symlink(dataroot, osp.join(scratch, 'data', 'nuscenes'))
+        for split, infos in parts.items():
+            v1_path = osp.join(scratch, f'{prefix}_infos_{split}.pkl')
+            with open(v1_path, 'wb') as f:
+                pickle.dump(dict(infos=infos, metadata=dict(version=version)), f)
+            v2_dir = osp.join(scratch, 'v2')
+            os.makedirs(v2_dir, exist_ok=True)
+            with _chdir(scratch):
+                upd.update_nuscenes_infos(pkl_path=v1_path, out_dir=v2_dir)
+            with open(osp.join(v2_dir, osp.basename(v1_path)), 'rb') as f:
+                data = pickle.load(f)
+            entries = data['data_list']
+            for entry in entries:
+                entry.update(bevformer_fields(nusc, entry['token'], can_bus_api, scene_cache))
+                for cam in CAMERAS:
+                    entry['images'][cam]['lidar2img'] = lidar2img(entry['images'][cam])
+            scene_order = {tok: i for i, tok in enumerate(s['token'] for s in nusc.scene)}
+            entries.sort(key=lambda e: (scene_order[e['scene_token']], e['frame_idx']))
+            for i, entry in enumerate(entries):
+                entry['sample_idx'] = i
+            data['metainfo']['info_format'] = INFO_FORMAT
+            out_path = osp.join(out_dir, f'{prefix}_infos_{split}.pkl')
+            _atomic_pickle(data, out_path)
+            written[split] = out_path
+    return written

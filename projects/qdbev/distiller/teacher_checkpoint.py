@@ -1,0 +1,76 @@
+"""Read the FP teacher's checkpoint (weights-only safe) and refuse one that does not fit the architecture."""
+import os
+from typing import Dict, List, Mapping
+
+import torch
+from mmengine.runner import CheckpointLoader
+from torch import Tensor
+
+MAX_EXAMPLES = 3
+
+
+class TeacherCheckpointError(RuntimeError):
+    """The teacher checkpoint is missing, unreadable or does not match the student architecture."""
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
+
+
+def read_state_dict(path: str) -> Dict[str, Tensor]:
+    """The model state dict stored in an mmengine (``{'state_dict': ...}``) or plain checkpoint at ``path``.
+
+    Loaded through mmengine's ``CheckpointLoader`` on CPU, i.e. ``torch.load`` with torch's default
+    ``weights_only=True`` (no arbitrary code runs). A ``module.`` prefix (DDP) is stripped.
+    Raises :class:`TeacherCheckpointError` with one line when the file is missing, truncated or not a checkpoint.
+    """
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise TeacherCheckpointError(f'model.teacher_checkpoint must be the path of the FP teacher checkpoint, '
+                                     f'got {path!r}')
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise TeacherCheckpointError(f"model.teacher_checkpoint '{path}' does not exist: train the FP teacher first "
+                                     f'(tools/train.py configs/bevformer/...) or point teacher_checkpoint at its .pth')
+    try:
+        ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu', logger='silent')
+    except Exception as err:  # truncated zip, pickle errors, weights-only refusals ...
+        raise TeacherCheckpointError(f"model.teacher_checkpoint '{path}' cannot be read ({type(err).__name__}: "
+                                     f'{_first_line(err)}); the file is truncated or not a torch checkpoint saved '
+                                     f'with WeightsOnlyCheckpointHook: re-save or re-train the teacher') from None
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, Mapping) else None
+    if not isinstance(state, Mapping) or not state or not all(torch.is_tensor(v) for v in state.values()):
+        raise TeacherCheckpointError(f"model.teacher_checkpoint '{path}' holds no model state dict (expected a "
+                                     f"mapping of tensors, or one under 'state_dict')")
+    if all(k.startswith('module.') for k in state):
+        state = {k[len('module.'):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def _examples(keys: List[str]) -> str:
+    shown = ', '.join(keys[:MAX_EXAMPLES])
+    return f'{len(keys)} (e.g. {shown})' if keys else '0'
+
+
+def check_state_dict(state: Mapping[str, Tensor], reference: Mapping[str, Tensor], path: str) -> None:
+    """Refuse ``state`` unless it has exactly the keys and shapes of ``reference`` (the FP architecture's own
+    ``state_dict()``); the error counts missing / unexpected / shape-mismatched keys with examples."""
+    missing = sorted(set(reference) - set(state))
+    unexpected = sorted(set(state) - set(reference))
+    mismatched = sorted(f'{k} {tuple(state[k].shape)}!={tuple(reference[k].shape)}' for k in set(state) & set(reference)
+                        if tuple(state[k].shape) != tuple(reference[k].shape))
+    if missing or unexpected or mismatched:
+        hint = ''
+        if any(k.startswith(('teacher.', 'student.')) for k in unexpected):
+            hint = ' (this is a distiller checkpoint: export its student first, or use load_from/resume)'
+        raise TeacherCheckpointError(
+            f"model.teacher_checkpoint '{path}' does not match the student architecture: missing keys "
+            f'{_examples(missing)}; unexpected keys {_examples(unexpected)}; shape mismatches '
+            f'{_examples(mismatched)}{hint}; train the teacher with the same model config (model.architecture)')
+
+
+def load_teacher_state(path: str, reference: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+    """:func:`read_state_dict` then :func:`check_state_dict` against ``reference``; returns the state dict."""
+    state = read_state_dict(path)
+    check_state_dict(state, reference, os.fspath(path))
+    return state

@@ -1,0 +1,69 @@
+"""BEV pillar points and their projection into the cameras.
+
+One place computes which BEV cells each camera sees: BEVFormer's spatial cross-attention uses the
+per-height hits, QD-BEV's view-guided distillation uses them reduced over height (M_bev).
+
+Conventions (BEVFormer's): the BEV grid has ``bev_h`` rows along y and ``bev_w`` columns along x; the cell
+(row i, column j) has flat index ``i * bev_w + j`` and centre ``((j + 0.5) / bev_w, (i + 0.5) / bev_h)`` of
+``pc_range`` = [x_min, y_min, z_min, x_max, y_max, z_max] in the lidar frame.
+"""
+from typing import Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+EPS = 1e-5
+
+
+def pillar_points(bev_h: int, bev_w: int, num_points_in_pillar: int, z_span: Optional[float] = None,
+                  device=None, dtype=torch.float32) -> Tensor:
+    """Normalised 3D reference points of every BEV pillar, ``[D, bev_h * bev_w, 3]`` in [0, 1]^3 (x, y, z).
+
+    Heights: with ``z_span`` = None they are ``(k + 0.5) / D``; given the pc_range z span in metres they are
+    BEVFormer's ``linspace(0.5, z_span - 0.5, D) / z_span`` (identical when ``z_span == D``), which is what
+    released BEVFormer checkpoints were trained with.
+    """
+    d = num_points_in_pillar
+    if z_span is None:
+        zs = (torch.arange(d, device=device, dtype=dtype) + 0.5) / d
+    else:
+        zs = torch.linspace(0.5, z_span - 0.5, d, device=device, dtype=dtype) / z_span
+    ys = (torch.arange(bev_h, device=device, dtype=dtype) + 0.5) / bev_h
+    xs = (torch.arange(bev_w, device=device, dtype=dtype) + 0.5) / bev_w
+    z, y, x = torch.meshgrid(zs, ys, xs, indexing='ij')  # [D, H, W]
+    return torch.stack((x, y, z), dim=-1).flatten(1, 2)  # [D, H*W, 3]
+
+
+def project_points(ref_3d: Tensor, lidar2img: Tensor, img_shape: Sequence[int],
+                   pc_range: Sequence[float]) -> Tuple[Tensor, Tensor]:
+    """Project normalised pillar points into every camera (BEVFormer's ``point_sampling``).
+
+    Args:
+        ref_3d: ``[D, HW, 3]`` or ``[B, D, HW, 3]`` normalised points (see :func:`pillar_points`).
+        lidar2img: ``[B, N_cam, 4, 4]`` lidar-to-image projections of the (scaled, padded) input images.
+        img_shape: ``(height, width)`` of the padded input the projections refer to.
+        pc_range: ``[x_min, y_min, z_min, x_max, y_max, z_max]`` in the lidar frame.
+
+    Returns:
+        ``(uv, hit)``: ``uv`` ``[N_cam, B, HW, D, 2]`` image coordinates normalised by width/height,
+        ``hit`` ``[N_cam, B, HW, D]`` bool, true where the point lies in front of the camera
+        (depth > 1e-5) and strictly inside the image (0 < u < 1, 0 < v < 1).
+    """
+    b, n_cam = lidar2img.shape[:2]
+    if ref_3d.dim() == 3:
+        ref_3d = ref_3d.unsqueeze(0).expand(b, -1, -1, -1)
+    lo = ref_3d.new_tensor(pc_range[:3])
+    hi = ref_3d.new_tensor(pc_range[3:6])
+    pts = ref_3d * (hi - lo) + lo  # [B, D, HW, 3] metric
+    pts = torch.cat((pts, torch.ones_like(pts[..., :1])), dim=-1)  # homogeneous
+    # [B, N, D, HW, 4] = [B, N, 1, 1, 4, 4] @ [B, 1, D, HW, 4, 1]
+    cam = torch.matmul(lidar2img.to(pts.dtype)[:, :, None, None], pts[:, None, ..., None]).squeeze(-1)
+    depth = cam[..., 2:3]
+    hit = depth > EPS
+    uv = cam[..., 0:2] / torch.clamp(depth, min=EPS)
+    height, width = float(img_shape[0]), float(img_shape[1])
+    uv = uv / uv.new_tensor([width, height])
+    hit = hit & (uv[..., 0:1] > 0.0) & (uv[..., 0:1] < 1.0) & (uv[..., 1:2] > 0.0) & (uv[..., 1:2] < 1.0)
+    uv = uv.permute(1, 0, 3, 2, 4)  # [N, B, HW, D, 2]
+    hit = hit.squeeze(-1).permute(1, 0, 3, 2)  # [N, B, HW, D]
+    return uv, hit

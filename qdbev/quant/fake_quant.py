@@ -1,0 +1,203 @@
+"""Symmetric linear fake quantization (QD-BEV Eq. 1) with a straight-through estimator.
+
+QD-BEV Eq. 1: ``S = 2 |r_max| / (2^k - 1)``, ``q = round(r / S)``.
+
+As printed, ``r_max / S = 2^(k-1) - 0.5`` so ``round`` can reach ``2^(k-1)`` and the codes span
+``[-2^(k-1), 2^(k-1)]``: ``2^k + 1`` levels, one more than k bits hold. qdbev keeps Eq. 1's scale and clamps the
+codes to the signed two's-complement range ``[-2^(k-1), 2^(k-1) - 1]`` (what an int-k kernel stores), so a k-bit
+result never has more than ``2^k`` distinct values; the largest positive input loses half a step
+(``r_max -> r_max (2^k - 2) / (2^k - 1)``).
+
+Both the fused torch kernels and the reference path compute ``x * (1 / S)`` (the reciprocal of a float32 scale,
+as the kernels and integer deployments do) and round half to even, so they agree bit for bit.
+
+Gradients (straight-through estimator): ``dy/dx = 1`` where the code lies inside the clamp range, 0 outside;
+a scale that requires grad gets the LSQ gradient (Esser et al. 2020) ``round(x/S) - x/S`` inside, ``q_min`` /
+``q_max`` outside, times ``grad_factor``.
+
+``bits == 32`` means float: everything here is then the identity.
+"""
+from typing import Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+FLOAT_BITS = 32
+MIN_BITS = 2
+MAX_BITS = 16
+SCALE_EPS = 1e-12  # floor of a scale, so an all-zero tensor (or channel) gets a finite reciprocal
+
+ScaleLike = Union[float, Tensor]
+
+
+def check_bits(bits: int, what: str = 'bits') -> int:
+    """Return ``bits`` as int if it is in [2, 16] or exactly 32 (float), else raise ``ValueError``."""
+    if isinstance(bits, bool) or not isinstance(bits, int):
+        raise ValueError(f'{what} must be an int in [{MIN_BITS}, {MAX_BITS}] or {FLOAT_BITS} (float), got {bits!r}')
+    if bits != FLOAT_BITS and not MIN_BITS <= bits <= MAX_BITS:
+        raise ValueError(f'{what}={bits} is not supported: use an int in [{MIN_BITS}, {MAX_BITS}] '
+                         f'or {FLOAT_BITS} to keep float')
+    return bits
+
+
+def qrange(bits: int) -> Tuple[int, int]:
+    """Signed k-bit code range ``(-2^(k-1), 2^(k-1) - 1)`` used to clamp Eq. 1's codes."""
+    check_bits(bits)
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def scale_from_absmax(absmax: Tensor, bits: int) -> Tensor:
+    """QD-BEV Eq. 1 scale ``S = 2 |r_max| / (2^k - 1)`` from a clip value ``|r_max|`` (any shape), floored at 1e-12."""
+    check_bits(bits)
+    return (2.0 * absmax / float(2 ** bits - 1)).clamp_min(SCALE_EPS)
+
+
+def _reduce_dims(x: Tensor, ch_axis: Optional[int]) -> Tuple[int, ...]:
+    if ch_axis is None:
+        return tuple(range(x.dim()))
+    axis = _norm_axis(x, ch_axis)
+    return tuple(d for d in range(x.dim()) if d != axis)
+
+
+def _norm_axis(x: Tensor, ch_axis: int) -> int:
+    if not -x.dim() <= ch_axis < x.dim():
+        raise ValueError(f'ch_axis={ch_axis} is out of range for a tensor of shape {tuple(x.shape)}')
+    return ch_axis % x.dim()
+
+
+def symmetric_scale(x: Tensor, bits: int, ch_axis: Optional[int] = None) -> Tensor:
+    """QD-BEV Eq. 1 scale of ``x`` from its largest absolute value.
+
+    Args:
+        x: any tensor, e.g. a conv weight ``[C_out, C_in, kh, kw]``.
+        bits: k in [2, 16] or 32.
+        ch_axis: None for one scale (0-d tensor), else the channel axis: one scale per channel, ``[C]``.
+    """
+    absmax = x.detach().abs().amax(dim=_reduce_dims(x, ch_axis)) if x.numel() else x.new_zeros(())
+    return scale_from_absmax(absmax.float(), bits)
+
+
+def _broadcast_shape(x: Tensor, axis: int) -> Tuple[int, ...]:
+    shape = [1] * x.dim()
+    shape[axis] = x.shape[axis]
+    return tuple(shape)
+
+
+class _FakeQuantRef(torch.autograd.Function):
+    """Reference fake quantization ``clamp(round(x * (1/S)), qmin, qmax) * S`` with STE and LSQ scale gradient."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: Tensor, qmin: int, qmax: int, grad_factor: float) -> Tensor:
+        inv = torch.reciprocal(scale)
+        q = torch.round(x * inv)
+        inside = (q >= qmin) & (q <= qmax)
+        qc = q.clamp(qmin, qmax)
+        ctx.save_for_backward(x, scale, inv, qc, inside)
+        ctx.grad_factor = grad_factor
+        ctx.scale_shape = scale.shape
+        return qc * scale
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, scale, inv, qc, inside = ctx.saved_tensors
+        grad_x = grad * inside.to(grad.dtype)
+        grad_scale = None
+        if ctx.needs_input_grad[1]:
+            local = torch.where(inside, qc - x * inv, qc)  # LSQ: round(x/S) - x/S inside, qmin/qmax outside
+            g = grad * local * ctx.grad_factor
+            dims = [d for d in range(g.dim()) if scale.dim() != g.dim() or scale.shape[d] == 1]
+            grad_scale = g.sum(dim=dims, keepdim=True).reshape(ctx.scale_shape) if dims else g
+        return grad_x, grad_scale, None, None, None
+
+
+def fake_quantize_reference(x: Tensor, bits: int, scale: ScaleLike, ch_axis: Optional[int] = None,
+                            grad_factor: float = 1.0) -> Tensor:
+    """Plain-PyTorch QD-BEV Eq. 1 fake quantization (same numbers and gradients as the fused kernels).
+
+    Args:
+        x: tensor of any shape.
+        bits: k in [2, 16] or 32 (identity).
+        scale: float / 0-d / ``[1]`` tensor, or ``[C]`` with ``ch_axis``.
+        ch_axis: channel axis of a per-channel ``scale``.
+        grad_factor: multiplies the scale gradient (LSQ's ``1 / sqrt(N q_max)``).
+    """
+    if check_bits(bits) == FLOAT_BITS:
+        return x
+    qmin, qmax = qrange(bits)
+    s = _as_scale(scale, x, ch_axis)
+    if ch_axis is not None:
+        s = s.reshape(_broadcast_shape(x, _norm_axis(x, ch_axis)))
+    else:
+        s = s.reshape(())
+    work = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    out = _FakeQuantRef.apply(work, s.to(work.dtype) if work.dtype == torch.float64 else s, qmin, qmax,
+                              float(grad_factor))
+    return out.to(x.dtype)
+
+
+def _as_scale(scale: ScaleLike, x: Tensor, ch_axis: Optional[int]) -> Tensor:
+    if not isinstance(scale, Tensor):
+        scale = torch.tensor(float(scale), device=x.device)
+    scale = scale.float() if scale.dtype != torch.float32 else scale
+    if ch_axis is None:
+        if scale.numel() != 1:
+            raise ValueError(f'a per-tensor scale must have one element, got shape {tuple(scale.shape)}; '
+                             f'pass ch_axis for per-channel scales')
+    else:
+        n = x.shape[_norm_axis(x, ch_axis)]
+        if scale.dim() != 1 or scale.numel() != n:
+            raise ValueError(f'per-channel scale must have shape [{n}] (size of axis {ch_axis} of '
+                             f'{tuple(x.shape)}), got {tuple(scale.shape)}')
+    return scale
+
+
+def fake_quantize(x: Tensor, bits: int, scale: ScaleLike, ch_axis: Optional[int] = None,
+                  grad_factor: float = 1.0, fused: bool = True) -> Tensor:
+    """QD-BEV Eq. 1 fake quantization: ``clamp(round(x / S), -2^(k-1), 2^(k-1)-1) * S`` with STE.
+
+    Uses torch's fused kernels (``fake_quantize_per_tensor_affine`` / ``_per_channel_affine``, or their
+    ``_learnable`` variants when ``scale`` requires grad) for float32 inputs, the reference path otherwise.
+
+    Args:
+        x: tensor of any shape, e.g. activations ``[B, C, H, W]`` or a weight ``[C_out, C_in, kh, kw]``.
+        bits: k in [2, 16]; 32 returns ``x`` unchanged.
+        scale: S: float / 0-d / ``[1]`` tensor, or ``[C]`` with ``ch_axis``; learnable if it requires grad.
+        ch_axis: channel axis for per-channel scales, None for per-tensor.
+        grad_factor: multiplies the scale gradient (LSQ).
+        fused: False forces the reference path.
+
+    Returns:
+        Tensor like ``x`` holding at most ``2^k`` distinct values per scale.
+    """
+    if check_bits(bits) == FLOAT_BITS:
+        return x
+    s = _as_scale(scale, x, ch_axis)
+    if not fused or x.dtype != torch.float32:
+        return fake_quantize_reference(x, bits, s, ch_axis, grad_factor)
+    qmin, qmax = qrange(bits)
+    learnable = s.requires_grad and torch.is_grad_enabled()
+    if ch_axis is None:
+        s1 = s.reshape(1)
+        if learnable:
+            zp = torch.zeros(1, device=x.device)
+            return torch._fake_quantize_learnable_per_tensor_affine(x, s1, zp, qmin, qmax, float(grad_factor))
+        zp = torch.zeros(1, dtype=torch.int32, device=x.device)
+        return torch.fake_quantize_per_tensor_affine(x, s1.detach(), zp, qmin, qmax)
+    axis = _norm_axis(x, ch_axis)
+    s = s.contiguous()
+    if learnable:
+        zp = torch.zeros_like(s)
+        return torch._fake_quantize_learnable_per_channel_affine(x, s, zp, axis, qmin, qmax, float(grad_factor))
+    zp = torch.zeros(s.shape, dtype=torch.int32, device=x.device)
+    return torch.fake_quantize_per_channel_affine(x, s.detach(), zp, axis, qmin, qmax)
+
+
+def quantize_codes(x: Tensor, bits: int, scale: ScaleLike, ch_axis: Optional[int] = None) -> Tensor:
+    """Integer codes ``clamp(round(x * (1/S)), qmin, qmax)`` of Eq. 1 as int32 (``codes * S == fake_quantize``)."""
+    check_bits(bits)
+    if bits == FLOAT_BITS:
+        raise ValueError('quantize_codes: bits=32 is float, there are no integer codes')
+    qmin, qmax = qrange(bits)
+    s = _as_scale(scale, x, ch_axis).detach()
+    s = s.reshape(_broadcast_shape(x, _norm_axis(x, ch_axis))) if ch_axis is not None else s.reshape(())
+    return torch.round(x.detach().float() * torch.reciprocal(s)).clamp(qmin, qmax).to(torch.int32)

@@ -1,0 +1,179 @@
+"""``FakeQuantizer``: applies QD-BEV Eq. 1 to one tensor with a scale proposed by its observer.
+
+Modes:
+    ``'observe'``  the observer watches the tensor, which passes through in float (calibration);
+    ``'quantize'`` the tensor is fake-quantized with the current scale;
+    ``'off'``      identity, nothing is recorded.
+``bits == 32`` is float: identity in every mode (the observer still watches in ``'observe'`` mode, so a later
+switch to low bits has statistics to start from).
+
+Scale sources, in order:
+    ``dynamic=True``    recomputed from the tensor itself at every forward (weights in QAT: Eq. 1 on the current
+                        weights); the observer is reset each time, statistics are not synced across ranks;
+    learnable           ``learnable=True``: an ``nn.Parameter`` trained with the LSQ gradient;
+    frozen              the scale computed from the observer when calibration ended (``freeze``).
+A quantizer asked to quantize before any calibration initialises its scale from the first tensor it sees.
+
+``bits`` and ``mode`` travel in the module's state dict (``_extra_state``); loading a float checkpoint (without
+any quantizer keys) into a quantized model is accepted and leaves the quantizers uncalibrated.
+"""
+from typing import Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from .fake_quant import FLOAT_BITS, check_bits, fake_quantize, qrange
+from .observers import Observer, build_observer
+
+MODES = ('observe', 'quantize', 'off')
+
+
+class FakeQuantizer(nn.Module):
+    """Holds ``bits``, an observer, a scale (buffer or parameter) and a mode; forward applies Eq. 1.
+
+    Args:
+        bits: k in [2, 16] or 32 (float).
+        observer: observer name, config dict or instance (see :func:`build_observer`).
+        ch_axis: per-channel axis (e.g. 0 for weights ``[C_out, ...]``), None for per-tensor.
+        learnable: make the scale an ``nn.Parameter`` trained with LSQ gradients.
+        dynamic: recompute the scale from every tensor (ignored when learnable).
+        grad_factor: scale-gradient factor; ``'lsq'`` uses ``1 / sqrt(N_per_scale * q_max)``.
+        sync: all-reduce observer statistics across ranks (activations under DDP).
+        mode: initial mode, one of ``'observe'``, ``'quantize'``, ``'off'``.
+    """
+
+    def __init__(self, bits: int = 8, observer: Union[str, dict, Observer] = 'minmax', ch_axis: Optional[int] = None,
+                 learnable: bool = False, dynamic: bool = False, grad_factor: Union[str, float] = 'lsq',
+                 sync: bool = True, mode: str = 'quantize'):
+        super().__init__()
+        self.bits = check_bits(bits)
+        self.ch_axis = ch_axis
+        self.observer = build_observer(observer, ch_axis=ch_axis, sync=sync and not dynamic)
+        if self.observer.ch_axis != ch_axis:
+            raise ValueError(f'FakeQuantizer: observer ch_axis={self.observer.ch_axis} differs from ch_axis={ch_axis}')
+        self.learnable = learnable
+        self.dynamic = dynamic and not learnable
+        if not (grad_factor == 'lsq' or isinstance(grad_factor, (int, float))):
+            raise ValueError(f"FakeQuantizer: grad_factor must be 'lsq' or a number, got {grad_factor!r}")
+        self.grad_factor = grad_factor
+        self.mode = self._check_mode(mode)
+        if learnable:
+            self.scale = nn.Parameter(torch.ones(()))
+        else:
+            self.register_buffer('scale', torch.ones(()))
+        self.register_buffer('initialized', torch.tensor(False))
+        self.register_load_state_dict_post_hook(FakeQuantizer._accept_float_checkpoint)
+
+    @staticmethod
+    def _check_mode(mode: str) -> str:
+        if mode not in MODES:
+            raise ValueError(f'FakeQuantizer mode must be one of {MODES}, got {mode!r}')
+        return mode
+
+    # ----------------------------------------------------------------- state
+    def set_mode(self, mode: str) -> None:
+        """Switch to ``'observe'``, ``'quantize'`` or ``'off'``."""
+        self.mode = self._check_mode(mode)
+
+    def set_bits(self, bits: int) -> None:
+        """Change the width; a calibrated scale is re-derived for the new width (observer statistics when
+        available, else the same clip ``|r_max|``)."""
+        bits = check_bits(bits)
+        old = self.bits
+        self.bits = bits
+        if bits == old or bits == FLOAT_BITS or not bool(self.initialized) or self.dynamic:
+            return
+        if bool(self.observer.initialized):
+            new = self.observer.compute_scale(bits)
+        else:
+            new = self.scale.detach() * float(2 ** old - 1) / float(2 ** bits - 1)
+        self._assign_scale(new)
+
+    def _assign_scale(self, scale: Tensor) -> None:
+        scale = scale.detach().to(self.scale.device, torch.float32)
+        with torch.no_grad():
+            if self.scale.shape != scale.shape:
+                if isinstance(self.scale, nn.Parameter):
+                    self.scale.data = scale.clone()  # same Parameter object: optimizers keep tracking it
+                else:
+                    self.scale = scale.clone()
+            else:
+                self.scale.copy_(scale)
+        self.initialized.fill_(True)
+
+    def freeze(self) -> None:
+        """End of calibration: compute the scale from the observer (if it saw data) and switch to ``'quantize'``."""
+        if bool(self.observer.initialized) and self.bits != FLOAT_BITS:
+            self._assign_scale(self.observer.compute_scale(self.bits))
+        # a float (32-bit) quantizer keeps its statistics: the first forward below 32 bits derives its scale
+        self.mode = 'quantize'
+
+    def current_scale(self, x: Tensor) -> Tensor:
+        """The scale the next quantizing forward on ``x`` uses (computing it if dynamic or uninitialised)."""
+        if self.dynamic:
+            self.observer.reset()
+            self.observer(x)
+            self._assign_scale(self.observer.compute_scale(self.bits))
+        elif not bool(self.initialized):
+            if not bool(self.observer.initialized):
+                self.observer(x)
+            self._assign_scale(self.observer.compute_scale(self.bits))
+        return self.scale
+
+    def _grad_factor(self, x: Tensor) -> float:
+        if self.grad_factor != 'lsq':
+            return float(self.grad_factor)
+        per_scale = x.numel() / max(1, self.scale.numel())
+        return 1.0 / (per_scale * qrange(self.bits)[1]) ** 0.5
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, x: Tensor) -> Tensor:
+        """Observe, fake-quantize (Eq. 1) or pass ``x`` (any shape) through, by mode."""
+        if self.mode == 'off':
+            return x
+        if self.mode == 'observe':
+            self.observer(x)
+            return x
+        if self.bits == FLOAT_BITS:
+            return x
+        scale = self.current_scale(x)
+        return fake_quantize(x, self.bits, scale, self.ch_axis, grad_factor=self._grad_factor(x))
+
+    def extra_repr(self) -> str:
+        kind = 'learnable' if self.learnable else ('dynamic' if self.dynamic else 'frozen')
+        return (f'bits={self.bits}, mode={self.mode}, ch_axis={self.ch_axis}, scale={kind}, '
+                f'observer={self.observer.registered_name}')
+
+    def config(self) -> dict:
+        """Constructor arguments that rebuild an uncalibrated copy of this quantizer."""
+        return dict(bits=self.bits, observer=self.observer.config(), ch_axis=self.ch_axis, learnable=self.learnable,
+                    dynamic=self.dynamic, grad_factor=self.grad_factor, sync=self.observer.sync, mode=self.mode)
+
+    # ----------------------------------------------------------------- checkpoints
+    def get_extra_state(self) -> dict:
+        return {'bits': self.bits, 'mode': self.mode}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.bits = check_bits(int(state['bits']), 'FakeQuantizer extra state bits')
+        self.mode = self._check_mode(state['mode'])
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        key = prefix + 'scale'
+        if key in state_dict and state_dict[key].shape != self.scale.shape:
+            if isinstance(self.scale, nn.Parameter):
+                self.scale.data = torch.empty_like(state_dict[key], device=self.scale.device)
+            else:
+                self.scale = torch.empty_like(state_dict[key], device=self.scale.device)
+        self._float_ckpt_prefix = None if any(k.startswith(prefix) for k in state_dict) else prefix
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    @staticmethod
+    def _accept_float_checkpoint(module: 'FakeQuantizer', incompatible_keys) -> None:
+        """Post-load hook: a checkpoint without any key of this quantizer (a float one) is not an error."""
+        prefix = getattr(module, '_float_ckpt_prefix', None)
+        if prefix is not None:
+            for k in [k for k in incompatible_keys.missing_keys if k.startswith(prefix)]:
+                incompatible_keys.missing_keys.remove(k)
+        module._float_ckpt_prefix = None

@@ -1,0 +1,102 @@
+"""QD-BEV Eq. 1 fake quantization: hand-checked numbers, clamping, level count, STE / LSQ gradients, fused path."""
+import pytest
+import torch
+
+from qdbev.quant import check_bits, fake_quantize, fake_quantize_reference, qrange, quantize_codes, symmetric_scale
+
+
+def test_eq1_scale_and_clamp_hand_checked():
+    # |r_max| = 1.875, k = 4: S = 2 * 1.875 / 15 = 0.25 (exact in float32)
+    x = torch.tensor([-1.875, -0.375, 0.125, 0.3, 1.0, 1.875])
+    s = symmetric_scale(x, 4)
+    assert float(s) == 0.25
+    # x / S = [-7.5, -1.5, 0.5, 1.2, 4, 7.5]; round half to even -> [-8, -2, 0, 1, 4, 8]; 8 clamps to 7
+    expected = torch.tensor([-2.0, -0.5, 0.0, 0.25, 1.0, 1.75])
+    for fused in (True, False):
+        assert torch.equal(fake_quantize(x, 4, s, fused=fused), expected)
+    assert quantize_codes(x, 4, s).tolist() == [-8, -2, 0, 1, 4, 7]
+    assert qrange(4) == (-8, 7) and qrange(2) == (-2, 1) and qrange(16) == (-32768, 32767)
+
+
+def test_eq1_as_printed_would_need_one_level_more():
+    x = torch.tensor([-1.875, 1.875])
+    s = symmetric_scale(x, 4)
+    assert torch.round(x / s).tolist() == [-8.0, 8.0]  # 2^k + 1 codes without the clamp
+    assert fake_quantize(x, 4, s).tolist() == [-2.0, 1.75]
+
+
+@pytest.mark.parametrize('bits', [2, 3, 4, 6, 8])
+def test_at_most_2k_distinct_values(bits):
+    x = torch.linspace(-1.0, 1.0, 20001)
+    s = symmetric_scale(x, bits)
+    assert 2 ** bits - 1 <= fake_quantize(x, bits, s).unique().numel() <= 2 ** bits
+    wide = torch.linspace(-1.5, 1.5, 30001)  # beyond |r_max| on both sides: every code is hit, never more
+    assert fake_quantize(wide, bits, s).unique().numel() == 2 ** bits
+    assert fake_quantize_reference(wide, bits, s).unique().numel() == 2 ** bits
+
+
+def test_per_channel_scale():
+    x = torch.tensor([[1.0, -3.0], [0.5, 0.25]])
+    s = symmetric_scale(x, 8, ch_axis=0)
+    assert torch.allclose(s, torch.tensor([6.0 / 255, 1.0 / 255]))
+    assert float(symmetric_scale(x, 8)) == pytest.approx(6.0 / 255)
+    y = fake_quantize(x, 8, s, ch_axis=0)
+    # row 1: 0.25 / (1/255) = 63.75 -> 64 -> 64/255
+    assert float(y[1, 1]) == pytest.approx(64 / 255, rel=1e-6)
+    assert abs(float(y[0, 0]) - 42 * 6 / 255) < 1e-6  # 1 / (6/255) = 42.5 -> 42 (half to even)
+
+
+@pytest.mark.parametrize('fused', [True, False])
+def test_ste_and_lsq_gradients_per_tensor(fused):
+    x = torch.tensor([-3.0, -0.1, 0.2, 5.0], requires_grad=True)
+    s = torch.tensor(1.0, requires_grad=True)
+    y = fake_quantize(x, 2, s, fused=fused)  # codes in [-2, 1]
+    assert y.tolist() == [-2.0, 0.0, 0.0, 1.0]
+    y.sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 0.0]  # 1 inside the range, 0 outside
+    # LSQ: outside -> q_min / q_max; inside -> round(x/S) - x/S: -2 + 0.1 - 0.2 + 1 = -1.1
+    assert float(s.grad) == pytest.approx(-1.1, abs=1e-6)
+
+
+@pytest.mark.parametrize('fused', [True, False])
+def test_lsq_gradient_per_channel_and_grad_factor(fused):
+    w = torch.tensor([[0.3, -2.0], [0.6, 0.9]], requires_grad=True)
+    s = torch.tensor([0.5, 0.25], requires_grad=True)
+    fake_quantize(w, 3, s, ch_axis=0, grad_factor=0.5, fused=fused).sum().backward()  # codes in [-4, 3]
+    # row 0: 0.6 -> 1 (1 - 0.6 = 0.4), -4 inside (0); row 1: 2.4 -> 2 (-0.4), 3.6 -> 4 > 3 outside (3)
+    assert torch.allclose(s.grad, 0.5 * torch.tensor([0.4, 2.6]), atol=1e-6)
+    assert w.grad.tolist() == [[1.0, 1.0], [1.0, 0.0]]
+
+
+def test_fused_equals_reference_values_and_gradients():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 8, 5, 5, generator=g) * 3
+    for bits in (2, 4, 6, 8, 16):
+        for axis in (None, 1):
+            s = symmetric_scale(x, bits, axis) * 0.7  # clip part of the values
+            assert torch.equal(fake_quantize(x, bits, s, axis), fake_quantize_reference(x, bits, s, axis))
+            grads = []
+            for fused in (True, False):
+                xx, ss = x.clone().requires_grad_(), s.clone().requires_grad_()
+                (fake_quantize(xx, bits, ss, axis, fused=fused) * torch.cos(x)).sum().backward()
+                grads.append((xx.grad, ss.grad))
+            assert torch.equal(grads[0][0], grads[1][0])
+            assert torch.allclose(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-4)
+
+
+def test_bits_validation_and_float_identity():
+    for bad in (0, 1, 17, 33, 8.0, True):
+        with pytest.raises(ValueError, match='bits'):
+            check_bits(bad)
+        with pytest.raises(ValueError):
+            fake_quantize(torch.ones(3), bad, 1.0)
+    x = torch.randn(5)
+    assert fake_quantize(x, 32, 1.0) is x
+    with pytest.raises(ValueError, match='per-channel scale'):
+        fake_quantize(torch.ones(2, 3), 8, torch.ones(3), ch_axis=0)
+
+
+def test_zero_tensor_gets_finite_scale():
+    z = torch.zeros(2, 3)
+    s = symmetric_scale(z, 8, ch_axis=0)
+    assert torch.all(s > 0) and torch.equal(fake_quantize(z, 8, s, 0), z)
