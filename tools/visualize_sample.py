@@ -41,7 +41,6 @@ def bev_panel(nusc, sample: dict, size: int) -> np.ndarray:
     pts = LidarPointCloud.from_file(path).points  # [4, N]
     img = np.full((size, size, 3), 20, dtype=np.uint8)
     s = size / (2 * BEV_RANGE)
-    view = np.array([[s, 0, 0], [0, -s, 0], [0, 0, 0]], dtype=np.float64)
     u = (pts[0] * s + size / 2).astype(np.int64)
     v = (size / 2 - pts[1] * s).astype(np.int64)
     keep = (u >= 0) & (u < size) & (v >= 0) & (v < size)

@@ -58,10 +58,11 @@ def check_dataroot(dataroot: str, version: str) -> None:
 
 
 def _missing_files(nusc) -> List[str]:
-    """Key-frame files (camera images and LIDAR_TOP) referenced by the tables but absent on disk."""
+    """Files the infos refer to (key-frame camera images and lidar, and the lidar sweeps) absent on disk."""
     missing = []
     for sd in nusc.sample_data:
-        if sd['is_key_frame'] and not osp.isfile(osp.join(nusc.dataroot, sd['filename'])):
+        needed = sd['is_key_frame'] or sd['channel'] == 'LIDAR_TOP'
+        if needed and not osp.isfile(osp.join(nusc.dataroot, sd['filename'])):
             missing.append(sd['filename'])
     return missing
 

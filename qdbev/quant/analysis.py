@@ -15,12 +15,20 @@ __all__ = ['weight_quant_error', 'layer_weight_errors', 'per_channel_fallback', 
 
 
 def weight_quant_error(w: Tensor, bits: int, ch_axis: Optional[int] = None) -> float:
-    """Relative error ``||W - Q(W)||^2 / ||W||^2`` of Eq. 1 with the minmax scale (per tensor or per channel)."""
+    """Mean over output channels (axis 0) of ``||W_c - Q(W_c)||^2 / ||W_c||^2``, Q = Eq. 1 with the minmax scale
+    per tensor (``ch_axis=None``) or per channel. Normalising per channel makes channels that a shared scale
+    rounds to zero count, however small they are; a 1-D tensor is one channel."""
     if bits == FLOAT_BITS:
         return 0.0
     w = w.detach().float()
-    err = (w - fake_quantize(w, bits, symmetric_scale(w, bits, ch_axis), ch_axis)).pow(2).sum()
-    return float(err / w.pow(2).sum().clamp_min(1e-30))
+    err = (w - fake_quantize(w, bits, symmetric_scale(w, bits, ch_axis), ch_axis)).pow(2)
+    rows = w.reshape(w.shape[0], -1) if w.dim() > 1 else w.reshape(1, -1)
+    err_rows = err.reshape(rows.shape)
+    norm = rows.pow(2).sum(dim=1)
+    valid = norm > 0
+    if not bool(valid.any()):
+        return 0.0
+    return float((err_rows.sum(dim=1)[valid] / norm[valid]).mean())
 
 
 def layer_weight_errors(model: nn.Module, per_channel: bool = False) -> Dict[str, float]:

@@ -22,8 +22,8 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
-from .fake_quant import FLOAT_BITS, check_bits, fake_quantize, qrange
-from .observers import Observer, build_observer
+from .fake_quant import FLOAT_BITS, check_bits, fake_quantize, qrange, symmetric_scale
+from .observers import MinMaxObserver, Observer, build_observer
 
 MODES = ('observe', 'quantize', 'off')
 
@@ -62,6 +62,7 @@ class FakeQuantizer(nn.Module):
         else:
             self.register_buffer('scale', torch.ones(()))
         self.register_buffer('initialized', torch.tensor(False))
+        self._ready = False  # python mirror of `initialized`: no device sync on the forward path
         self.register_load_state_dict_post_hook(FakeQuantizer._accept_float_checkpoint)
 
     @staticmethod
@@ -81,7 +82,7 @@ class FakeQuantizer(nn.Module):
         bits = check_bits(bits)
         old = self.bits
         self.bits = bits
-        if bits == old or bits == FLOAT_BITS or not bool(self.initialized) or self.dynamic:
+        if bits == old or bits == FLOAT_BITS or not self._ready or self.dynamic:
             return
         if bool(self.observer.initialized):
             new = self.observer.compute_scale(bits)
@@ -99,7 +100,12 @@ class FakeQuantizer(nn.Module):
                     self.scale = scale.clone()
             else:
                 self.scale.copy_(scale)
-        self.initialized.fill_(True)
+        self.set_initialized(True)
+
+    def set_initialized(self, flag: bool) -> None:
+        """Mark the scale as calibrated (or not: the next quantizing forward then derives it)."""
+        self.initialized.fill_(bool(flag))
+        self._ready = bool(flag)
 
     def freeze(self) -> None:
         """End of calibration: compute the scale from the observer (if it saw data) and switch to ``'quantize'``."""
@@ -111,10 +117,13 @@ class FakeQuantizer(nn.Module):
     def current_scale(self, x: Tensor) -> Tensor:
         """The scale the next quantizing forward on ``x`` uses (computing it if dynamic or uninitialised)."""
         if self.dynamic:
-            self.observer.reset()
-            self.observer(x)
-            self._assign_scale(self.observer.compute_scale(self.bits))
-        elif not bool(self.initialized):
+            if isinstance(self.observer, MinMaxObserver):  # Eq. 1 on the tensor itself, without the bookkeeping
+                self._assign_scale(symmetric_scale(x, self.bits, self.ch_axis))
+            else:
+                self.observer.reset()
+                self.observer(x)
+                self._assign_scale(self.observer.compute_scale(self.bits))
+        elif not self._ready:
             if not bool(self.observer.initialized):
                 self.observer(x)
             self._assign_scale(self.observer.compute_scale(self.bits))
@@ -172,6 +181,7 @@ class FakeQuantizer(nn.Module):
     @staticmethod
     def _accept_float_checkpoint(module: 'FakeQuantizer', incompatible_keys) -> None:
         """Post-load hook: a checkpoint without any key of this quantizer (a float one) is not an error."""
+        module._ready = bool(module.initialized)
         prefix = getattr(module, '_float_ckpt_prefix', None)
         if prefix is not None:
             for k in [k for k in incompatible_keys.missing_keys if k.startswith(prefix)]:

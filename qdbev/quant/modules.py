@@ -46,9 +46,9 @@ class QuantModule:
             for q in self.act_quantizers():
                 q.set_bits(a_bits)
 
-    def _attach(self, w_quant: FakeQuantizer, a_quant: FakeQuantizer) -> None:
-        self.w_quant = w_quant
-        self.a_quant = a_quant
+    def _attach(self, w_quant: FakeQuantizer, a_quant: FakeQuantizer, device: torch.device) -> None:
+        self.w_quant = w_quant.to(device)
+        self.a_quant = a_quant.to(device)
 
 
 class QuantConv2d(nn.Conv2d, QuantModule):
@@ -61,7 +61,7 @@ class QuantConv2d(nn.Conv2d, QuantModule):
                 padding_mode=conv.padding_mode, device='meta')
         q.weight, q.bias = conv.weight, conv.bias
         q.train(conv.training)
-        q._attach(w_quant, a_quant)
+        q._attach(w_quant, a_quant, conv.weight.device)
         return q
 
     def forward(self, x: Tensor) -> Tensor:
@@ -76,7 +76,7 @@ class QuantLinear(nn.Linear, QuantModule):
         q = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device='meta')
         q.weight, q.bias = linear.weight, linear.bias
         q.train(linear.training)
-        q._attach(w_quant, a_quant)
+        q._attach(w_quant, a_quant, linear.weight.device)
         return q
 
     def forward(self, x: Tensor) -> Tensor:
@@ -109,8 +109,9 @@ class QuantMultiheadAttention(nn.MultiheadAttention, QuantModule):
         q.in_proj_weight, q.in_proj_bias = mha.in_proj_weight, mha.in_proj_bias
         q.out_proj = mha.out_proj
         q.train(mha.training)
-        q._attach(w_quant, a_quant)
-        q.k_quant, q.v_quant = k_quant, v_quant
+        dev = mha.in_proj_weight.device
+        q._attach(w_quant, a_quant, dev)
+        q.k_quant, q.v_quant = k_quant.to(dev), v_quant.to(dev)
         return q
 
     def weight_quantizers(self) -> Iterator[Tuple[str, Tensor, FakeQuantizer]]:

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .fake_quant import SCALE_EPS, check_bits, fake_quantize_reference, scale_from_absmax
+from .fake_quant import SCALE_EPS, check_bits, qrange, scale_from_absmax
 
 __all__ = ['Observer', 'MinMaxObserver', 'EMAMinMaxObserver', 'PercentileObserver', 'MSEObserver',
            'EntropyObserver', 'OBSERVERS', 'register_observer', 'build_observer']
@@ -40,7 +40,8 @@ def register_observer(name: str) -> Callable[[Type['Observer']], Type['Observer'
 
 
 def build_observer(cfg: Union[str, dict, 'Observer'], **kwargs) -> 'Observer':
-    """Build an observer from a name (``'mse'``), a dict (``dict(type='percentile', percentile=99.9)``) or pass one through.
+    """Build an observer from a name (``'mse'``) or a dict (``dict(type='percentile', percentile=99.9)``);
+    an :class:`Observer` instance is returned as is.
 
     ``kwargs`` (e.g. ``ch_axis=0``) complete the config; keys of a dict config win.
     """
@@ -317,23 +318,26 @@ class MSEObserver(_HistogramObserver):
     def config(self) -> dict:
         return {**super().config(), 'num_candidates': self.num_candidates}
 
+    @torch.no_grad()
     def clip_value(self, bits: int) -> Tensor:
         if bits == 32:
             return self._out(self.absmax.clone())
-        centers = self._centers()
-        neg, pos = self.hist[:, :self.bins], self.hist[:, self.bins:]
-        best_err = torch.full_like(self.absmax, float('inf'))
-        best = self.absmax.clone()
-        for j in range(1, self.num_candidates + 1):
-            clip = self.absmax * (j / self.num_candidates)
-            scale = scale_from_absmax(clip, bits)
-            err_pos = (centers - fake_quantize_reference(centers, bits, scale, ch_axis=0)) ** 2
-            err_neg = (centers + fake_quantize_reference(-centers, bits, scale, ch_axis=0)) ** 2
-            err = (err_pos * pos + err_neg * neg).sum(dim=1)
-            better = err < best_err
-            best_err = torch.where(better, err, best_err)
-            best = torch.where(better, clip, best)
-        return self._out(best)
+        qmin, qmax = qrange(bits)
+        centers = self._centers()[None]  # [1, C, bins]
+        neg, pos = self.hist[None, :, :self.bins], self.hist[None, :, self.bins:]
+        fracs = torch.arange(1, self.num_candidates + 1, device=centers.device) / self.num_candidates
+        c, nb = self.hist.shape[0], self.bins
+        chunk = max(1, (1 << 22) // (c * nb))  # candidates per step: <= 4M elements
+        errs = []
+        for f in fracs.split(chunk):
+            clip = f[:, None] * self.absmax[None, :]  # [n, C]
+            scale = scale_from_absmax(clip, bits)[:, :, None]
+            inv = torch.reciprocal(scale)
+            err_pos = (centers - torch.round(centers * inv).clamp(qmin, qmax) * scale) ** 2
+            err_neg = (centers + torch.round(-centers * inv).clamp(qmin, qmax) * scale) ** 2
+            errs.append((err_pos * pos + err_neg * neg).sum(dim=2))  # [n, C]
+        best = torch.cat(errs).argmin(dim=0)  # first minimum per channel
+        return self._out(fracs[best] * self.absmax)
 
 
 @register_observer('entropy')
@@ -345,6 +349,8 @@ class EntropyObserver(_HistogramObserver):
 
     def __init__(self, ch_axis: Optional[int] = None, sync: bool = True, bins: int = 2048, stride: int = 1):
         super().__init__(ch_axis, sync, bins)
+        if stride < 1:
+            raise ValueError(f'EntropyObserver: stride must be >= 1, got {stride}')
         self.stride = stride
 
     def config(self) -> dict:
@@ -393,7 +399,8 @@ class EntropyObserver(_HistogramObserver):
         p_l = s_l.clone()
         p_l[:, -1] += tail  # bin i - 1 always lies in the last group
         zq = cum_h[cands]
-        log_q = torch.log(s_l.clamp_min(1e-300)) - torch.log(n_l.clamp_min(1)) - torch.log(zq.clamp_min(1e-300))[:, None]
+        log_q = (torch.log(s_l.clamp_min(1e-300)) - torch.log(n_l.clamp_min(1))
+                 - torch.log(zq.clamp_min(1e-300))[:, None])
         cross = torch.where(p_l > 0, p_l * log_q, torch.zeros_like(p_l)).sum(dim=1)
         new_last = last + tail
         corr = (torch.where(new_last > 0, new_last * torch.log(new_last.clamp_min(1e-300)), torch.zeros_like(tail))

@@ -118,6 +118,8 @@ def _unsupported(module: nn.Module) -> bool:
         return False
     if isinstance(module, nn.MultiheadAttention):
         return not (_type_name(module) in _MHA_TYPES and QuantMultiheadAttention.supports(module))
+    if 'DeformConv' in type(module).__name__:  # mmcv DCN / DCNv2: weights used by a custom op
+        return True
     return isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and \
         _type_name(module) not in _CONV_TYPES + _LINEAR_TYPES
 
@@ -252,5 +254,4 @@ def load_quant_state(model: nn.Module, state: Dict[str, dict], strict: bool = Tr
                 q.scale.data = scale.clone()
             else:
                 q.scale = scale.clone()
-        q.initialized.fill_(bool(s['initialized']))
-
+        q.set_initialized(bool(s['initialized']))

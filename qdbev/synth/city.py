@@ -22,6 +22,7 @@ BUILDING_SETBACK = 12.0
 MAP_RESOLUTION = 0.1  # m per map pixel (nuScenes' MapMask default)
 MAP_EXTENT = 500.0  # m, square map [0, MAP_EXTENT]^2
 TEXTURE_CELL = 0.08  # m per noise texel
+BLOCK_CELL = 0.1  # m per texel of the tabulated street pattern (level 0)
 TEXTURE_SIZE = 256
 
 ASPHALT = np.array([78.0, 78.0, 84.0])
@@ -76,13 +77,25 @@ class City:
         base = (base / base.std()).astype(np.float32)
         # Pre-filtered levels: level k is averaged over ~2^k texels (used where a pixel covers that much ground).
         self.noise_levels = np.stack([base] + [_wrap_blur(base, 2.0 ** k) for k in range(1, 6)])
+        # The street pattern repeats every block in x and y: tabulate one block, then box-filter it per level.
+        n = int(round(self.block / BLOCK_CELL))
+        c = (np.arange(n, dtype=np.float64) + 0.5) * BLOCK_CELL + self.offset
+        gx, gy = np.meshgrid(c, c)
+        rgb, inten = self.ground_exact(gx.ravel(), gy.ravel(), np.full(gx.size, BLOCK_CELL))
+        self.block_intensity = inten.reshape(n, n).astype(np.float32)
+        levels = [rgb.reshape(n, n, 3).astype(np.float32)]
+        while len(levels) < 7 and levels[-1].shape[0] > 16:
+            m = levels[-1].shape[0] // 2
+            levels.append(cv2.resize(levels[-1], (m, m), interpolation=cv2.INTER_AREA))
+        self.block_levels = levels
 
     # -- street coordinates -------------------------------------------------------------------------------------
     def street_offsets(self, x: np.ndarray, y: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Signed offsets (ux, uy) of points from the nearest street centre line along y (ux) and along x (uy)."""
         half = self.block / 2.0
-        ux = np.mod(np.asarray(x) - self.offset + half, self.block) - half
-        uy = np.mod(np.asarray(y) - self.offset + half, self.block) - half
+        x, y = np.asarray(x), np.asarray(y)
+        ux = np.mod(x - x.dtype.type(self.offset - half), x.dtype.type(self.block)) - x.dtype.type(half)
+        uy = np.mod(y - y.dtype.type(self.offset - half), y.dtype.type(self.block)) - y.dtype.type(half)
         return ux, uy
 
     def street_line(self, k: int) -> float:
@@ -101,7 +114,47 @@ class City:
 
     # -- appearance ----------------------------------------------------------------------------------------------
     def ground(self, x: np.ndarray, y: np.ndarray, footprint: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """Ground colour and lidar intensity at world points.
+        """Ground colour and lidar intensity at world points, looked up in the pre-filtered block texture.
+
+        Args:
+            x, y: ``[N]`` world coordinates (m).
+            footprint: ``[N]`` ground length one pixel covers there (m), selects the texture level (mip-map).
+        Returns:
+            ``(rgb [N, 3] float32 in 0..255, intensity [N] float32)``.
+        """
+        x, y = np.asarray(x), np.asarray(y)
+        ax = np.mod(x - x.dtype.type(self.offset), x.dtype.type(self.block))
+        ay = np.mod(y - y.dtype.type(self.offset), y.dtype.type(self.block))
+        f = np.asarray(footprint)
+        level = np.clip(np.floor(np.log2(np.maximum(f, 1e-6) / BLOCK_CELL)), 0, len(self.block_levels) - 1)
+        level = level.astype(np.int64)
+        rgb = np.empty(x.shape + (3,), dtype=np.float32)
+        for lv in np.unique(level):
+            m = level == lv
+            tex = self.block_levels[lv]
+            n = tex.shape[0]
+            ix = np.minimum((ax[m] * (n / self.block)).astype(np.int64), n - 1)
+            iy = np.minimum((ay[m] * (n / self.block)).astype(np.int64), n - 1)
+            rgb[m] = tex[iy, ix]
+        n0 = self.block_intensity.shape[0]
+        intensity = self.block_intensity[np.minimum((ay * (n0 / self.block)).astype(np.int64), n0 - 1),
+                                         np.minimum((ax * (n0 / self.block)).astype(np.int64), n0 - 1)]
+        nlevel = np.clip(np.log2(np.maximum(f, 1e-6) / TEXTURE_CELL), 0, len(self.noise_levels) - 1).astype(np.int64)
+        nx = np.mod((ax / TEXTURE_CELL).astype(np.int64), TEXTURE_SIZE)
+        ny = np.mod((ay / TEXTURE_CELL).astype(np.int64), TEXTURE_SIZE)
+        rgb *= (1.0 + 0.12 * self.noise_levels[nlevel, ny, nx])[:, None]
+        return np.clip(rgb, 0, 255), intensity
+
+    def ground_intensity(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Lidar intensity ``[N]`` of the ground at world points (the tabulated block pattern)."""
+        x, y = np.asarray(x), np.asarray(y)
+        n0 = self.block_intensity.shape[0]
+        ix = np.minimum((np.mod(x - self.offset, self.block) * (n0 / self.block)).astype(np.int64), n0 - 1)
+        iy = np.minimum((np.mod(y - self.offset, self.block) * (n0 / self.block)).astype(np.int64), n0 - 1)
+        return self.block_intensity[iy, ix]
+
+    def ground_exact(self, x: np.ndarray, y: np.ndarray, footprint: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Ground colour (without noise) and lidar intensity at world points, evaluated analytically.
 
         Args:
             x, y: ``[N]`` world coordinates (m).
@@ -126,8 +179,8 @@ class City:
             return np.where(np.abs(dist) < half, np.minimum(1.0, width / f), 0.0)
 
         # Lane markings on the street segments (not inside intersections), zebra crossings before intersections.
-        ax = np.asarray(x) - self.offset
-        ay = np.asarray(y) - self.offset
+        ax = np.asarray(x) - np.asarray(x).dtype.type(self.offset)
+        ay = np.asarray(y) - np.asarray(y).dtype.type(self.offset)
         on_h = (dy < ROAD_HALF) & (dx > SIDEWALK_OUT)  # street along x, outside the intersection
         on_v = (dx < ROAD_HALF) & (dy > SIDEWALK_OUT)
         dash_x = np.mod(ax, 6.0) < 3.0
@@ -138,27 +191,26 @@ class City:
         zebra_h = (dy < ROAD_HALF - 0.5) & (dx > SIDEWALK_OUT + 0.5) & (dx < SIDEWALK_OUT + 3.5)
         zebra_v = (dx < ROAD_HALF - 0.5) & (dy > SIDEWALK_OUT + 0.5) & (dy < SIDEWALK_OUT + 3.5)
         zebra_w = np.clip(0.6 / f, 0.0, 1.0)  # stripes 0.6 m wide every 1.2 m fade into grey far away
-        zebra = (zebra_h * np.where(np.mod(ay, 1.2) < 0.6, 1.0, 0.0) + zebra_v * np.where(np.mod(ax, 1.2) < 0.6, 1.0, 0.0))
+        zebra = (zebra_h * np.where(np.mod(ay, 1.2) < 0.6, 1.0, 0.0)
+                 + zebra_v * np.where(np.mod(ax, 1.2) < 0.6, 1.0, 0.0))
         zebra = zebra * zebra_w + (zebra_h | zebra_v) * (1.0 - zebra_w) * 0.5
         mark = np.maximum(mark, zebra.astype(np.float32))
         # Sidewalk slab joints.
         joints = walk * np.maximum(line(np.mod(ax + 0.75, 1.5) - 0.75, 0.06), line(np.mod(ay + 0.75, 1.5) - 0.75, 0.06))
 
-        level = np.clip(np.log2(f / TEXTURE_CELL), 0, len(self.noise_levels) - 1).astype(np.int64)
-        ix = np.mod(np.floor(ax / TEXTURE_CELL), TEXTURE_SIZE).astype(np.int64)
-        iy = np.mod(np.floor(ay / TEXTURE_CELL), TEXTURE_SIZE).astype(np.int64)
-        noise = self.noise_levels[level, iy, ix]
-        rgb *= (1.0 + 0.12 * noise)[:, None]
         rgb *= (1.0 - 0.35 * joints)[:, None].astype(np.float32)
         rgb += (MARKING - rgb) * mark[:, None]
         intensity = np.where(road, 12.0, np.where(walk, 24.0, 6.0)) + 70.0 * mark
         return np.clip(rgb, 0, 255).astype(np.float32), intensity.astype(np.float32)
 
+    def _block_range(self, lo: float, hi: float) -> range:
+        """Indices i of the blocks [street_line(i), street_line(i + 1)] overlapping [lo, hi]."""
+        return range(int(np.floor((lo - self.offset) / self.block)), int(np.floor((hi - self.offset) / self.block)) + 1)
+
     def buildings(self, xmin: float, xmax: float, ymin: float, ymax: float) -> List[Building]:
         """Buildings on the blocks that overlap the rectangle; each block holds up to 2x2 lots, fixed per city."""
         out = []
-        kx = range(int(np.floor((xmin - self.offset) / self.block)), int(np.floor((xmax - self.offset) / self.block)) + 1)
-        ky = range(int(np.floor((ymin - self.offset) / self.block)), int(np.floor((ymax - self.offset) / self.block)) + 1)
+        kx, ky = self._block_range(xmin, xmax), self._block_range(ymin, ymax)
         inner = self.block - 2 * BUILDING_SETBACK
         lot = (inner - 4.0) / 2.0
         for i in kx:

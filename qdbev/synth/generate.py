@@ -1,6 +1,8 @@
 """The whole data set: scene list from the devkit's splits, static tables, maps, scenes in worker processes, and
 an atomic move of the finished folder to ``out`` (never a half-written data set)."""
+import ast
 import datetime
+import importlib.util
 import json
 import math
 import multiprocessing
@@ -38,22 +40,41 @@ class DatasetConfig:
     val_scenes: Optional[int] = None  # first M scenes of its val split (mini: both by default)
     samples_per_scene: int = 30
     scale: float = 0.25
-    sweeps: int = 2  # non-key lidar sweeps between keyframes
+    sweeps: int = 1  # non-key lidar sweeps between keyframes (nuScenes: 9)
     lidar_azimuths: int = 720
     seed: int = 0
     workers: int = 2
     overwrite: bool = False
 
 
+def devkit_splits() -> Dict[str, List[str]]:
+    """The scene-name lists of the installed devkit's ``nuscenes/utils/splits.py`` (train, val, mini_train,
+    mini_val), read from its source so the heavy ``nuscenes`` package (sklearn, scipy...) is not imported."""
+    spec = importlib.util.find_spec('nuscenes')
+    if spec is None or not spec.origin:
+        raise SynthConfigError('nuscenes-devkit is not installed; install nuscenes-devkit==1.2.0')
+    path = os.path.join(os.path.dirname(spec.origin), 'utils', 'splits.py')
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    lists = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            if isinstance(value, list):
+                lists[node.targets[0].id] = value
+    lists['train'] = sorted(set(lists['train_detect'] + lists['train_track']))  # as splits.py defines it
+    return lists
+
+
 def split_scene_names(version: str, train: Optional[int], val: Optional[int]) -> List[str]:
     """Scene names: the first ``train`` of the version's train split then the first ``val`` of its val split."""
-    from nuscenes.utils import splits  # the devkit's own lists, so converters/evaluators split them stock
-    if version == 'v1.0-mini':
-        tr, va = splits.mini_train, splits.mini_val
-        train = len(tr) if train is None else train
-        val = len(va) if val is None else val
-    else:
-        tr, va = splits.train, splits.val
+    lists = devkit_splits()
+    tr, va = (lists['mini_train'], lists['mini_val']) if version == 'v1.0-mini' else (lists['train'], lists['val'])
+    train = len(tr) if train is None else train
+    val = len(va) if val is None else val
     return list(tr[:train]) + list(va[:val])
 
 
@@ -145,8 +166,8 @@ def generate_dataset(cfg: DatasetConfig, progress: bool = True) -> str:
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(cfg.out)}.tmp-', dir=parent)
     try:
-        for sub in [f'samples/{ch}' for ch in CAMERA_NAMES + (LIDAR_NAME,)] + [f'sweeps/{LIDAR_NAME}', 'maps',
-                                                                             'can_bus', cfg.version]:
+        folders = [f'samples/{ch}' for ch in CAMERA_NAMES + (LIDAR_NAME,)]
+        for sub in folders + [f'sweeps/{LIDAR_NAME}', 'maps', 'can_bus', cfg.version]:
             os.makedirs(os.path.join(tmp, sub), exist_ok=True)
         specs = _scene_specs(cfg, tmp)
         tables = _static_tables(specs, tmp)

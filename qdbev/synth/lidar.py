@@ -50,63 +50,69 @@ class LidarSimulator:
         cw, sw = np.cos(yaw_w), np.sin(yaw_w)
         gx = origin[0] + tg * (cw * gd[:, 0] - sw * gd[:, 1])
         gy = origin[1] + tg * (sw * gd[:, 0] + cw * gd[:, 1])
-        _, gi = city.ground(gx, gy, np.full(gx.shape, 0.1))
-        inten[gmask] = gi
-        for p in range(len(geom.center)):
-            self._cast_part(geom, p, origin, yaw_w, t_best, inten)
+        inten[gmask] = city.ground_intensity(gx, gy)
+        if len(geom.center):
+            self._cast_parts(geom, origin, yaw_w, t_best, inten)
         keep = np.isfinite(t_best) & (t_best < MAX_RANGE) & (t_best >= MIN_RANGE)
         t = t_best[keep] + rng.standard_normal(int(keep.sum())) * RANGE_NOISE
         pts = self.dirs[keep] * t[:, None]
-        pts[:, 2] += 0.0
         ring = np.broadcast_to(np.arange(N_RINGS)[:, None], t_best.shape)[keep]
         return np.concatenate([pts, inten[keep][:, None], ring[:, None]], axis=1).astype(np.float32)
 
-    def _cast_part(self, geom: FrameGeometry, p: int, origin: np.ndarray, yaw_w: float,
-                   t_best: np.ndarray, inten: np.ndarray) -> None:
-        """Intersect the rays that can reach box part ``p`` and keep the nearer hits (in place)."""
-        centre, half, yaw = geom.center[p], geom.half[p], float(geom.yaw[p])
-        rel = centre - origin
-        r = float(np.hypot(rel[0], rel[1]))
-        rho = float(np.hypot(half[0], half[1]))
-        if r - rho > MAX_RANGE:
+    def _cast_parts(self, geom: FrameGeometry, origin: np.ndarray, yaw_w: float,
+                    t_best: np.ndarray, inten: np.ndarray) -> None:
+        """Slab-test every (ray, part) pair whose ring/azimuth window can meet the part; keep the nearest hits
+        (updates ``t_best`` / ``inten`` ``[R, A]`` in place)."""
+        n_az = self.n_azimuth
+        step = 2 * np.pi / n_az
+        rel = geom.center - origin  # [P, 3]
+        r = np.hypot(rel[:, 0], rel[:, 1])
+        rho = np.hypot(geom.half[:, 0], geom.half[:, 1])
+        near, far = np.maximum(r - rho, 0.05), r + rho
+        zlo, zhi = rel[:, 2] - geom.half[:, 2], rel[:, 2] + geom.half[:, 2]
+        e_lo = np.minimum(np.arctan2(zlo, near), np.arctan2(zlo, far)) - 0.03
+        e_hi = np.maximum(np.arctan2(zhi, near), np.arctan2(zhi, far)) + 0.03
+        r0 = np.searchsorted(self.elev, e_lo)
+        r1 = np.searchsorted(self.elev, e_hi, side='right')
+        az_c = np.arctan2(rel[:, 1], rel[:, 0]) - yaw_w
+        half_angle = np.arcsin(np.clip(rho / np.maximum(r, 1e-6), 0.0, 1.0)) + step
+        j0 = np.floor((az_c - half_angle + np.pi) / step).astype(np.int64)
+        n_c = np.ceil((az_c + half_angle + np.pi) / step).astype(np.int64) - j0 + 1
+        surround = r <= rho + 0.05
+        j0[surround], n_c[surround] = 0, n_az
+        n_c = np.minimum(n_c, n_az)
+        n_r = np.maximum(r1 - r0, 0)
+        n_r[r - rho > MAX_RANGE] = 0
+        count = n_r * n_c
+        if count.sum() == 0:
             return
-        step = 2 * np.pi / self.n_azimuth
-        if r <= rho + 0.05:
-            cols = np.arange(self.n_azimuth)
-        else:
-            az_c = np.arctan2(rel[1], rel[0]) - yaw_w
-            half_angle = np.arcsin(min(rho / r, 1.0)) + step
-            j0 = int(np.floor((az_c - half_angle + np.pi) / step))
-            j1 = int(np.ceil((az_c + half_angle + np.pi) / step))
-            cols = np.arange(j0, j1 + 1) % self.n_azimuth
-        near, far = max(r - rho, 0.05), r + rho
-        zlo, zhi = rel[2] - half[2], rel[2] + half[2]
-        e_lo = min(np.arctan2(zlo, near), np.arctan2(zlo, far)) - 0.03
-        e_hi = max(np.arctan2(zhi, near), np.arctan2(zhi, far)) + 0.03
-        r0, r1 = np.searchsorted(self.elev, e_lo), np.searchsorted(self.elev, e_hi, side='right')
-        if r1 <= r0:
-            return
-        d = self.dirs[r0:r1][:, cols]  # [r, c, 3] lidar frame
-        a = yaw_w - yaw  # lidar frame -> part frame rotation angle
+        part = np.repeat(np.arange(len(count)), count)
+        k = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+        row = r0[part] + k // n_c[part]
+        col = (j0[part] + k % n_c[part]) % n_az
+        d = self.dirs[row, col]  # [Q, 3] lidar frame
+        a = yaw_w - geom.yaw[part]  # lidar frame -> part frame
         ca, sa = np.cos(a), np.sin(a)
-        dl = np.stack([ca * d[..., 0] - sa * d[..., 1], sa * d[..., 0] + ca * d[..., 1], d[..., 2]], -1)
-        cy, sy = np.cos(yaw), np.sin(yaw)
-        o = np.array([cy * -rel[0] + sy * -rel[1], -sy * -rel[0] + cy * -rel[1], -rel[2]])  # origin in part frame
+        dl = np.stack([ca * d[:, 0] - sa * d[:, 1], sa * d[:, 0] + ca * d[:, 1], d[:, 2]], -1)
+        cy, sy = np.cos(geom.yaw), np.sin(geom.yaw)
+        o = np.stack([-(cy * rel[:, 0] + sy * rel[:, 1]), -(-sy * rel[:, 0] + cy * rel[:, 1]), -rel[:, 2]], -1)
+        half = geom.half[part]
         with np.errstate(divide='ignore', invalid='ignore'):
-            t1 = (-half - o) / dl
-            t2 = (half - o) / dl
+            t1 = (-half - o[part]) / dl
+            t2 = (half - o[part]) / dl
         tnear = np.nanmax(np.minimum(t1, t2), axis=-1)
         tfar = np.nanmin(np.maximum(t1, t2), axis=-1)
-        hit = (tnear <= tfar) & (tnear > 0)
-        sub_t = t_best[r0:r1][:, cols]
-        better = hit & (tnear < sub_t)
-        if not better.any():
+        ray = row * n_az + col
+        hit = (tnear <= tfar) & (tnear > 0) & (tnear < t_best.ravel()[ray])
+        if not hit.any():
             return
-        rr, cc = np.nonzero(better)
-        t_best[r0 + rr, cols[cc]] = tnear[rr, cc]
-        owner = int(geom.owner[p])
-        value = 10.0 + 0.25 * float(np.mean(geom.color[p])) if owner else 30.0
-        inten[r0 + rr, cols[cc]] = value
+        ray, tnear, part = ray[hit], tnear[hit], part[hit]
+        first = np.lexsort((tnear, ray))  # by ray, nearest first
+        ray, tnear, part = ray[first], tnear[first], part[first]
+        uniq = np.concatenate([[True], ray[1:] != ray[:-1]])
+        value = np.where(geom.owner > 0, 10.0 + 0.25 * geom.color.mean(1), 30.0)
+        t_best.ravel()[ray[uniq]] = tnear[uniq]
+        inten.ravel()[ray[uniq]] = value[part[uniq]]
 
 
 def points_in_box(points: np.ndarray, center: np.ndarray, size_wlh: Tuple[float, float, float],

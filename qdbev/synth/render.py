@@ -13,7 +13,7 @@ import numpy as np
 
 from .catalog import part_color
 from .city import Building, City
-from .rig import Sensor, quaternion_matrix
+from .rig import Sensor
 from .world import Actor
 
 NEAR = 0.3  # m, near clipping plane
@@ -27,6 +27,7 @@ SKY_ZENITH = np.array([105.0, 146.0, 206.0])
 _SIGNS = np.array([[2 * ix - 1, 2 * iy - 1, 2 * iz - 1] for ix in (0, 1) for iy in (0, 1) for iz in (0, 1)],
                   dtype=np.float64)
 _FACES = ((0, 2, 3, 1), (4, 5, 7, 6), (0, 1, 5, 4), (2, 6, 7, 3), (0, 4, 6, 2), (1, 3, 7, 5))
+_FACE_IDX = np.array(_FACES)
 _FACE_AXIS = (0, 0, 1, 1, 2, 2)
 _FACE_SIGN = (-1, 1, -1, 1, -1, 1)
 
@@ -49,49 +50,56 @@ class FrameGeometry:
     normals: np.ndarray
 
 
-def actor_boxes(actor: Actor, xy: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Part centres ``[K, 3]`` (world), half extents ``[K, 3]`` and RGB ``[K, 3]`` of an actor at world ``xy``."""
-    w, l, h = actor.size_wlh
-    parts = actor.parts
-    lo = np.array([p.lo for p in parts]) * np.array([l, w, h])
-    hi = np.array([p.hi for p in parts]) * np.array([l, w, h])
-    local = (lo + hi) / 2.0
-    c, s = np.cos(actor.yaw), np.sin(actor.yaw)
-    centers = np.stack([xy[0] + c * local[:, 0] - s * local[:, 1], xy[1] + s * local[:, 0] + c * local[:, 1],
-                        local[:, 2]], axis=1)
-    colors = np.array([part_color(actor.cls, p.color) for p in parts], dtype=np.float64) * actor.tint
-    return centers, (hi - lo) / 2.0, np.clip(colors, 0, 255)
+class PartTable:
+    """The box parts of every actor of a scene in the actor's own frame, tabulated once: local centres ``[K, 3]``,
+    half extents ``[K, 3]``, RGB ``[K, 3]``, owning actor index ``[K]``."""
+
+    def __init__(self, actors: Sequence[Actor]):
+        centers, halves, colors, owner = [], [], [], []
+        for i, actor in enumerate(actors):
+            w, l, h = actor.size_wlh
+            parts = actor.parts
+            lo = np.array([p.lo for p in parts]) * np.array([l, w, h])
+            hi = np.array([p.hi for p in parts]) * np.array([l, w, h])
+            centers.append((lo + hi) / 2.0)
+            halves.append((hi - lo) / 2.0)
+            colors.append(np.clip(np.array([part_color(actor.cls, p.color) for p in parts], dtype=np.float64)
+                                  * actor.tint, 0, 255))
+            owner.append(np.full(len(parts), i))
+        self.local = np.concatenate(centers) if actors else np.zeros((0, 3))
+        self.half = np.concatenate(halves) if actors else np.zeros((0, 3))
+        self.color = np.concatenate(colors) if actors else np.zeros((0, 3))
+        self.actor = np.concatenate(owner).astype(np.int64) if actors else np.zeros(0, dtype=np.int64)
+        self.yaw = np.array([a.yaw for a in actors])
+        self.index = np.array([a.index for a in actors], dtype=np.int64)
 
 
-def frame_geometry(actors: Sequence[Actor], positions: np.ndarray, buildings: Sequence[Building]) -> FrameGeometry:
-    """Collect the parts of ``actors`` (at world ``positions`` ``[N, 2]``) and of ``buildings``."""
-    centers, yaws, halves, colors, owners = [], [], [], [], []
-    for actor, xy in zip(actors, positions):
-        c, hf, col = actor_boxes(actor, xy)
-        centers.append(c)
-        halves.append(hf)
-        colors.append(col)
-        yaws.append(np.full(len(c), actor.yaw))
-        owners.append(np.full(len(c), actor.index + 1))
+def frame_geometry(table: PartTable, positions: np.ndarray, selected: np.ndarray,
+                   buildings: Sequence[Building]) -> FrameGeometry:
+    """World boxes of the parts of the selected actors (``selected`` ``[N]`` bool, actor world ``positions``
+    ``[N, 2]``) and of ``buildings``."""
+    keep = selected[table.actor]
+    act = table.actor[keep]
+    yaw = table.yaw[act]
+    c, s = np.cos(yaw), np.sin(yaw)
+    local = table.local[keep]
+    xy = positions[act]
+    center = np.stack([xy[:, 0] + c * local[:, 0] - s * local[:, 1], xy[:, 1] + s * local[:, 0] + c * local[:, 1],
+                       local[:, 2]], axis=1)
+    half, color, owner = table.half[keep], table.color[keep], table.index[act] + 1
     if buildings:
-        centers.append(np.array([[b.x, b.y, b.height / 2] for b in buildings]))
-        halves.append(np.array([[b.length / 2, b.width / 2, b.height / 2] for b in buildings]))
-        colors.append(np.array([b.color for b in buildings], dtype=np.float64))
-        yaws.append(np.zeros(len(buildings)))
-        owners.append(np.zeros(len(buildings), dtype=np.int64))
-    if not centers:
-        z3, z = np.zeros((0, 3)), np.zeros(0)
-        return FrameGeometry(z3, z, z3, z3, z.astype(np.int64), np.zeros((0, 8, 3)), np.zeros((0, 6, 3)))
-    center, yaw, half = np.concatenate(centers), np.concatenate(yaws), np.concatenate(halves)
+        center = np.concatenate([center, np.array([[b.x, b.y, b.height / 2] for b in buildings])])
+        half = np.concatenate([half, np.array([[b.length / 2, b.width / 2, b.height / 2] for b in buildings])])
+        color = np.concatenate([color, np.array([b.color for b in buildings], dtype=np.float64)])
+        yaw = np.concatenate([yaw, np.zeros(len(buildings))])
+        owner = np.concatenate([owner, np.zeros(len(buildings), dtype=np.int64)])
     c, s = np.cos(yaw), np.sin(yaw)
     rot = np.zeros((len(yaw), 3, 3))
     rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1], rot[:, 2, 2] = c, -s, s, c, 1.0
-    local = _SIGNS[None] * half[:, None, :]  # [P, 8, 3]
-    corners = center[:, None, :] + np.einsum('pij,pkj->pki', rot, local)
+    corners = center[:, None, :] + np.einsum('pij,pkj->pki', rot, _SIGNS[None] * half[:, None, :])
     axes = np.eye(3)[list(_FACE_AXIS)] * np.array(_FACE_SIGN)[:, None]  # [6, 3]
     normals = np.einsum('pij,fj->pfi', rot, axes)
-    return FrameGeometry(center, yaw, half, np.concatenate(colors), np.concatenate(owners).astype(np.int64),
-                         corners, normals)
+    return FrameGeometry(center, yaw, half, color, owner.astype(np.int64), corners, normals)
 
 
 @dataclass
@@ -122,8 +130,8 @@ class CameraRenderer:
         dist = t * norm
         self.ground_mask = dist < FAR_GROUND
         gm = self.ground_mask
-        self.ground_xy = (self.t_c2e[None, :2] + t[gm][:, None] * rays[..., :2][gm])  # [G, 2] ego frame
-        self.ground_footprint = dist[gm] / self.k[0, 0] / np.maximum(-dz[gm], 1e-3)
+        self.ground_xy = (self.t_c2e[None, :2] + t[gm][:, None] * rays[..., :2][gm]).astype(np.float32)  # [G, 2]
+        self.ground_footprint = (dist[gm] / self.k[0, 0] / np.maximum(-dz[gm], 1e-3)).astype(np.float32)
         self.haze = (1.0 - np.exp(-dist[gm] / HAZE_DISTANCE)).astype(np.float32)[:, None]
         elev = np.clip(dz / 0.45, 0.0, 1.0)[..., None]
         self.sky = (SKY_HORIZON * (1 - elev) + SKY_ZENITH * elev).astype(np.float32)
@@ -140,8 +148,9 @@ class CameraRenderer:
         """Sky and textured ground ``[H, W, 3]`` float32 RGB."""
         img = self.sky.copy()
         c, s = np.cos(ego_yaw), np.sin(ego_yaw)
-        gx = ego_xy[0] + c * self.ground_xy[:, 0] - s * self.ground_xy[:, 1]
-        gy = ego_xy[1] + s * self.ground_xy[:, 0] + c * self.ground_xy[:, 1]
+        gxy = self.ground_xy  # float32, relative to the ego then shifted: ~1e-4 m precision over the map
+        gx = np.float32(ego_xy[0]) + np.float32(c) * gxy[:, 0] - np.float32(s) * gxy[:, 1]
+        gy = np.float32(ego_xy[1]) + np.float32(s) * gxy[:, 0] + np.float32(c) * gxy[:, 1]
         rgb, _ = city.ground(gx, gy, self.ground_footprint)
         img[self.ground_mask] = rgb * (1 - self.haze) + SKY_HORIZON.astype(np.float32) * self.haze
         return img
@@ -157,28 +166,30 @@ class CameraRenderer:
         if len(geom.center):
             order, faces_vis = self._visible_parts(geom, cam)
             cam_corners = (geom.corners - cam) @ r_wc.T  # [P, 8, 3]
-            shade = 0.48 + 0.52 * np.clip(geom.normals @ sun, 0.0, None)  # [P, 6]
+            z = cam_corners[..., 2]
+            in_front = z.min(1) >= NEAR  # parts needing no clipping
+            uv = cam_corners[..., :2] / np.maximum(z, NEAR)[..., None] * np.array([self.k[0, 0], self.k[1, 1]]) \
+                + self.k[:2, 2]
+            off_image = in_front & ((uv[..., 0].max(1) < -1) | (uv[..., 0].min(1) > self.width)
+                                    | (uv[..., 1].max(1) < -1) | (uv[..., 1].min(1) > self.height))
+            drawn = (z.max(1) > NEAR) & ~off_image & faces_vis.any(1)
+            uv_fixed = np.round(np.clip(uv, -1e5, 1e5) * (1 << SUBPIXEL_SHIFT)).astype(np.int32)
+            shade = 0.55 + 0.45 * np.clip(geom.normals @ sun, 0.0, None)  # [P, 6]
+            colors = np.clip(geom.color[:, None, :] * shade[..., None], 0, 255).round().astype(np.int64)
             owner_polys: Dict[int, List[np.ndarray]] = {}
-            for p in order:
-                pts_cam = cam_corners[p]
-                z = pts_cam[:, 2]
-                if z.max() <= NEAR:
-                    continue
+            for p in order[drawn[order]]:
+                owner = int(geom.owner[p])
                 for f in np.nonzero(faces_vis[p])[0]:
-                    poly = pts_cam[list(_FACES[f])]
-                    if poly[:, 2].min() < NEAR:
-                        poly = _clip_near(poly)
-                        if len(poly) < 3:
+                    if in_front[p]:
+                        poly = uv_fixed[p, _FACE_IDX[f]]
+                    else:
+                        poly = self._project(_clip_near(cam_corners[p, _FACE_IDX[f]]))
+                        if poly is None:
                             continue
-                    uv = self._project(poly)
-                    if uv is None:
-                        continue
-                    color = np.clip(geom.color[p] * shade[p, f], 0, 255).round().astype(int)
-                    cv2.fillConvexPoly(img, uv, color.tolist(), lineType=cv2.LINE_AA, shift=SUBPIXEL_SHIFT)
-                    owner = int(geom.owner[p])
-                    cv2.fillConvexPoly(ids, uv, owner, lineType=cv2.LINE_8, shift=SUBPIXEL_SHIFT)
+                    cv2.fillConvexPoly(img, poly, colors[p, f].tolist(), lineType=cv2.LINE_AA, shift=SUBPIXEL_SHIFT)
+                    cv2.fillConvexPoly(ids, poly, owner, lineType=cv2.LINE_8, shift=SUBPIXEL_SHIFT)
                     if owner:
-                        owner_polys.setdefault(owner, []).append(uv)
+                        owner_polys.setdefault(owner, []).append(poly)
             for owner, polys in owner_polys.items():
                 alone[owner] = self._area_alone(polys)
         counts = np.bincount(ids.ravel())
@@ -199,7 +210,9 @@ class CameraRenderer:
         return np.argsort(-dist, kind='stable'), faces
 
     def _project(self, poly_cam: np.ndarray) -> Optional[np.ndarray]:
-        """Fixed-point pixel polygon ``[K, 2]`` int32, or None if it misses the image."""
+        """Fixed-point pixel polygon ``[K, 2]`` int32 of a clipped camera-frame polygon, None if it misses the image."""
+        if len(poly_cam) < 3:
+            return None
         uv = poly_cam[:, :2] / poly_cam[:, 2:3] * np.array([self.k[0, 0], self.k[1, 1]]) + self.k[:2, 2]
         if (uv[:, 0].max() < -1 or uv[:, 0].min() > self.width or uv[:, 1].max() < -1
                 or uv[:, 1].min() > self.height):
@@ -239,7 +252,7 @@ def _clip_near(poly: np.ndarray) -> np.ndarray:
 def _lighting_noise(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Per-image exposure gain, colour balance and sensor noise."""
     gain = rng.uniform(0.85, 1.15) * rng.uniform(0.95, 1.05, size=3)
-    noise = rng.standard_normal(img.shape[:2] + (1,)).astype(np.float32) * 2.5
+    noise = rng.standard_normal(img.shape[:2] + (1,), dtype=np.float32) * np.float32(2.5)
     return img * gain.astype(np.float32) + noise
 
 

@@ -16,8 +16,8 @@ import numpy as np
 from .catalog import OBJECT_CLASSES, attribute_for, visibility_token
 from .city import City, stable_seed
 from .lidar import LidarSimulator, points_in_box
-from .render import CameraRenderer, frame_geometry, sun_direction
-from .rig import CAMERA_NAMES, LIDAR_NAME, build_rig, matrix_quaternion, yaw_quaternion
+from .render import CameraRenderer, PartTable, frame_geometry, sun_direction
+from .rig import CAMERA_NAMES, LIDAR_NAME, build_rig, yaw_quaternion
 from .route import CAN_BUS_RATE, random_trajectory
 from .world import ANNOTATION_RANGE, populate_scene
 
@@ -113,7 +113,8 @@ def generate_scene(spec: SceneSpec) -> Dict[str, List[dict]]:
     calib = {}
     for s in sensors:
         rec = tabs.add('calibrated_sensor', dict(
-            token=make_token(spec.seed, 'calibrated_sensor', spec.name, s.channel), sensor_token=sensor_token(s.channel),
+            token=make_token(spec.seed, 'calibrated_sensor', spec.name, s.channel),
+            sensor_token=sensor_token(s.channel),
             translation=_f(s.translation), rotation=_f(s.rotation),
             camera_intrinsic=[_f(row) for row in s.intrinsic] if s.modality == 'camera' else []))
         calib[s.channel] = rec['token']
@@ -141,11 +142,15 @@ def generate_scene(spec: SceneSpec) -> Dict[str, List[dict]]:
         tabs.add('ego_pose', dict(token=token, timestamp=ts, rotation=_f(yaw_quaternion(yaw)),
                                   translation=[float(xy[0]), float(xy[1]), 0.0]))
 
+    parts = PartTable(actors)
+    xy0 = np.array([a.xy0 for a in actors]).reshape(-1, 2)
+    vel = np.array([a.velocity for a in actors]).reshape(-1, 2)
+
     def geometry(t: float, ego_xy: np.ndarray):
-        pos = np.stack([a.position(t)[0] for a in actors]) if actors else np.zeros((0, 2))
-        near = np.linalg.norm(pos - ego_xy, axis=1) < RENDER_RANGE if actors else np.zeros(0, dtype=bool)
+        pos = xy0 + t * vel
+        near = np.linalg.norm(pos - ego_xy, axis=1) < RENDER_RANGE
         bnear = [b for b in buildings if np.hypot(b.x - ego_xy[0], b.y - ego_xy[1]) < 260]
-        return frame_geometry([a for a, m in zip(actors, near) if m], pos[near], bnear), pos
+        return frame_geometry(parts, pos, near, bnear), pos
 
     for k in range(spec.n_samples):
         t = float(key_t[k])
@@ -203,12 +208,17 @@ def _count_points(pts: np.ndarray, actors, pos: np.ndarray, ego_xy: np.ndarray, 
     tx, ty = lidar.sensor.translation[:2]
     origin = np.array([ego_xy[0] + c * tx - s * ty, ego_xy[1] + s * tx + c * ty])
     cw, sw = np.cos(yaw_w), np.sin(yaw_w)
+    order = np.argsort(pts[:, 0], kind='stable')
+    xs = pts[order, 0]
     for i, a in enumerate(actors):
         d = pos[i] - origin
         if np.hypot(*d) > ANNOTATION_RANGE + 15:
             continue
         centre = np.array([cw * d[0] + sw * d[1], -sw * d[0] + cw * d[1], a.size_wlh[2] / 2 - lidar.height])
-        out[(k, i)] = int(points_in_box(pts, centre, a.size_wlh, a.yaw - yaw_w).sum())
+        reach = float(np.hypot(a.size_wlh[0], a.size_wlh[1])) / 2
+        lo, hi = np.searchsorted(xs, [centre[0] - reach, centre[0] + reach])
+        near = pts[order[lo:hi]]
+        out[(k, i)] = int(points_in_box(near, centre, a.size_wlh, a.yaw - yaw_w).sum())
 
 
 def _annotate(spec: SceneSpec, tabs: _Tables, actors, ego, key_t, samples, visible, alone, lidar_pts) -> None:

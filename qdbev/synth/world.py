@@ -5,7 +5,7 @@ far above mmdet3d's 0.2 m/s attribute threshold); still actors never move. Actor
 around the ego route, then any that would ever overlap the ego car, another actor or the road furniture during
 the scene is dropped.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -101,8 +101,9 @@ class ScenePopulator:
         self.key_xy = key_xy
         lo = key_xy.min(0) - radius
         hi = key_xy.max(0) + radius
-        self.streets = ([_Street(0, city.street_line(k), lo[0], hi[0]) for k in city.street_index_range(lo[1], hi[1])]
-                        + [_Street(1, city.street_line(k), lo[1], hi[1]) for k in city.street_index_range(lo[0], hi[0])])
+        along_x = [_Street(0, city.street_line(k), lo[0], hi[0]) for k in city.street_index_range(lo[1], hi[1])]
+        along_y = [_Street(1, city.street_line(k), lo[1], hi[1]) for k in city.street_index_range(lo[0], hi[0])]
+        self.streets = along_x + along_y
         self.actors: List[Actor] = []
         self.lane_speed: Dict[tuple, float] = {}
         # Footprints: moving ones over check_times (centres [T, 2], yaws [T]), still ones once; half (length, width).
@@ -280,7 +281,7 @@ class ScenePopulator:
                     self.try_add(actor)
 
 
-DEFAULT_DENSITIES = {'drive': 38.0, 'park': 13.0, 'bike': 140.0, 'walk': 11.0, 'parked_bike': 70.0, 'cone': 70.0}
+DEFAULT_DENSITIES = {'drive': 30.0, 'park': 8.0, 'bike': 140.0, 'walk': 11.0, 'parked_bike': 70.0, 'cone': 70.0}
 
 
 def populate_scene(city: City, ego: EgoTrajectory, times: np.ndarray, rng: np.random.Generator,

@@ -2,9 +2,12 @@
 ``custom_imports=dict(imports=['projects.bevformer.bevformer'], allow_failed_imports=False)``)."""
 # model side
 from . import (bevformer, bevformer_head, box_coder, decoder, decoder_cross_attention,  # noqa: F401
-               deformable_attention_3d, encoder, match_cost, multihead_attention, perception_transformer,
-               spatial_cross_attention, temporal_self_attention)
+               deformable_attention_3d, encoder, mac_estimators, match_cost, multihead_attention,
+               perception_transformer, spatial_cross_attention, temporal_self_attention)
 from .bevformer import BEVFormer  # noqa: F401
 from .bevformer_head import BEVFormerHead  # noqa: F401
 from .temporal_state import TemporalState  # noqa: F401
-# data side (datasets.py / transforms.py are added by the data engineer when they exist)
+# data side
+from . import datasets, transforms  # noqa: F401
+from .datasets import BEVFormerNuScenesDataset, ContiguousSampler  # noqa: F401
+from .transforms import ScaleMultiViewImage  # noqa: F401

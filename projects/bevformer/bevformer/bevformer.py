@@ -20,7 +20,7 @@ from mmdet3d.structures import Det3DDataSample
 from torch import Tensor
 
 from .grid_mask import GridMask
-from .temporal_state import TemporalState
+from .temporal_state import TemporalState, can_bus_delta, check_can_bus
 
 
 def _meta(sample: Det3DDataSample, key: str, where: str):
@@ -75,6 +75,13 @@ class BEVFormer(Base3DDetector):
         if self.img_neck is not None:
             feats = self.img_neck(feats)
         return [f.view(b, m, *f.shape[1:]) for f in feats]
+
+    def extract_feat(self, batch_inputs_dict: Dict[str, Tensor],
+                     batch_data_samples: Optional[List[Det3DDataSample]] = None) -> List[Tensor]:
+        """Neck features of the current (last) frame: per level ``[B, N_cam, C, h, w]``."""
+        imgs = self._images(batch_inputs_dict)
+        n = self._num_cams(batch_data_samples[0]) if batch_data_samples else imgs.shape[1]
+        return self.extract_img_feat(imgs[:, -n:])
 
     @staticmethod
     def _num_cams(sample: Det3DDataSample) -> int:
@@ -192,7 +199,7 @@ class BEVFormer(Base3DDetector):
         feats = self.extract_img_feat(imgs[:, -n:])
         lidar2img = torch.as_tensor(np.stack([np.asarray(s.metainfo['lidar2img'], dtype=np.float32)
                                               for s in batch_data_samples]), device=imgs.device)
-        can_bus = torch.as_tensor(np.stack([TemporalState.queue([s.metainfo['can_bus']], [''])[0][0]
+        can_bus = torch.as_tensor(np.stack([can_bus_delta(check_can_bus(s.metainfo['can_bus'], 'tensor mode'), None)
                                             for s in batch_data_samples]), dtype=torch.float32, device=imgs.device)
         return self.pts_bbox_head(feats, can_bus, lidar2img, pad_shape)
 

@@ -18,8 +18,23 @@ def _first_line(err: BaseException) -> str:
     return text[0][:200] if text else type(err).__name__
 
 
+def resolve_checkpoint_path(path: str) -> str:
+    """``path`` itself, or for a work dir the checkpoint its ``last_checkpoint`` file (written by mmengine's
+    CheckpointHook) names."""
+    if not os.path.isdir(path):
+        return path
+    marker = os.path.join(path, 'last_checkpoint')
+    if not os.path.isfile(marker):
+        raise TeacherCheckpointError(f"model.teacher_checkpoint '{path}' is a folder without a last_checkpoint file: "
+                                     f'point it at the teacher .pth or at a finished teacher work dir')
+    with open(marker) as f:
+        named = f.read().strip()
+    return named if os.path.isabs(named) or os.path.isfile(named) else os.path.join(path, os.path.basename(named))
+
+
 def read_state_dict(path: str) -> Dict[str, Tensor]:
-    """The model state dict stored in an mmengine (``{'state_dict': ...}``) or plain checkpoint at ``path``.
+    """The model state dict stored in an mmengine (``{'state_dict': ...}``) or plain checkpoint at ``path`` (a file,
+    or a work dir: its ``last_checkpoint``).
 
     Loaded through mmengine's ``CheckpointLoader`` on CPU, i.e. ``torch.load`` with torch's default
     ``weights_only=True`` (no arbitrary code runs). A ``module.`` prefix (DDP) is stripped.
@@ -28,7 +43,7 @@ def read_state_dict(path: str) -> Dict[str, Tensor]:
     if not isinstance(path, (str, os.PathLike)) or not str(path):
         raise TeacherCheckpointError(f'model.teacher_checkpoint must be the path of the FP teacher checkpoint, '
                                      f'got {path!r}')
-    path = os.fspath(path)
+    path = resolve_checkpoint_path(os.fspath(path))
     if not os.path.isfile(path):
         raise TeacherCheckpointError(f"model.teacher_checkpoint '{path}' does not exist: train the FP teacher first "
                                      f'(tools/train.py configs/bevformer/...) or point teacher_checkpoint at its .pth')
@@ -39,7 +54,8 @@ def read_state_dict(path: str) -> Dict[str, Tensor]:
                                      f'{_first_line(err)}); the file is truncated or not a torch checkpoint saved '
                                      f'with WeightsOnlyCheckpointHook: re-save or re-train the teacher') from None
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, Mapping) else None
-    if not isinstance(state, Mapping) or not state or not all(torch.is_tensor(v) for v in state.values()):
+    if not isinstance(state, Mapping) or not any(torch.is_tensor(v) for v in state.values()) or \
+            not all(torch.is_tensor(v) or k.endswith('_extra_state') for k, v in state.items()):
         raise TeacherCheckpointError(f"model.teacher_checkpoint '{path}' holds no model state dict (expected a "
                                      f"mapping of tensors, or one under 'state_dict')")
     if all(k.startswith('module.') for k in state):

@@ -36,6 +36,7 @@ def _scales(batches, rank=None):
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     os.environ['MASTER_ADDR'] = '127.0.0.1'
     os.environ['MASTER_PORT'] = str(port)
+    torch.set_num_threads(1)
     dist.init_process_group('gloo', rank=rank, world_size=world)
     try:
         torch.save(_scales(_batches(), rank), os.path.join(out_dir, f'rank{rank}.pt'))

@@ -137,9 +137,10 @@ def test_histogram_growth_is_exact_rebinning():
     merged = before.reshape(1, 16, 4).sum(-1)  # old counts, four bins into one
     new_only = torch.histc(3 * x, bins=64, min=0, max=4)
     assert torch.allclose(obs.abs_hist()[0, :16], merged[0] + new_only[:16])
+    assert float(obs.clip_value(8)) == 3.0
     obs(-torch.tensor([3.5, 0.01]))  # negatives go to the first half
     assert float(obs.hist[0, :64].sum()) == 2 and float(obs.hist[0, 56]) == 1  # 3.5 / 4 * 64 = 56
-    assert float(obs.clip_value(8)) == 3.0
+    assert float(obs.clip_value(8)) == 3.5
 
 
 def test_registry_and_errors():

@@ -1,0 +1,226 @@
+"""``QDBEVDistiller``: a fake-quantized BEVFormer student trained beside its frozen FP teacher (QD-BEV).
+
+One mmengine model holding two detectors built from the same config (``architecture``):
+
+* ``teacher``: FP, frozen (``requires_grad`` False, always in eval mode), weights from ``teacher_checkpoint``;
+  it runs on the same preprocessed batch after the student, under ``torch.no_grad()``, so no graph is kept.
+* ``student``: initialised from the same weights (QAT starts from the FP model) and fake-quantized with
+  :func:`qdbev.quant.quantize_model` (``qconfig``); its detection losses stay on.
+
+Each detector owns its temporal state (the previous frames of the queue build each one's own ``prev_bev``).
+Features are captured by recorders (forward hooks, by module name) on both; the distill terms of the current mode
+(``img``, ``bev``, ``vgd``, ``head``, ``kd`` joined by '+', or ``none``; see :mod:`.distill_terms`) are added to
+the student's losses. ``set_distill_mode`` switches terms at run time (the progressive-QAT hook does it per phase);
+mode ``none`` skips the teacher entirely (plain QAT).
+
+Weights: the teacher checkpoint is read in :meth:`init_weights` (mmengine's Runner calls it at the start of
+``train()``, before ``load_from`` / resume; ``test()`` does not, so evaluating a distiller checkpoint does not need
+the teacher file). ``state_dict`` holds ``teacher.*`` and ``student.*``; ``predict`` / ``val`` / ``test`` use the
+student only; :meth:`export_student` returns the student's weights and quantizer state.
+"""
+import copy
+from typing import Dict, Iterable, List, Optional, Sequence, Union
+
+import torch
+from mmdet3d.registry import MODELS
+from mmengine.logging import print_log
+from mmengine.model import BaseModel
+from torch import Tensor
+
+from qdbev.distill import find_module
+from qdbev.quant import calibration, check_qconfig, quant_state, quantize_model
+
+from .distill_terms import DistillTerms
+from .feature_records import FeatureRecords, resolve_source
+from .output_replay import OutputReplay
+from .teacher_checkpoint import load_teacher_state
+from .view_geometry import BEVGeometry, current_lidar2img
+
+DEFAULT_RECORDERS = dict(
+    img=dict(type='ModuleOutputRecorder', source='img_neck'),
+    bev=dict(type='ModuleOutputRecorder', source='pts_bbox_head.transformer.encoder'),
+    cls=dict(type='ModuleOutputRecorder', source='pts_bbox_head.cls_branches.-1'),
+    reg=dict(type='ModuleOutputRecorder', source='pts_bbox_head.reg_branches.-1'))
+
+
+def _plain(cfg):
+    return cfg.to_dict() if hasattr(cfg, 'to_dict') else copy.deepcopy(cfg)
+
+
+@MODELS.register_module()
+class QDBEVDistiller(BaseModel):
+    """Teacher/student distiller of QD-BEV.
+
+    Args:
+        architecture: the detector config (e.g. the BEVFormer ``model`` dict) both teacher and student are built from.
+        teacher_checkpoint: path of the trained FP teacher (mmengine checkpoint of ``architecture``); read in
+            :meth:`init_weights`, refused with one line when missing, truncated or of another architecture.
+        qconfig: :func:`qdbev.quant.quantize_model` config of the student; None keeps the student float.
+        distill_mode: initial mode, ``'none'`` or terms of ``('img', 'bev', 'vgd', 'head', 'kd')`` joined by '+'.
+        distill_losses: ``{term: kwargs}`` of the terms' loss modules (tau, loss_weight, ...; see
+            :mod:`.distill_terms`).
+        teacher_recorders, student_recorders: ``{name: recorder config}`` for the records ``img`` (neck output),
+            ``bev`` (encoder output ``[B, HW, C]``), ``cls`` / ``reg`` (last decoder layer's branches); None uses
+            :data:`DEFAULT_RECORDERS` (BEVFormer module names).
+        img_levels: FPN levels distilled by img / vgd (None: all).
+        teacher_replay: modules whose student outputs the teacher reuses (random augmentation inside the model,
+            BEVFormer's ``grid_mask``), so both see the same images.
+        bev_geometry: ``dict(bev_h, bev_w, pc_range, num_points_in_pillar)`` of the VGD masks; None reads them from
+            the student (``pts_bbox_head.bev_h/bev_w`` and the ``bev`` recorder's module ``pc_range`` /
+            ``num_points_in_pillar``).
+        log_teacher_losses: log the teacher's final-layer detection losses as ``teacher_cls`` / ``teacher_bbox``
+            (not back-propagated).
+        data_preprocessor: runs once for both detectors; None takes ``architecture['data_preprocessor']``.
+    """
+
+    def __init__(self, architecture: dict, teacher_checkpoint: Optional[str] = None, qconfig: Optional[dict] = None,
+                 distill_mode: str = 'none', distill_losses: Optional[dict] = None,
+                 teacher_recorders: Optional[dict] = None, student_recorders: Optional[dict] = None,
+                 img_levels: Optional[Sequence[int]] = None, teacher_replay: Sequence[str] = ('grid_mask',),
+                 bev_geometry: Optional[dict] = None, log_teacher_losses: bool = True,
+                 data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None) -> None:
+        if not isinstance(architecture, dict) or 'type' not in architecture:
+            raise ValueError(f'model.architecture must be the detector config dict (with a type), got '
+                             f'{type(architecture).__name__}; e.g. architecture={{{{_base_.model}}}}')
+        architecture = _plain(architecture)
+        if data_preprocessor is None:
+            data_preprocessor = architecture.get('data_preprocessor')
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.architecture = architecture
+        self.teacher = MODELS.build(copy.deepcopy(architecture))
+        self.student = MODELS.build(copy.deepcopy(architecture))
+        self.teacher.requires_grad_(False)
+        self.teacher.eval()
+        self._fp_reference = {k: v.detach().to('meta') for k, v in self.teacher.state_dict().items()}
+        self.teacher_checkpoint = teacher_checkpoint
+        self.qconfig = None
+        if qconfig is not None:
+            try:
+                self.qconfig = check_qconfig(_plain(qconfig))
+            except ValueError as err:
+                raise ValueError(f'model.{err}' if str(err).startswith('qconfig') else f'model.qconfig: {err}') \
+                    from None
+            quantize_model(self.student, self.qconfig)
+        self.distill = DistillTerms('none', distill_losses, img_levels)
+        self.teacher_records = FeatureRecords(teacher_recorders or DEFAULT_RECORDERS, self.teacher,
+                                              'teacher_recorders')
+        self.student_records = FeatureRecords(student_recorders or DEFAULT_RECORDERS, self.student,
+                                              'student_recorders')
+        self.replay = OutputReplay(list(teacher_replay or ()), self.student, self.teacher)
+        self.geometry = self._geometry(bev_geometry, student_recorders or DEFAULT_RECORDERS)
+        self.log_teacher_losses = bool(log_teacher_losses)
+        self.set_distill_mode(distill_mode)
+
+    # ------------------------------------------------------------------ configuration
+    def _geometry(self, cfg: Optional[dict], recorders: dict) -> Optional[BEVGeometry]:
+        if cfg is not None:
+            return BEVGeometry.from_config(cfg)
+        head = getattr(self.student, 'pts_bbox_head', None)
+        bev_source = dict(recorders.get('bev') or {}).get('source')
+        if head is None or bev_source is None:
+            return None
+        try:
+            return BEVGeometry.from_modules(head, find_module(self.student, resolve_source(self.student, bev_source)))
+        except ValueError:
+            return None
+
+    @property
+    def distill_mode(self) -> str:
+        return self.distill.mode
+
+    def set_distill_mode(self, mode: str) -> str:
+        """Switch the distillation terms (``'none'``, ``'img'``, ``'bev'``, ``'img+bev'``, ``'vgd'``, ``'vgd+head'``
+        ...); raises naming the config key when a needed recorder or the VGD geometry is missing. Returns the
+        canonical mode."""
+        names = DistillTerms.records_for(mode)
+        self.teacher_records.require(names, mode)
+        self.student_records.require(names, mode)
+        previous = self.distill.mode
+        canonical = self.distill.set_mode(mode)
+        if self.distill.needs_masks and self.geometry is None:
+            self.distill.set_mode(previous)
+            raise ValueError("model.bev_geometry: distill mode 'vgd' needs the BEV grid; set bev_geometry=dict(bev_h=, "
+                             'bev_w=, pc_range=, num_points_in_pillar=)')
+        return canonical
+
+    def train(self, mode: bool = True) -> 'QDBEVDistiller':
+        """The student follows ``mode``; the teacher always stays in eval mode."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def init_weights(self) -> None:
+        """Load ``teacher_checkpoint`` into the teacher and the student (refusing a missing, truncated or mismatched
+        file); the student's quantizers stay uncalibrated (see :meth:`calibrate_student`)."""
+        if self.teacher_checkpoint is None:
+            raise ValueError('model.teacher_checkpoint is not set: QD-BEV distils from a trained FP teacher; point it '
+                             'at the teacher work dir checkpoint (e.g. work_dirs/bevformer_nano_synth/epoch_24.pth)')
+        state = load_teacher_state(self.teacher_checkpoint, self._fp_reference)
+        self.teacher.load_state_dict(state, strict=True)
+        self.student.load_state_dict(state, strict=True)
+        self._is_init = True
+        print_log(f'QDBEVDistiller: teacher and student initialised from {self.teacher_checkpoint} '
+                  f'({len(state)} tensors)', logger='current')
+
+    # ------------------------------------------------------------------ modes
+    def forward(self, inputs: Union[dict, Tensor], data_samples: Optional[List] = None, mode: str = 'tensor'):
+        """``mode='loss'``: student losses + distill terms; ``'predict'`` / ``'tensor'``: the student only."""
+        if mode == 'loss':
+            return self.loss(inputs, data_samples)
+        if mode == 'predict':
+            return self.student.predict(inputs, data_samples)
+        if mode == 'tensor':
+            return self.student._forward(inputs, data_samples)
+        raise ValueError(f"QDBEVDistiller.forward: mode must be 'loss', 'predict' or 'tensor', got {mode!r}")
+
+    def loss(self, inputs: dict, data_samples: List) -> Dict[str, Tensor]:
+        """Student detection losses plus ``loss_distill_<term>`` of each active term (see :mod:`.distill_terms`)."""
+        if not self.distill.active:
+            return self.student.loss(inputs, data_samples)
+        with self.student_records.recording(), self.replay.capture():
+            losses = self.student.loss(inputs, data_samples)
+        with torch.no_grad(), self.teacher_records.recording(), self.replay.replay():
+            teacher_losses = self.teacher.loss(inputs, data_samples)
+        lidar2img = current_lidar2img(data_samples)
+        batch, num_cams = lidar2img.shape[:2]
+        names = DistillTerms.records_for(self.distill.mode)
+        rec_s = self.student_records.features(names, batch, num_cams)
+        rec_t = self.teacher_records.features(names, batch, num_cams)
+        masks = None
+        if self.distill.needs_masks:
+            imgs = inputs['imgs'] if 'imgs' in inputs else inputs['img']
+            masks = self.geometry.masks(lidar2img.to(imgs.device), imgs.shape[-2:])
+            if masks.shape[-1] != rec_s['bev'].shape[1]:
+                raise ValueError(f'model.bev_geometry: masks have {masks.shape[-1]} BEV cells but the recorded BEV '
+                                 f"features {rec_s['bev'].shape[1]}; fix bev_h/bev_w")
+        losses.update(self.distill(rec_t, rec_s, masks))
+        if self.log_teacher_losses:
+            for key in ('cls', 'bbox'):
+                if f'loss_{key}' in teacher_losses:
+                    losses[f'teacher_{key}'] = teacher_losses[f'loss_{key}'].detach()
+        self.student_records.reset()
+        self.teacher_records.reset()
+        return losses
+
+    # ------------------------------------------------------------------ quantization helpers
+    @torch.no_grad()
+    def calibrate_student(self, batches: Iterable[dict]) -> int:
+        """Calibrate the student's quantizers (:func:`qdbev.quant.calibration`) on raw data batches (as the
+        dataloader yields them): every observer watches, scales freeze on exit. Returns the number of batches."""
+        count = 0
+        with calibration(self.student):
+            for data in batches:
+                data = self.data_preprocessor(data, True)
+                self.student.loss(data['inputs'], data['data_samples'])
+                count += 1
+        self.teacher.eval()
+        return count
+
+    def export_student(self) -> dict:
+        """The student alone: ``state_dict`` (weights, with the quantizers' scales/bits), ``quant_state``
+        (:func:`qdbev.quant.quant_state`) and ``meta`` (architecture, qconfig) — loadable into
+        ``quantize_model(MODELS.build(architecture), qconfig)``."""
+        state = {k: v.detach().cpu().clone() if torch.is_tensor(v) else copy.deepcopy(v)
+                 for k, v in self.student.state_dict().items()}
+        return dict(state_dict=state, quant_state=quant_state(self.student),
+                    meta=dict(architecture=copy.deepcopy(self.architecture), qconfig=copy.deepcopy(self.qconfig)))

@@ -1,0 +1,213 @@
+"""BEVFormer-nano on inputs shaped as the qdbev data <-> model interface (6 cameras, queue of 3)."""
+import math
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.structures import InstanceData
+
+import projects.bevformer.bevformer  # noqa: F401
+from mmdet3d.registry import MODELS
+from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
+from projects.bevformer.bevformer.temporal_state import TemporalState, can_bus_delta
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+NANO = os.path.join(ROOT, 'configs/bevformer/_base_/models/bevformer_nano.py')
+H, W = 96, 160  # small images keep the tests fast; the projections below are built for this size
+N_CAM = 6
+
+
+def build_nano(**head_overrides):
+    init_default_scope('mmdet3d')
+    cfg = Config.fromfile(NANO)
+    cfg.model.pts_bbox_head.update(head_overrides)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model
+
+
+def rig_lidar2img(height: int = H, width: int = W) -> np.ndarray:
+    """Six cameras at the lidar origin, yaws 0, -55, 55, 180, 110, -110 deg, 90 deg horizontal FOV."""
+    mats = []
+    for yaw_deg in (0, -55, 55, 180, 110, -110):
+        yaw = math.radians(yaw_deg)
+        rot = np.stack([[math.sin(yaw), -math.cos(yaw), 0.0], [0.0, 0.0, -1.0], [math.cos(yaw), math.sin(yaw), 0.0]])
+        l2c = np.eye(4)
+        l2c[:3, :3] = rot
+        k = np.eye(4)
+        k[0, 0] = k[1, 1] = width / 2
+        k[0, 2], k[1, 2] = width / 2, height / 2
+        mats.append(k @ l2c)
+    return np.stack(mats).astype(np.float32)
+
+
+def can_bus(x: float, y: float, yaw_deg: float) -> np.ndarray:
+    cb = np.zeros(18)
+    cb[0], cb[1] = x, y
+    cb[3] = 1.0
+    cb[16] = math.radians(yaw_deg) % (2 * math.pi)
+    cb[17] = yaw_deg % 360
+    return cb
+
+
+def make_sample(scene: str, frame_idx: int, pose=(0.0, 0.0, 0.0), queue=()) -> Det3DDataSample:
+    """A data sample with the interface metainfo; ``queue`` lists (scene, frame_idx, pose) of previous frames."""
+    l2i = rig_lidar2img()
+    metas = [dict(lidar2img=l2i, can_bus=can_bus(*p), scene_token=s, frame_idx=f, img_shape=(H, W))
+             for s, f, p in queue]
+    sample = Det3DDataSample(metainfo=dict(
+        sample_idx=frame_idx, token=f'{scene}-{frame_idx}', scene_token=scene, frame_idx=frame_idx, lidar2img=l2i,
+        img_shape=(H, W), can_bus=can_bus(*pose), num_cams=N_CAM, box_type_3d=LiDARInstance3DBoxes,
+        queue_metas=metas))
+    gt = InstanceData()
+    # a car 10 m ahead and a pedestrian to the left: [x, y, z_bottom, l, w, h, yaw, vx, vy]
+    gt.bboxes_3d = LiDARInstance3DBoxes(torch.tensor([[10.0, 0.5, -1.8, 4.5, 1.9, 1.6, 0.3, 2.0, 0.0],
+                                                      [2.0, 8.0, -1.8, 0.6, 0.7, 1.8, 1.2, 0.0, 1.0]]), box_dim=9)
+    gt.labels_3d = torch.tensor([0, 8])
+    sample.gt_instances_3d = gt
+    return sample
+
+
+def preprocess(model, images, samples, training):
+    """Det3DDataPreprocessor of the model config on the packed per-sample images ``[T*N, 3, H, W]``."""
+    data = dict(inputs=dict(img=list(images)), data_samples=samples)
+    return model.data_preprocessor(data, training)
+
+
+def queue_batch(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    images = [torch.rand(3 * N_CAM, 3, H, W, generator=g) * 255]
+    samples = [make_sample('scene-a', 5, (4.0, 1.0, 10.0),
+                           queue=[('scene-a', 3, (0.0, 0.0, 8.0)), ('scene-a', 4, (2.0, 0.5, 9.0))])]
+    return images, samples
+
+
+def test_queue_deltas_hand_values():
+    cbs = [can_bus(10, 0, 30), can_bus(12, 1, 35), can_bus(13, 3, 50), can_bus(0, 0, 0)]
+    deltas, exists = TemporalState.queue(cbs, ['a', 'a', 'a', 'b'])
+    assert exists == [False, True, True, False]
+    assert np.allclose(deltas[0][:3], 0) and deltas[0][17] == 0
+    assert np.allclose(deltas[1][:3], [2, 1, 0]) and np.isclose(deltas[1][17], 5)
+    assert np.allclose(deltas[2][:3], [1, 2, 0]) and np.isclose(deltas[2][17], 15)
+    assert np.allclose(deltas[3][:3], 0) and deltas[3][17] == 0
+    # absolute entries stay: the yaw in radians (index 16) and the quaternion
+    assert np.isclose(deltas[2][16], math.radians(50)) and deltas[2][3] == 1.0
+    assert np.array_equal(can_bus_delta(cbs[1], None)[3:17], cbs[1][3:17])
+
+
+def test_temporal_state_test_time_memory_and_resets():
+    state = TemporalState()
+    d, prev = state.step('a', can_bus(1, 1, 10), frame_idx=0)
+    assert prev is None and np.allclose(d[:3], 0) and d[17] == 0
+    state.update(torch.ones(1, 4, 2))
+    d, prev = state.step('a', can_bus(3, 0, 12), frame_idx=1)
+    assert prev is not None and np.allclose(d[:3], [2, -1, 0]) and np.isclose(d[17], 2)
+    state.update(torch.full((1, 4, 2), 2.0))
+    d, prev = state.step('b', can_bus(5, 5, 20), frame_idx=0)  # scene change
+    assert prev is None and np.allclose(d[:3], 0)
+    state.update(torch.zeros(1, 4, 2))
+    _, prev = state.step('b', can_bus(5, 5, 20), frame_idx=0)  # same scene restarted (frame_idx not increasing)
+    assert prev is None
+    with pytest.raises(ValueError, match='can_bus must be 18'):
+        state.step('b', np.zeros(5))
+
+
+def test_forward_loss_on_interface_inputs():
+    torch.manual_seed(0)
+    model = build_nano()
+    model.train()
+    images, samples = queue_batch()
+    data = preprocess(model, images, samples, True)
+    assert tuple(data['inputs']['imgs'].shape) == (1, 3 * N_CAM, 3, H, W)
+    losses = model(**data, mode='loss')
+    assert set(losses) == {'loss_cls', 'loss_bbox', 'd0.loss_cls', 'd0.loss_bbox', 'd1.loss_cls', 'd1.loss_bbox'}
+    assert all(torch.isfinite(v) and v > 0 for v in losses.values())
+    total = sum(losses.values())
+    total.backward()
+    grads = [p.grad for n, p in model.named_parameters() if p.requires_grad]
+    assert all(g is not None for g in grads[:5])
+    # the temporal self-attention saw a previous BEV: its sampling offsets got gradient from both queue slots
+    assert model.pts_bbox_head.transformer.encoder.layers[0].self_attn.sampling_offsets.weight.grad.abs().sum() > 0
+    # the history pass left the modules' training flags untouched
+    assert model.training and model.img_backbone.training and model.pts_bbox_head.training
+
+
+def test_bad_queue_is_refused_with_clear_error():
+    model = build_nano()
+    images, samples = queue_batch()
+    samples[0].set_metainfo(dict(queue_metas=samples[0].metainfo['queue_metas'][:1]))
+    data = preprocess(model, images, samples, True)
+    with pytest.raises(ValueError, match='queue_metas'):
+        model(**data, mode='loss')
+
+
+def test_loss_falls_on_a_fixed_batch():
+    torch.manual_seed(0)
+    model = build_nano()
+    model.train()
+    images, samples = queue_batch(seed=1)
+    data = preprocess(model, images, samples, True)
+    optim = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    history = []
+    for _ in range(12):
+        losses = model(**data, mode='loss')
+        total = losses['loss_cls'] + losses['loss_bbox']
+        history.append(total.item())
+        optim.zero_grad()
+        sum(losses.values()).backward()
+        optim.step()
+    assert min(history[-3:]) < 0.7 * history[0], history
+
+
+def test_predict_returns_boxes_and_resets_at_scene_change():
+    torch.manual_seed(0)
+    model = build_nano()
+    model.eval()
+    g = torch.Generator().manual_seed(3)
+    frames = [torch.rand(N_CAM, 3, H, W, generator=g) * 255 for _ in range(3)]
+    seq = [make_sample('scene-a', 0, (0, 0, 0)), make_sample('scene-a', 1, (2, 0, 3)), make_sample('scene-b', 0)]
+
+    def run(i):
+        data = preprocess(model, [frames[i]], [seq[i]], False)
+        with torch.no_grad():
+            return model(**data, mode='predict')[0].pred_instances_3d
+
+    a0 = run(0)
+    assert isinstance(a0.bboxes_3d, LiDARInstance3DBoxes) and a0.bboxes_3d.tensor.shape[1] == 9
+    assert 0 < len(a0.bboxes_3d) <= 300 and len(a0.scores_3d) == len(a0.labels_3d) == len(a0.bboxes_3d)
+    assert bool((a0.scores_3d[:-1] >= a0.scores_3d[1:]).all())  # top-k order
+    assert int(a0.labels_3d.max()) < 10
+    a1_after_a0 = run(1)
+    b0_after_a1 = run(2)
+    model.temporal_state.reset()
+    a1_fresh = run(1)
+    model.temporal_state.reset()
+    b0_fresh = run(2)
+    # frame 1 of scene a used frame 0's BEV; scene b started from scratch
+    assert not torch.allclose(a1_after_a0.scores_3d, a1_fresh.scores_3d)
+    assert torch.allclose(b0_after_a1.scores_3d, b0_fresh.scores_3d)
+    assert torch.allclose(b0_after_a1.bboxes_3d.tensor, b0_fresh.bboxes_3d.tensor)
+
+
+def test_nano_queue_step_time():
+    """Forward + backward of a 3-frame queue, batch 1, six 224x400 cameras (the quick-start input)."""
+    torch.manual_seed(0)
+    model = build_nano()
+    model.train()
+    images = [torch.rand(3 * N_CAM, 3, 224, 400) * 255]
+    sample = make_sample('scene-a', 2, (1, 0, 1), queue=[('scene-a', 0, (0, 0, 0)), ('scene-a', 1, (0.5, 0, 0.5))])
+    sample.set_metainfo(dict(lidar2img=rig_lidar2img(224, 400)))
+    data = preprocess(model, images, [sample], True)
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        losses = model(**data, mode='loss')
+        sum(losses.values()).backward()
+        times.append(time.perf_counter() - t0)
+    print(f'nano 3-frame queue forward+backward: {min(times):.3f} s (best of 3), torch threads '
+          f'{torch.get_num_threads()}')
+    assert min(times) < 3.0

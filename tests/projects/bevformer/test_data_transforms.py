@@ -1,0 +1,78 @@
+"""ScaleMultiViewImage keeps the projections consistent with the resized images (hand-computed pinhole numbers)."""
+import numpy as np
+import pytest
+
+from projects.bevformer.bevformer.transforms import ScaleMultiViewImage
+
+# one camera at the lidar origin looking along lidar +x; optical frame x right (= -y lidar), y down (= -z lidar)
+FOCAL, CX, CY = 200.0, 160.0, 90.0  # 320 x 180 image
+LIDAR2CAM = np.array([[0.0, -1.0, 0.0, 0.0],
+                      [0.0, 0.0, -1.0, 0.0],
+                      [1.0, 0.0, 0.0, 0.0],
+                      [0.0, 0.0, 0.0, 1.0]])
+CAM2IMG = np.array([[FOCAL, 0.0, CX, 0.0], [0.0, FOCAL, CY, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+POINT = np.array([10.0, 2.0, 0.5, 1.0])  # lidar frame: 10 m ahead, 2 m left, 0.5 m up
+# u = CX + FOCAL * (-2) / 10 = 120, v = CY + FOCAL * (-0.5) / 10 = 80
+U, V = 120.0, 80.0
+
+
+def project(lidar2img: np.ndarray, point: np.ndarray) -> np.ndarray:
+    p = lidar2img @ point
+    return p[:2] / p[2]
+
+
+def results_for(images, n_cam=2):
+    return dict(img=[im.copy() for im in images] * (n_cam // len(images)),
+                lidar2img=np.stack([CAM2IMG @ LIDAR2CAM] * n_cam),
+                cam2img=np.stack([CAM2IMG] * n_cam), img_shape=images[0].shape[:2])
+
+
+def test_projection_before_resize_is_the_hand_computed_pixel():
+    np.testing.assert_allclose(project(CAM2IMG @ LIDAR2CAM, POINT), [U, V], atol=1e-9)
+
+
+@pytest.mark.parametrize('scale, new_hw', [(0.5, (90, 160)), (0.8, (144, 256)), (0.3, (54, 96)), (1.0, (180, 320))])
+def test_point_keeps_its_relative_pixel(scale, new_hw):
+    out = ScaleMultiViewImage(scale)(results_for([np.zeros((180, 320, 3), np.float32)]))
+    assert out['img_shape'] == new_hw and out['pad_shape'] == new_hw
+    assert all(im.shape == new_hw + (3, ) for im in out['img'])
+    for cam in range(2):
+        u, v = project(out['lidar2img'][cam], POINT)
+        assert u / new_hw[1] == pytest.approx(U / 320.0, abs=1e-12)
+        assert v / new_hw[0] == pytest.approx(V / 180.0, abs=1e-12)
+        # cam2img scaled the same way: fx' = fx * W'/W, cy' = cy * H'/H
+        k = out['cam2img'][cam]
+        assert k[0, 0] == pytest.approx(FOCAL * new_hw[1] / 320) and k[1, 2] == pytest.approx(CY * new_hw[0] / 180)
+
+
+def test_rounded_size_uses_per_axis_factors():
+    # 225 x 400 at 0.3 -> round(67.5) = 68 rows, 120 columns: the y factor is 68/225, not 0.3
+    out = ScaleMultiViewImage(0.3)(results_for([np.zeros((225, 400, 3), np.float32)]))
+    assert out['img_shape'] == (68, 120)
+    assert out['scale_factor'] == pytest.approx((0.3, 68 / 225))
+    u, v = project(out['lidar2img'][0], POINT)
+    assert v == pytest.approx(V * 68 / 225) and u == pytest.approx(U * 0.3)
+
+
+@pytest.mark.parametrize('scale', [0.5, 0.8])
+def test_drawn_blob_lands_where_the_new_projection_says(scale):
+    """An 8x8 white square centred on the projected point (continuous pixel coordinates, pixel i covers
+    [i, i+1)) is found, after resizing, at the point's projection through the updated lidar2img."""
+    img = np.zeros((180, 320, 3), np.float32)
+    img[int(V) - 4:int(V) + 4, int(U) - 4:int(U) + 4] = 255.0  # centroid of pixel centres = (120, 80)
+    out = ScaleMultiViewImage(scale)(results_for([img]))
+    resized = out['img'][0][..., 0]
+    ys, xs = np.mgrid[:resized.shape[0], :resized.shape[1]]
+    w = resized / resized.sum()
+    centroid = np.array([((xs + 0.5) * w).sum(), ((ys + 0.5) * w).sum()])
+    np.testing.assert_allclose(centroid, project(out['lidar2img'][0], POINT), atol=0.05)
+
+
+def test_refuses_bad_input():
+    with pytest.raises(ValueError, match='scale must be > 0'):
+        ScaleMultiViewImage(0)
+    mixed = dict(img=[np.zeros((10, 20, 3)), np.zeros((12, 20, 3))], lidar2img=np.stack([np.eye(4)] * 2))
+    with pytest.raises(ValueError, match='differ in size'):
+        ScaleMultiViewImage(0.5)(mixed)
+    with pytest.raises(ValueError, match='LoadMultiViewImageFromFiles'):
+        ScaleMultiViewImage(0.5)(dict(img=np.zeros((10, 20, 3)), lidar2img=np.eye(4)[None]))

@@ -1,0 +1,96 @@
+"""Helpers of the distiller tests: a small BEVFormer config, interface-shaped batches, a hand-made camera rig."""
+import copy
+import math
+import os
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+NANO_MODEL = os.path.join(ROOT, 'configs/bevformer/_base_/models/bevformer_nano.py')
+H, W = 64, 96  # tiny images keep the tests fast (feature maps 4 x 6 at stride 16)
+N_CAM = 6
+CAM_YAWS = (0, -55, 55, 180, 110, -110)  # lidar frame: yaw 0 looks along +x here (a hand rig, not nuScenes)
+
+
+def rig_lidar2img(height: int = H, width: int = W) -> np.ndarray:
+    """Six pinhole cameras at the lidar origin looking along yaw (from +x towards +y), 90 deg horizontal FOV."""
+    mats = []
+    for yaw_deg in CAM_YAWS:
+        yaw = math.radians(yaw_deg)
+        # camera axes in the lidar frame: x_cam right = (sin, -cos, 0), y_cam down = (0, 0, -1), z_cam = (cos, sin, 0)
+        rot = np.array([[math.sin(yaw), -math.cos(yaw), 0.0], [0.0, 0.0, -1.0], [math.cos(yaw), math.sin(yaw), 0.0]])
+        l2c = np.eye(4)
+        l2c[:3, :3] = rot
+        k = np.eye(4)
+        k[0, 0] = k[1, 1] = width / 2
+        k[0, 2], k[1, 2] = width / 2, height / 2
+        mats.append(k @ l2c)
+    return np.stack(mats).astype(np.float32)
+
+
+def can_bus(x: float, y: float, yaw_deg: float) -> np.ndarray:
+    cb = np.zeros(18)
+    cb[0], cb[1], cb[3] = x, y, 1.0
+    cb[16] = math.radians(yaw_deg) % (2 * math.pi)
+    cb[17] = yaw_deg % 360
+    return cb
+
+
+def make_sample(scene: str, frame_idx: int, pose=(0.0, 0.0, 0.0), queue=()):
+    from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
+    from mmengine.structures import InstanceData
+    l2i = rig_lidar2img()
+    metas = [dict(lidar2img=l2i, can_bus=can_bus(*p), scene_token=s, frame_idx=f, img_shape=(H, W)) for s, f, p in queue]
+    sample = Det3DDataSample(metainfo=dict(
+        sample_idx=frame_idx, token=f'{scene}-{frame_idx}', scene_token=scene, frame_idx=frame_idx, lidar2img=l2i,
+        img_shape=(H, W), can_bus=can_bus(*pose), num_cams=N_CAM, box_type_3d=LiDARInstance3DBoxes,
+        queue_metas=metas))
+    gt = InstanceData()
+    gt.bboxes_3d = LiDARInstance3DBoxes(torch.tensor([[10.0, 0.5, -1.8, 4.5, 1.9, 1.6, 0.3, 2.0, 0.0],
+                                                      [2.0, 8.0, -1.8, 0.6, 0.7, 1.8, 1.2, 0.0, 1.0]]), box_dim=9)
+    gt.labels_3d = torch.tensor([0, 8])
+    sample.gt_instances_3d = gt
+    return sample
+
+
+def raw_batch(seed: int = 0, batch: int = 1, queue: int = 3) -> dict:
+    """What the dataloader yields: per sample ``[T*N, 3, H, W]`` images and a Det3DDataSample."""
+    g = torch.Generator().manual_seed(seed)
+    images, samples = [], []
+    for b in range(batch):
+        images.append(torch.rand(queue * N_CAM, 3, H, W, generator=g) * 255)
+        prev = [('scene-a', 2 + k, (0.5 * k, 0.0, 8.0 + k)) for k in range(queue - 1)]
+        samples.append(make_sample('scene-a', 2 + queue - 1 + b, (2.0, 0.5, 10.0), queue=prev))
+    return dict(inputs=dict(img=images), data_samples=samples)
+
+
+def model_cfg(**overrides) -> dict:
+    """The BEVFormer-nano model dict, shrunk further (dropout 0 so eval/train forwards agree on the head)."""
+    from mmengine.config import Config
+    full = Config.fromfile(NANO_MODEL)
+    head = full.model.pts_bbox_head
+    head.num_query = 30
+    head.transformer.encoder.num_layers = 1
+    head.transformer.decoder.num_layers = 2
+    head.transformer.encoder.layer_cfg.ffn_cfg.ffn_drop = 0.0
+    head.transformer.decoder.layer_cfg.ffn_cfg.ffn_drop = 0.0
+    head.transformer.decoder.layer_cfg.self_attn_cfg.dropout = 0.0
+    if overrides:
+        full.merge_from_dict({f'model.{k}': v for k, v in overrides.items()})
+    return full.model.to_dict()
+
+
+W4A6 = dict(w_bits=4, a_bits=6, w_observer='minmax', a_observer='minmax', per_channel=True,
+            stages=dict(backbone=['img_backbone'], neck=['img_neck'], encoder=['pts_bbox_head.transformer.encoder'],
+                        decoder=['pts_bbox_head']))
+
+
+def build_distiller(arch, ckpt, **kwargs):
+    from mmdet3d.registry import MODELS
+    cfg = dict(type='QDBEVDistiller', architecture=copy.deepcopy(arch), teacher_checkpoint=ckpt)
+    cfg.update(kwargs)
+    model = MODELS.build(cfg)
+    if ckpt is not None:
+        model.init_weights()
+    return model

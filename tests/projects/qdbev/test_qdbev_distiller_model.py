@@ -1,0 +1,259 @@
+"""QDBEVDistiller on a small BEVFormer and interface-shaped batches (6 cameras, queue of 3)."""
+import copy
+
+import pytest
+import torch
+
+from qdbev_distiller_helpers import W4A6, build_distiller, model_cfg, raw_batch
+from qdbev.distill import bev_kl, confidence_guided_loss, image_kl, logit_kd, vgd_loss, view_masks
+
+ALL_TERMS = 'img+bev+vgd+head+kd'
+LOSSES = dict(img=dict(tau=2.0, loss_weight=3.0), bev=dict(tau=0.5, loss_weight=5.0),
+              vgd=dict(tau=1.5, tau_bev=2.5, loss_weight=7.0), head=dict(lam=3.0, loss_weight=0.5),
+              kd=dict(tau=2.0, loss_weight=0.25))
+
+
+class Taps:
+    """Plain forward hooks (independent of the distiller's recorders) keeping each module's last output."""
+
+    def __init__(self, model, names):
+        self.out, self.calls, self.handles = {}, {n: 0 for n in names}, []
+        modules = dict(model.named_modules())
+        for name in names:
+            self.handles.append(modules[name].register_forward_hook(self._hook(name)))
+
+    def _hook(self, name):
+        def hook(_m, _i, out):
+            self.out[name] = out
+            self.calls[name] += 1
+        return hook
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+TAP_NAMES = ['img_neck', 'pts_bbox_head.transformer.encoder', 'pts_bbox_head.cls_branches.1',
+             'pts_bbox_head.reg_branches.1']
+
+
+def _prep(model, seed=0, training=True):
+    return model.data_preprocessor(raw_batch(seed), training)
+
+
+def test_teacher_frozen_student_learns(arch, teacher_ckpt):
+    torch.manual_seed(0)
+    model = build_distiller(arch, teacher_ckpt, qconfig=W4A6, distill_mode='vgd')
+    model.train()
+    assert not model.teacher.training and model.student.training
+    assert all(not p.requires_grad for p in model.teacher.parameters())
+    before_t = {k: v.clone() for k, v in model.teacher.state_dict().items()}  # FP: tensors only
+    before_s = {k: v.clone() for k, v in model.student.state_dict().items() if torch.is_tensor(v) and v.is_floating_point()}
+    optim = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    data = _prep(model)
+    losses = model(**data, mode='loss')
+    total = sum(v for k, v in losses.items() if 'loss' in k)
+    total.backward()
+    assert all(p.grad is None for p in model.teacher.parameters())
+    conv1 = model.student.img_backbone.conv1.weight
+    assert conv1.grad is not None and conv1.grad.abs().sum() > 0
+    optim.step()
+    after_t = model.teacher.state_dict()
+    assert all(torch.equal(before_t[k], after_t[k]) for k in before_t)
+    changed = [k for k, v in model.student.state_dict().items() if k in before_s and not torch.equal(v, before_s[k])]
+    assert any(k.startswith('img_backbone.') for k in changed) and any('encoder' in k for k in changed)
+
+
+def test_loss_keys_and_values_equal_the_distill_functions(arch, teacher_ckpt):
+    torch.manual_seed(1)
+    model = build_distiller(arch, teacher_ckpt, qconfig=W4A6, distill_mode=ALL_TERMS, distill_losses=LOSSES)
+    model.train()
+    taps_s, taps_t = Taps(model.student, TAP_NAMES), Taps(model.teacher, TAP_NAMES)
+    data = _prep(model)
+    losses = model(**data, mode='loss')
+    distill_keys = {k for k in losses if k.startswith('loss_distill_')}
+    assert distill_keys == {f'loss_distill_{t}' for t in ('img', 'bev', 'vgd', 'head', 'kd')}
+    assert {'loss_cls', 'loss_bbox', 'd0.loss_cls', 'teacher_cls', 'teacher_bbox'} <= set(losses)
+    s, t = taps_s.out, taps_t.out
+    # the neck / encoder ran for the 2 history frames first, then the current frame: taps hold the current one
+    assert taps_s.calls['img_neck'] == 2 and taps_t.calls['img_neck'] == 2
+    assert taps_s.calls['pts_bbox_head.transformer.encoder'] == 3
+    f_s = s['img_neck'][0].view(1, 6, *s['img_neck'][0].shape[1:])
+    f_t = t['img_neck'][0].view(1, 6, *t['img_neck'][0].shape[1:])
+    b_s, b_t = s['pts_bbox_head.transformer.encoder'], t['pts_bbox_head.transformer.encoder']
+    c_s, c_t = s['pts_bbox_head.cls_branches.1'], t['pts_bbox_head.cls_branches.1']
+    r_s, r_t = s['pts_bbox_head.reg_branches.1'], t['pts_bbox_head.reg_branches.1']
+    lidar2img = torch.as_tensor(data['data_samples'][0].metainfo['lidar2img'])[None]
+    pad = data['inputs']['imgs'].shape[-2:]
+    masks = view_masks(lidar2img, pad, 32, 32, [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0], 4, z_span=8.0)
+    expected = {
+        'img': 3.0 * image_kl(f_t, f_s, 2.0).sum(),
+        'bev': 5.0 * bev_kl(b_t, b_s, 0.5).sum(),
+        'vgd': 7.0 * vgd_loss(image_kl(f_t, f_s, 1.5), masks, bev_kl(b_t, b_s, 2.5)),
+        'head': 0.5 * confidence_guided_loss(c_t, r_t, c_s, r_s, lam=3.0),
+        'kd': 0.25 * logit_kd(c_t, c_s, tau=2.0, use_sigmoid=True),
+    }
+    for term, value in expected.items():
+        got = losses[f'loss_distill_{term}']
+        assert value > 0 and torch.allclose(got, value, rtol=1e-5, atol=1e-9), (term, got, value)
+    # the VGD masks equal the encoder's own camera hits reduced over the pillar height
+    _, bev_mask = model.student.pts_bbox_head.transformer.encoder.camera_points(32, 32, lidar2img, tuple(pad))
+    assert torch.equal(masks, bev_mask.any(-1)) and 0 < masks.float().mean() < 1
+    taps_s.remove()
+    taps_t.remove()
+
+
+def test_teacher_keeps_no_graph_and_student_does(arch, teacher_ckpt):
+    model = build_distiller(arch, teacher_ckpt, qconfig=W4A6, distill_mode='img+bev+head')
+    model.train()
+    taps_s, taps_t = Taps(model.student, TAP_NAMES), Taps(model.teacher, TAP_NAMES)
+    model(**_prep(model), mode='loss')
+    for name in TAP_NAMES:
+        out_t = taps_t.out[name][0] if isinstance(taps_t.out[name], tuple) else taps_t.out[name]
+        out_s = taps_s.out[name][0] if isinstance(taps_s.out[name], tuple) else taps_s.out[name]
+        assert out_t.grad_fn is None and not out_t.requires_grad, name
+        assert out_s.grad_fn is not None, name
+    taps_s.remove()
+    taps_t.remove()
+
+
+def test_losses_zero_when_student_equals_teacher(arch, teacher_ckpt):
+    model = build_distiller(arch, teacher_ckpt, qconfig=None, distill_mode=ALL_TERMS, distill_losses=LOSSES)
+    model.eval()  # same BN statistics, no dropout: the student computes exactly the teacher's function
+    losses = model.loss(**_prep(model, training=False))
+    for term in ('img', 'bev', 'vgd', 'head', 'kd'):
+        assert abs(float(losses[f'loss_distill_{term}'])) < 1e-6, term
+    assert torch.allclose(losses['loss_cls'], losses['teacher_cls']) and torch.allclose(losses['loss_bbox'],
+                                                                                         losses['teacher_bbox'])
+
+
+def test_mode_none_skips_the_teacher_and_modes_switch_at_run_time(arch, teacher_ckpt):
+    model = build_distiller(arch, teacher_ckpt, qconfig=W4A6)
+    assert model.distill_mode == 'none'
+    taps_t = Taps(model.teacher, ['img_neck'])
+    data = _prep(model)
+    losses = model(**data, mode='loss')
+    assert taps_t.calls['img_neck'] == 0 and not any(k.startswith(('loss_distill', 'teacher')) for k in losses)
+    assert model.set_distill_mode('bev+img') == 'img+bev'
+    assert {k for k in model(**data, mode='loss') if 'distill' in k} == {'loss_distill_img', 'loss_distill_bev'}
+    model.set_distill_mode('vgd')
+    assert {k for k in model(**data, mode='loss') if 'distill' in k} == {'loss_distill_vgd'}
+    with pytest.raises(ValueError, match='model.distill_mode'):
+        model.set_distill_mode('vgd+feature')
+    assert model.distill_mode == 'vgd'
+    taps_t.remove()
+
+
+def test_grid_mask_replay_gives_the_teacher_the_students_images(arch, teacher_ckpt):
+    arch_gm = copy.deepcopy(arch)
+    arch_gm['use_grid_mask'] = True
+    model = build_distiller(arch_gm, teacher_ckpt, distill_mode='img')
+    model.train()
+    model.student.grid_mask.prob = 1.0  # always mask
+    seen = {}
+    for who, det in (('s', model.student), ('t', model.teacher)):
+        det.img_backbone.register_forward_pre_hook(lambda _m, args, who=who: seen.__setitem__(who, args[0]))
+    data = _prep(model)
+    model(**data, mode='loss')
+    current = data['inputs']['imgs'][0, -6:]
+    assert not torch.equal(seen['s'], current)  # the student's current frame was masked ...
+    assert torch.equal(seen['t'], seen['s'])  # ... and the teacher saw the same masked images
+    assert (seen['s'] == 0).float().mean() > 0.05
+
+
+def test_predict_and_tensor_use_the_student_only(arch, teacher_ckpt):
+    model = build_distiller(arch, teacher_ckpt, qconfig=W4A6, distill_mode='vgd')
+    model.eval()
+    taps_t = Taps(model.teacher, ['img_neck'])
+    data = model.data_preprocessor(raw_batch(0, queue=1), False)
+    out = model(**data, mode='predict')
+    assert len(out) == 1 and len(out[0].pred_instances_3d.scores_3d) > 0
+    assert out[0].pred_instances_3d.bboxes_3d.tensor.shape[-1] == 9
+    model(**data, mode='tensor')
+    assert taps_t.calls['img_neck'] == 0
+    taps_t.remove()
+
+
+def test_state_dict_prefixes_and_student_export(arch, teacher_ckpt, tmp_path):
+    from mmdet3d.registry import MODELS
+
+    from projects.qdbev.distiller import save_student, student_from_checkpoint
+    from qdbev.quant import load_quant_state, quantize_model
+    model = build_distiller(arch, teacher_ckpt, qconfig=W4A6, distill_mode='vgd')
+    model.calibrate_student([raw_batch(3)])
+    keys = list(model.state_dict())
+    assert keys and all(k.startswith(('teacher.', 'student.')) for k in keys)
+    assert any(k.startswith('student.') and 'a_quant.scale' in k for k in keys)
+    assert not any(k.startswith('teacher.') and '_quant.' in k for k in keys)
+    exported = save_student(model, tmp_path / 'student.pth')
+    loaded = torch.load(tmp_path / 'student.pth', weights_only=True)
+    assert set(loaded) == {'state_dict', 'quant_state', 'meta'} and loaded['meta']['qconfig']['w_bits'] == 4
+    fresh = quantize_model(MODELS.build(copy.deepcopy(arch)), loaded['meta']['qconfig'])
+    fresh.load_state_dict(loaded['state_dict'], strict=True)
+    load_quant_state(fresh, exported['quant_state'])
+    model.eval()
+    fresh.eval()
+    data = model.data_preprocessor(raw_batch(4, queue=1), False)
+    a = model(**data, mode='tensor')['all_cls_scores']
+    b = fresh(**data, mode='tensor')['all_cls_scores']
+    assert torch.equal(a, b)
+    torch.save(dict(state_dict=model.state_dict()), tmp_path / 'distiller.pth')
+    from_file = student_from_checkpoint(str(tmp_path / 'distiller.pth'))
+    assert set(from_file) == set(loaded['state_dict'])
+
+
+def test_calibration_initialises_activation_scales(arch, teacher_ckpt):
+    from qdbev.quant import quantizers
+    model = build_distiller(arch, teacher_ckpt, qconfig=W4A6)
+    acts = [q for n, q in quantizers(model.student) if n.endswith('a_quant')]
+    assert acts and not any(bool(q.initialized) for q in acts)
+    assert model.calibrate_student([raw_batch(5)]) == 1
+    assert all(bool(q.initialized) for q in acts if q.observer.initialized)
+    assert sum(bool(q.initialized) for q in acts) > 0.9 * len(acts)
+    assert model.student.training and not model.teacher.training
+
+
+def test_config_errors_name_the_key(arch, teacher_ckpt):
+    with pytest.raises(ValueError, match='model.distill_mode'):
+        build_distiller(arch, None, distill_mode='vgd+dkd')
+    with pytest.raises(ValueError, match=r"model.student_recorders\['img'\].*img_nek"):
+        build_distiller(arch, None, student_recorders=dict(img=dict(type='ModuleOutputRecorder', source='img_nek')))
+    with pytest.raises(ValueError, match=r"model.teacher_recorders: distill mode 'bev' needs recorders \['bev'\]"):
+        build_distiller(arch, None, distill_mode='bev',
+                        teacher_recorders=dict(img=dict(type='ModuleOutputRecorder', source='img_neck')))
+    with pytest.raises(ValueError, match='model.distill_losses.vgd'):
+        build_distiller(arch, None, distill_losses=dict(vgd=dict(tau=-1.0)))
+    with pytest.raises(ValueError, match='model.distill_losses: unknown terms'):
+        build_distiller(arch, None, distill_losses=dict(fitnet=dict()))
+    with pytest.raises(ValueError, match='model.qconfig'):
+        build_distiller(arch, None, qconfig=dict(w_bits=33))
+    model = build_distiller(arch, None)
+    with pytest.raises(ValueError, match='model.teacher_checkpoint is not set'):
+        model.init_weights()
+
+
+def test_teacher_checkpoint_refusals(arch, teacher_ckpt, tmp_path):
+    from mmdet3d.registry import MODELS
+
+    from projects.qdbev.distiller import TeacherCheckpointError
+    model = build_distiller(arch, None)
+    model.teacher_checkpoint = str(tmp_path / 'missing.pth')
+    with pytest.raises(TeacherCheckpointError, match='does not exist'):
+        model.init_weights()
+    data = open(teacher_ckpt, 'rb').read()
+    (tmp_path / 'cut.pth').write_bytes(data[:len(data) // 2])
+    model.teacher_checkpoint = str(tmp_path / 'cut.pth')
+    with pytest.raises(TeacherCheckpointError, match='cannot be read .*truncated'):
+        model.init_weights()
+    other = MODELS.build(model_cfg(**{'pts_bbox_head.num_query': 40}))
+    state = other.state_dict()
+    state['extra.weight'] = torch.zeros(1)
+    del state['img_backbone.conv1.weight']
+    torch.save(dict(state_dict=state), tmp_path / 'other.pth')
+    model.teacher_checkpoint = str(tmp_path / 'other.pth')
+    with pytest.raises(TeacherCheckpointError) as err:
+        model.init_weights()
+    msg = str(err.value)
+    assert 'missing keys 1 (e.g. img_backbone.conv1.weight)' in msg and 'unexpected keys 1 (e.g. extra.weight)' in msg
+    assert 'shape mismatches 1 (e.g. pts_bbox_head.query_embedding.weight (40, 256)!=(30, 256))' in msg
+    assert '\n' not in msg

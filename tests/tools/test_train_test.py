@@ -1,0 +1,125 @@
+"""tools/train.py and tools/test.py as subprocesses on a tiny synthetic nuScenes set (1 train + 1 val scene of
+4 samples, 160x90 images): the loss falls, the checkpoint goes through tools/test.py (weights-only load, devkit
+evaluation) and --resume continues from it."""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+ITERS = 30
+
+CONFIG = """
+_base_ = [{base!r}]
+data_root = {data_root!r}
+img_scale = 1.0
+train_pipeline = [
+    dict(step, scale=img_scale) if step['type'] == 'ScaleMultiViewImage' else step
+    for step in _base_.train_pipeline if step['type'] != 'PhotoMetricDistortionMultiViewImage'
+]
+test_pipeline = [
+    dict(step, scale=img_scale) if step['type'] == 'ScaleMultiViewImage' else step for step in _base_.test_pipeline
+]
+train_dataloader = dict(num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root=data_root, pipeline=train_pipeline))
+val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(data_root=data_root, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(data_root=data_root, ann_file=data_root + 'nuscenes_infos_val.pkl')
+test_evaluator = val_evaluator
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters={iters}, val_interval=100000)
+param_scheduler = []
+optim_wrapper = dict(optimizer=dict(lr=1e-3))
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(by_epoch=False, interval={iters}),
+                     visualization=dict(type='Det3DVisualizationHook', draw=False))
+log_processor = dict(by_epoch=False, window_size=1)
+randomness = dict(seed=0)
+"""
+
+
+def run_tool(argv, cwd):
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='2')
+    proc = subprocess.run([sys.executable] + argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f'{argv[0]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'
+    return proc.stdout + proc.stderr
+
+
+def scalars(work_dir):
+    """Per-iteration records of the LocalVisBackend's scalars.json (newest run)."""
+    runs = sorted(d for d in os.listdir(work_dir) if osp.isfile(osp.join(work_dir, d, 'vis_data', 'scalars.json')))
+    with open(osp.join(work_dir, runs[-1], 'vis_data', 'scalars.json')) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture(scope='module')
+def tiny_set(tmp_path_factory):
+    from projects.common.nuscenes_infos import create_infos
+    from qdbev.synth import DatasetConfig, generate_dataset
+    root = str(tmp_path_factory.mktemp('train_test') / 'synth')
+    generate_dataset(DatasetConfig(out=root, version='v1.0-trainval', train_scenes=1, val_scenes=1,
+                                   samples_per_scene=4, scale=0.1, sweeps=1, lidar_azimuths=360, seed=1, workers=1),
+                     progress=False)
+    create_infos(root, 'v1.0-trainval')
+    return root
+
+
+@pytest.fixture(scope='module')
+def trained(tiny_set, tmp_path_factory):
+    """Config file and work dir after ``ITERS`` iterations of tools/train.py (run from another cwd)."""
+    tmp = tmp_path_factory.mktemp('run')
+    config = tmp / 'nano_tiny.py'
+    config.write_text(CONFIG.format(base=osp.join(ROOT, 'configs/bevformer/bevformer_nano_synth.py'),
+                                    data_root=tiny_set + '/', iters=ITERS))
+    work_dir = str(tmp / 'work')
+    run_tool([osp.join(ROOT, 'tools/train.py'), str(config), '--work-dir', work_dir], cwd=str(tmp))
+    return str(config), work_dir
+
+
+def test_loss_falls(trained):
+    _, work_dir = trained
+    losses = [r['loss'] for r in scalars(work_dir) if 'loss' in r]
+    assert len(losses) == ITERS
+    assert all(np.isfinite(losses))
+    first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+    assert last < 0.8 * first, f'loss did not fall: first 5 {losses[:5]}, last 5 {losses[-5:]}'
+
+
+def test_checkpoint_round_trips_through_test_py(trained, tiny_set, tmp_path):
+    config, work_dir = trained
+    ckpt = osp.join(work_dir, f'iter_{ITERS}.pth')
+    assert osp.isfile(ckpt)
+    import torch
+    state = torch.load(ckpt, map_location='cpu', weights_only=True)  # safe unpickler, nothing allow-listed
+    assert state['meta']['iter'] == ITERS
+    test_dir = str(tmp_path / 'test')
+    log = run_tool([osp.join(ROOT, 'tools/test.py'), config, ckpt, '--work-dir', test_dir], cwd=str(tmp_path))
+    assert f'Load checkpoint from {ckpt}' in log
+    # the devkit evaluation ran and wrote its json results inside the work dir
+    with open(osp.join(test_dir, 'nusc_results', 'pred_instances_3d', 'results_nusc.json')) as f:
+        results = json.load(f)['results']
+    import pickle
+    with open(osp.join(tiny_set, 'nuscenes_infos_val.pkl'), 'rb') as f:
+        val_tokens = {e['token'] for e in pickle.load(f)['data_list']}
+    assert set(results) == val_tokens
+    assert 'NuScenes metric/pred_instances_3d_NuScenes/NDS' in log
+
+
+def test_resume_continues_from_the_checkpoint(trained, tmp_path):
+    config, work_dir = trained
+    more = ITERS + 2
+    log = run_tool([osp.join(ROOT, 'tools/train.py'), config, '--work-dir', work_dir, '--resume',
+                    '--cfg-options', f'train_cfg.max_iters={more}', f'default_hooks.checkpoint.interval={more}'],
+                   cwd=str(tmp_path))
+    assert f'resumed epoch: 0, iter: {ITERS}' in log
+    iters = [r['iter'] for r in scalars(work_dir) if 'loss' in r]
+    assert iters == [ITERS + 1, ITERS + 2]
+
+
+def test_bad_paths_give_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools/train.py'), 'no/such/config.py'],
+                          capture_output=True, text=True, cwd=str(tmp_path))
+    assert proc.returncode != 0 and 'no/such/config.py: no such file' in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
