@@ -24,9 +24,12 @@ def main(argv=None) -> int:
     parser.add_argument('--out-dir', default=None, help='where the info files go (default: the data root)')
     parser.add_argument('--extra-tag', default='nuscenes', help='info file prefix')
     parser.add_argument('--max-sweeps', type=int, default=10, help='lidar sweeps recorded per sample')
+    parser.add_argument('--cam-instances', action='store_true',
+                        help="keep the converter's per-camera 2D boxes (not used by BEVFormer; slow)")
     args = parser.parse_args(argv)
     try:
-        written = create_infos(args.root_path, args.version, args.out_dir, args.extra_tag, args.max_sweeps)
+        written = create_infos(args.root_path, args.version, args.out_dir, args.extra_tag, args.max_sweeps,
+                               args.cam_instances)
     except InfoError as err:
         print(f'create_data.py: error: {err}', file=sys.stderr)
         return 2

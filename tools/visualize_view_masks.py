@@ -206,7 +206,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--bev-size', type=int, nargs=2, metavar=('BEV_H', 'BEV_W'), default=None)
     parser.add_argument('--pc-range', type=float, nargs=6, default=None)
     parser.add_argument('--num-points', type=int, default=None, help='num_points_in_pillar')
-    parser.add_argument('--data-root', default=None, help='where the images are (info file: its folder)')
+    parser.add_argument('--data-root', default=None,
+                        help="data root of the images (and, with a config, of its val info file); default: the "
+                             "config's data_root / the info file's folder")
     args = parser.parse_args(argv)
     try:
         if args.source.endswith('.py'):
@@ -227,6 +229,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.num_points is not None:
             st['num_points_in_pillar'] = args.num_points
         if args.data_root is not None:
+            if args.source.endswith('.py'):  # the config's info file, moved to the given data root
+                st['info'] = os.path.join(args.data_root, os.path.basename(st['info']))
             st['data_root'] = args.data_root
         sample = load_sample(st['info'], args.sample_idx)
         hw = image_size(sample, camera_order(sample)[0], st['data_root'], st['data_prefix'],

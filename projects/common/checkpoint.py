@@ -35,6 +35,7 @@ def atomic_write_bytes(data: bytes, path: Union[str, os.PathLike]) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -22,6 +22,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from pyquaternion import Quaternion
 
+from .checkpoint import atomic_write_bytes
+
 CAMERAS = ('CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_FRONT_LEFT', 'CAM_BACK', 'CAM_BACK_LEFT', 'CAM_BACK_RIGHT')
 VERSIONS = ('v1.0-mini', 'v1.0-trainval', 'v1.0-test')
 INFO_FORMAT = 'qdbev-bevformer-1'  # stored in metainfo; datasets refuse infos without it
@@ -182,27 +184,14 @@ def lidar2img(image_info: dict) -> List[List[float]]:
     return (cam2img @ np.asarray(image_info['lidar2cam'], dtype=np.float64)).tolist()
 
 
-def _atomic_pickle(obj, path: str) -> None:
-    folder = osp.dirname(osp.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + osp.basename(path) + '.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def create_infos(dataroot: str, version: str = 'v1.0-mini', out_dir: Optional[str] = None,
-                 prefix: str = 'nuscenes', max_sweeps: int = 10) -> Dict[str, str]:
+                 prefix: str = 'nuscenes', max_sweeps: int = 10, cam_instances: bool = False) -> Dict[str, str]:
     """Build ``{out_dir}/{prefix}_infos_{train,val}.pkl`` (``_test`` for v1.0-test). Returns {split: path}.
 
     Runs mmdet3d's converter (v1 infos, then its v1 -> v2 update) in a scratch folder, adds the BEVFormer fields and
     writes each file atomically. The data root is only read, so a read-only nuScenes copy works with ``out_dir``.
+    ``cam_instances`` keeps the converter's per-camera 2D boxes (``cam_instances``, for monocular detectors); BEVFormer
+    does not use them and they take two thirds of the conversion time, so they are left empty by default.
     """
     from nuscenes.nuscenes import NuScenes
     from nuscenes.utils import splits
@@ -221,6 +210,8 @@ def create_infos(dataroot: str, version: str = 'v1.0-mini', out_dir: Optional[st
                         f'({len(missing)} missing in all); restore the files or regenerate the data set')
     conv = _converter_module('nuscenes_converter')
     upd = _converter_module('update_infos_to_v2')
+    if not cam_instances:  # our private copy of the converter module: mmdet3d itself is untouched
+        upd.generate_nuscenes_camera_instances = lambda info, nusc: upd.get_empty_multicamera_instances(list(CAMERAS))
 
     split_names = {'v1.0-trainval': (splits.train, splits.val), 'v1.0-mini': (splits.mini_train, splits.mini_val),
                    'v1.0-test': (splits.test, [])}[version]
@@ -266,6 +257,6 @@ def create_infos(dataroot: str, version: str = 'v1.0-mini', out_dir: Optional[st
                 entry['sample_idx'] = i
             data['metainfo']['info_format'] = INFO_FORMAT
             out_path = osp.join(out_dir, f'{prefix}_infos_{split}.pkl')
-            _atomic_pickle(data, out_path)
+            atomic_write_bytes(pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL), out_path)
             written[split] = out_path
     return written

@@ -222,11 +222,14 @@ def _count_points(pts: np.ndarray, actors, pos: np.ndarray, ego_xy: np.ndarray, 
 
 
 def _annotate(spec: SceneSpec, tabs: _Tables, actors, ego, key_t, samples, visible, alone, lidar_pts) -> None:
-    """Instances and their sample_annotation chains (contiguous keyframes while within ANNOTATION_RANGE)."""
+    """Instances and their sample_annotation chains: like nuScenes, an object is annotated from the first to the
+    last keyframe in which it is within ANNOTATION_RANGE and observed (lidar points on it or pixels of it visible
+    in a camera); keyframes in between stay annotated so the prev/next chain is contiguous."""
     ego_xy, _ = ego.pose(key_t)
     for i, a in enumerate(actors):
         dist = np.linalg.norm(a.position(key_t) - ego_xy, axis=1)
-        ks = np.nonzero(dist <= ANNOTATION_RANGE)[0]
+        seen = np.array([lidar_pts.get((k, i), 0) > 0 or visible[k, i] > 0 for k in range(len(key_t))])
+        ks = np.nonzero((dist <= ANNOTATION_RANGE) & seen)[0]
         if len(ks) == 0 or ks[-1] - ks[0] < 1:
             continue
         inst_token = make_token(spec.seed, 'instance', spec.name, i)

@@ -12,7 +12,7 @@ from mmengine.registry import init_default_scope
 import projects.bevformer.bevformer  # noqa: F401
 from mmdet3d.registry import MODELS
 from projects.bevformer.bevformer import box_coder
-from tools.convert_bevformer_ckpt import OLD_SIGN, OLD_SLOT, convert_state_dict
+from tools.convert_bevformer_ckpt import OLD_SIGN, OLD_SLOT, convert_state_dict, main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NANO = os.path.join(ROOT, 'configs/bevformer/_base_/models/bevformer_nano.py')
@@ -131,21 +131,24 @@ def test_box_code_conversion_matches_the_mmdet3d_convention_change():
     assert torch.allclose(box, torch.tensor([3.0, -2.0, 0.5, length, width, height, yaw, 1.5, -0.5]), atol=1e-6)
 
 
-def test_cli_reports_unmapped_keys_and_writes_atomically(tmp_path):
+def test_cli_reports_unmapped_keys_and_writes_atomically(tmp_path, capsys):
     g = torch.Generator().manual_seed(1)
     _, official = official_nano_state(g)
     official['pts_bbox_head.some_new_thing.weight'] = torch.zeros(3)
     src, dst = tmp_path / 'official.pth', tmp_path / 'out' / 'converted.pth'
     torch.save({'state_dict': official, 'meta': {'epoch': 24}}, src)
-    cmd = [sys.executable, os.path.join(ROOT, 'tools/convert_bevformer_ckpt.py'), str(src), str(dst)]
-    strict = subprocess.run(cmd + ['--strict'], capture_output=True, text=True, cwd=ROOT)
-    assert strict.returncode == 1 and 'could not map: pts_bbox_head.some_new_thing.weight' in strict.stdout
+    assert main([str(src), str(dst), '--strict']) == 1
+    assert 'could not map: pts_bbox_head.some_new_thing.weight' in capsys.readouterr().out
     assert not dst.exists()
-    res = subprocess.run(cmd + ['--config', NANO], capture_output=True, text=True, cwd=ROOT)
+    with pytest.raises(SystemExit, match='does not exist'):
+        main([str(tmp_path / 'nope.pth'), str(dst)])
+    # the real command line, checked against the model built from the config
+    cmd = [sys.executable, os.path.join(ROOT, 'tools/convert_bevformer_ckpt.py'), str(src), str(dst), '--config', NANO]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=str(tmp_path))
     assert res.returncode == 0, res.stderr
+    assert 'could not map: pts_bbox_head.some_new_thing.weight' in res.stdout
     assert 'not in model' not in res.stdout and 'missing in checkpoint' not in res.stdout
     out = torch.load(dst, map_location='cpu', weights_only=True)
     assert out['meta']['unmapped_keys'] == ['pts_bbox_head.some_new_thing.weight']
+    assert len(out['state_dict']) == len(nano_model().state_dict())
     assert [p.name for p in dst.parent.iterdir()] == ['converted.pth']  # no temporary left behind
-    missing = subprocess.run(cmd[:2] + [str(tmp_path / 'nope.pth'), str(dst)], capture_output=True, text=True)
-    assert missing.returncode != 0 and 'does not exist' in missing.stderr

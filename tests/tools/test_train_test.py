@@ -19,7 +19,7 @@ data_root = {data_root!r}
 img_scale = 1.0
 train_pipeline = [
     dict(step, scale=img_scale) if step['type'] == 'ScaleMultiViewImage' else step
-    for step in _base_.train_pipeline if step['type'] != 'PhotoMetricDistortionMultiViewImage'
+    for step in _base_.train_pipeline if step['type'] != 'MultiViewWrapper'
 ]
 test_pipeline = [
     dict(step, scale=img_scale) if step['type'] == 'ScaleMultiViewImage' else step for step in _base_.test_pipeline

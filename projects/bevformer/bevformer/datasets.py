@@ -90,7 +90,7 @@ class BEVFormerNuScenesDataset(NuScenesDataset):
         missing += [f'images.{cam}.lidar2img' for cam, cam_info in info.get('images', {}).items()
                     if 'lidar2img' not in cam_info]
         if missing:
-            raise KeyError(f'{self.ann_file}: sample {token} has no {missing[0]}: not a BEVFormer info file; '
+            raise ValueError(f'{self.ann_file}: sample {token} has no {missing[0]}: not a BEVFormer info file; '
                            f'make one with tools/create_data.py nuscenes --root-path DATA_ROOT --version VERSION')
         can_bus = np.asarray(info['can_bus'], dtype=np.float64)
         if can_bus.shape != (18, ):

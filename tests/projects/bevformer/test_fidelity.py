@@ -72,33 +72,72 @@ def predict_inputs(height: int, width: int, n_cam: int = 6):
     return dict(inputs=dict(imgs=torch.zeros(1, n_cam, 3, height, width)), data_samples=[sample], mode='predict')
 
 
+class ImageBranch(torch.nn.Module):
+    """Backbone + neck of a BEVFormer on one camera image (their MACs are per image: x N_cam for a frame)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.img_backbone, self.img_neck = model.img_backbone, model.img_neck
+
+    def forward(self, x):
+        return self.img_neck(self.img_backbone(x))
+
+
+def frame_report(model, height: int, width: int, n_cam: int = 6) -> dict:
+    """Parameters and MACs of one test-time frame of ``n_cam`` cameras, counted as
+    ``n_cam x`` (backbone + neck on one image) + head on the ``n_cam`` feature maps (same totals as one
+    ``predict`` forward, which ``__main__`` below runs, at 1/n_cam of the backbone time)."""
+    img = report(ImageBranch(model), torch.zeros(1, 3, height, width))
+    feats = model.img_neck(model.img_backbone(torch.zeros(1, 3, height, width)))
+    inputs = predict_inputs(height, width, n_cam)
+    lidar2img = torch.as_tensor(inputs['data_samples'][0].metainfo['lidar2img'])[None]
+    head = report(model.pts_bbox_head, dict(
+        mlvl_feats=[f.new_zeros(1, n_cam, *f.shape[1:]) for f in feats], can_bus=torch.zeros(1, 18),
+        lidar2img=lidar2img, pad_shape=(height, width)))
+    return dict(params=img['total']['params'] + head['total']['params'],
+                image_macs_per_camera=img['total']['macs'], head_macs=head['total']['macs'],
+                macs=n_cam * img['total']['macs'] + head['total']['macs'],
+                backbone_macs_per_camera=sum(r['macs'] for r in img['layers'] if r['name'].startswith('img_backbone')))
+
+
 @pytest.fixture(scope='module')
-def tiny_report():
-    model = build('bevformer_tiny.py')
-    # 450x800 padded to a multiple of 32 by Det3DDataPreprocessor: 480x800
-    return report(model, predict_inputs(480, 800), stages=STAGES)
+def tiny_frame():
+    torch.set_num_threads(1)  # shared 2-core machine: avoid OpenMP threads waiting for each other
+    try:
+        # 450x800 padded to a multiple of 32 by Det3DDataPreprocessor: 480x800
+        return frame_report(build('bevformer_tiny.py'), 480, 800)
+    finally:
+        torch.set_num_threads(2)
 
 
-def test_tiny_parameter_count_matches_published_size(tiny_report):
-    params = tiny_report['total']['params']
+def test_tiny_parameter_count_matches_published_size(tiny_frame):
+    params = tiny_frame['params']
     print(f'BEVFormer-tiny parameters: {params / 1e6:.2f} M = {params * 4 / 1e6:.1f} MB (10^6) = '
           f'{params * 4 / 2 ** 20:.1f} MiB; paper 126.8 MB')
     assert abs(params / 31.7e6 - 1) < 0.10
-    assert abs(params * 4 / 2 ** 20 / 126.8 - 1) < 0.02  # 126.8 read as MiB: 33.2 M
+    assert abs(params * 4 / 2 ** 20 / 126.8 - 1) < 0.02  # 126.8 read as MiB = 33.2 M parameters
 
 
-def test_tiny_backbone_macs_match_resnet50_formula(tiny_report):
-    backbone = tiny_report['stages']['backbone']['macs']
-    assert backbone == 6 * resnet_bottleneck_macs((3, 4, 6, 3), 480, 800)
+def test_tiny_backbone_macs_match_resnet50_formula(tiny_frame):
+    assert tiny_frame['backbone_macs_per_camera'] == resnet_bottleneck_macs((3, 4, 6, 3), 480, 800)
 
 
-def test_tiny_total_macs_against_paper(tiny_report):
-    total = tiny_report['total']['macs']
-    stages = {k: round(v['macs'] / 1e9, 2) for k, v in tiny_report['stages'].items()}
-    print(f'BEVFormer-tiny MACs at 6 x 480x800: {total / 1e9:.1f} G {stages}; paper 62.33 TBOPS = 60.9 G MACs')
-    # The six R50 images alone cost ~6 x 31 G MACs, so 60.9 G cannot be the MACs of a 6-camera frame;
-    # it is close to ONE camera's share (total / 6), which is what this asserts.
-    assert abs(total / 6 / 60.9e9 - 1) < 0.15 or abs(total / 60.9e9 - 1) < 0.15
+def test_tiny_head_macs_hand_estimate(tiny_frame):
+    """Decoder + encoder linear layers dominate the head; a hand count of the 6 decoder layers' projections
+    (900 queries: 4 attention projections, value_proj over 2500 BEV cells, offsets/weights, FFN) bounds it."""
+    q, c, hw, ffn = 900, 256, 2500, 512
+    decoder = 6 * (q * 4 * c * c + 2 * q * q * c + hw * c * c + q * c * (64 + 32) + q * c * c + 2 * q * c * ffn)
+    branches = 6 * q * (2 * c * c + c * 10) * 2
+    assert decoder + branches < tiny_frame['head_macs'] < 4 * (decoder + branches)
+
+
+@pytest.mark.xfail(strict=True, reason='QD-BEV Table 2 lists 62.33 TBOPS (= 60.9 G MACs at 32x32 bits) for '
+                   'BEVFormer-T, but the six 480x800 ResNet-50 passes alone are 6 x 31.3 G MACs; this build '
+                   'counts ~205 G for a frame, so the paper cannot be counting full 6-camera MACs')
+def test_tiny_macs_match_paper_bops(tiny_frame):
+    print(f"BEVFormer-tiny MACs at 6 x 480x800: {tiny_frame['macs'] / 1e9:.1f} G (per camera image "
+          f"{tiny_frame['image_macs_per_camera'] / 1e9:.1f} G, head {tiny_frame['head_macs'] / 1e9:.1f} G)")
+    assert abs(tiny_frame['macs'] / 60.9e9 - 1) < 0.15
 
 
 if __name__ == '__main__':  # python tests/projects/bevformer/test_fidelity.py [tiny small base]

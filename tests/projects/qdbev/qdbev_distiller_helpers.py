@@ -10,6 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
 NANO_MODEL = os.path.join(ROOT, 'configs/bevformer/_base_/models/bevformer_nano.py')
 H, W = 64, 96  # tiny images keep the tests fast (feature maps 4 x 6 at stride 16)
 N_CAM = 6
+BEV = 16  # BEV grid of the test model (16 x 16 cells of 6.4 m)
 CAM_YAWS = (0, -55, 55, 180, 110, -110)  # lidar frame: yaw 0 looks along +x here (a hand rig, not nuScenes)
 
 
@@ -54,7 +55,7 @@ def make_sample(scene: str, frame_idx: int, pose=(0.0, 0.0, 0.0), queue=()):
     return sample
 
 
-def raw_batch(seed: int = 0, batch: int = 1, queue: int = 3) -> dict:
+def raw_batch(seed: int = 0, batch: int = 1, queue: int = 2) -> dict:
     """What the dataloader yields: per sample ``[T*N, 3, H, W]`` images and a Det3DDataSample."""
     g = torch.Generator().manual_seed(seed)
     images, samples = [], []
@@ -71,6 +72,8 @@ def model_cfg(**overrides) -> dict:
     full = Config.fromfile(NANO_MODEL)
     head = full.model.pts_bbox_head
     head.num_query = 30
+    head.bev_h = head.bev_w = BEV
+    head.positional_encoding.row_num_embed = head.positional_encoding.col_num_embed = BEV
     head.transformer.encoder.num_layers = 1
     head.transformer.decoder.num_layers = 2
     head.transformer.encoder.layer_cfg.ffn_cfg.ffn_drop = 0.0

@@ -34,7 +34,10 @@ meta_keys = ('sample_idx', 'token', 'scene_token', 'frame_idx', 'timestamp', 'li
 
 train_pipeline = [
     dict(type='LoadMultiViewImageFromFiles', to_float32=True, num_views=6, backend_args=backend_args),
-    dict(type='PhotoMetricDistortionMultiViewImage'),
+    # BEVFormer's PhotoMetricDistortionMultiViewImage (mmdet3d 1.4 has none): mmdet3d's single-image distortion
+    # applied to each camera with its own random draw
+    dict(type='MultiViewWrapper', transforms=[dict(type='PhotoMetricDistortion3D')], override_aug_config=False,
+         process_fields=['img'], collected_keys=[], randomness_keys=[]),
     dict(type='LoadAnnotations3D', with_bbox_3d=True, with_label_3d=True, with_attr_label=False),
     dict(type='ObjectRangeFilter', point_cloud_range=object_range),
     dict(type='ObjectNameFilter', classes=object_classes),

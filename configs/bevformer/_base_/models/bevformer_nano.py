@@ -18,7 +18,7 @@ model = dict(
         _delete_=True,
         type='mmdet.ResNet',
         depth=18,
-        base_channels=32,
+        base_channels=16,
         num_stages=3,
         strides=(1, 2, 2),
         dilations=(1, 1, 1),
@@ -28,7 +28,7 @@ model = dict(
         norm_eval=False,
         style='pytorch',
         init_cfg=None),
-    img_neck=dict(in_channels=[128], out_channels=_dim_, num_outs=_num_levels_),
+    img_neck=dict(in_channels=[64], out_channels=_dim_, num_outs=_num_levels_),
     pts_bbox_head=dict(
         bev_h=bev_h_,
         bev_w=bev_w_,
