@@ -1,14 +1,14 @@
 # Progressive QAT to W4A6 WITHOUT distillation (QD-BEV's ablation "progressive QAT"), BEVFormer-nano on the
-# quick-start synthetic set, 2-core CPU. Same distiller model as qdbev_nano_synth_w4a6.py with distill mode 'none'
+# quick-start synthetic set, 2-core CPU. The distiller model of qdbev_nano_synth_vgd_w4a6.py with distill mode 'none'
 # in every phase (the teacher is loaded but never run); ProgressiveQATHook (projects/qdbev/hooks) drives the phases:
 #   fp_teacher -> W32A6 (all stages) -> W4A6 backbone -> + neck -> + encoder -> + decoder
 #   python tools/train.py configs/qdbev/qdbev_nano_synth_progressive_w4a6.py      (or tools/dist_train.sh ... 2)
 #   python tools/train.py configs/qdbev/qdbev_nano_synth_progressive_w4a6.py --resume     (continues in its phase)
 #   python tools/plot_curves.py work_dirs/qdbev_nano_synth_progressive_w4a6
-# The teacher: model.teacher_checkpoint of qdbev_nano_synth_w4a6.py (the trained bevformer_nano_synth work dir).
+# The teacher: model.teacher_checkpoint of qdbev_nano_synth_vgd_w4a6.py (the trained bevformer_nano_synth work dir).
 # Each phase ends with a val run (NuScenesMetric NDS/mAP) and phase_<i>_<name>.pth in the work dir; phases.json
 # logs what happened. Changing qat_schedule of a started run is refused unless qat_allow_schedule_change=True.
-_base_ = ['./qdbev_nano_synth_w4a6.py']
+_base_ = ['./qdbev_nano_synth_vgd_w4a6.py']
 custom_imports = dict(
     imports=['projects.common', 'projects.bevformer.bevformer', 'projects.qdbev.distiller', 'projects.qdbev.hooks'],
     allow_failed_imports=False)

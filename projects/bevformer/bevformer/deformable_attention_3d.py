@@ -31,7 +31,8 @@ class MSDeformableAttention3D(BaseModule):
         head_dim = embed_dims // num_heads
         if head_dim & (head_dim - 1):
             warnings.warn(f'MSDeformableAttention3D: head dim {head_dim} is not a power of 2 (slower CUDA kernel)')
-        self.embed_dims, self.num_heads, self.num_levels, self.num_points = embed_dims, num_heads, num_levels, num_points
+        self.embed_dims, self.num_heads = embed_dims, num_heads
+        self.num_levels, self.num_points = num_levels, num_points
         self.im2col_step = im2col_step
         self.sampling_offsets = nn.Linear(embed_dims, num_heads * num_levels * num_points * 2)
         self.attention_weights = nn.Linear(embed_dims, num_heads * num_levels * num_points)

@@ -63,7 +63,8 @@ class BEVFormerEncoderLayer(BaseModule):
         """
         Args:
             query, bev_pos, init_query: ``[B, HW, C]``. prev_bev: ``[B, HW, C]`` aligned previous BEV or None;
-            prev_valid: ``[B]`` bool. ref_2d: ``[B, 2, HW, 1, 2]`` TSA reference points; bev_shapes ``[[bev_h, bev_w]]``.
+            prev_valid: ``[B]`` bool. ref_2d: ``[B, 2, HW, 1, 2]`` TSA reference points;
+            bev_shapes: ``[[bev_h, bev_w]]``.
             value: ``[B, N_cam, N_v, C]``; reference_points_cam: ``[N_cam, B, HW, D, 2]``; bev_mask:
             ``[N_cam, B, HW, D]``; spatial_shapes / level_start_index of the camera features.
         Returns:
@@ -105,7 +106,8 @@ class BEVFormerEncoder(BaseModule):
         projections in float32 like BEVFormer's ``force_fp32``)."""
         ref_3d = pillar_points(bev_h, bev_w, self.num_points_in_pillar, z_span=self.pc_range[5] - self.pc_range[2],
                                device=lidar2img.device, dtype=torch.float32)
-        return project_points(ref_3d, lidar2img.float(), pad_shape, self.pc_range)
+        with torch.autocast(device_type=lidar2img.device.type, enabled=False):
+            return project_points(ref_3d, lidar2img.float(), pad_shape, self.pc_range)
 
     def forward(self, bev_query: Tensor, value: Tensor, bev_h: int, bev_w: int, bev_pos: Tensor,
                 spatial_shapes: Tensor, level_start_index: Tensor, lidar2img: Tensor, pad_shape: Tuple[int, int],

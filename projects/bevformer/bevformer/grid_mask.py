@@ -25,8 +25,9 @@ class GridMask(nn.Module):
         st_h, st_w = int(torch.randint(d, (1,))), int(torch.randint(d, (1,)))
         rows = torch.arange(hh, device=device)
         cols = torch.arange(ww, device=device)
-        on_row = self._stripes(rows, st_h, d, length, hh // d) if self.use_h else torch.zeros_like(rows, dtype=torch.bool)
-        on_col = self._stripes(cols, st_w, d, length, ww // d) if self.use_w else torch.zeros_like(cols, dtype=torch.bool)
+        none_r, none_c = torch.zeros_like(rows, dtype=torch.bool), torch.zeros_like(cols, dtype=torch.bool)
+        on_row = self._stripes(rows, st_h, d, length, hh // d) if self.use_h else none_r
+        on_col = self._stripes(cols, st_w, d, length, ww // d) if self.use_w else none_c
         stripes = on_row[:, None] | on_col[None, :]  # zeroed by the original before mode 1 inverts
         mask = stripes.float() if self.mode == 1 else (~stripes).float()
         top, left = (hh - h) // 2, (ww - w) // 2

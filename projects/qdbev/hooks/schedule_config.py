@@ -66,7 +66,8 @@ def build_schedule(cfg: Any) -> Schedule:
     if not isinstance(cfg, dict):
         raise ValueError(f'qat_schedule must be a dict (phases=[...] or factory=...), got {type(cfg).__name__}')
     if 'factory' in cfg and 'phases' in cfg:
-        raise ValueError("qat_schedule: give either 'phases' or 'factory', not both")
+        raise ValueError("qat_schedule: give either 'phases' or 'factory', not both (a config overriding its base's "
+                         "qat_schedule needs _delete_=True)")
     if 'phases' in cfg:
         try:
             return Schedule.from_dict(cfg)

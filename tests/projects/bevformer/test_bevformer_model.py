@@ -225,3 +225,20 @@ def test_nano_queue_step_time():
         times.append(time.perf_counter() - t0)
     print(f'nano 3-frame queue forward+backward: {min(times):.3f} s (best of 2, 1 thread)')
     assert min(times) < 10.0
+
+
+def test_grid_mask_keeps_a_grid_of_stripes():
+    from projects.bevformer.bevformer.grid_mask import GridMask
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 60, 100) + 1.0
+    gm = GridMask(prob=1.0)
+    assert torch.equal(gm.eval()(x), x)
+    gm.train()
+    for _ in range(5):
+        out = gm(x)
+        mask = out[0, 0] != 0
+        assert torch.equal(out, x * mask.float())  # one binary mask for all images and channels
+        full_rows, full_cols = mask.all(1), mask.all(0)
+        # mode 1 keeps exactly the union of horizontal and vertical stripes, and drops the holes between them
+        assert torch.equal(mask, full_rows[:, None] | full_cols[None, :])
+        assert 0 < mask.float().mean() < 1

@@ -85,3 +85,29 @@ def test_set_group_lrs():
     assert set_group_lrs(groups, [2e-4, 2e-5], 0.5) == [1e-4, 1e-5]
     with pytest.raises(ValueError, match='param groups'):
         set_group_lrs(groups, [1.0], 1.0)
+
+
+CONFIGS = ['qdbev_nano_synth_progressive_w4a6', 'qdbev_nano_synth_direct_w4a6', 'qdbev_nano_synth_ptq',
+           'qdbev_tiny_progressive_w4a6', 'qdbev_tiny_direct_w4a6', 'qdbev_tiny_ptq']
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_baseline_configs_declare_runnable_schedules(name):
+    import os.path as osp
+    from mmengine.config import Config
+    root = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+    path = osp.join(root, 'configs', 'qdbev', name + '.py')
+    try:
+        cfg = Config.fromfile(path)
+    except FileNotFoundError as err:  # the distiller's base config of this size is not there yet
+        pytest.skip(str(err))
+    s = build_schedule(cfg.qat_schedule)
+    kind = name.split('_')[-2] if not name.endswith('ptq') else 'ptq'
+    expected = dict(progressive=['fp_teacher', 'w32a6', 'w4a6_backbone', 'w4a6_neck', 'w4a6_encoder',
+                                 'w4a6_decoder'], direct=['fp_teacher', 'w4a6_direct'], ptq=['fp_teacher', 'w4a6_ptq'])
+    assert [p.name for p in s] == expected[kind]
+    assert all(p.distill == 'none' for p in s) and cfg.model.distill_mode == 'none'
+    assert cfg.train_cfg.type == 'IterBasedTrainLoop' and cfg.param_scheduler is None
+    assert cfg.optim_wrapper.type == 'GuardedOptimWrapper' and cfg.optim_wrapper.clip_grad.max_norm == 35
+    assert [h['type'] for h in cfg.custom_hooks] == ['WeightsOnlyCheckpointHook', 'ProgressiveQATHook']
+    assert cfg.model.architecture.img_backbone.norm_eval is True
