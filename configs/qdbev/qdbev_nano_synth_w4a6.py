@@ -3,7 +3,8 @@
 #   -> view-guided distillation (QD-BEV Eq. 6) of the fully quantized student from the frozen FP teacher.
 #   1. teacher:   python tools/train.py configs/bevformer/bevformer_nano_synth.py
 #   2. QD-BEV:    python tools/train.py configs/qdbev/qdbev_nano_synth_w4a6.py          (or tools/dist_train.sh ... 2)
-#   3. evaluate:  python tools/test.py configs/qdbev/qdbev_nano_synth_w4a6.py work_dirs/qdbev_nano_synth_w4a6/phase_6_vgd.pth
+#   3. evaluate:  python tools/test.py configs/qdbev/qdbev_nano_synth_w4a6.py \
+#                     work_dirs/qdbev_nano_synth_w4a6/phase_6_vgd.pth
 #   curves:       python tools/plot_curves.py work_dirs/qdbev_nano_synth_w4a6
 # model.teacher_checkpoint: the teacher's work dir `work_dirs/bevformer_nano_synth` (its last_checkpoint) or a .pth
 # (set in qdbev_nano_synth_vgd_w4a6.py). The distiller (student W4A6 + frozen teacher, recorders, VGD weights) is

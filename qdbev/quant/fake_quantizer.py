@@ -159,12 +159,18 @@ class FakeQuantizer(nn.Module):
                     dynamic=self.dynamic, grad_factor=self.grad_factor, sync=self.observer.sync, mode=self.mode)
 
     # ----------------------------------------------------------------- checkpoints
-    def get_extra_state(self) -> dict:
-        return {'bits': self.bits, 'mode': self.mode}
+    def get_extra_state(self) -> Tensor:
+        """``[bits, index of mode in MODES]`` as a tensor: state-dict entries must be tensors for DDP's
+        broadcast of buffers (mmengine broadcasts the whole state dict from rank 0) and weights-only loading."""
+        return torch.tensor([self.bits, MODES.index(self.mode)], dtype=torch.int64)
 
-    def set_extra_state(self, state: dict) -> None:
-        self.bits = check_bits(int(state['bits']), 'FakeQuantizer extra state bits')
-        self.mode = self._check_mode(state['mode'])
+    def set_extra_state(self, state) -> None:
+        if isinstance(state, dict):  # checkpoints written before the tensor form
+            bits, mode = state['bits'], state['mode']
+        else:
+            bits, mode = int(state[0]), MODES[int(state[1])]
+        self.bits = check_bits(int(bits), 'FakeQuantizer extra state bits')
+        self.mode = self._check_mode(mode)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):

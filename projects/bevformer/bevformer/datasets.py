@@ -74,6 +74,10 @@ class BEVFormerNuScenesDataset(NuScenesDataset):
             ``pipeline``, ``modality``, ``metainfo``, ``test_mode`` ...).
     """
 
+    # mmengine lets the class METAINFO win over the info file's metainfo: leave 'version' out so that the file's
+    # (v1.0-mini / v1.0-trainval, read by NuScenesMetric) is used unless the config's metainfo sets one
+    METAINFO = {k: v for k, v in NuScenesDataset.METAINFO.items() if k != 'version'}
+
     def __init__(self, queue_length: int = 4, **kwargs) -> None:
         if int(queue_length) < 1:
             raise ValueError(f'BEVFormerNuScenesDataset: queue_length must be >= 1, got {queue_length}')
@@ -171,8 +175,11 @@ class ContiguousSampler(Sampler):
     One process: ``0 .. n-1`` in order (mmengine's ``DefaultSampler(shuffle=False)``).
     """
 
-    def __init__(self, dataset: Sized, seed: Optional[int] = None) -> None:
-        rank, world_size = get_dist_info()
+    def __init__(self, dataset: Sized, seed: Optional[int] = None, rank: Optional[int] = None,
+                 world_size: Optional[int] = None) -> None:
+        dist_rank, dist_world = get_dist_info()
+        rank = dist_rank if rank is None else rank
+        world_size = dist_world if world_size is None else world_size
         n = len(dataset)
         self.start = rank * n // world_size
         self.stop = (rank + 1) * n // world_size

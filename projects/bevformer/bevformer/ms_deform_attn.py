@@ -18,13 +18,22 @@ from torch import Tensor, nn
 
 @lru_cache(maxsize=1)
 def cuda_kernel_available() -> bool:
-    """True when a CUDA device exists and mmcv's ``_ext`` was compiled with CUDA."""
+    """True when a CUDA device exists and mmcv's CUDA kernel runs: probed once with a tiny call, because
+    ``mmcv.ops.get_compiling_cuda_version`` crashes the process with some prebuilt mmcv/torch pairs."""
     if not torch.cuda.is_available():
         return False
     try:
-        from mmcv.ops import get_compiling_cuda_version
-        return get_compiling_cuda_version() not in ('not available', '')
-    except Exception:  # mmcv built without ops
+        from mmcv.ops.multi_scale_deform_attn import MultiScaleDeformableAttnFunction
+        dev = torch.device('cuda')
+        value = torch.zeros(1, 4, 1, 2, device=dev)
+        shapes = torch.tensor([[2, 2]], dtype=torch.long, device=dev)
+        start = torch.zeros(1, dtype=torch.long, device=dev)
+        loc = torch.full((1, 1, 1, 1, 1, 2), 0.5, device=dev)
+        weights = torch.ones(1, 1, 1, 1, 1, device=dev)
+        MultiScaleDeformableAttnFunction.apply(value, shapes, start, loc, weights, 64)
+        torch.cuda.synchronize()
+        return True
+    except Exception:  # mmcv built without CUDA ops
         return False
 
 

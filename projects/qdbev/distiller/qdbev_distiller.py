@@ -154,7 +154,7 @@ class QDBEVDistiller(BaseModel):
         file); the student's quantizers stay uncalibrated (see :meth:`calibrate_student`)."""
         if self.teacher_checkpoint is None:
             raise ValueError('model.teacher_checkpoint is not set: QD-BEV distils from a trained FP teacher; point it '
-                             'at the teacher work dir checkpoint (e.g. work_dirs/bevformer_nano_synth/epoch_24.pth)')
+                             'at its .pth or its work dir (e.g. work_dirs/bevformer_nano_synth)')
         state = load_teacher_state(self.teacher_checkpoint, self._fp_reference)
         self.teacher.load_state_dict(state, strict=True)
         self.student.load_state_dict(state, strict=True)

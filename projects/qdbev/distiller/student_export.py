@@ -24,7 +24,7 @@ def student_state_dict(distiller_state: Dict[str, Tensor]) -> Dict[str, Tensor]:
 
 def student_from_checkpoint(path: str) -> Dict[str, Tensor]:
     """:func:`student_state_dict` of the distiller checkpoint at ``path`` (weights-only load)."""
-    return student_state_dict(read_state_dict(path))
+    return student_state_dict(read_state_dict(path, what='distiller checkpoint'))
 
 
 def save_student(distiller, path: str) -> dict:

@@ -18,45 +18,45 @@ def _first_line(err: BaseException) -> str:
     return text[0][:200] if text else type(err).__name__
 
 
-def resolve_checkpoint_path(path: str) -> str:
+def resolve_checkpoint_path(path: str, what: str = 'model.teacher_checkpoint') -> str:
     """``path`` itself, or for a work dir the checkpoint its ``last_checkpoint`` file (written by mmengine's
     CheckpointHook) names."""
     if not os.path.isdir(path):
         return path
     marker = os.path.join(path, 'last_checkpoint')
     if not os.path.isfile(marker):
-        raise TeacherCheckpointError(f"model.teacher_checkpoint '{path}' is a folder without a last_checkpoint file: "
+        raise TeacherCheckpointError(f"{what} '{path}' is a folder without a last_checkpoint file: "
                                      f'point it at the teacher .pth or at a finished teacher work dir')
     with open(marker) as f:
         named = f.read().strip()
     return named if os.path.isabs(named) or os.path.isfile(named) else os.path.join(path, os.path.basename(named))
 
 
-def read_state_dict(path: str) -> Dict[str, Tensor]:
+def read_state_dict(path: str, what: str = 'model.teacher_checkpoint') -> Dict[str, Tensor]:
     """The model state dict stored in an mmengine (``{'state_dict': ...}``) or plain checkpoint at ``path`` (a file,
     or a work dir: its ``last_checkpoint``).
 
     Loaded through mmengine's ``CheckpointLoader`` on CPU, i.e. ``torch.load`` with torch's default
     ``weights_only=True`` (no arbitrary code runs). A ``module.`` prefix (DDP) is stripped.
-    Raises :class:`TeacherCheckpointError` with one line when the file is missing, truncated or not a checkpoint.
+    Raises :class:`TeacherCheckpointError` with one line (naming ``what``) when the file is missing, truncated or
+    not a checkpoint.
     """
     if not isinstance(path, (str, os.PathLike)) or not str(path):
-        raise TeacherCheckpointError(f'model.teacher_checkpoint must be the path of the FP teacher checkpoint, '
-                                     f'got {path!r}')
-    path = resolve_checkpoint_path(os.fspath(path))
+        raise TeacherCheckpointError(f'{what} must be the path of a checkpoint, got {path!r}')
+    path = resolve_checkpoint_path(os.fspath(path), what)
     if not os.path.isfile(path):
-        raise TeacherCheckpointError(f"model.teacher_checkpoint '{path}' does not exist: train the FP teacher first "
+        raise TeacherCheckpointError(f"{what} '{path}' does not exist: train the FP teacher first "
                                      f'(tools/train.py configs/bevformer/...) or point teacher_checkpoint at its .pth')
     try:
         ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu', logger='silent')
     except Exception as err:  # truncated zip, pickle errors, weights-only refusals ...
-        raise TeacherCheckpointError(f"model.teacher_checkpoint '{path}' cannot be read ({type(err).__name__}: "
+        raise TeacherCheckpointError(f"{what} '{path}' cannot be read ({type(err).__name__}: "
                                      f'{_first_line(err)}); the file is truncated or not a torch checkpoint saved '
                                      f'with WeightsOnlyCheckpointHook: re-save or re-train the teacher') from None
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, Mapping) else None
     if not isinstance(state, Mapping) or not any(torch.is_tensor(v) for v in state.values()) or \
             not all(torch.is_tensor(v) or k.endswith('_extra_state') for k, v in state.items()):
-        raise TeacherCheckpointError(f"model.teacher_checkpoint '{path}' holds no model state dict (expected a "
+        raise TeacherCheckpointError(f"{what} '{path}' holds no model state dict (expected a "
                                      f"mapping of tensors, or one under 'state_dict')")
     if all(k.startswith('module.') for k in state):
         state = {k[len('module.'):]: v for k, v in state.items()}

@@ -35,9 +35,8 @@ class BEVGeometry:
     @classmethod
     def from_modules(cls, head: nn.Module, encoder: nn.Module) -> 'BEVGeometry':
         """From a BEVFormer head (``bev_h``, ``bev_w``) and its encoder (``pc_range``, ``num_points_in_pillar``)."""
-        missing = [f'{type(m).__name__}.{a}' for m, attrs in ((head, ('bev_h', 'bev_w')),
-                                                           (encoder, ('pc_range', 'num_points_in_pillar')))
-                   for a in attrs if not hasattr(m, a)]
+        wanted = ((head, ('bev_h', 'bev_w')), (encoder, ('pc_range', 'num_points_in_pillar')))
+        missing = [f'{type(m).__name__}.{a}' for m, attrs in wanted for a in attrs if not hasattr(m, a)]
         if missing:
             raise ValueError(f'model.bev_geometry is not set and the student lacks {missing}; give '
                              f'bev_geometry=dict(bev_h=, bev_w=, pc_range=, num_points_in_pillar=) in the config')

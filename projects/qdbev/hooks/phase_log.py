@@ -10,7 +10,8 @@ Content::
                  "checkpoint": "phase_1_w32a6.pth"},
                 {"event": "rollback" | "resume" | "stop", ...}]}
 
-``iter`` counts completed training iterations. Only rank 0 writes (one event per line); each write replaces the file atomically.
+``iter`` counts completed training iterations. Only rank 0 writes (one event per line); each write replaces the
+file atomically.
 """
 import json
 import math

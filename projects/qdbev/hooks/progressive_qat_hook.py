@@ -106,6 +106,8 @@ class ProgressiveQATHook(Hook):
         lr_decay, eta_min_ratio: 'constant' or 'cosine' (to ``eta_min_ratio`` x lr at the phase end / cap).
         calib_num_workers: workers of the calibration loader (None: as the train loader).
         allow_schedule_change: resume although the schedule changed; None reads ``qat_allow_schedule_change``.
+        allow_teacher_change: resume although the teacher file's sha256 changed; None reads
+            ``qat_allow_teacher_change``.
         reseed_every_iter: reseed the RNGs from (seed, iteration, rank) each iteration (exact resume).
         sync_check_interval: compare the ranks' student digests every N iterations (0: only after calibration).
         dump_state_hashes: append this rank's digests to ``WORK_DIR/state_hashes/rank<r>.jsonl`` at each phase end
@@ -119,8 +121,8 @@ class ProgressiveQATHook(Hook):
                  plateau_min_delta: float = 0.0, evaluate_phase_end: bool = True, evaluate_start_points: bool = True,
                  warmup_ratio: float = 1.0 / 3, lr_decay: str = 'constant', eta_min_ratio: float = 0.0,
                  calib_num_workers: Optional[int] = None, allow_schedule_change: Optional[bool] = None,
-                 reseed_every_iter: bool = True, sync_check_interval: int = 50, dump_state_hashes: bool = False,
-                 log_file: str = 'phases.json') -> None:
+                 allow_teacher_change: Optional[bool] = None, reseed_every_iter: bool = True,
+                 sync_check_interval: int = 50, dump_state_hashes: bool = False, log_file: str = 'phases.json') -> None:
         if not 0.0 < warmup_ratio <= 1.0:
             raise ValueError(f'ProgressiveQATHook warmup_ratio must be in (0, 1], got {warmup_ratio}')
         if lr_decay not in DECAYS:
@@ -134,6 +136,7 @@ class ProgressiveQATHook(Hook):
         self.warmup_ratio, self.lr_decay, self.eta_min_ratio = float(warmup_ratio), lr_decay, float(eta_min_ratio)
         self.calib_num_workers = calib_num_workers
         self.allow_schedule_change = allow_schedule_change
+        self.allow_teacher_change = allow_teacher_change
         self.reseed_every_iter = reseed_every_iter
         self.sync_check_interval = int(sync_check_interval)
         self.dump_state_hashes = dump_state_hashes
@@ -184,6 +187,8 @@ class ProgressiveQATHook(Hook):
         self.schedule = build_schedule(cfg)
         if self.allow_schedule_change is None:
             self.allow_schedule_change = bool(runner.cfg.get('qat_allow_schedule_change', False))
+        if self.allow_teacher_change is None:
+            self.allow_teacher_change = bool(runner.cfg.get('qat_allow_teacher_change', False))
         needs_epochs = any(p.unit == 'epoch' and (not p.fixed or p.length > 0) for p in self.schedule)
         self.plan = PhasePlan(self.schedule, len(loop.dataloader) if needs_epochs else None, self.eval_interval)
         if any(s.plateau is not None for s in self.plan.spans) and runner.val_loop is None:
@@ -250,11 +255,13 @@ class ProgressiveQATHook(Hook):
                                f"'{st['phase_name']}'", level=30)
         saved_sha = st.get('teacher_sha256')
         if (not self._rolling_back and saved_sha and self.teacher_sha256 and saved_sha != self.teacher_sha256
-                and not self.allow_schedule_change):
+                and not self.allow_teacher_change):
             raise ValueError(f'resume: the teacher checkpoint changed since this run started (sha256 {saved_sha[:12]} '
-                             f'-> {self.teacher_sha256[:12]}); point model.teacher_checkpoint at the original file')
+                             f'-> {self.teacher_sha256[:12]}); point model.teacher_checkpoint at the original file '
+                             f'or pass --cfg-options qat_allow_teacher_change=True')
         self.phase, self.phase_start = index, int(st['phase_start'])
-        self.finished, self.done = bool(st['finished']), bool(st['done'])
+        self.finished = bool(st['finished'])
+        self.done = bool(st['done']) and index == len(self.schedule) - 1  # a longer new schedule continues
         self.tracker = self.plan.tracker(index, self.plateau_min_delta) if index is not None else None
         if self.tracker is not None and st.get('tracker'):
             try:
@@ -333,6 +340,7 @@ class ProgressiveQATHook(Hook):
         changed = self.schedule.changed_stages(index)
         seen = 0
         if phase.recalibrate and changed:
+            self._reseed(runner, -1 - index)
             seen = self._calibrate(runner, changed, phase.calib_batches)
         if phase.lr.optimizer == 'reset':
             runner.optim_wrapper.optimizer.state.clear()
@@ -343,11 +351,11 @@ class ProgressiveQATHook(Hook):
             self._check_ranks(runner, f"after calibrating phase '{phase.name}'")
         span = self.plan.spans[index]
         bits = {s: f'W{w}A{a}' for s, (w, a) in phase.bits.items()}
+        calib = f're-calibrated {list(changed)} on {seen} batches' if seen else 'no calibration'
         self._info(runner, f"phase {index}/{len(self.schedule) - 1} '{phase.name}' at iteration {self.phase_start}: "
                            f"{bits}, distill {phase.distill}, optimizer {phase.lr.optimizer}, warm-up "
-                           f'{phase.lr.warmup_iters} it, lr x{phase.lr.lr_scale}, '
-                           f"{'re-calibrated ' + str(list(changed)) + f' on {seen} batches' if seen else 'no calibration'}"
-                           f", {'up to ' if span.plateau else ''}{span.iters} iterations")
+                           f'{phase.lr.warmup_iters} it, lr x{phase.lr.lr_scale}, {calib}, '
+                           f"{'up to ' if span.plateau else ''}{span.iters} iterations")
         runner.message_hub.update_info('qat_phase', dict(index=index, name=phase.name))
         self.log.add('enter', phase=index, name=phase.name, iter=self.phase_start, bits=phase.bits,
                      distill=phase.distill, stages=list(changed), calibrated_batches=seen,
@@ -372,6 +380,7 @@ class ProgressiveQATHook(Hook):
         if not evaluated and wants_eval:
             value = self._evaluate(runner, index)
         self.finished = True  # saved as ended: resuming from this checkpoint enters the next phase
+        self.done = index == len(self.schedule) - 1
         filename = self._save_phase_checkpoint(runner, index)
         self._check_ranks(runner, f"at the end of phase '{self.schedule[index].name}'", dump='end')
         it = self._completed(runner)
@@ -399,9 +408,12 @@ class ProgressiveQATHook(Hook):
 
     # ------------------------------------------------------------------ rank checks
     def _check_ranks(self, runner, where: str, dump: Optional[str] = None) -> None:
+        dumping = bool(dump and self.dump_state_hashes)
+        if world_size() == 1 and not dumping:
+            return
         student = self._student(runner)
         digests = check_ranks_agree(student, where) if world_size() > 1 else state_digests(student)
-        if dump and self.dump_state_hashes:
+        if dumping:
             folder = osp.join(runner.work_dir, 'state_hashes')
             os.makedirs(folder, exist_ok=True)
             with open(osp.join(folder, f'rank{get_rank()}.jsonl'), 'a') as f:
@@ -418,12 +430,14 @@ class ProgressiveQATHook(Hook):
                                '(use num_workers >= 1)', level=30)
         self._advance(runner)
 
-    def _reseed(self, runner) -> None:
+    def _reseed(self, runner, key: int) -> None:
+        """Seed python/numpy/torch from (seed, key, rank): key is the iteration, or -1 - phase before a
+        calibration (which may run at a phase end or, after a resume, in before_train: same batches either way)."""
         seed = runner.seed
         if not self.reseed_every_iter or seed is None:
             return
         diff_rank = bool(getattr(runner, '_randomness_cfg', {}).get('diff_rank_seed', False))
-        s = (int(seed) + 1000003 * (runner.iter + 1) + (get_rank() if diff_rank else 0)) % (2 ** 32)
+        s = (int(seed) + 1000003 * (key + 1) + (get_rank() if diff_rank else 0)) % (2 ** 32)
         random.seed(s)
         np.random.seed(s)
         torch.manual_seed(s)
@@ -431,7 +445,7 @@ class ProgressiveQATHook(Hook):
     def before_train_iter(self, runner, batch_idx: int, data_batch: Any = None) -> None:
         if not self._active or self.done:
             return
-        self._reseed(runner)
+        self._reseed(runner, runner.iter)
         phase, span = self.schedule[self.phase], self.plan.spans[self.phase]
         guard = getattr(runner.optim_wrapper, 'guard', None)
         factor = phase_lr_factor(runner.iter - self.phase_start, phase.lr, span.iters, self.warmup_ratio,

@@ -156,6 +156,7 @@ def test_queue_indices_at_scene_starts(index, first, expected):
 # ---------------------------------------------------------------- dataset
 def test_sorted_by_scene_and_frame(data_root):
     ds = build(data_root)
+    assert ds.metainfo['version'] == 'v1.0-mini'  # from the info file (NuScenesMetric evaluates that version)
     order = [(ds.get_data_info(i)['scene_token'], ds.get_data_info(i)['frame_idx']) for i in range(len(ds))]
     assert order == [(s, k) for s, n in SCENES for k in range(n)]
     assert [ds.scene_first(i) for i in range(len(ds))] == [0, 0, 0, 0, 0, 5, 5, 7]
@@ -289,3 +290,20 @@ def test_refuses_duplicated_frames(tmp_path):
         pickle.dump(data, fh)
     with pytest.raises(ValueError, match='two samples with frame_idx'):
         build(str(tmp_path))
+
+
+# ---------------------------------------------------------------- test-time sampler
+@pytest.mark.parametrize('n, world, lengths', [(10, 1, [10]), (10, 3, [3, 3, 4]), (7, 4, [1, 2, 2, 2]),
+                                               (3, 4, [0, 1, 1, 1])])
+def test_contiguous_sampler_splits_without_padding(n, world, lengths):
+    from itertools import chain, zip_longest
+
+    from projects.bevformer.bevformer.datasets import ContiguousSampler
+    parts = [list(ContiguousSampler(range(n), rank=r, world_size=world)) for r in range(world)]
+    for part in parts:
+        assert not part or part == list(range(part[0], part[0] + len(part)))  # consecutive frames
+    assert sorted(chain(*parts)) == list(range(n))  # every sample once, none padded
+    # mmengine's collect_results: zip_longest of the parts, Nones dropped, then [:n] -> nothing is lost
+    collected = [i for i in chain.from_iterable(zip_longest(*parts)) if i is not None][:n]
+    assert sorted(collected) == list(range(n))
+    assert [len(p) for p in parts] == lengths

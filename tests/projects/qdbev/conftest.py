@@ -26,5 +26,3 @@ def teacher_ckpt(arch, tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp('teacher') / 'teacher.pth'
     torch.save(dict(meta=dict(epoch=1), state_dict=model.state_dict()), path)
     return str(path)
-
-

@@ -125,13 +125,15 @@ _COUNT = [0]
 def make_runner(work_dir: str, schedule: dict, metric_values: Optional[List[float]] = None, hooks=(),
                 hook_kwargs: Optional[dict] = None, optim: Optional[dict] = None, ckpt_interval: int = 1000,
                 resume: bool = False, lr: float = 0.05, model: Optional[BaseModel] = None,
-                param_scheduler=None, **cfg) -> Runner:
+                cfg: Optional[dict] = None, **runner_kwargs) -> Runner:
+    """A Runner over the toy distiller; ``runner_kwargs`` override Runner arguments (load_from, train_cfg,
+    param_scheduler ...), ``cfg`` becomes ``runner.cfg`` (e.g. ``qat_allow_schedule_change``)."""
     _COUNT[0] += 1
     wrapper = dict(type='GuardedOptimWrapper', optimizer=dict(type='SGD', lr=lr, momentum=0.9),
                    clip_grad=dict(max_norm=35, norm_type=2))
     wrapper.update(optim or {})
     metric = ScriptedMetric(metric_values or [0.5])
-    return Runner(
+    kwargs = dict(
         model=model or ToyDistiller(),
         work_dir=work_dir,
         experiment_name=f'toy_progressive_{_COUNT[0]}',
@@ -143,7 +145,6 @@ def make_runner(work_dir: str, schedule: dict, metric_values: Optional[List[floa
         val_evaluator=Evaluator(metric),
         train_cfg=dict(type='IterBasedTrainLoop', max_iters=1),
         optim_wrapper=wrapper,
-        param_scheduler=param_scheduler,
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=ckpt_interval, by_epoch=False,
                                            backend_args=dict(backend='atomic_local')),
                            logger=dict(type='LoggerHook', interval=1, log_metric_by_epoch=False)),
@@ -153,4 +154,6 @@ def make_runner(work_dir: str, schedule: dict, metric_values: Optional[List[floa
         randomness=dict(seed=0),
         resume=resume,
         default_scope='mmengine',
-        cfg=dict(cfg) if cfg else None)
+        cfg=cfg)
+    kwargs.update(runner_kwargs)
+    return Runner(**kwargs)

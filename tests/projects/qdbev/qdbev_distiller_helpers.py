@@ -42,7 +42,8 @@ def make_sample(scene: str, frame_idx: int, pose=(0.0, 0.0, 0.0), queue=()):
     from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
     from mmengine.structures import InstanceData
     l2i = rig_lidar2img()
-    metas = [dict(lidar2img=l2i, can_bus=can_bus(*p), scene_token=s, frame_idx=f, img_shape=(H, W)) for s, f, p in queue]
+    metas = [dict(lidar2img=l2i, can_bus=can_bus(*p), scene_token=s, frame_idx=f, img_shape=(H, W))
+             for s, f, p in queue]
     sample = Det3DDataSample(metainfo=dict(
         sample_idx=frame_idx, token=f'{scene}-{frame_idx}', scene_token=scene, frame_idx=frame_idx, lidar2img=l2i,
         img_shape=(H, W), can_bus=can_bus(*pose), num_cams=N_CAM, box_type_3d=LiDARInstance3DBoxes,

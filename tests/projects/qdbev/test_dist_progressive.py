@@ -4,6 +4,7 @@ iterations per phase, a queue of 2, no val runs (evaluation is covered by test_p
 
 * the ranks hold identical parameters, quantizer scales/observers and buffers at every phase end (per-rank
   sha256 digests dumped by ProgressiveQATHook, compared here);
+* a NaN loss on one rank makes both skip the step (GuardedOptimWrapper's synced verdict);
 * a run paused after a checkpoint in the middle of a phase, killed with SIGKILL (torchrun and its workers) and
   resumed with ``--resume`` ends with exactly the weights and scales of the uninterrupted run (CPU, fixed seed,
   deterministic algorithms).
@@ -22,6 +23,7 @@ import torch
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 CONFIG = osp.join(ROOT, 'configs/qdbev/qdbev_nano_synth_progressive_w4a6.py')
 PAUSE_AFTER = 2  # completed iterations: mid-way through w4a6_backbone (iterations 1..4), right after iter_2.pth
+POISONED = 5  # the one iteration of w4a6_encoder gets a NaN loss on rank 1 only: both ranks must skip it
 RUN_TIMEOUT = 900
 
 
@@ -91,7 +93,7 @@ custom_hooks = [
     dict(type='WeightsOnlyCheckpointHook'),
     dict(type='ProgressiveQATHook', sync_check_interval=1, dump_state_hashes=True, evaluate_phase_end=False,
          evaluate_start_points=False, calib_num_workers=0),
-    dict(type='FaultInjectionHook', pause_after_iter=None),
+    dict(type='FaultInjectionHook', pause_after_iter=None, nan_loss_iters=[{POISONED}], ranks=[1]),
 ]
 randomness = dict(seed=0, deterministic=True)
 """
@@ -182,6 +184,8 @@ def test_two_ranks_through_every_phase_and_exact_resume(derived_config, tmp_path
     assert [(h['event'], h['phase']) for h in rank0] == [('end', i) for i in range(7)] + [('after_train', 6)]
     assert rank0 == rank1
     assert len({h['quant'] for h in rank0}) > 3  # the quantizer state really changed between phases
+    # w4a6_encoder's only step (iteration 5) was poisoned on rank 1: no update on either rank
+    assert rank0[4]['params'] == rank0[3]['params'] and rank0[3]['params'] != rank0[2]['params']
 
     # pause after iter_2.pth (mid-phase), SIGKILL everything, resume: same final student, bit for bit
     paused = _kill_when_paused(_launch(derived_config, broken, '--cfg-options',

@@ -147,8 +147,7 @@ def test_resume_from_a_phase_checkpoint_enters_the_next_phase(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         crashed.train()
     ckpt = str(tmp_path / 'crash' / 'phase_2_w4a6_backbone.pth')  # ended phase 2 at iteration 6
-    resumed = make_runner(str(tmp_path / 'crash'), SCHEDULE, resume=True)
-    resumed._load_from = ckpt
+    resumed = make_runner(str(tmp_path / 'crash'), SCHEDULE, resume=True, load_from=ckpt)
     resumed.train()
     expected, got = _student_state(full), _student_state(resumed)
     assert all(torch.equal(got[k], expected[k]) for k in expected)
@@ -161,7 +160,8 @@ def test_changed_schedule_is_refused_unless_allowed(tmp_path):
     longer = dict(SCHEDULE, length=4)
     with pytest.raises(ValueError, match='qat_allow_schedule_change=True'):
         make_runner(str(tmp_path), longer, ckpt_interval=4, resume=True).train()
-    runner = make_runner(str(tmp_path), longer, ckpt_interval=4, resume=True, qat_allow_schedule_change=True)
+    runner = make_runner(str(tmp_path), longer, ckpt_interval=4, resume=True,
+                         cfg=dict(qat_allow_schedule_change=True))
     runner.train()
     # resumed in w4a6_backbone (started at 3), now 4 iterations per phase: 3..7, 7..11, 11..15, 15..19
     ends = [(e['name'], e['iter']) for e in _events(tmp_path) if e['event'] == 'end']
@@ -185,6 +185,12 @@ def test_resume_refuses_another_teacher_and_foreign_checkpoints(tmp_path):
     model.teacher_checkpoint = str(teacher)
     with pytest.raises(ValueError, match='teacher checkpoint changed'):
         make_runner(str(tmp_path / 'run'), SCHEDULE, ckpt_interval=4, resume=True, model=model).train()
+    model = ToyDistiller()
+    model.teacher_checkpoint = str(teacher)
+    runner = make_runner(str(tmp_path / 'run'), SCHEDULE, ckpt_interval=4, resume=True, model=model,
+                         cfg=dict(qat_allow_teacher_change=True))
+    runner.train()
+    assert runner.iter == 15
     # a checkpoint without the progressive state (not written by the hook) cannot be resumed
     del saved[STATE_KEY]
     os.makedirs(tmp_path / 'foreign')
@@ -201,7 +207,25 @@ def test_config_errors_are_one_line(tmp_path):
     runner = make_runner(str(tmp_path / 'b'), SCHEDULE, param_scheduler=dict(type='ConstantLR', by_epoch=False))
     with pytest.raises(ValueError, match='param_scheduler = None'):
         runner.train()
-    runner = make_runner(str(tmp_path / 'c'), SCHEDULE)
-    runner._train_loop = dict(type='EpochBasedTrainLoop', max_epochs=1)
+    runner = make_runner(str(tmp_path / 'c'), SCHEDULE, train_cfg=dict(type='EpochBasedTrainLoop', max_epochs=1))
     with pytest.raises(ValueError, match='IterBasedTrainLoop'):
         runner.train()
+
+
+def test_ptq_schedule_calibrates_and_evaluates_without_training(tmp_path):
+    runner = make_runner(str(tmp_path), dict(factory='ptq', w_bits=4, a_bits=6, calib_batches=2),
+                         metric_values=[0.5, 0.4])
+    runner.train()
+    assert runner.train_loop.max_iters == 0 and runner.iter == 0
+    evals = [(e['name'], e['metric']) for e in _events(tmp_path) if e['event'] == 'eval']
+    assert evals == [('fp_teacher', 0.5), ('w4a6_ptq', 0.4)]
+    student = runner.model.student
+    x = torch.stack([runner.train_dataloader.dataset[i]['inputs'] for i in range(16)])
+    for module in STAGE_MODULES.values():
+        layer = getattr(student, module)
+        assert (layer.w_bits, layer.a_bits) == (4, 6) and bool(layer.a_quant.initialized)
+    # the backbone's input quantizer saw 2 calibration batches of 4 of the 16 samples: its clip is at most max|x|
+    scale = float(student.img_backbone.a_quant.scale)
+    assert 0 < scale <= 2 * float(x.abs().max()) / 63 + 1e-7
+    ckpt = torch.load(tmp_path / 'phase_1_w4a6_ptq.pth', map_location='cpu')
+    assert ckpt[STATE_KEY]['done'] and ckpt['meta']['iter'] == 0

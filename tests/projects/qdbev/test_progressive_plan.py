@@ -111,3 +111,32 @@ def test_baseline_configs_declare_runnable_schedules(name):
     assert cfg.optim_wrapper.type == 'GuardedOptimWrapper' and cfg.optim_wrapper.clip_grad.max_norm == 35
     assert [h['type'] for h in cfg.custom_hooks] == ['WeightsOnlyCheckpointHook', 'ProgressiveQATHook']
     assert cfg.model.architecture.img_backbone.norm_eval is True
+
+
+def test_state_digests_separate_params_quantizers_and_buffers():
+    import hashlib
+    import torch
+    from torch import nn
+    from projects.qdbev.hooks import state_digests
+    from qdbev.quant import quantize_model
+
+    def build():
+        torch.manual_seed(0)
+        return quantize_model(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)), dict(w_bits=4, a_bits=6))
+    a, b = build(), build()
+    assert state_digests(a) == state_digests(b)
+    base = state_digests(a)
+    a[0].a_quant.scale.fill_(0.5)  # a quantizer scale: only 'quant' changes
+    assert [state_digests(a)[k] == base[k] for k in ('params', 'quant', 'buffers')] == [True, False, True]
+    a[1].running_mean.add_(1.0)  # BN statistics: 'buffers'
+    assert state_digests(a)['buffers'] != base['buffers'] and state_digests(a)['params'] == base['params']
+    with torch.no_grad():
+        a[0].weight[0, 0] += 1.0
+    assert state_digests(a)['params'] != base['params']
+    # the digest is sha256 over name|dtype|numel| + raw bytes, in name order
+    h = hashlib.sha256()
+    for name, p in sorted(b.named_parameters()):
+        t = p.detach().reshape(-1)
+        h.update(f'{name}|{t.dtype}|{t.numel()}|'.encode())
+        h.update(t.numpy().tobytes())
+    assert state_digests(b)['params'] == h.hexdigest()

@@ -1,5 +1,6 @@
 """QDBEVDistiller on a small BEVFormer and interface-shaped batches (6 cameras, queues of 2 and 3)."""
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -48,7 +49,8 @@ def test_teacher_frozen_student_learns(arch, teacher_ckpt):
     assert not model.teacher.training and model.student.training
     assert all(not p.requires_grad for p in model.teacher.parameters())
     before_t = {k: v.clone() for k, v in model.teacher.state_dict().items()}  # FP: tensors only
-    before_s = {k: v.clone() for k, v in model.student.state_dict().items() if torch.is_tensor(v) and v.is_floating_point()}
+    before_s = {k: v.clone() for k, v in model.student.state_dict().items()
+                if torch.is_tensor(v) and v.is_floating_point()}
     optim = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
     data = _prep(model)
     losses = model(**data, mode='loss')
@@ -115,8 +117,8 @@ def test_losses_zero_when_student_equals_teacher(arch, teacher_ckpt):
     losses = model.loss(**_prep(model, training=False))
     for term in ('img', 'bev', 'vgd', 'head', 'kd'):
         assert abs(float(losses[f'loss_distill_{term}'])) < 1e-6, term
-    assert torch.allclose(losses['loss_cls'], losses['teacher_cls']) and torch.allclose(losses['loss_bbox'],
-                                                                                         losses['teacher_bbox'])
+    assert torch.allclose(losses['loss_cls'], losses['teacher_cls'])
+    assert torch.allclose(losses['loss_bbox'], losses['teacher_bbox'])
 
 
 def test_mode_none_skips_the_teacher_and_modes_switch_at_run_time(arch, teacher_ckpt):
@@ -168,14 +170,20 @@ def test_predict_and_tensor_use_the_student_only(arch, teacher_ckpt):
 def test_calibration_state_dict_and_student_export(arch, teacher_ckpt, tmp_path):
     from mmdet3d.registry import MODELS
 
-    from projects.qdbev.distiller import save_student, student_from_checkpoint
+    from projects.qdbev.distiller import QuantCalibrationHook, save_student, student_from_checkpoint
     from qdbev.quant import load_quant_state, quantize_model
     from qdbev.quant import quantizers
     model = build_distiller(arch, teacher_ckpt, qconfig=W4A6, distill_mode='vgd')
     acts = [q for n, q in quantizers(model.student) if n.endswith('a_quant')]
     assert acts and not any(bool(q.initialized) for q in acts)
-    assert model.calibrate_student([raw_batch(3)]) == 1
+    runner = SimpleNamespace(model=model, train_dataloader=[raw_batch(3), raw_batch(5)])
+    QuantCalibrationHook(num_batches=1).before_train(runner)  # what the Runner calls before the first step
     assert sum(bool(q.initialized) for q in acts) > 0.9 * len(acts)  # a few see no input (e.g. unused branches)
+    scales = [q.scale.clone() for q in acts]
+    QuantCalibrationHook(num_batches=1).before_train(runner)  # scales already there (resume): skipped
+    assert all(torch.equal(a, q.scale) for a, q in zip(scales, acts))
+    assert model.calibrate_student([raw_batch(5)]) == 1  # an explicit re-calibration changes them
+    assert not all(torch.equal(a, q.scale) for a, q in zip(scales, acts))
     assert model.student.training and not model.teacher.training
     keys = list(model.state_dict())
     assert keys and all(k.startswith(('teacher.', 'student.')) for k in keys)

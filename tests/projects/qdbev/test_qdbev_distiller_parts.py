@@ -138,3 +138,15 @@ def test_teacher_state_checks(tmp_path):
         read_state_dict(str(tmp_path / 'empty.pth'))
     with pytest.raises(TeacherCheckpointError, match='does not exist'):
         read_state_dict(str(tmp_path / 'nope.pth'))
+
+
+def test_teacher_work_dir_resolves_its_last_checkpoint(tmp_path):
+    work = tmp_path / 'work'
+    work.mkdir()
+    torch.save(dict(state_dict={'w': torch.ones(2)}), work / 'epoch_3.pth')
+    with pytest.raises(TeacherCheckpointError, match='folder without a last_checkpoint'):
+        read_state_dict(str(work))
+    (work / 'last_checkpoint').write_text(str(work / 'epoch_3.pth'))
+    assert torch.equal(read_state_dict(str(work))['w'], torch.ones(2))
+    (work / 'last_checkpoint').write_text('elsewhere/epoch_3.pth')  # written on another machine: same folder
+    assert set(read_state_dict(str(work))) == {'w'}

@@ -42,6 +42,7 @@ def test_runner_trains_the_student_and_the_loss_falls(tmp_path):
         'default_hooks.logger.interval': 1,
         'default_hooks.checkpoint.interval': 1000,
         'randomness': dict(seed=0),
+        'model.qconfig.a_observer': 'minmax',  # the percentile histograms cost 10 CPU-s here; tested in qdbev.quant
     })
     cfg.train_dataloader.dataset.pipeline = [dict(t, scale=0.5) if t['type'] == 'ScaleMultiViewImage' else t
                                              for t in cfg.train_dataloader.dataset.pipeline]
@@ -55,7 +56,8 @@ def test_runner_trains_the_student_and_the_loss_falls(tmp_path):
     total = hub.get_scalar('train/loss').data[0]
     vgd = hub.get_scalar('train/loss_distill_vgd').data[0]
     assert len(total) == iters and all(v > 0 for v in vgd)
-    assert total[-1] < 0.9 * total[0], list(total)
+    assert total[-1] < 0.9 * total[0], list(total)  # measured 17.6 -> 17.9 -> 15.3 -> 14.2
+    assert vgd[-1] < vgd[0], list(vgd)  # the student moves towards the teacher: 3.23 -> 3.02
     model = runner.model
     assert model.distill_mode == 'vgd' and not model.teacher.training
     assert all(not p.requires_grad for p in model.teacher.parameters())
