@@ -29,7 +29,7 @@ val_evaluator = dict(data_root=data_root, ann_file=data_root + 'nuscenes_infos_v
 test_evaluator = val_evaluator
 
 # schedule for training from scratch on one CPU: full learning rate everywhere (no pretrained backbone)
-max_epochs = 6
+max_epochs = 5  # 1200 iterations: ~14 min at 0.70 s/iteration on two free cores
 lr = 1e-3
 optim_wrapper = dict(
     type='OptimWrapper',

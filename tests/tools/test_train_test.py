@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-ITERS = 20
+EPOCHS = 5  # 4 training samples per epoch
+ITERS = 4 * EPOCHS
 
 CONFIG = """
 _base_ = [{base!r}]
@@ -26,7 +27,8 @@ test_pipeline = [
 ]
 train_dataloader = dict(num_workers=0, persistent_workers=False,
                         dataset=dict(data_root=data_root, pipeline=train_pipeline))
-val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(data_root=data_root, pipeline=test_pipeline))
+val_dataloader = dict(num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(data_root=data_root, ann_file=data_root + 'nuscenes_infos_val.pkl')
 test_evaluator = val_evaluator
@@ -34,12 +36,12 @@ test_evaluator = val_evaluator
 model = dict(pts_bbox_head=dict(
     bev_h=16, bev_w=16, num_query=100, positional_encoding=dict(row_num_embed=16, col_num_embed=16),
     transformer=dict(encoder=dict(num_layers=1))))
-train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters={iters}, val_interval=100000)
+train_cfg = dict(max_epochs={epochs}, val_interval=100000)
 param_scheduler = []
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
-default_hooks = dict(logger=dict(interval=1), checkpoint=dict(by_epoch=False, interval={iters}),
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval={epochs}),
                      visualization=dict(type='Det3DVisualizationHook', draw=False))
-log_processor = dict(by_epoch=False, window_size=1)
+log_processor = dict(window_size=1)
 randomness = dict(seed=0)
 """
 
@@ -76,7 +78,7 @@ def trained(tiny_set, tmp_path_factory):
     tmp = tmp_path_factory.mktemp('run')
     config = tmp / 'nano_tiny.py'
     config.write_text(CONFIG.format(base=osp.join(ROOT, 'configs/bevformer/bevformer_nano_synth.py'),
-                                    data_root=tiny_set + '/', iters=ITERS))
+                                    data_root=tiny_set + '/', epochs=EPOCHS))
     work_dir = str(tmp / 'work')
     run_tool([osp.join(ROOT, 'tools/train.py'), str(config), '--work-dir', work_dir], cwd=str(tmp))
     return str(config), work_dir
@@ -93,11 +95,11 @@ def test_loss_falls(trained):
 
 def test_checkpoint_round_trips_through_test_py(trained, tiny_set, tmp_path):
     config, work_dir = trained
-    ckpt = osp.join(work_dir, f'iter_{ITERS}.pth')
+    ckpt = osp.join(work_dir, f'epoch_{EPOCHS}.pth')
     assert osp.isfile(ckpt)
     import torch
     state = torch.load(ckpt, map_location='cpu', weights_only=True)  # safe unpickler, nothing allow-listed
-    assert state['meta']['iter'] == ITERS
+    assert state['meta']['epoch'] == EPOCHS and state['meta']['iter'] == ITERS
     test_dir = str(tmp_path / 'test')
     log = run_tool([osp.join(ROOT, 'tools/test.py'), config, ckpt, '--work-dir', test_dir], cwd=str(tmp_path))
     assert f'Load checkpoint from {ckpt}' in log
@@ -113,13 +115,11 @@ def test_checkpoint_round_trips_through_test_py(trained, tiny_set, tmp_path):
 
 def test_resume_continues_from_the_checkpoint(trained, tmp_path):
     config, work_dir = trained
-    more = ITERS + 2
     log = run_tool([osp.join(ROOT, 'tools/train.py'), config, '--work-dir', work_dir, '--resume',
-                    '--cfg-options', f'train_cfg.max_iters={more}', f'default_hooks.checkpoint.interval={more}'],
-                   cwd=str(tmp_path))
-    assert f'resumed epoch: 0, iter: {ITERS}' in log
+                    '--cfg-options', f'train_cfg.max_epochs={EPOCHS + 1}'], cwd=str(tmp_path))
+    assert f'resumed epoch: {EPOCHS}, iter: {ITERS}' in log
     iters = [r['iter'] for r in scalars(work_dir) if 'loss' in r]
-    assert iters == [ITERS + 1, ITERS + 2]
+    assert iters == [ITERS + 1, ITERS + 2, ITERS + 3, ITERS + 4]
 
 
 def test_bad_paths_give_one_line(tmp_path):

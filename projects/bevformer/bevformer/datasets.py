@@ -91,11 +91,11 @@ class BEVFormerNuScenesDataset(NuScenesDataset):
         ``lidar2img`` (``[N_cam, 4, 4]``, original image size, cameras in the order of ``images``)."""
         token = info.get('token', '?')
         missing = [key for key in BEVFORMER_FIELDS if key not in info]
-        missing += [f'images.{cam}.lidar2img' for cam, cam_info in info.get('images', {}).items()
-                    if 'lidar2img' not in cam_info]
+        missing += [f'images.{cam}.lidar2img'
+                    for cam, cam_info in info.get('images', {}).items() if 'lidar2img' not in cam_info]
         if missing:
             raise ValueError(f'{self.ann_file}: sample {token} has no {missing[0]}: not a BEVFormer info file; '
-                           f'make one with tools/create_data.py nuscenes --root-path DATA_ROOT --version VERSION')
+                             f'make one with tools/create_data.py nuscenes --root-path DATA_ROOT --version VERSION')
         can_bus = np.asarray(info['can_bus'], dtype=np.float64)
         if can_bus.shape != (18, ):
             raise ValueError(f'{self.ann_file}: sample {token} has can_bus of shape {can_bus.shape}, expected (18,); '

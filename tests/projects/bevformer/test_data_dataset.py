@@ -262,7 +262,6 @@ def test_nano_model_trains_on_a_packed_batch(data_root):
     cfg = Config.fromfile(osp.join(ROOT, 'configs/bevformer/bevformer_nano_synth.py'))
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
-    model.init_weights()
     model.train()
     ds = build(data_root)
     data = model.data_preprocessor(pseudo_collate([ds[6]]), training=True)

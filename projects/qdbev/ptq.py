@@ -1,0 +1,106 @@
+"""Post-training quantization sweep (the PTQ rows of QD-BEV Table 1): settings, calibration and the outputs.
+
+Plain helpers for ``tools/ptq.py``: parse ``W/A`` settings, build the qconfig of a setting, calibrate a quantized
+model on data batches with a test-mode forward, write the markdown table / JSON / PNG of the results.
+"""
+import copy
+import json
+import os.path as osp
+from itertools import islice
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+from torch import nn
+
+from qdbev.quant import calibration, check_bits, per_channel_fallback, quantize_model
+
+__all__ = ['parse_setting', 'setting_qconfig', 'quantize_for_ptq', 'calibrate_test_mode', 'write_results']
+
+
+def parse_setting(text: str) -> Tuple[int, int]:
+    """``'4/6'`` -> ``(4, 6)``: weight / activation bits, each in [2, 16] or 32 (float)."""
+    parts = str(text).split('/')
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f'--bits: {text!r} is not W/A (e.g. 4/6; 32/32 = float)')
+    w, a = int(parts[0]), int(parts[1])
+    return check_bits(w, f'--bits {text} weight'), check_bits(a, f'--bits {text} activation')
+
+
+def setting_qconfig(base: dict, w_bits: int, a_bits: int, observer: str) -> dict:
+    """``base`` (the W4A6 qconfig) with widths replaced and activation observer ``observer`` (name or dict)."""
+    out = copy.deepcopy(base)
+    out.update(w_bits=int(w_bits), a_bits=int(a_bits), a_observer=copy.deepcopy(observer))
+    return out
+
+
+def quantize_for_ptq(model: nn.Module, qconfig: dict, fallback_ratio: Optional[float] = None) -> List[str]:
+    """Quantize ``model`` in place with ``qconfig``; returns the layers switched to per-channel weights.
+
+    ``fallback_ratio`` None: as the qconfig says (no switch). Otherwise the two-pass per-channel fallback of
+    :func:`qdbev.quant.per_channel_fallback`: weights start per tensor, and the layers whose per-tensor weight error
+    exceeds ``fallback_ratio`` x the median layer's get a per-channel quantizer (their names are returned, sorted).
+    """
+    if fallback_ratio is None:
+        quantize_model(model, qconfig)
+        return []
+    if float(fallback_ratio) <= 1.0:
+        raise ValueError(f'--per-channel-fallback: the ratio to the median error must be > 1, got {fallback_ratio}')
+    quantize_model(model, dict(qconfig, per_channel=False))
+    return sorted(per_channel_fallback(model, float(fallback_ratio)))
+
+
+def calibrate_test_mode(model: nn.Module, batches: Iterable[dict], num: int) -> int:
+    """Calibrate every quantizer of ``model`` (a detector with its data preprocessor) on the first ``num``
+    ``batches`` (raw dataloader batches) with test-mode forwards (``model.test_step``) inside
+    :func:`qdbev.quant.calibration`. Returns the number of batches seen (> 0, or ``ValueError``)."""
+    count = 0
+    with calibration(model):
+        for data in islice(batches, int(num)):
+            model.test_step(data)
+            count += 1
+    if count == 0:
+        raise ValueError('PTQ calibration saw no batch: the train dataloader is empty (check its ann_file)')
+    state = getattr(model, 'temporal_state', None)
+    if state is not None and hasattr(state, 'reset'):
+        state.reset()  # evaluation starts without a previous BEV, as a fresh model does
+    return count
+
+
+def _table(results: Sequence[dict]) -> str:
+    lines = ['| W bits | A bits | observer | NDS | mAP |', '|---:|---:|:---|---:|---:|']
+    for r in results:
+        lines.append(f"| {r['w_bits']} | {r['a_bits']} | {r['observer']} | {r['nds']:.4f} | {r['map']:.4f} |")
+    return '\n'.join(lines) + '\n'
+
+
+def _plot(results: Sequence[dict], path: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    labels = [f"W{r['w_bits']}A{r['a_bits']}" for r in results]
+    xs = list(range(len(results)))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(xs, [r['nds'] for r in results], 'o-', label='NDS')
+    ax.plot(xs, [r['map'] for r in results], 's-', label='mAP')
+    ax.set_xticks(xs)
+    ax.set_xticklabels(labels)
+    ax.set_xlabel('bit width (weights / activations)')
+    ax.set_ylabel('score')
+    ax.set_title(f"PTQ ({results[0]['observer'] if results else ''} activation observer)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_results(results: List[dict], work_dir: str) -> dict:
+    """Write ``ptq_table.md``, ``ptq_results.json`` (the list of {w_bits, a_bits, nds, map, observer}) and
+    ``ptq_plot.png`` into ``work_dir``; returns their paths."""
+    paths = dict(table=osp.join(work_dir, 'ptq_table.md'), json=osp.join(work_dir, 'ptq_results.json'),
+                 png=osp.join(work_dir, 'ptq_plot.png'))
+    with open(paths['table'], 'w') as f:
+        f.write(_table(results))
+    with open(paths['json'], 'w') as f:
+        json.dump(results, f, indent=1)
+    _plot(results, paths['png'])
+    return paths

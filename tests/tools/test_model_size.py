@@ -1,0 +1,94 @@
+"""tools/model_size.py on BEVFormer-nano at a small input (64x96, 6 cameras): its numbers are qdbev.quant.report's,
+W4A6 shrinks the quantized weights 8x, BOPS = sum MACs * w * a."""
+import json
+import os.path as osp
+
+import pytest
+import torch
+
+from tools import model_size
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+NANO = osp.join(ROOT, 'configs/bevformer/bevformer_nano_synth.py')
+HW = (64, 96)
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp('model_size')
+    res = {}
+    for w, a in ((32, 32), (4, 6)):
+        path = str(out / f'w{w}a{a}.json')
+        res[(w, a)] = model_size.main([NANO, '--w-bits', str(w), '--a-bits', str(a), '--img-size', *map(str, HW),
+                                       '--json', path])
+        with open(path) as f:
+            res[(w, a), 'json'] = json.load(f)
+    return res
+
+
+def test_numbers_equal_quant_report(runs):
+    from qdbev.quant import quantize_model, report
+    cfg = model_size.load_config(NANO)
+    arch, qconfig = model_size.architecture_and_qconfig(cfg)
+    model = quantize_model(model_size.build_model(arch), dict(qconfig, w_bits=4, a_bits=6))
+    rep = report(model, model_size.random_inputs(HW, 6))
+    got = runs[(4, 6)]['total']
+    for key in ('params', 'macs', 'bops'):
+        assert got[key] == rep['total'][key]
+    assert got['size_mb'] == pytest.approx(rep['total']['size_mb'], rel=1e-12)
+    assert runs[(4, 6), 'json']['total']['bops'] == rep['total']['bops']
+    assert set(runs[(4, 6)]['stages']) == {'backbone', 'neck', 'encoder', 'decoder', 'other'}
+
+
+def test_size_shrinks_by_weight_bits(runs):
+    from qdbev.quant import quant_layers, quantize_model
+    cfg = model_size.load_config(NANO)
+    arch, qconfig = model_size.architecture_and_qconfig(cfg)
+    model = model_size.build_model(arch)
+    n_all = sum(p.numel() for p in model.parameters())
+    quantize_model(model, dict(qconfig, w_bits=4, a_bits=6))
+    n_w = sum(getattr(m, n).numel() for _, m in quant_layers(model) for n, _, _ in m.weight_quantizers())
+    fp_mb, q_mb = runs[(32, 32)]['total']['size_mb'], runs[(4, 6)]['total']['size_mb']
+    assert fp_mb == pytest.approx(n_all * 4 / 2 ** 20, rel=1e-9)
+    # quantized weights at 4 of 32 bits, everything else (biases, norms, embeddings) stays 32 bits
+    assert q_mb == pytest.approx((n_all - n_w) * 4 / 2 ** 20 + n_w * 0.5 / 2 ** 20, rel=1e-9)
+    assert n_w > 0.85 * n_all  # keep_fp is empty: nearly every weight is quantized
+    assert 4.0 < fp_mb / q_mb < 8.0
+    assert runs[(32, 32)]['total']['params'] == runs[(4, 6)]['total']['params'] == n_all
+
+
+def test_bops_are_macs_times_widths(runs):
+    fp, q = runs[(32, 32)], runs[(4, 6)]
+    assert fp['total']['bops'] == fp['total']['macs'] * 32 * 32
+    assert fp['total']['macs'] == q['total']['macs']  # fake quantization does not change the op count
+    rows = q['layers']
+    assert sum(r['bops'] for r in rows) == q['total']['bops']
+    quant_rows = [r for r in rows if r['type'] in ('QuantConv2d', 'QuantLinear') and r['macs']]
+    assert quant_rows
+    for r in quant_rows:
+        assert (r['w_bits'], r['a_bits']) == (4, 6)
+        assert r['bops'] == r['macs'] * 24
+    float_rows = [r for r in rows if r['w_bits'] == 32]
+    others = [r for r in rows if r not in quant_rows]
+    assert q['total']['bops'] == sum(r['macs'] * 24 for r in quant_rows) + sum(r['bops'] for r in others)
+    assert all(r['bops'] == r['macs'] * 1024 for r in float_rows)
+
+
+def test_img_size_from_config():
+    # synthetic renders 225x400 at scale 1.0, padded to 32 -> 256x416; nuScenes tiny 0.5 -> 450x800 -> 480x800
+    assert model_size.config_img_size(model_size.load_config(NANO)) == (256, 416)
+    tiny = model_size.load_config(osp.join(ROOT, 'configs/bevformer/bevformer_tiny.py'))
+    assert model_size.config_img_size(tiny) == (480, 800)
+
+
+def test_missing_config_is_one_line():
+    with pytest.raises(SystemExit, match='no such file'):
+        model_size.main(['configs/nope.py'])

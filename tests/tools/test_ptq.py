@@ -1,0 +1,138 @@
+"""tools/ptq.py on the session's synthetic set (1 train + 1 val scene x 6 samples, 160x90 images) with a randomly
+initialised BEVFormer-nano checkpoint: 32/32 and 8/8, 1 calibration batch. The tool writes table / json / png, and
+its 32/32 row is the FP model evaluated exactly as tools/test.py evaluates it (same NDS / mAP, same boxes)."""
+import json
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from projects.qdbev.ptq import parse_setting, setting_qconfig
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CONFIG = """
+_base_ = [{base!r}]
+data_root = {data_root!r}
+img_scale = 1.0
+train_pipeline = [
+    dict(step, scale=img_scale) if step['type'] == 'ScaleMultiViewImage' else step
+    for step in _base_.train_pipeline if step['type'] != 'MultiViewWrapper'
+]
+test_pipeline = [
+    dict(step, scale=img_scale) if step['type'] == 'ScaleMultiViewImage' else step for step in _base_.test_pipeline
+]
+train_dataloader = dict(num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root=data_root, pipeline=train_pipeline))
+val_dataloader = dict(num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root=data_root, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(data_root=data_root, ann_file=data_root + 'nuscenes_infos_val.pkl')
+test_evaluator = val_evaluator
+model = dict(pts_bbox_head=dict(
+    bev_h=16, bev_w=16, num_query=100, positional_encoding=dict(row_num_embed=16, col_num_embed=16),
+    transformer=dict(encoder=dict(num_layers=1))))
+default_hooks = dict(visualization=dict(type='Det3DVisualizationHook', draw=False))
+randomness = dict(seed=0)
+"""
+
+
+def run_tool(argv, cwd):
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable] + argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f'{argv[0]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope='module')
+def ptq_run(synth_set, tmp_path_factory):
+    from tools.model_size import build_model, load_config
+    tmp = tmp_path_factory.mktemp('ptq')
+    config = tmp / 'nano_ptq.py'
+    config.write_text(CONFIG.format(base=osp.join(ROOT, 'configs/bevformer/bevformer_nano_synth.py'),
+                                    data_root=synth_set.root + '/'))
+    torch.manual_seed(0)
+    model = build_model(load_config(str(config)).model.to_dict())
+    ckpt = str(tmp / 'random_init.pth')
+    torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
+    work_dir = str(tmp / 'work')
+    log = run_tool([osp.join(ROOT, 'tools/ptq.py'), str(config), ckpt, '--bits', '32/32', '8/8', '--observer',
+                    'minmax', '--calib-samples', '1', '--work-dir', work_dir], cwd=str(tmp))
+    return str(config), ckpt, work_dir, log
+
+
+def test_writes_table_json_png(ptq_run):
+    _, _, work_dir, log = ptq_run
+    with open(osp.join(work_dir, 'ptq_results.json')) as f:
+        rows = json.load(f)
+    assert [(r['w_bits'], r['a_bits'], r['observer']) for r in rows] == [(32, 32, 'minmax'), (8, 8, 'minmax')]
+    assert all(0.0 <= r['nds'] <= 1.0 and 0.0 <= r['map'] <= 1.0 for r in rows)
+    table = open(osp.join(work_dir, 'ptq_table.md')).read().splitlines()
+    assert len(table) == 4 and table[2].startswith('| 32 | 32 | minmax |') and table[3].startswith('| 8 | 8 |')
+    with open(osp.join(work_dir, 'ptq_plot.png'), 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    assert 'W8A8 calibrated on 1 train batches (minmax)' in log
+    # each setting's devkit results cover the 6 val samples
+    for name in ('w32a32', 'w8a8'):
+        with open(osp.join(work_dir, 'nusc_results', name, 'pred_instances_3d', 'results_nusc.json')) as f:
+            assert len(json.load(f)['results']) == 6
+
+
+def test_fp_row_equals_tools_test(ptq_run, tmp_path):
+    config, ckpt, work_dir, _ = ptq_run
+    test_dir = str(tmp_path / 'test')
+    log = run_tool([osp.join(ROOT, 'tools/test.py'), config, ckpt, '--work-dir', test_dir], cwd=str(tmp_path))
+    nds = float(re.search(r'pred_instances_3d_NuScenes/NDS: ([0-9.]+)', log).group(1))  # logged at 4 decimals
+    with open(osp.join(test_dir, 'nusc_results', 'pred_instances_3d', 'metrics_summary.json')) as f:
+        summary = json.load(f)  # the devkit's full-precision numbers
+    with open(osp.join(work_dir, 'ptq_results.json')) as f:
+        fp = json.load(f)[0]
+    assert (fp['nds'], fp['map']) == (summary['nd_score'], summary['mean_ap'])
+    assert round(fp['nds'], 4) == nds
+    # the same boxes, not only the same score
+    with open(osp.join(test_dir, 'nusc_results', 'pred_instances_3d', 'results_nusc.json')) as f:
+        ref = json.load(f)['results']
+    with open(osp.join(work_dir, 'nusc_results', 'w32a32', 'pred_instances_3d', 'results_nusc.json')) as f:
+        got = json.load(f)['results']
+    assert got == ref
+    # and the 8/8 model is really a different (quantized) model: its boxes move
+    with open(osp.join(work_dir, 'nusc_results', 'w8a8', 'pred_instances_3d', 'results_nusc.json')) as f:
+        q = json.load(f)['results']
+    assert q != ref
+
+
+def test_settings_and_qconfig():
+    assert parse_setting('4/6') == (4, 6) and parse_setting('32/32') == (32, 32)
+    for bad in ('4', '4/6/8', 'a/6', '1/8', '4/33'):
+        with pytest.raises(ValueError):
+            parse_setting(bad)
+    base = dict(w_bits=4, a_bits=6, a_observer=dict(type='percentile', percentile=99.99), keep_fp=['x'])
+    q = setting_qconfig(base, 8, 8, 'minmax')
+    assert q == dict(w_bits=8, a_bits=8, a_observer='minmax', keep_fp=['x'])
+    assert base['w_bits'] == 4  # the base is not modified
+
+
+def test_bad_paths_give_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools/ptq.py'), 'no/such/config.py', 'x.pth'],
+                          capture_output=True, text=True, cwd=str(tmp_path))
+    assert proc.returncode != 0 and 'no/such/config.py: no such file' in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_per_channel_fallback_switches_the_outlier_layer():
+    from torch import nn
+    from projects.qdbev.ptq import quantize_for_ptq
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Linear(16, 16) for _ in range(5)])
+    with torch.no_grad():
+        model[3].weight[0] *= 1000.0  # one huge output channel: at 4 bits per tensor the other rows round to 0
+    qconfig = dict(w_bits=4, a_bits=8, w_observer='minmax', a_observer='minmax', per_channel=True)
+    assert quantize_for_ptq(model, qconfig, fallback_ratio=10.0) == ['3']
+    assert [model[i].w_quant.ch_axis for i in range(5)] == [None, None, None, 0, None]
+    plain = nn.Sequential(*[nn.Linear(16, 16) for _ in range(2)])
+    assert quantize_for_ptq(plain, qconfig) == [] and plain[0].w_quant.ch_axis == 0  # qconfig's per-channel kept
+    with pytest.raises(ValueError, match='must be > 1'):
+        quantize_for_ptq(nn.Sequential(nn.Linear(2, 2)), qconfig, fallback_ratio=0.5)

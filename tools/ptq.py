@@ -1,0 +1,139 @@
+#!/usr/bin/env python
+"""Post-training quantization sweep of a trained BEVFormer (the PTQ rows of QD-BEV Table 1).
+
+    python tools/ptq.py CONFIG CHECKPOINT [--bits 32/32 8/8 6/6 4/6 4/4] [--observer percentile]
+                        [--calib-samples 32] [--per-channel-fallback RATIO] [--work-dir DIR]
+                        [--cfg-options k=v ...]
+
+CONFIG is a bevformer config, CHECKPOINT its trained FP weights (loaded strictly). For each ``W/A`` setting a copy of
+the FP model is quantized with the qconfig of ``configs/qdbev/_base_/qconfig_w4a6.py`` (widths replaced, activation
+observer ``--observer``), calibrated on ``--calib-samples`` batches of the train dataloader (test-mode forwards inside
+``qdbev.quant.calibration``) and evaluated with the mmengine Runner's test loop and the config's ``test_evaluator``
+(mmdet3d ``NuScenesMetric``, the nuscenes-devkit). ``32/32`` evaluates the FP model itself (no quantizer, no
+calibration), so it gives exactly tools/test.py's numbers. Written into the work dir: ``ptq_table.md``,
+``ptq_results.json`` ([{w_bits, a_bits, nds, map, observer}, ...]), ``ptq_plot.png`` and each setting's devkit
+results under ``nusc_results/w<W>a<A>``.
+"""
+import argparse
+import copy
+import os
+import os.path as osp
+import sys
+from typing import List
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from mmengine.config import Config, DictAction  # noqa: E402
+
+from projects.common.nuscenes_eval import MAP_KEY, NDS_KEY  # noqa: E402
+from projects.qdbev.ptq import (calibrate_test_mode, parse_setting, quantize_for_ptq, setting_qconfig,  # noqa: E402
+                                write_results)
+from tools.model_size import default_qconfig  # noqa: E402
+from tools.train import resolve_work_dir, set_eval_prefix  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Post-training quantization sweep (calibrate + evaluate)')
+    parser.add_argument('config', help='bevformer config the checkpoint was trained with')
+    parser.add_argument('checkpoint', help='FP checkpoint (.pth written by tools/train.py)')
+    parser.add_argument('--bits', nargs='+', default=['32/32', '8/8', '6/6', '4/6', '4/4'],
+                        help='W/A settings (32 = float)')
+    parser.add_argument('--observer', default='percentile',
+                        help='activation observer: minmax, ema, percentile, mse, entropy')
+    parser.add_argument('--calib-samples', type=int, default=32, help='train batches to calibrate on')
+    parser.add_argument('--per-channel-fallback', type=float, metavar='RATIO',
+                        help='weights per tensor, except layers whose per-tensor error > RATIO x the median '
+                             '(two passes; the switched layers are listed in the JSON as "per_channel")')
+    parser.add_argument('--work-dir', help='where the table / json / png (and logs) go')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='override config settings, xxx=yyy format')
+    return parser.parse_args(argv)
+
+
+def _metric(metrics: dict, key: str) -> float:
+    for k, v in metrics.items():
+        if k.endswith(key):
+            return float(v)
+    raise KeyError(f'ptq: the test evaluator returned no {key} (got {sorted(metrics)}); the config\'s '
+                   f'test_evaluator must be NuScenesMetric')
+
+
+def _set_json_prefix(runner, prefix: str) -> None:
+    """Each setting's devkit json results in its own folder (``<work_dir>/nusc_results/w<W>a<A>``)."""
+    for metric in runner.test_loop.evaluator.metrics:
+        if hasattr(metric, 'jsonfile_prefix'):
+            metric.jsonfile_prefix = prefix
+
+
+def main(argv=None) -> List[dict]:
+    args = parse_args(argv)
+    if not osp.isfile(args.config):
+        raise SystemExit(f'config {args.config}: no such file; pass the bevformer config of the checkpoint')
+    if not osp.isfile(args.checkpoint):
+        raise SystemExit(f'checkpoint {args.checkpoint}: no such file; pass a .pth written by tools/train.py')
+    if args.calib_samples <= 0:
+        raise SystemExit(f'--calib-samples must be > 0, got {args.calib_samples}')
+    from qdbev.quant import OBSERVERS
+    try:
+        settings = [parse_setting(b) for b in args.bits]
+    except ValueError as e:
+        raise SystemExit(str(e))
+    # registers BEVFormer, its modules and MAC estimators
+    import projects.bevformer.bevformer  # noqa: F401
+    if args.observer not in OBSERVERS:
+        raise SystemExit(f'--observer {args.observer!r} unknown; choose one of {sorted(OBSERVERS)}')
+
+    from mmengine.runner import Runner
+    cfg = Config.fromfile(args.config)
+    if 'architecture' in cfg.model:
+        raise SystemExit(f'{args.config} is a qdbev distiller config; pass the bevformer config of the FP model')
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    os.environ.setdefault('LOCAL_RANK', '0')
+    resolve_work_dir(cfg, args.work_dir, args.config)
+    set_eval_prefix(cfg)
+    cfg.launcher = 'none'
+    cfg.load_from = None
+    cfg.resume = False
+    base_qconfig = default_qconfig()
+
+    runner = Runner.from_cfg(cfg)
+    runner.load_checkpoint(args.checkpoint, map_location='cpu', strict=True)
+    fp_model = runner.model
+    fp_state = copy.deepcopy(fp_model)  # pristine copy: no forward has touched its temporal state
+    runner.test_loop  # noqa: B018  built before the hooks' before_run, as Runner.test() does
+    runner.call_hook('before_run')
+    results = []
+    for w_bits, a_bits in settings:
+        model = copy.deepcopy(fp_state)
+        switched = None
+        if (w_bits, a_bits) != (32, 32):
+            switched = quantize_for_ptq(model, setting_qconfig(base_qconfig, w_bits, a_bits, args.observer),
+                                        args.per_channel_fallback)
+            if args.per_channel_fallback is not None:
+                runner.logger.info(f'ptq: W{w_bits}A{a_bits} per-channel fallback for {len(switched)} layers: '
+                                   f'{switched}')
+            n = calibrate_test_mode(model, iter(runner.train_dataloader), args.calib_samples)
+            runner.logger.info(f'ptq: W{w_bits}A{a_bits} calibrated on {n} train batches ({args.observer})')
+        runner.model = model
+        _set_json_prefix(runner, osp.join(cfg.work_dir, 'nusc_results', f'w{w_bits}a{a_bits}'))
+        metrics = runner.test_loop.run()
+        row = dict(w_bits=w_bits, a_bits=a_bits, nds=_metric(metrics, NDS_KEY), map=_metric(metrics, MAP_KEY),
+                   observer=args.observer)
+        if args.per_channel_fallback is not None:
+            row['per_channel'] = switched or []
+        runner.logger.info(f'ptq: {row}')
+        results.append(row)
+    runner.model = fp_model
+    runner.call_hook('after_run')
+    paths = write_results(results, cfg.work_dir)
+    with open(paths['table']) as f:
+        print(f.read())
+    print(f"ptq: wrote {paths['table']}, {paths['json']}, {paths['png']}")
+    return results
+
+
+if __name__ == '__main__':
+    main()
