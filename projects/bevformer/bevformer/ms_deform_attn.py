@@ -53,8 +53,8 @@ def multi_scale_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_i
     if value.is_cuda and cuda_kernel_available():
         from mmcv.ops.multi_scale_deform_attn import MultiScaleDeformableAttnFunction
         out = MultiScaleDeformableAttnFunction.apply(
-            value.float(), spatial_shapes, level_start_index, sampling_locations.float(),
-            attention_weights.float(), im2col_step)
+            value.float().contiguous(), spatial_shapes.contiguous(), level_start_index.contiguous(),
+            sampling_locations.float().contiguous(), attention_weights.float().contiguous(), im2col_step)
         return out.to(value.dtype)
     return multi_scale_deformable_attn_pytorch(value, spatial_shapes, sampling_locations, attention_weights)
 
