@@ -2,7 +2,7 @@
 """Post-training quantization sweep of a trained BEVFormer (the PTQ rows of QD-BEV Table 1).
 
     python tools/ptq.py CONFIG CHECKPOINT [--bits 32/32 8/8 6/6 4/6 4/4] [--observer percentile]
-                        [--calib-samples 32] [--per-channel-fallback RATIO] [--work-dir DIR]
+                        [--calib-samples 32] [--per-channel-fallback RATIO] [--dfq] [--work-dir DIR]
                         [--cfg-options k=v ...]
 
 CONFIG is a bevformer config, CHECKPOINT its trained FP weights (loaded strictly). For each ``W/A`` setting a copy of
@@ -10,9 +10,11 @@ the FP model is quantized with the qconfig of ``configs/qdbev/_base_/qconfig_w4a
 observer ``--observer``), calibrated on ``--calib-samples`` batches of the train dataloader (test-mode forwards inside
 ``qdbev.quant.calibration``) and evaluated with the mmengine Runner's test loop and the config's ``test_evaluator``
 (mmdet3d ``NuScenesMetric``, the nuscenes-devkit). ``32/32`` evaluates the FP model itself (no quantizer, no
-calibration), so it gives exactly tools/test.py's numbers. Written into the work dir: ``ptq_table.md``,
-``ptq_results.json`` ([{w_bits, a_bits, nds, map, observer}, ...]), ``ptq_plot.png`` and each setting's devkit
-results under ``nusc_results/w<W>a<A>``.
+calibration), so it gives exactly tools/test.py's numbers. ``--dfq`` adds a W8A8 data-free quantization row
+(``projects.qdbev.ptq.quantize_dfq``: cross-layer equalization of the ResNet blocks, per-tensor weights, data-free
+bias correction; activation scales calibrated like the other rows). Written into the work dir: ``ptq_table.md``,
+``ptq_results.json`` ([{w_bits, a_bits, nds, map, observer, method}, ...], method ``fp`` / ``ptq`` / ``dfq``),
+``ptq_plot.png`` and each setting's devkit results under ``nusc_results/w<W>a<A>`` (``w8a8_dfq`` for DFQ).
 """
 import argparse
 import copy
@@ -28,8 +30,8 @@ if ROOT not in sys.path:
 from mmengine.config import Config, DictAction  # noqa: E402
 
 from projects.common.nuscenes_eval import MAP_KEY, NDS_KEY  # noqa: E402
-from projects.qdbev.ptq import (calibrate_test_mode, parse_setting, quantize_for_ptq, setting_qconfig,  # noqa: E402
-                                write_results)
+from projects.qdbev.ptq import (calibrate_test_mode, parse_setting, quantize_dfq, quantize_for_ptq,  # noqa: E402
+                                resnet_dfq_pairs, setting_qconfig, write_results)
 from tools.model_size import default_qconfig  # noqa: E402
 from tools.train import resolve_work_dir, set_eval_prefix  # noqa: E402
 
@@ -46,6 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--per-channel-fallback', type=float, metavar='RATIO',
                         help='weights per tensor, except layers whose per-tensor error > RATIO x the median '
                              '(two passes; the switched layers are listed in the JSON as "per_channel")')
+    parser.add_argument('--dfq', action='store_true',
+                        help='add a W8A8 data-free quantization row (cross-layer equalization + bias correction)')
     parser.add_argument('--work-dir', help='where the table / json / png (and logs) go')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         help='override config settings, xxx=yyy format')
@@ -102,27 +106,38 @@ def main(argv=None) -> List[dict]:
     runner = Runner.from_cfg(cfg)
     runner.load_checkpoint(args.checkpoint, map_location='cpu', strict=True)
     fp_model = runner.model
+    if args.dfq and not resnet_dfq_pairs(fp_model):
+        raise SystemExit(f'--dfq: {args.config} has no mmdet ResNet conv -> BN -> ReLU -> conv block to equalize')
     fp_state = copy.deepcopy(fp_model)  # pristine copy: no forward has touched its temporal state
     runner.test_loop  # noqa: B018  built before the hooks' before_run, as Runner.test() does
     runner.call_hook('before_run')
     results = []
-    for w_bits, a_bits in settings:
+    runs = [(w, a, 'fp' if (w, a) == (32, 32) else 'ptq') for w, a in settings]
+    if args.dfq:
+        runs.append((8, 8, 'dfq'))
+    for w_bits, a_bits, method in runs:
         model = copy.deepcopy(fp_state)
         switched = None
-        if (w_bits, a_bits) != (32, 32):
-            switched = quantize_for_ptq(model, setting_qconfig(base_qconfig, w_bits, a_bits, args.observer),
-                                        args.per_channel_fallback)
+        qconfig = setting_qconfig(base_qconfig, w_bits, a_bits, args.observer)
+        if method == 'dfq':
+            pairs = quantize_dfq(model, qconfig)
+            runner.logger.info(f'ptq: W8A8 DFQ equalized and bias-corrected {len(pairs)} conv pairs')
+        elif method == 'ptq':
+            switched = quantize_for_ptq(model, qconfig, args.per_channel_fallback)
             if args.per_channel_fallback is not None:
                 runner.logger.info(f'ptq: W{w_bits}A{a_bits} per-channel fallback for {len(switched)} layers: '
                                    f'{switched}')
+        if method != 'fp':
             n = calibrate_test_mode(model, iter(runner.train_dataloader), args.calib_samples)
-            runner.logger.info(f'ptq: W{w_bits}A{a_bits} calibrated on {n} train batches ({args.observer})')
+            runner.logger.info(f'ptq: W{w_bits}A{a_bits}{" DFQ" if method == "dfq" else ""} calibrated on {n} '
+                               f'train batches ({args.observer})')
         runner.model = model
-        _set_json_prefix(runner, osp.join(cfg.work_dir, 'nusc_results', f'w{w_bits}a{a_bits}'))
+        folder = f'w{w_bits}a{a_bits}' + ('_dfq' if method == 'dfq' else '')
+        _set_json_prefix(runner, osp.join(cfg.work_dir, 'nusc_results', folder))
         metrics = runner.test_loop.run()
         row = dict(w_bits=w_bits, a_bits=a_bits, nds=_metric(metrics, NDS_KEY), map=_metric(metrics, MAP_KEY),
-                   observer=args.observer)
-        if args.per_channel_fallback is not None:
+                   observer=args.observer, method=method)
+        if args.per_channel_fallback is not None and method != 'dfq':
             row['per_channel'] = switched or []
         runner.logger.info(f'ptq: {row}')
         results.append(row)

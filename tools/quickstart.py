@@ -1,16 +1,25 @@
 #!/usr/bin/env python
 """The main job on the embedded synthetic data, end to end, on a 2-core CPU.
 
-    python tools/quickstart.py [--work-dir work_dirs/quickstart] [--data-root data/synthetic/quickstart] [--force STEP]
+    python tools/quickstart.py [--work-dir work_dirs/quickstart] [--data-root data/synthetic/quickstart]
+                               [--force STEP ...] [--until STEP]
 
 Steps (each skipped when its output exists, so a re-run continues where it stopped):
-  1. data      tools/create_synthetic_nuscenes.py   -> DATA_ROOT (nuScenes v1.0-mini layout)
-  2. infos     tools/create_data.py                 -> DATA_ROOT/nuscenes_infos_{train,val}.pkl
-  3. visualize tools/visualize_sample.py            -> WORK_DIR/sample.png (cameras with GT boxes + BEV)
-  4. gt_eval   tools/evaluate_gt.py                 -> WORK_DIR/gt_eval/gt_eval.md (devkit NDS/mAP of GT and jittered GT)
+  1. data      tools/create_synthetic_nuscenes.py -> DATA_ROOT (nuScenes v1.0-mini layout: 8 train, 1 val scene)
+  2. infos     tools/create_data.py               -> DATA_ROOT/nuscenes_infos_{train,val}.pkl
+  3. visualize tools/visualize_sample.py          -> WORK_DIR/sample.png (cameras with GT boxes + BEV)
+  4. gt_eval   tools/evaluate_gt.py               -> WORK_DIR/gt_eval/gt_eval.md (devkit check: GT as predictions)
+  5. teacher   tools/train.py (configs/quickstart/bevformer_nano_teacher.py) -> WORK_DIR/teacher (FP BEVFormer-nano)
+  6. ptq       tools/ptq.py 32/32 8/8 6/6 4/6 4/4  -> WORK_DIR/ptq (devkit NDS/mAP per setting, table, PNG)
+  7. qdbev     tools/train.py (configs/quickstart/qdbev_nano_w4a6.py) -> WORK_DIR/qdbev: progressive QAT to W4A6,
+               then view-guided distillation; every phase evaluated with the devkit (phases.json)
+  8. curves    tools/plot_curves.py               -> WORK_DIR/curves.png (NDS/mAP and losses across the phases)
+  9. masks     tools/visualize_view_masks.py      -> WORK_DIR/view_masks.png (the per-camera BEV masks of VGD)
+ 10. summary   tools/summarize_quickstart.py      -> WORK_DIR/summary.md / summary.json (size, BOPS, NDS, mAP)
 Every step runs as its own process with this Python; its output goes to the terminal and WORK_DIR/logs/STEP.log.
 """
 import argparse
+import json
 import os
 import os.path as osp
 import shutil
@@ -18,39 +27,88 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import List
+from typing import Callable, List, Union
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEFAULT_DATA_ROOT = 'data/synthetic/quickstart'
+TEACHER_CONFIG = 'configs/quickstart/bevformer_nano_teacher.py'
+QDBEV_CONFIG = 'configs/quickstart/qdbev_nano_w4a6.py'
+PTQ_BITS = ['32/32', '8/8', '6/6', '4/6', '4/4']
 
 
 @dataclass
 class Step:
     name: str
     done: str  # path whose existence means the step is finished
-    argv: List[str]
-    clean: str = ''  # path to remove before re-running a forced step
+    argv: Union[List[str], Callable[[], List[str]]]  # a callable is resolved when the step starts
+    clean: str = ''  # path removed before the step runs (a half-finished run starts afresh)
+    marker: bool = False  # quickstart writes `done` itself after the step succeeded
 
 
-def steps(work_dir: str, data_root: str) -> List[Step]:
+def last_checkpoint(work_dir: str) -> str:
+    """The checkpoint named by mmengine's ``WORK_DIR/last_checkpoint``."""
+    path = osp.join(ROOT, work_dir, 'last_checkpoint')
+    if not osp.isfile(path):
+        raise SystemExit(f'quickstart: {path} missing: the teacher step did not finish; re-run with --force teacher')
+    with open(path) as f:
+        return f.read().strip()
+
+
+def data_root_options(data_root: str) -> List[str]:
+    """``--cfg-options`` pointing a nano config's loaders and evaluators at ``data_root`` (nothing for the default,
+    which the configs name already)."""
+    if osp.normpath(data_root) == osp.normpath(DEFAULT_DATA_ROOT):
+        return []
+    root = data_root.rstrip('/') + '/'
+    opts = [f'{loader}.dataset.data_root={root}' for loader in ('train_dataloader', 'val_dataloader',
+                                                                'test_dataloader')]
+    for evaluator in ('val_evaluator', 'test_evaluator'):
+        opts += [f'{evaluator}.data_root={root}', f'{evaluator}.ann_file={root}nuscenes_infos_val.pkl']
+    return opts
+
+
+def steps(work_dir: str, data_root: str, teacher_config: str = TEACHER_CONFIG,
+          qdbev_config: str = QDBEV_CONFIG) -> List[Step]:
     py = sys.executable
     val = osp.join(data_root, 'nuscenes_infos_val.pkl')
+    w = work_dir
+    teacher_dir = osp.join(w, 'teacher')
+    roots = data_root_options(data_root)
+    with_roots = (['--cfg-options'] + roots) if roots else []
     return [
         Step('data', osp.join(data_root, 'v1.0-mini', 'scene.json'),
-             [py, 'tools/create_synthetic_nuscenes.py', '--out', data_root, '--version', 'v1.0-mini'], data_root),
+             [py, 'tools/create_synthetic_nuscenes.py', '--out', data_root, '--version', 'v1.0-mini',
+              '--val-scenes', '1'], data_root),
         Step('infos', val, [py, 'tools/create_data.py', 'nuscenes', '--root-path', data_root, '--version', 'v1.0-mini']),
-        Step('visualize', osp.join(work_dir, 'sample.png'),
+        Step('visualize', osp.join(w, 'sample.png'),
              [py, 'tools/visualize_sample.py', '--dataroot', data_root, '--version', 'v1.0-mini', '--sample-idx', '0',
-              '--out', osp.join(work_dir, 'sample.png')]),
-        Step('gt_eval', osp.join(work_dir, 'gt_eval', 'gt_eval.md'),
-             [py, 'tools/evaluate_gt.py', '--data-root', data_root, '--ann-file', val, '--jitter', '0', '0.5', '1', '2',
-              '--out-dir', osp.join(work_dir, 'gt_eval')]),
+              '--out', osp.join(w, 'sample.png')]),
+        Step('gt_eval', osp.join(w, 'gt_eval', 'gt_eval.md'),
+             [py, 'tools/evaluate_gt.py', '--data-root', data_root, '--ann-file', val, '--jitter', '0', '1',
+              '--out-dir', osp.join(w, 'gt_eval')]),
+        Step('teacher', osp.join(teacher_dir, 'done'),
+             [py, 'tools/train.py', teacher_config, '--work-dir', teacher_dir] + with_roots, teacher_dir, marker=True),
+        Step('ptq', osp.join(w, 'ptq', 'ptq_results.json'),
+             lambda: [py, 'tools/ptq.py', teacher_config, last_checkpoint(teacher_dir), '--bits', *PTQ_BITS,
+                      '--calib-samples', '8', '--work-dir', osp.join(w, 'ptq')] + with_roots, osp.join(w, 'ptq')),
+        Step('qdbev', osp.join(w, 'qdbev', 'done'),
+             [py, 'tools/train.py', qdbev_config, '--work-dir', osp.join(w, 'qdbev'), '--cfg-options',
+              f'model.teacher_checkpoint={teacher_dir}'] + roots, osp.join(w, 'qdbev'), marker=True),
+        Step('curves', osp.join(w, 'curves.png'),
+             [py, 'tools/plot_curves.py', osp.join(w, 'qdbev'), '--out', osp.join(w, 'curves.png')]),
+        Step('masks', osp.join(w, 'view_masks.png'),
+             [py, 'tools/visualize_view_masks.py', qdbev_config, '--data-root', data_root, '--out',
+              osp.join(w, 'view_masks.png')]),
+        Step('summary', osp.join(w, 'summary.md'),
+             [py, 'tools/summarize_quickstart.py', w, '--teacher-config', teacher_config, '--qdbev-config',
+              qdbev_config]),
     ]
 
 
-def run_step(step: Step, log_dir: str) -> None:
+def run_step(step: Step, argv: List[str], log_dir: str) -> None:
     os.makedirs(log_dir, exist_ok=True)
     with open(osp.join(log_dir, f'{step.name}.log'), 'w') as log:
-        proc = subprocess.Popen(step.argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=dict(os.environ, PYTHONUNBUFFERED='1'))
         for line in proc.stdout:
             sys.stdout.write('    ' + line)
@@ -60,30 +118,62 @@ def run_step(step: Step, log_dir: str) -> None:
                              f'see {osp.join(log_dir, step.name + ".log")}')
 
 
+def record_timing(path: str, name: str, seconds: float) -> None:
+    """Merge ``{name: seconds}`` into the json at ``path`` (atomic replace; read by tools/summarize_quickstart.py)."""
+    data = {}
+    if osp.isfile(path):
+        with open(path) as f:
+            data = json.load(f)
+    data[name] = round(seconds, 1)
+    tmp = f'{path}.tmp-{os.getpid()}'
+    with open(tmp, 'w') as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--work-dir', default='work_dirs/quickstart')
-    parser.add_argument('--data-root', default='data/synthetic/quickstart')
+    parser.add_argument('--data-root', default=DEFAULT_DATA_ROOT)
     parser.add_argument('--force', nargs='*', default=[], help='steps to re-run even if done')
+    parser.add_argument('--until', help='stop after this step')
+    parser.add_argument('--teacher-config', default=TEACHER_CONFIG,
+                        help='FP teacher config (on a GPU: configs/quickstart/bevformer_nano_teacher_long.py)')
+    parser.add_argument('--qdbev-config', default=QDBEV_CONFIG, help='QD-BEV (progressive QAT + VGD) config')
     args = parser.parse_args(argv)
-    all_steps = steps(args.work_dir, args.data_root)
-    unknown = set(args.force) - {s.name for s in all_steps}
+    all_steps = steps(args.work_dir, args.data_root, args.teacher_config, args.qdbev_config)
+    names = [s.name for s in all_steps]
+    unknown = set(args.force) - set(names)
     if unknown:
-        parser.error(f'--force: unknown step(s) {sorted(unknown)}; steps are {[s.name for s in all_steps]}')
+        parser.error(f'--force: unknown step(s) {sorted(unknown)}; steps are {names}')
+    if args.until is not None and args.until not in names:
+        parser.error(f'--until: unknown step {args.until!r}; steps are {names}')
     os.makedirs(osp.join(ROOT, args.work_dir), exist_ok=True)
     start = time.time()
+    timings = []
     for i, step in enumerate(all_steps, 1):
         head = f'[{i}/{len(all_steps)}] {step.name}'
         if osp.exists(osp.join(ROOT, step.done)) and step.name not in args.force:
             print(f'{head}: done already ({step.done})', flush=True)
-            continue
-        if step.name in args.force and step.clean and osp.exists(osp.join(ROOT, step.clean)):
-            shutil.rmtree(osp.join(ROOT, step.clean))
-        print(f'{head}: {" ".join(step.argv[1:])}', flush=True)
-        t0 = time.time()
-        run_step(step, osp.join(ROOT, args.work_dir, 'logs'))
-        print(f'{head}: finished in {time.time() - t0:.0f} s', flush=True)
-    print(f'quickstart: all steps done in {time.time() - start:.0f} s; results in {args.work_dir}', flush=True)
+        else:
+            if step.clean and osp.exists(osp.join(ROOT, step.clean)):
+                shutil.rmtree(osp.join(ROOT, step.clean))
+            step_argv = step.argv() if callable(step.argv) else step.argv
+            print(f'{head}: {" ".join(step_argv[1:])}', flush=True)
+            t0 = time.time()
+            run_step(step, step_argv, osp.join(ROOT, args.work_dir, 'logs'))
+            if step.marker:
+                with open(osp.join(ROOT, step.done), 'w') as f:
+                    f.write(f'{time.strftime("%Y-%m-%d %H:%M:%S")} {" ".join(step_argv[1:])}\n')
+            timings.append((step.name, time.time() - t0))
+            record_timing(osp.join(ROOT, args.work_dir, 'logs', 'timings.json'), step.name, timings[-1][1])
+            print(f'{head}: finished in {time.time() - t0:.0f} s', flush=True)
+        if step.name == args.until:
+            break
+    total = time.time() - start
+    print(f'quickstart: done in {total:.0f} s ({", ".join(f"{n} {t:.0f} s" for n, t in timings) or "nothing to do"});'
+          f' results in {args.work_dir}' + ('' if args.until else f', summary {osp.join(args.work_dir, "summary.md")}'),
+          flush=True)
     return 0
 
 

@@ -1,7 +1,8 @@
 """Post-training quantization sweep (the PTQ rows of QD-BEV Table 1): settings, calibration and the outputs.
 
 Plain helpers for ``tools/ptq.py``: parse ``W/A`` settings, build the qconfig of a setting, calibrate a quantized
-model on data batches with a test-mode forward, write the markdown table / JSON / PNG of the results.
+model on data batches with a test-mode forward, the data-free (DFQ) weight preparation, write the markdown table /
+JSON / PNG of the results.
 """
 import copy
 import json
@@ -11,9 +12,13 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 from torch import nn
 
-from qdbev.quant import calibration, check_bits, per_channel_fallback, quantize_model
+from qdbev.quant import (bias_correct, calibration, check_bits, cross_layer_equalize, per_channel_fallback,
+                         quantize_model, relu_input_mean)
 
-__all__ = ['parse_setting', 'setting_qconfig', 'quantize_for_ptq', 'calibrate_test_mode', 'write_results']
+__all__ = ['parse_setting', 'setting_qconfig', 'quantize_for_ptq', 'calibrate_test_mode', 'resnet_dfq_pairs',
+           'quantize_dfq', 'write_results']
+
+_PLAIN_CONVS = ('torch.nn.modules.conv.Conv2d', 'mmcv.cnn.bricks.wrappers.Conv2d')
 
 
 def parse_setting(text: str) -> Tuple[int, int]:
@@ -65,10 +70,58 @@ def calibrate_test_mode(model: nn.Module, batches: Iterable[dict], num: int) -> 
     return count
 
 
+def _plain_conv(m: nn.Module) -> bool:
+    return f'{type(m).__module__}.{type(m).__qualname__}' in _PLAIN_CONVS and m.groups == 1
+
+
+def resnet_dfq_pairs(model: nn.Module) -> List[Tuple[str, str, str]]:
+    """``(conv_i, bn_i, conv_{i+1})`` module names inside every mmdet ResNet ``BasicBlock`` / ``Bottleneck``
+    (``conv -> BN -> ReLU -> conv``, the pattern cross-layer equalization needs). Pairs with a DCN, grouped conv
+    or plugin between are left out."""
+    pairs = []
+    for name, block in model.named_modules():
+        kind = type(block).__name__
+        if kind not in ('BasicBlock', 'Bottleneck') or getattr(block, 'with_plugins', False):
+            continue
+        convs = ['conv1', 'conv2', 'conv3'] if kind == 'Bottleneck' else ['conv1', 'conv2']
+        norms = [getattr(block, 'norm1_name', 'bn1'), getattr(block, 'norm2_name', 'bn2')]
+        for i in range(len(convs) - 1):
+            first, second = getattr(block, convs[i], None), getattr(block, convs[i + 1], None)
+            if first is not None and second is not None and _plain_conv(first) and _plain_conv(second):
+                pairs.append((f'{name}.{convs[i]}', f'{name}.{norms[i]}', f'{name}.{convs[i + 1]}'))
+    return pairs
+
+
+def quantize_dfq(model: nn.Module, qconfig: dict, iterations: int = 4) -> List[Tuple[str, str, str]]:
+    """Data-free quantization (Nagel et al. 2019) of the ResNet backbone's weights, in place, then the qconfig.
+
+    Cross-layer equalization of :func:`resnet_dfq_pairs` (``iterations`` passes: a Bottleneck's pairs share
+    ``conv2``), :func:`qdbev.quant.quantize_model` with ``qconfig`` (weights per tensor, the setting DFQ is made
+    for), then bias correction of each pair's second conv with the data-free expected input
+    ``E[ReLU(BN(x))]`` of :func:`qdbev.quant.relu_input_mean`. Returns the pairs; ``ValueError`` when there is none.
+    Activation scales still come from calibration (BEVFormer's transformer has no BN to derive them from).
+    """
+    pairs = resnet_dfq_pairs(model)
+    if not pairs:
+        raise ValueError('DFQ: no ResNet BasicBlock/Bottleneck conv -> BN -> ReLU -> conv pair in the model '
+                         '(--dfq needs an mmdet ResNet img_backbone)')
+    cross_layer_equalize(model, pairs, iterations=iterations)
+    quantize_model(model, dict(qconfig, per_channel=False))
+    modules = dict(model.named_modules())
+    for _, bn, second in pairs:
+        bias_correct(modules[second], relu_input_mean(modules[bn]))
+    return pairs
+
+
+def _label(r: dict) -> str:
+    return f"W{r['w_bits']}A{r['a_bits']}" + (' DFQ' if r.get('method') == 'dfq' else '')
+
+
 def _table(results: Sequence[dict]) -> str:
-    lines = ['| W bits | A bits | observer | NDS | mAP |', '|---:|---:|:---|---:|---:|']
+    lines = ['| W bits | A bits | observer | NDS | mAP | method |', '|---:|---:|:---|---:|---:|:---|']
     for r in results:
-        lines.append(f"| {r['w_bits']} | {r['a_bits']} | {r['observer']} | {r['nds']:.4f} | {r['map']:.4f} |")
+        lines.append(f"| {r['w_bits']} | {r['a_bits']} | {r['observer']} | {r['nds']:.4f} | {r['map']:.4f} | "
+                     f"{r.get('method', 'ptq')} |")
     return '\n'.join(lines) + '\n'
 
 
@@ -76,7 +129,7 @@ def _plot(results: Sequence[dict], path: str) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    labels = [f"W{r['w_bits']}A{r['a_bits']}" for r in results]
+    labels = [_label(r) for r in results]
     xs = list(range(len(results)))
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(xs, [r['nds'] for r in results], 'o-', label='NDS')
@@ -94,7 +147,7 @@ def _plot(results: Sequence[dict], path: str) -> None:
 
 
 def write_results(results: List[dict], work_dir: str) -> dict:
-    """Write ``ptq_table.md``, ``ptq_results.json`` (the list of {w_bits, a_bits, nds, map, observer}) and
+    """Write ``ptq_table.md``, ``ptq_results.json`` (the list of {w_bits, a_bits, nds, map, observer, method}) and
     ``ptq_plot.png`` into ``work_dir``; returns their paths."""
     paths = dict(table=osp.join(work_dir, 'ptq_table.md'), json=osp.join(work_dir, 'ptq_results.json'),
                  png=osp.join(work_dir, 'ptq_plot.png'))

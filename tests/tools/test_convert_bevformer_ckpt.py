@@ -88,7 +88,8 @@ def official_nano_state(g):
     # backbone / neck names are mmdet's own ResNet / FPN names in both code bases
     sd = {k: torch.randn(v.shape, generator=g) if v.is_floating_point() else v.clone()
           for k, v in model.state_dict().items() if k.startswith(('img_backbone.', 'img_neck.'))}
-    sd.update(official_head_state(c=128, ffn=256, bev=32, n_query=200, n_enc=2, n_dec=3, g=g))
+    sd.update(official_head_state(c=128, ffn=256, bev=32, n_query=model.pts_bbox_head.num_query, n_enc=2, n_dec=3,
+                                  g=g))
     return model, sd
 
 

@@ -1,6 +1,7 @@
 """tools/ptq.py on the session's synthetic set (1 train + 1 val scene x 6 samples, 160x90 images) with a randomly
-initialised BEVFormer-nano checkpoint: 32/32 and 8/8, 1 calibration batch. The tool writes table / json / png, and
-its 32/32 row is the FP model evaluated exactly as tools/test.py evaluates it (same NDS / mAP, same boxes)."""
+initialised BEVFormer-nano checkpoint: 32/32, 8/8 and the 8/8 DFQ row (--dfq), 1 calibration batch. The tool writes
+table / json / png, and its 32/32 row is the FP model evaluated exactly as tools/test.py evaluates it (same NDS / mAP,
+same boxes)."""
 import json
 import os
 import os.path as osp
@@ -60,7 +61,7 @@ def ptq_run(synth_set, tmp_path_factory):
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
     work_dir = str(tmp / 'work')
     log = run_tool([osp.join(ROOT, 'tools/ptq.py'), str(config), ckpt, '--bits', '32/32', '8/8', '--observer',
-                    'minmax', '--calib-samples', '1', '--work-dir', work_dir], cwd=str(tmp))
+                    'minmax', '--calib-samples', '1', '--dfq', '--work-dir', work_dir], cwd=str(tmp))
     return str(config), ckpt, work_dir, log
 
 
@@ -68,15 +69,20 @@ def test_writes_table_json_png(ptq_run):
     _, _, work_dir, log = ptq_run
     with open(osp.join(work_dir, 'ptq_results.json')) as f:
         rows = json.load(f)
-    assert [(r['w_bits'], r['a_bits'], r['observer']) for r in rows] == [(32, 32, 'minmax'), (8, 8, 'minmax')]
+    assert [(r['w_bits'], r['a_bits'], r['observer'], r['method']) for r in rows] == [
+        (32, 32, 'minmax', 'fp'), (8, 8, 'minmax', 'ptq'), (8, 8, 'minmax', 'dfq')]
     assert all(0.0 <= r['nds'] <= 1.0 and 0.0 <= r['map'] <= 1.0 for r in rows)
     table = open(osp.join(work_dir, 'ptq_table.md')).read().splitlines()
-    assert len(table) == 4 and table[2].startswith('| 32 | 32 | minmax |') and table[3].startswith('| 8 | 8 |')
+    assert len(table) == 5 and table[2].startswith('| 32 | 32 | minmax |') and table[3].startswith('| 8 | 8 |')
+    assert table[4].startswith('| 8 | 8 | minmax |') and table[4].endswith('| dfq |')
     with open(osp.join(work_dir, 'ptq_plot.png'), 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
     assert 'W8A8 calibrated on 1 train batches (minmax)' in log
+    # nano's ResNet-18 cut after stage 3: 3 stages x 2 BasicBlocks, one conv1 -> bn1 -> conv2 pair each
+    assert 'W8A8 DFQ equalized and bias-corrected 6 conv pairs' in log
+    assert 'W8A8 DFQ calibrated on 1 train batches (minmax)' in log
     # each setting's devkit results cover the 6 val samples
-    for name in ('w32a32', 'w8a8'):
+    for name in ('w32a32', 'w8a8', 'w8a8_dfq'):
         with open(osp.join(work_dir, 'nusc_results', name, 'pred_instances_3d', 'results_nusc.json')) as f:
             assert len(json.load(f)['results']) == 6
 
@@ -136,3 +142,51 @@ def test_per_channel_fallback_switches_the_outlier_layer():
     assert quantize_for_ptq(plain, qconfig) == [] and plain[0].w_quant.ch_axis == 0  # qconfig's per-channel kept
     with pytest.raises(ValueError, match='must be > 1'):
         quantize_for_ptq(nn.Sequential(nn.Linear(2, 2)), qconfig, fallback_ratio=0.5)
+
+
+def test_dfq_equalizes_and_corrects_a_resnet():
+    from mmdet.models.backbones import ResNet
+    from scipy.stats import norm
+    from projects.qdbev.ptq import quantize_dfq, resnet_dfq_pairs
+    torch.manual_seed(0)
+    net = ResNet(depth=18, base_channels=8, num_stages=2, strides=(1, 2), dilations=(1, 1), out_indices=(1, ),
+                 norm_eval=False)
+    net.eval()  # mmdet's ResNet.train returns None
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.2, 2.0)
+                m.bias.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    pairs = resnet_dfq_pairs(net)
+    assert pairs == [(f'layer{i}.{j}.conv1', f'layer{i}.{j}.bn1', f'layer{i}.{j}.conv2')
+                     for i in (1, 2) for j in (0, 1)]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = net(x)[0]
+        w2_before = net.layer1[0].conv2.weight.detach().clone()
+    quantize_dfq(net, dict(w_bits=8, a_bits=8, w_observer='minmax', a_observer='minmax'))
+    block = net.layer1[0]
+    # cross-layer equalization: BN-folded output ranges of conv1 == input ranges of conv2 (Nagel Eq. 11)
+    bn = block.bn1
+    r1 = block.conv1.weight.detach().abs().amax(dim=(1, 2, 3)) * bn.weight.abs() / torch.sqrt(bn.running_var + bn.eps)
+    r2 = block.conv2.weight.detach().abs().amax(dim=(0, 2, 3))
+    assert torch.allclose(r1, r2, rtol=1e-5)
+    assert block.conv2.w_quant.ch_axis is None  # DFQ's setting: weights per tensor
+    # bias correction of conv2 (no bias before): -sum_{c,k} (Q(W) - W)[o, c, k] E[ReLU(N(beta_c, gamma_c^2))]
+    beta, gamma = bn.bias.detach().double(), bn.weight.detach().double().abs()
+    mean = beta * torch.from_numpy(norm.cdf((beta / gamma).numpy())) + gamma * torch.from_numpy(
+        norm.pdf((beta / gamma).numpy()))
+    w = block.conv2.weight.detach()
+    scale = w.abs().max() * 2 / 255
+    eps = (torch.clamp(torch.round(w / scale), -128, 127) * scale - w).double().sum(dim=(2, 3))
+    assert torch.allclose(block.conv2.bias.detach().double(), -(eps @ mean), atol=1e-6)
+    # the float function is unchanged by equalization (quantizers off, the correction subtracted back)
+    from qdbev.quant import set_mode
+    set_mode(net, 'off')
+    with torch.no_grad():
+        for _, _, second in pairs:
+            layer = dict(net.named_modules())[second]
+            layer.bias.zero_()
+        assert torch.allclose(net(x)[0], ref, atol=1e-4 * float(ref.abs().max()))
+    assert not torch.equal(w, w2_before)  # equalization did rescale the weights
