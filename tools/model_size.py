@@ -153,12 +153,21 @@ def paper_model(config_path: str) -> Optional[str]:
     return None
 
 
+def paper_convention(rep: dict, w_bits: int, a_bits: int) -> dict:
+    """The paper's way of counting (QD-BEV Table 2: 31.7 M parameters x 32 bit = 126.8 MB): every parameter at
+    ``w_bits``, MB = 10^6 bytes, every multiply-accumulate at ``w_bits`` x ``a_bits``."""
+    t = rep['total']
+    return dict(size_mb=t['params'] * w_bits / 8 / 1e6, tbops=t['macs'] * w_bits * a_bits / 1e12)
+
+
 def paper_lines(key: Optional[str], rep: dict, w_bits: int, a_bits: int) -> list:
     if key is None:
         return []
     p = PAPER[key]
-    size, tbops = rep['total']['size_mb'], rep['total']['bops'] / 1e12
-    out = []
+    conv = paper_convention(rep, w_bits, a_bits)
+    size, tbops = conv['size_mb'], conv['tbops']
+    out = [f'counted as the paper counts (every parameter at {w_bits} bits, MB = 1e6 B, every MAC at '
+           f'{w_bits}x{a_bits}): {size:.2f} MB, {tbops:.3f} TBOPS']
     if w_bits == 32 and a_bits == 32:
         out.append(f'paper BEVFormer-{key} FP32: {p["size_mb"]} MB, {p["tbops"]} TBOPS; '
                    f'ours / paper: size {size / p["size_mb"]:.3f}, BOPS {tbops / p["tbops"]:.3f}')
@@ -203,7 +212,8 @@ def main(argv=None) -> Dict:
     for line in paper_lines(paper_model(args.config), rep, args.w_bits, args.a_bits):
         print(line)
     result = dict(config=args.config, w_bits=args.w_bits, a_bits=args.a_bits, img_size=list(img_hw), cams=args.cams,
-                  total=t, stages=rep['stages'], layers=rep['layers'])
+                  total=t, paper_convention=paper_convention(rep, args.w_bits, args.a_bits), stages=rep['stages'],
+                  layers=rep['layers'])
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(result, f, indent=1)

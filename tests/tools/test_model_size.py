@@ -92,3 +92,12 @@ def test_img_size_from_config():
 def test_missing_config_is_one_line():
     with pytest.raises(SystemExit, match='no such file'):
         model_size.main(['configs/nope.py'])
+
+
+def test_paper_convention_counts_every_parameter_at_w_bits(runs):
+    for (w, a) in ((32, 32), (4, 6)):
+        total, conv = runs[(w, a)]['total'], runs[(w, a), 'json']['paper_convention']
+        assert conv['size_mb'] == pytest.approx(total['params'] * w / 8 / 1e6, rel=1e-12)
+        assert conv['tbops'] == pytest.approx(total['macs'] * w * a / 1e12, rel=1e-12)
+    lines = model_size.paper_lines('tiny', dict(total=dict(params=31.7e6, macs=60.87e9, size_mb=0, bops=0)), 32, 32)
+    assert '126.80 MB' in lines[0] and '62.331 TBOPS' in lines[0]  # the paper's own FP32 tiny figures
