@@ -14,15 +14,21 @@ Scale sources, in order:
     frozen              the scale computed from the observer when calibration ended (``freeze``).
 A quantizer asked to quantize before any calibration initialises its scale from the first tensor it sees.
 
+Dynamic reuse: a dynamic quantizer remembers which tensor (the same object, storage and in-place version counter)
+its scale came from and does not recompute it for that tensor; without autograd (the history frames of a training
+step, inference) it also reuses its last output. Weights change only in place (optimizer steps, ``load_state_dict``),
+which bumps the version; edits through ``.data`` do not: call :meth:`clear_cache` after those.
+
 ``bits`` and ``mode`` travel in the module's state dict (``_extra_state``); loading a float checkpoint (without
 any quantizer keys) into a quantized model is accepted and leaves the quantizers uncalibrated.
 """
+import weakref
 from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
 
-from .fake_quant import FLOAT_BITS, check_bits, fake_quantize, qrange, symmetric_scale
+from .fake_quant import FLOAT_BITS, check_bits, fake_quantize, fake_quantize_frozen, qrange, symmetric_scale
 from .observers import MinMaxObserver, Observer, build_observer
 
 MODES = ('observe', 'quantize', 'off')
@@ -63,6 +69,7 @@ class FakeQuantizer(nn.Module):
             self.register_buffer('scale', torch.ones(()))
         self.register_buffer('initialized', torch.tensor(False))
         self._ready = False  # python mirror of `initialized`: no device sync on the forward path
+        self.clear_cache()
         self.register_load_state_dict_post_hook(FakeQuantizer._accept_float_checkpoint)
 
     @staticmethod
@@ -100,7 +107,8 @@ class FakeQuantizer(nn.Module):
                     self.scale = scale.clone()
             else:
                 self.scale.copy_(scale)
-        self.set_initialized(True)
+        if not self._ready:  # a dynamic scale is reassigned at every new weight: no fill kernel each time
+            self.set_initialized(True)
 
     def set_initialized(self, flag: bool) -> None:
         """Mark the scale as calibrated (or not: the next quantizing forward then derives it)."""
@@ -114,15 +122,49 @@ class FakeQuantizer(nn.Module):
         # a float (32-bit) quantizer keeps its statistics: the first forward below 32 bits derives its scale
         self.mode = 'quantize'
 
+    def clear_cache(self) -> None:
+        """Forget the tensor the dynamic scale and the last no-grad output were computed from."""
+        self._scale_src = None
+        self._cached_out = None
+
+    def _source(self, x: Tensor):
+        """Identity of ``x`` for the dynamic reuse: (weak reference, storage pointer, version, bits)."""
+        try:
+            return weakref.ref(x), x.data_ptr(), x._version, self.bits
+        except (RuntimeError, TypeError):  # inference-mode tensors have no version counter
+            return None
+
+    def _same_source(self, x: Tensor) -> bool:
+        src = self._scale_src
+        return (src is not None and src[0]() is x and src[1] == x.data_ptr() and src[2] == x._version
+                and src[3] == self.bits)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state['_scale_src'] = state['_cached_out'] = None  # weak references do not pickle
+        return state
+
+    def train(self, mode: bool = True) -> 'FakeQuantizer':
+        self.clear_cache()
+        return super().train(mode)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.clear_cache()
+        return super()._apply(fn, *args, **kwargs)
+
     def current_scale(self, x: Tensor) -> Tensor:
         """The scale the next quantizing forward on ``x`` uses (computing it if dynamic or uninitialised)."""
         if self.dynamic:
+            if self._same_source(x) and not torch.jit.is_tracing():
+                return self.scale
+            self._cached_out = None
             if isinstance(self.observer, MinMaxObserver):  # Eq. 1 on the tensor itself, without the bookkeeping
                 self._assign_scale(symmetric_scale(x, self.bits, self.ch_axis))
             else:
                 self.observer.reset()
                 self.observer(x)
                 self._assign_scale(self.observer.compute_scale(self.bits))
+            self._scale_src = self._source(x)
         elif not self._ready:
             if not bool(self.observer.initialized):
                 self.observer(x)
@@ -145,8 +187,18 @@ class FakeQuantizer(nn.Module):
             return x
         if self.bits == FLOAT_BITS:
             return x
+        if self._ready and not self.dynamic and not self.learnable and self.ch_axis is None \
+                and x.dtype == torch.float32:  # calibrated activations: the fused kernel without argument checks
+            return fake_quantize_frozen(x, self.bits, self.scale)
         scale = self.current_scale(x)
-        return fake_quantize(x, self.bits, scale, self.ch_axis, grad_factor=self._grad_factor(x))
+        if not self.dynamic:
+            return fake_quantize(x, self.bits, scale, self.ch_axis, grad_factor=self._grad_factor(x))
+        if (torch.is_grad_enabled() and x.requires_grad) or torch.jit.is_tracing():
+            self._cached_out = None  # the graph needs its own output; free the no-grad copy
+            return fake_quantize(x, self.bits, scale, self.ch_axis, grad_factor=self._grad_factor(x))
+        if self._cached_out is None or not self._same_source(x):
+            self._cached_out = fake_quantize(x, self.bits, scale, self.ch_axis, grad_factor=self._grad_factor(x))
+        return self._cached_out
 
     def extra_repr(self) -> str:
         kind = 'learnable' if self.learnable else ('dynamic' if self.dynamic else 'frozen')
@@ -174,6 +226,7 @@ class FakeQuantizer(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
+        self.clear_cache()
         key = prefix + 'scale'
         if key in state_dict and state_dict[key].shape != self.scale.shape:
             if isinstance(self.scale, nn.Parameter):

@@ -29,6 +29,7 @@ from torch import nn
 from .fake_quant import check_bits
 from .fake_quantizer import FakeQuantizer
 from .modules import QuantConv2d, QuantLinear, QuantModule, QuantMultiheadAttention
+from .observers import OBSERVERS
 
 __all__ = ['DEFAULT_QCONFIG', 'check_qconfig', 'quantize_model', 'quant_layers', 'quantizers', 'set_bits',
            'set_mode', 'calibration', 'quant_state', 'load_quant_state', 'stage_of']
@@ -47,7 +48,8 @@ def _type_name(m: nn.Module) -> str:
 
 
 def check_qconfig(qconfig: dict) -> dict:
-    """Fill defaults and validate a qconfig; raises ``ValueError`` naming the offending key."""
+    """Fill defaults and validate a qconfig; raises ``ValueError`` naming the offending key (``KeyError`` for an
+    unknown observer name, as :func:`build_observer`)."""
     if not isinstance(qconfig, dict):
         raise ValueError(f'qconfig must be a dict, got {type(qconfig).__name__}')
     unknown = sorted(set(qconfig) - set(DEFAULT_QCONFIG))
@@ -65,6 +67,9 @@ def check_qconfig(qconfig: dict) -> dict:
     for key in ('w_observer', 'a_observer'):
         if not isinstance(cfg[key], (str, dict)):
             raise ValueError(f'qconfig {key} must be an observer name or dict(type=...), got {cfg[key]!r}')
+        name = cfg[key] if isinstance(cfg[key], str) else cfg[key].get('type')
+        if name not in OBSERVERS:
+            raise KeyError(f'qconfig {key}: unknown observer {name!r}; known observers: {sorted(OBSERVERS)}')
     return cfg
 
 
@@ -148,11 +153,23 @@ def quantize_model(model: nn.Module, qconfig: dict) -> nn.Module:
                 skipped.append(f'{name} ({type(child).__name__})')
             visit(child, name)
 
+    _check_stages_matched(model, cfg['stages'])  # before anything is swapped
     visit(model, '')
     if skipped:
         warnings.warn(f'quantize_model: kept float (unsupported subclasses): {skipped}')
     model._qdbev_stages = {k: list(v) for k, v in cfg['stages'].items()}
     return model
+
+
+def _check_stages_matched(model: nn.Module, stages: Dict[str, Sequence[str]]) -> None:
+    """Refuse a ``stages`` entry whose module-name prefixes match no module of ``model`` (a stage named after
+    modules the model does not have would silently never be quantized)."""
+    names = [name for name, _ in model.named_modules() if name]
+    empty = [stage for stage, patterns in stages.items() if patterns and not any(_matches(n, patterns) for n in names)]
+    if empty:
+        top = [name for name, _ in model.named_children()]
+        raise ValueError(f'qconfig stages.{empty[0]}: {list(stages[empty[0]])} match no module of '
+                         f'{type(model).__name__}; use its module names (top level: {top[:8]})')
 
 
 def quant_layers(model: nn.Module) -> Iterator[Tuple[str, QuantModule]]:

@@ -1,14 +1,14 @@
 """tools/export_quantized.py on BEVFormer-nano: a QD-BEV student (random init, W4A6 qconfig of
 configs/qdbev/qdbev_nano_synth_w4a6.py, calibrated on random images) exported to the packed file and its image
 backbone + neck to ONNX (1 camera, 64x64); and the PTQ route from a bevformer config + FP checkpoint on the session's
-synthetic set (setup of tests/tools/test_ptq.py)."""
+synthetic set (config of tests/tools/small_nano.py)."""
 import os.path as osp
 import re
 
 import pytest
 import torch
 
-from tests.tools.test_ptq import CONFIG, ROOT, run_tool
+from tests.tools.small_nano import ROOT, run_tool, write_config
 
 QDBEV_CONFIG = osp.join(ROOT, 'configs/qdbev/qdbev_nano_synth_w4a6.py')
 TOOL = osp.join(ROOT, 'tools/export_quantized.py')
@@ -82,9 +82,7 @@ def test_onnx_backbone_neck_runs_in_onnxruntime(student_export):
 
 def test_ptq_route_from_fp_checkpoint(synth_set, tmp_path):
     from tools.model_size import build_model, load_config
-    config = tmp_path / 'nano_ptq.py'
-    config.write_text(CONFIG.format(base=osp.join(ROOT, 'configs/bevformer/bevformer_nano_synth.py'),
-                                    data_root=synth_set.root + '/'))
+    config = write_config(tmp_path / 'nano_ptq.py', synth_set.root)
     torch.manual_seed(0)
     model = build_model(load_config(str(config)).model.to_dict())
     ckpt = str(tmp_path / 'fp.pth')

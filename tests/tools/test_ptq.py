@@ -3,7 +3,6 @@ initialised BEVFormer-nano checkpoint: 32/32, 8/8 and the 8/8 DFQ row (--dfq), 1
 table / json / png, and its 32/32 row is the FP model evaluated exactly as tools/test.py evaluates it (same NDS / mAP,
 same boxes)."""
 import json
-import os
 import os.path as osp
 import re
 import subprocess
@@ -14,47 +13,16 @@ import torch
 
 from projects.qdbev.ptq import parse_setting, setting_qconfig
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CONFIG = """
-_base_ = [{base!r}]
-data_root = {data_root!r}
-img_scale = 1.0
-train_pipeline = [
-    dict(step, scale=img_scale) if step['type'] == 'ScaleMultiViewImage' else step
-    for step in _base_.train_pipeline if step['type'] != 'MultiViewWrapper'
-]
-test_pipeline = [
-    dict(step, scale=img_scale) if step['type'] == 'ScaleMultiViewImage' else step for step in _base_.test_pipeline
-]
-train_dataloader = dict(num_workers=0, persistent_workers=False,
-                        dataset=dict(data_root=data_root, pipeline=train_pipeline))
-val_dataloader = dict(num_workers=0, persistent_workers=False,
-                      dataset=dict(data_root=data_root, pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(data_root=data_root, ann_file=data_root + 'nuscenes_infos_val.pkl')
-test_evaluator = val_evaluator
-model = dict(pts_bbox_head=dict(
-    bev_h=16, bev_w=16, num_query=100, positional_encoding=dict(row_num_embed=16, col_num_embed=16),
-    transformer=dict(encoder=dict(num_layers=1))))
-default_hooks = dict(visualization=dict(type='Det3DVisualizationHook', draw=False))
-randomness = dict(seed=0)
-"""
+from tests.tools.small_nano import ROOT, run_tool, write_config
 
-
-def run_tool(argv, cwd):
-    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
-    proc = subprocess.run([sys.executable] + argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f'{argv[0]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'
-    return proc.stdout + proc.stderr
+EXTRA = "default_hooks = dict(visualization=dict(type='Det3DVisualizationHook', draw=False))\n"
 
 
 @pytest.fixture(scope='module')
 def ptq_run(synth_set, tmp_path_factory):
     from tools.model_size import build_model, load_config
     tmp = tmp_path_factory.mktemp('ptq')
-    config = tmp / 'nano_ptq.py'
-    config.write_text(CONFIG.format(base=osp.join(ROOT, 'configs/bevformer/bevformer_nano_synth.py'),
-                                    data_root=synth_set.root + '/'))
+    config = write_config(tmp / 'nano_ptq.py', synth_set.root, EXTRA)
     torch.manual_seed(0)
     model = build_model(load_config(str(config)).model.to_dict())
     ckpt = str(tmp / 'random_init.pth')

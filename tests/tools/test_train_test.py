@@ -10,47 +10,19 @@ import sys
 import numpy as np
 import pytest
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from tests.tools.small_nano import ROOT, run_tool, write_config
+
 EPOCHS = 5  # 4 training samples per epoch
 ITERS = 4 * EPOCHS
 
-CONFIG = """
-_base_ = [{base!r}]
-data_root = {data_root!r}
-img_scale = 1.0
-train_pipeline = [
-    dict(step, scale=img_scale) if step['type'] == 'ScaleMultiViewImage' else step
-    for step in _base_.train_pipeline if step['type'] != 'MultiViewWrapper'
-]
-test_pipeline = [
-    dict(step, scale=img_scale) if step['type'] == 'ScaleMultiViewImage' else step for step in _base_.test_pipeline
-]
-train_dataloader = dict(num_workers=0, persistent_workers=False,
-                        dataset=dict(data_root=data_root, pipeline=train_pipeline))
-val_dataloader = dict(num_workers=0, persistent_workers=False,
-                      dataset=dict(data_root=data_root, pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(data_root=data_root, ann_file=data_root + 'nuscenes_infos_val.pkl')
-test_evaluator = val_evaluator
-# a smaller nano (16x16 BEV, 1 encoder layer, 100 queries) keeps the subprocess runs short
-model = dict(pts_bbox_head=dict(
-    bev_h=16, bev_w=16, num_query=100, positional_encoding=dict(row_num_embed=16, col_num_embed=16),
-    transformer=dict(encoder=dict(num_layers=1))))
+EXTRA = """
 train_cfg = dict(max_epochs={epochs}, val_interval=100000)
 param_scheduler = []
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval={epochs}),
                      visualization=dict(type='Det3DVisualizationHook', draw=False))
 log_processor = dict(window_size=1)
-randomness = dict(seed=0)
 """
-
-
-def run_tool(argv, cwd):
-    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='2')
-    proc = subprocess.run([sys.executable] + argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f'{argv[0]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'
-    return proc.stdout + proc.stderr
 
 
 def scalars(work_dir):
@@ -76,11 +48,9 @@ def tiny_set(tmp_path_factory):
 def trained(tiny_set, tmp_path_factory):
     """Config file and work dir after ``ITERS`` iterations of tools/train.py (run from another cwd)."""
     tmp = tmp_path_factory.mktemp('run')
-    config = tmp / 'nano_tiny.py'
-    config.write_text(CONFIG.format(base=osp.join(ROOT, 'configs/bevformer/bevformer_nano_synth.py'),
-                                    data_root=tiny_set + '/', epochs=EPOCHS))
+    config = write_config(tmp / 'nano_tiny.py', tiny_set, EXTRA.format(epochs=EPOCHS))
     work_dir = str(tmp / 'work')
-    run_tool([osp.join(ROOT, 'tools/train.py'), str(config), '--work-dir', work_dir], cwd=str(tmp))
+    run_tool([osp.join(ROOT, 'tools/train.py'), str(config), '--work-dir', work_dir], cwd=str(tmp), threads=2)
     return str(config), work_dir
 
 

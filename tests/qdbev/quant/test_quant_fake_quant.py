@@ -75,6 +75,13 @@ def test_fused_equals_reference_values_and_gradients():
         for axis in (None, 1):
             s = symmetric_scale(x, bits, axis) * 0.7  # clip part of the values
             assert torch.equal(fake_quantize(x, bits, s, axis), fake_quantize_reference(x, bits, s, axis))
+            qmax = 2 ** (bits - 1) - 1  # and torch's own kernels, independently
+            if axis is None:
+                torch_fq = torch.fake_quantize_per_tensor_affine(x, float(s), 0, -qmax - 1, qmax)
+            else:
+                torch_fq = torch.fake_quantize_per_channel_affine(x, s.reshape(-1), torch.zeros(s.numel(),
+                                                                  dtype=torch.int32), axis, -qmax - 1, qmax)
+            assert torch.allclose(fake_quantize(x, bits, s, axis), torch_fq, rtol=0, atol=1e-5 * float(s.max()))
             grads = []
             for fused in (True, False):
                 xx, ss = x.clone().requires_grad_(), s.clone().requires_grad_()

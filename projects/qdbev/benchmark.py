@@ -1,0 +1,525 @@
+"""Speed and memory of QD-BEV training and inference beside plain BEVFormer (issue 9), used by tools/benchmark.py.
+
+Measurements (all in one process, on one device):
+
+* P1 ``qat_vgd_step_over_fp_step``: one QAT+VGD training step of ``QDBEVDistiller`` (frozen FP teacher forward
+  under ``no_grad``, fake-quantized student forward/backward, detection + VGD losses, AdamW with gradient clipping)
+  over one FP BEVFormer training step (same architecture, same batch, same optimizer).
+* P2 ``qat_vgd_memory_over_fp``: peak GPU memory of the same two steps (weights, optimizer state and activations;
+  each model alone on the device). GPU only.
+* P3 ``fakequant_infer_over_fp``: test-mode ``predict`` of the calibrated W4A6 student over the FP model.
+* P4 ``deform_attn_ours_over_mmcv``: forward+backward of the project's pure-PyTorch deformable attention sampling
+  (mmcv's ``multi_scale_deformable_attn_pytorch``, what :func:`multi_scale_deform_attn` runs without the kernel)
+  over mmcv's CUDA ``MultiScaleDeformableAttnFunction``. GPU only.
+
+Timing: ``warmup`` untimed calls, then ``reps`` timed calls, each bracketed by ``torch.cuda.synchronize``; the
+median is reported. Batches are made directly as tensors and ``Det3DDataSample`` s (no dataset), already run through
+the model's data preprocessor once, so the steps time the model alone.
+"""
+import copy
+import os
+import os.path as osp
+import platform
+import statistics
+import tempfile
+import time
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+RATIO_KEYS = ('qat_vgd_step_over_fp_step', 'qat_vgd_memory_over_fp', 'fakequant_infer_over_fp',
+              'deform_attn_ours_over_mmcv')
+GOALS = dict(qat_vgd_step_over_fp_step=1.45, qat_vgd_memory_over_fp=1.35, fakequant_infer_over_fp=1.15,
+             deform_attn_ours_over_mmcv=1.10)
+CAM_YAWS = (0, -55, 55, 180, 110, -110)  # a six-camera ring (yaw of each optical axis, degrees)
+
+# --quick: the real configs shrunk so one CPU run takes seconds (the ratios are then only a smoke figure)
+QUICK_OVERRIDES = {
+    'pts_bbox_head.bev_h': 16, 'pts_bbox_head.bev_w': 16, 'pts_bbox_head.num_query': 50,
+    'pts_bbox_head.positional_encoding.row_num_embed': 16, 'pts_bbox_head.positional_encoding.col_num_embed': 16,
+    'pts_bbox_head.transformer.encoder.num_layers': 1, 'pts_bbox_head.transformer.decoder.num_layers': 2,
+    'img_backbone.depth': 18, 'img_backbone.out_indices': (3, ), 'img_neck.in_channels': [512],
+}
+
+
+# ---------------------------------------------------------------------------------------------------- timing
+def device_name(device: torch.device) -> str:
+    """``'cuda: NVIDIA H100 80GB HBM3'`` or ``'cpu: <processor> (N threads)'``: the key of a run in the JSON."""
+    if device.type == 'cuda':
+        return f'cuda: {torch.cuda.get_device_name(device)}'
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            names = [ln.split(':', 1)[1].strip() for ln in f if ln.startswith('model name')]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return f'cpu: {cpu} ({torch.get_num_threads()} threads)'
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def median_ms(fn: Callable[[], object], reps: int, warmup: int, device: torch.device) -> Dict[str, object]:
+    """Median wall time of ``fn`` in milliseconds over ``reps`` calls after ``warmup`` calls (CUDA synchronised
+    before and after each call). Returns ``dict(median_ms, min_ms, reps)``."""
+    if reps < 1:
+        raise ValueError(f'--reps must be >= 1, got {reps}')
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return dict(median_ms=round(statistics.median(times), 3), min_ms=round(min(times), 3), reps=reps)
+
+
+def peak_mib(fn: Callable[[], object], device: torch.device) -> Optional[float]:
+    """Peak allocated GPU memory (MiB) during one call of ``fn``, everything already resident included
+    (weights, optimizer state); None on CPU."""
+    if device.type != 'cuda':
+        return None
+    _sync(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    _sync(device)
+    return round(torch.cuda.max_memory_allocated(device) / 2 ** 20, 1)
+
+
+def profile_table(fn: Callable[[], object], device: torch.device, path: str, rows: int = 40) -> None:
+    """One call of ``fn`` under ``torch.profiler``; writes the operator tables (by device time on CUDA, and by CPU
+    time) to ``path``."""
+    from torch.profiler import ProfilerActivity, profile
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
+    _sync(device)
+    with profile(activities=acts) as prof:
+        fn()
+        _sync(device)
+    keys = (['cuda_time_total'] if device.type == 'cuda' else []) + ['cpu_time_total']
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(path, 'w') as f:
+        for key in keys:
+            f.write(f'sorted by {key}\n')
+            f.write(prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=70) + '\n')
+
+
+def ratio(num: Optional[float], den: Optional[float]) -> Optional[float]:
+    """``num / den`` rounded to 3 decimals, None when either is missing."""
+    if num is None or den is None or den <= 0:
+        return None
+    return round(float(num) / float(den), 3)
+
+
+# ---------------------------------------------------------------------------------------------------- batches
+def ring_lidar2img(height: int, width: int, num_cams: int = 6) -> np.ndarray:
+    """``[N_cam, 4, 4]`` lidar->image matrices of pinhole cameras at the lidar origin (90 deg horizontal FOV) looking
+    along :data:`CAM_YAWS`; principal point at the image centre."""
+    mats = []
+    for yaw_deg in CAM_YAWS[:num_cams]:
+        yaw = np.radians(yaw_deg)
+        l2c = np.eye(4)
+        l2c[:3, :3] = [[np.sin(yaw), -np.cos(yaw), 0.0], [0.0, 0.0, -1.0], [np.cos(yaw), np.sin(yaw), 0.0]]
+        k = np.eye(4)
+        k[0, 0] = k[1, 1] = width / 2
+        k[0, 2], k[1, 2] = width / 2, height / 2
+        mats.append(k @ l2c)
+    return np.stack(mats).astype(np.float32)
+
+
+def _can_bus(x: float, y: float, yaw_deg: float) -> np.ndarray:
+    cb = np.zeros(18)
+    cb[0], cb[1], cb[3] = x, y, 1.0
+    cb[16] = np.radians(yaw_deg) % (2 * np.pi)
+    cb[17] = yaw_deg % 360
+    return cb
+
+
+def data_samples(batch: int, queue: int, img_hw: Tuple[int, int], num_cams: int = 6, frame: int = 10,
+                 with_gt: bool = True) -> list:
+    """``batch`` ``Det3DDataSample`` s of consecutive frames ``frame, frame + 1, ...`` of one scene: lidar2img of
+    :func:`ring_lidar2img`, can_bus, scene/frame, ``queue_metas`` of the T-1 previous frames, two GT boxes."""
+    from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
+    from mmengine.structures import InstanceData
+    l2i = ring_lidar2img(*img_hw, num_cams)
+    samples = []
+    for b in range(batch):
+        cur = frame + b
+        metas = [dict(lidar2img=l2i, can_bus=_can_bus(0.5 * k, 0.0, 2.0 * k), scene_token='scene-bench',
+                      frame_idx=cur - queue + 1 + k, img_shape=tuple(img_hw)) for k in range(queue - 1)]
+        sample = Det3DDataSample(metainfo=dict(
+            sample_idx=cur, token=f'bench-{cur}', scene_token='scene-bench', frame_idx=cur, lidar2img=l2i,
+            img_shape=tuple(img_hw), can_bus=_can_bus(0.5 * cur, 0.1 * cur, 2.0 * cur), num_cams=num_cams,
+            box_type_3d=LiDARInstance3DBoxes, queue_metas=metas))
+        if with_gt:
+            gt = InstanceData()
+            gt.bboxes_3d = LiDARInstance3DBoxes(torch.tensor([[10.0, 0.5, -1.8, 4.5, 1.9, 1.6, 0.3, 2.0, 0.0],
+                                                              [2.0, 8.0, -1.8, 0.6, 0.7, 1.8, 1.2, 0.0, 1.0]]),
+                                                box_dim=9)
+            gt.labels_3d = torch.tensor([0, 8])
+            sample.gt_instances_3d = gt
+        samples.append(sample)
+    return samples
+
+
+def raw_batch(batch: int, queue: int, img_hw: Tuple[int, int], num_cams: int = 6, frame: int = 10,
+              seed: int = 0, with_gt: bool = True) -> dict:
+    """What the dataloader yields: per sample ``[T*N_cam, 3, H, W]`` random images in [0, 255] and the
+    :func:`data_samples`."""
+    g = torch.Generator().manual_seed(seed)
+    images = [torch.rand(queue * num_cams, 3, *img_hw, generator=g) * 255 for _ in range(batch)]
+    return dict(inputs=dict(img=images), data_samples=data_samples(batch, queue, img_hw, num_cams, frame, with_gt))
+
+
+# ---------------------------------------------------------------------------------------------------- models
+def load_configs(qdbev_config: str, fp_config: str, quick: bool = False):
+    """``(distiller model dict, FP model dict, queue_length, optimizer dict)`` from the two config files; ``quick``
+    applies :data:`QUICK_OVERRIDES` to both architectures."""
+    from mmengine.config import Config
+    for path in (qdbev_config, fp_config):
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'{path}: config not found; pass --qdbev-config / --fp-config')
+    qcfg, fcfg = Config.fromfile(qdbev_config), Config.fromfile(fp_config)
+    if 'architecture' not in qcfg.model:
+        raise ValueError(f'{qdbev_config}: model.architecture missing; pass a configs/qdbev/*.py distiller config')
+    if quick:
+        qcfg.merge_from_dict({f'model.architecture.{k}': v for k, v in QUICK_OVERRIDES.items()})
+        fcfg.merge_from_dict({f'model.{k}': v for k, v in QUICK_OVERRIDES.items()})
+    queue = int(fcfg.get('queue_length', 3))
+    optim = fcfg.optim_wrapper.optimizer.to_dict() if 'optim_wrapper' in fcfg else dict(lr=2e-4, weight_decay=0.01)
+    return qcfg.model.to_dict(), fcfg.model.to_dict(), queue, optim
+
+
+def build_models(distiller_cfg: dict, fp_cfg: dict, device: torch.device, workdir: str, seed: int = 0):
+    """The FP BEVFormer and the distiller (mode ``vgd``) with the same random weights: the FP model's state is saved
+    to ``workdir/teacher.pth`` and read by the distiller's ``init_weights`` as its teacher checkpoint."""
+    from mmdet3d.registry import MODELS
+    from mmengine.registry import init_default_scope
+    import projects.bevformer.bevformer  # noqa: F401
+    import projects.qdbev.distiller  # noqa: F401 (registers QDBEVDistiller)
+    init_default_scope('mmdet3d')
+    torch.manual_seed(seed)
+    fp = MODELS.build(copy.deepcopy(fp_cfg))
+    fp.init_weights()
+    ckpt = osp.join(workdir, 'teacher.pth')
+    torch.save(dict(meta=dict(), state_dict=fp.state_dict()), ckpt)
+    cfg = copy.deepcopy(distiller_cfg)
+    cfg.update(teacher_checkpoint=ckpt, distill_mode='vgd')
+    distiller = MODELS.build(cfg)
+    distiller.init_weights()
+    return fp.to(device), distiller.to(device)
+
+
+def make_optimizer(model: torch.nn.Module, optim_cfg: dict) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters (lr / weight decay of the config; mmengine's paramwise backbone lr
+    multiplier does not change the cost and is left out)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=float(optim_cfg.get('lr', 2e-4)),
+                             weight_decay=float(optim_cfg.get('weight_decay', 0.01)))
+
+
+def train_step_fn(model, data: dict, optim: torch.optim.Optimizer, max_norm: float = 35.0) -> Callable[[], float]:
+    """One training step on the preprocessed ``data``: losses (``mode='loss'``), sum of the ``loss*`` terms,
+    backward, clipping at ``max_norm``, optimizer step. The closure returns nothing (no host sync inside)."""
+    params = [p for g in optim.param_groups for p in g['params']]
+
+    def step():
+        optim.zero_grad(set_to_none=True)
+        losses = model(**data, mode='loss')
+        total = sum(v for k, v in losses.items() if 'loss' in k)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+        optim.step()
+    return step
+
+
+def predict_fn(detector, preprocessor, img_hw: Tuple[int, int], batch: int, num_cams: int,
+               calls: int) -> Callable[[], object]:
+    """Test-mode ``predict`` of one frame per call, consecutive frames of one scene (so each call uses the
+    previous BEV, as in video test mode). The ``calls`` batches are made and preprocessed (moved to the device,
+    normalised, padded) beforehand, so the calls time the model alone."""
+    raw = raw_batch(batch, 1, img_hw, num_cams, with_gt=False)
+    imgs = preprocessor(raw, False)['inputs']
+    frames = [data_samples(batch, 1, img_hw, num_cams, frame=100 + k * batch, with_gt=False) for k in range(calls)]
+    state = dict(k=0)
+
+    def infer():
+        samples = frames[state['k'] % calls]
+        state['k'] += 1
+        with torch.no_grad():
+            return detector.predict(imgs, samples)
+    return infer
+
+
+def calibrate(distiller, raw: dict) -> None:
+    """Calibrate the student's activation quantizers on one batch (as ``QuantCalibrationHook`` does)."""
+    distiller.calibrate_student([raw])
+    distiller.train()
+
+
+def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dict, device: torch.device,
+                   img_hw: Tuple[int, int], batch: int, reps: int, warmup: int, num_cams: int = 6,
+                   with_infer: bool = True, with_train: bool = True, profile_dir: Optional[str] = None
+                   ) -> Dict[str, object]:
+    """P1, P2 and P3 at one batch size; each model is alone on the device while it is measured. ``profile_dir``:
+    also write ``torch.profiler`` tables of one call of each (``<what>_b<batch>.txt``)."""
+    def profiled(fn, what):
+        if profile_dir:
+            profile_table(fn, device, osp.join(profile_dir, f'{what}_b{batch}.txt'))
+    out: Dict[str, object] = dict(batch=batch, img_hw=list(img_hw), queue=queue, num_cams=num_cams)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp, distiller = build_models(distiller_cfg, fp_cfg, torch.device('cpu'), tmp)
+    raw = raw_batch(batch, queue, img_hw, num_cams)
+    # FP
+    fp.to(device)
+    if with_train:
+        fp.train()
+        data = fp.data_preprocessor(raw, True)
+        step = train_step_fn(fp, data, make_optimizer(fp, optim_cfg))
+        out['fp_step'] = median_ms(step, reps, warmup, device)
+        out['fp_step_peak_mib'] = peak_mib(step, device)
+        profiled(step, 'fp_step')
+        del data, step
+    if with_infer:
+        fp.eval()
+        infer = predict_fn(fp, fp.data_preprocessor, img_hw, batch, num_cams, reps + warmup + 1)
+        out['fp_infer'] = median_ms(infer, reps, warmup, device)
+        profiled(infer, 'fp_infer')
+    fp.cpu()
+    del fp
+    if device.type == 'cuda':
+        torch.cuda.empty_cache()
+    # QAT + VGD
+    distiller.to(device)
+    calibrate(distiller, raw)
+    if with_train:
+        distiller.train()
+        data = distiller.data_preprocessor(raw, True)
+        step = train_step_fn(distiller, data, make_optimizer(distiller, optim_cfg))
+        out['qat_vgd_step'] = median_ms(step, reps, warmup, device)
+        out['qat_vgd_step_peak_mib'] = peak_mib(step, device)
+        profiled(step, 'qat_vgd_step')
+        del data, step
+    if with_infer:
+        distiller.eval()
+        infer = predict_fn(distiller.student, distiller.data_preprocessor, img_hw, batch, num_cams, reps + warmup + 1)
+        out['fakequant_infer'] = median_ms(infer, reps, warmup, device)
+        profiled(infer, 'fakequant_infer')
+    distiller.cpu()
+    del distiller
+    if device.type == 'cuda':
+        torch.cuda.empty_cache()
+    if with_train:
+        out['qat_vgd_step_over_fp_step'] = ratio(out['qat_vgd_step']['median_ms'], out['fp_step']['median_ms'])
+        out['qat_vgd_memory_over_fp'] = ratio(out['qat_vgd_step_peak_mib'], out['fp_step_peak_mib'])
+    if with_infer:
+        out['fakequant_infer_over_fp'] = ratio(out['fakequant_infer']['median_ms'], out['fp_infer']['median_ms'])
+    return out
+
+
+def is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.cuda.OutOfMemoryError) or 'out of memory' in str(err)
+
+
+# ---------------------------------------------------------------------------------------------------- P4
+# (name, batch (cameras x samples), queries, heads, channels per head, level (h, w) list, points)
+DEFORM_SHAPES = {
+    # BEVFormer-tiny: spatial cross-attention (6 cameras, up to all 50x50 BEV queries x 4 pillar points per camera
+    # in the worst case; 8 points x 4 anchors = 32 per level), feature map 15x25 of 480x800 at stride 32
+    'tiny_sca': (6, 2500, 8, 32, [(15, 25)], 32),
+    # BEVFormer-tiny temporal self-attention (prev + current BEV stacked: batch 2, 50x50 BEV, 4 points)
+    'tiny_tsa': (2, 2500, 8, 32, [(50, 50)], 4),
+    # BEVFormer-base: SCA on 4 FPN levels of 928x1600 (116x200 ... 15x25), 200x200 BEV, a quarter of the BEV per
+    # camera (the typical rebatched max_len), 8 points x 4 anchors
+    'base_sca': (6, 10000, 8, 32, [(116, 200), (58, 100), (29, 50), (15, 25)], 32),
+    # BEVFormer-base TSA: 200x200 BEV, batch 2, 4 points
+    'base_tsa': (2, 40000, 8, 32, [(200, 200)], 4),
+}
+
+
+def deform_inputs(shape, device: torch.device, seed: int = 0):
+    """Random ``value [B, N_v, heads, C]``, ``spatial_shapes [L, 2]``, ``level_start_index [L]``,
+    ``sampling_locations [B, N_q, heads, L, P, 2]`` in [0, 1] and softmax ``attention_weights [B, N_q, heads, L, P]``,
+    the float ones requiring grad."""
+    b, nq, heads, ch, levels, points = shape
+    g = torch.Generator().manual_seed(seed)
+    shapes = torch.tensor(levels, dtype=torch.long)
+    nv = int((shapes[:, 0] * shapes[:, 1]).sum())
+    start = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
+    value = torch.randn(b, nv, heads, ch, generator=g)
+    loc = torch.rand(b, nq, heads, len(levels), points, 2, generator=g)
+    weights = torch.randn(b, nq, heads, len(levels) * points, generator=g).softmax(-1)
+    weights = weights.view(b, nq, heads, len(levels), points)
+    tensors = [t.to(device).requires_grad_() for t in (value, loc, weights)]
+    return tensors[0], shapes.to(device), start.to(device), tensors[1], tensors[2]
+
+
+def bench_deform_attn(device: torch.device, reps: int, warmup: int,
+                      names: Sequence[str] = tuple(DEFORM_SHAPES)) -> Dict[str, object]:
+    """P4: forward+backward (sum of the output) of the pure-PyTorch path over mmcv's CUDA kernel per shape."""
+    if device.type != 'cuda':
+        return dict(skipped='P4 needs a GPU: mmcv\'s CUDA MultiScaleDeformableAttnFunction has no CPU kernel')
+    from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttnFunction,
+                                                  multi_scale_deformable_attn_pytorch)
+    out: Dict[str, object] = {}
+    for name in names:
+        args = deform_inputs(DEFORM_SHAPES[name], device)  # value, spatial_shapes, level_start_index, loc, weights
+
+        def ours(value=args[0], shapes=args[1], loc=args[3], weights=args[4]):
+            multi_scale_deformable_attn_pytorch(value, shapes, loc, weights).sum().backward()
+
+        def mmcv_cuda(value=args[0], shapes=args[1], start=args[2], loc=args[3], weights=args[4]):
+            MultiScaleDeformableAttnFunction.apply(value, shapes, start, loc, weights, 64).sum().backward()
+        row = dict(ours=median_ms(ours, reps, warmup, device), mmcv=median_ms(mmcv_cuda, reps, warmup, device))
+        row['ours_over_mmcv'] = ratio(row['ours']['median_ms'], row['mmcv']['median_ms'])
+        out[name] = row
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- data / eval
+def bench_data_loading(fp_config: str, data_root: str, num_samples: int, num_workers: Optional[int] = None
+                       ) -> Dict[str, object]:
+    """Samples/s of the FP config's train dataloader on ``data_root`` (its workers unless ``num_workers``), after
+    the first batch (worker start-up) is taken out."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import Runner
+    import projects.bevformer.bevformer  # noqa: F401
+    import projects.common  # noqa: F401 (the configs import it: checkpoint hook)
+    init_default_scope('mmdet3d')
+    cfg = Config.fromfile(fp_config)
+    loader_cfg = cfg.train_dataloader.to_dict()
+    loader_cfg['dataset']['data_root'] = data_root
+    if num_workers is not None:
+        loader_cfg['num_workers'] = num_workers
+        loader_cfg['persistent_workers'] = num_workers > 0 and loader_cfg.get('persistent_workers', False)
+    loader = Runner.build_dataloader(loader_cfg, seed=0)
+    it = iter(loader)
+    next(it)
+    count, t0 = 0, time.perf_counter()
+    for _ in range(num_samples):
+        try:
+            batch = next(it)
+        except StopIteration:
+            break
+        count += len(batch['data_samples'])
+    seconds = time.perf_counter() - t0
+    return dict(samples=count, seconds=round(seconds, 3), samples_per_s=round(count / max(seconds, 1e-9), 2),
+                num_workers=loader_cfg.get('num_workers', 0), batch_size=loader_cfg.get('batch_size', 1),
+                queue_length=loader_cfg['dataset'].get('queue_length'))
+
+
+def bench_devkit_eval(data_root: str, workdir: str) -> Dict[str, object]:
+    """Seconds of one nuscenes-devkit detection evaluation (``NuScenesMetric``) of the val ground truth fed back as
+    predictions (NDS must be ~1)."""
+    from projects.common.nuscenes_eval import evaluate_results, ground_truth_results, summarize
+    ann = osp.join(data_root, 'nuscenes_infos_val.pkl')
+    results = ground_truth_results(ann, data_root)
+    t0 = time.perf_counter()
+    metrics = evaluate_results(results, ann, data_root, workdir)
+    seconds = time.perf_counter() - t0
+    return dict(samples=len(results), seconds=round(seconds, 3), nds=summarize(metrics).get('nds'))
+
+
+# ---------------------------------------------------------------------------------------------------- results
+def headline(run: Dict[str, object]) -> Dict[str, object]:
+    """The four ratios and the absolute figures behind them, from one run's raw results (batch 1 entry)."""
+    train = run.get('train', {}).get('1') or next(iter(run.get('train', {}).values()), {})
+    out: Dict[str, object] = dict(device=run['device'])
+    for key in ('qat_vgd_step_over_fp_step', 'qat_vgd_memory_over_fp', 'fakequant_infer_over_fp'):
+        out[key] = train.get(key) if isinstance(train, dict) else None
+    out['deform_attn_ours_over_mmcv'] = None
+    deform = run.get('deform_attn', {})
+    if 'tiny_sca' in deform:
+        out['deform_attn_ours_over_mmcv'] = deform['tiny_sca']['ours_over_mmcv']
+    if isinstance(train, dict):
+        for k in ('fp_step', 'qat_vgd_step', 'fp_infer', 'fakequant_infer'):
+            if k in train:
+                out[f'{k}_ms'] = train[k]['median_ms']
+        out['fp_step_peak_mib'] = train.get('fp_step_peak_mib')
+        out['qat_vgd_step_peak_mib'] = train.get('qat_vgd_step_peak_mib')
+    if 'tiny_sca' in deform:
+        out['deform_attn_ours_ms'] = deform['tiny_sca']['ours']['median_ms']
+        out['deform_attn_mmcv_ms'] = deform['tiny_sca']['mmcv']['median_ms']
+    return out
+
+
+def merge_runs(existing: Optional[dict], run: Dict[str, object]) -> dict:
+    """Add ``run`` to ``existing['runs']`` keyed by its device (replacing that device's earlier run); the top-level
+    keys repeat :func:`headline` of the preferred run: the newest GPU run, else the newest run."""
+    runs = dict((existing or {}).get('runs', {}))
+    runs[run['device']] = run
+    gpu = [r for r in runs.values() if str(r['device']).startswith('cuda')]
+    best = max(gpu or list(runs.values()), key=lambda r: r.get('time', ''))
+    merged = headline(best)
+    merged['runs'] = runs
+    return merged
+
+
+def _fmt(v, unit: str = '') -> str:
+    if v is None:
+        return 'n/a'
+    return f'{v:g}{unit}' if isinstance(v, (int, float)) else str(v)
+
+
+def render_markdown(merged: dict) -> str:
+    """The results part of docs/benchmarks.md: one table per device run."""
+    lines = []
+    for dev, run in sorted(merged['runs'].items()):
+        lines += [f'### {dev}', '', f'`{run.get("command", "")}` ({run.get("time", "")}, torch '
+                  f'{run.get("torch", "")}{", --quick" if run.get("quick") else ""})', '',
+                  '| item | ours | reference | ratio | goal |', '|---|---|---|---|---|']
+        for bs, t in sorted(run.get('train', {}).items(), key=lambda kv: int(kv[0])):
+            if 'error' in t:
+                lines.append(f'| P1-P3 batch {bs} | {t["error"]} | | | |')
+                continue
+            hw = 'x'.join(str(v) for v in t['img_hw'])
+            tag = f'batch {bs}, {t["num_cams"]} cams {hw}, queue {t["queue"]}'
+            if 'qat_vgd_step' in t:
+                lines.append(f'| P1 QAT+VGD step / FP step ({tag}) | {t["qat_vgd_step"]["median_ms"]:g} ms | '
+                             f'{t["fp_step"]["median_ms"]:g} ms | {_fmt(t["qat_vgd_step_over_fp_step"])} | ≤ 1.45 |')
+                lines.append(f'| P2 peak memory of those steps | {_fmt(t["qat_vgd_step_peak_mib"], " MiB")} | '
+                             f'{_fmt(t["fp_step_peak_mib"], " MiB")} | {_fmt(t["qat_vgd_memory_over_fp"])} '
+                             f'| ≤ 1.35 |')
+            if 'fakequant_infer' in t:
+                infer_tag = tag.replace(f', queue {t["queue"]}', '')
+                lines.append(f'| P3 fake-quant W4A6 predict / FP predict ({infer_tag}) | '
+                             f'{t["fakequant_infer"]["median_ms"]:g} ms | {t["fp_infer"]["median_ms"]:g} ms | '
+                             f'{_fmt(t["fakequant_infer_over_fp"])} | ≤ 1.15 |')
+        deform = run.get('deform_attn', {})
+        if 'skipped' in deform:
+            lines.append(f'| P4 deformable attention | {deform["skipped"]} | | n/a | ≤ 1.10 |')
+        else:
+            for name, row in deform.items():
+                lines.append(f'| P4 deform. attn fwd+bwd {name} {DEFORM_SHAPES[name][:4]} levels '
+                             f'{DEFORM_SHAPES[name][4]} points {DEFORM_SHAPES[name][5]}: pure PyTorch / mmcv CUDA | '
+                             f'{row["ours"]["median_ms"]:g} ms | {row["mmcv"]["median_ms"]:g} ms | '
+                             f'{_fmt(row["ours_over_mmcv"])} | ≤ 1.10 |')
+        data = run.get('data_loading', {})
+        if 'skipped' in data:
+            lines.append(f'| data loading | {data["skipped"]} | | | |')
+        elif data:
+            lines.append(f'| data loading (train pipeline, {data["num_workers"]} workers, queue '
+                         f'{data["queue_length"]}) | {data["samples_per_s"]:g} samples/s | | | |')
+        ev = run.get('devkit_eval', {})
+        if 'skipped' in ev:
+            lines.append(f'| devkit evaluation | {ev["skipped"]} | | | |')
+        elif ev:
+            lines.append(f'| devkit evaluation ({ev["samples"]} val samples, GT as predictions, NDS {ev["nds"]}) '
+                         f'| {ev["seconds"]:g} s | | | |')
+        lines.append('')
+    return '\n'.join(lines)
+
+
+def now() -> str:
+    return time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())
+
+
+def environment() -> Dict[str, str]:
+    return dict(torch=torch.__version__, time=now())

@@ -1,0 +1,144 @@
+"""tools/benchmark.py: the --quick CPU run end to end, JSON/markdown merging, timing, the camera ring, and the
+dynamic weight-quantizer reuse that the profiling added to qdbev.quant.FakeQuantizer."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from projects.qdbev import benchmark as bm
+from qdbev.quant import FakeQuantizer
+from tools import benchmark as tool
+
+HEADLINE = ('device', 'qat_vgd_step_over_fp_step', 'qat_vgd_memory_over_fp', 'fakequant_infer_over_fp',
+            'deform_attn_ours_over_mmcv')
+
+
+def test_quick_cpu_run_writes_json_and_markdown(tmp_path, synth_set):
+    out_json, out_md = tmp_path / 'b.json', tmp_path / 'b.md'
+    out_md.write_text('# Benchmarks\n\nhand-written notes stay\n')
+    argv = ['--device', 'cpu', '--quick', '--reps', '1', '--warmup', '0', '--threads', '1',
+            '--data-root', synth_set.root, '--data-workers', '0', '--data-samples', '3',
+            '--out-json', str(out_json), '--out-md', str(out_md)]
+    assert tool.main(argv) == 0
+    res = json.loads(out_json.read_text())
+    assert set(HEADLINE) <= set(res) and res['device'].startswith('cpu: ')
+    for key in ('qat_vgd_step_over_fp_step', 'fakequant_infer_over_fp', 'fp_step_ms', 'qat_vgd_step_ms',
+                'fp_infer_ms', 'fakequant_infer_ms'):
+        assert isinstance(res[key], float) and res[key] > 0, key
+    # the ratios are the quotients of the absolute figures beside them
+    assert res['qat_vgd_step_over_fp_step'] == pytest.approx(res['qat_vgd_step_ms'] / res['fp_step_ms'], abs=1e-3)
+    assert res['fakequant_infer_over_fp'] == pytest.approx(res['fakequant_infer_ms'] / res['fp_infer_ms'], abs=1e-3)
+    # GPU-only items are n/a on CPU, with a note for P4
+    assert res['qat_vgd_memory_over_fp'] is None and res['deform_attn_ours_over_mmcv'] is None
+    run = res['runs'][res['device']]
+    assert 'GPU' in run['deform_attn']['skipped']
+    train = run['train']['1']
+    assert train['img_hw'] == [64, 96] and train['queue'] == 3 and train['num_cams'] == 6
+    # data loading read 3 samples of the train pipeline; the devkit scored the val GT fed back as predictions
+    assert run['data_loading']['samples'] == 3 and run['data_loading']['samples_per_s'] > 0
+    assert run['devkit_eval']['samples'] == 6 and run['devkit_eval']['nds'] > 0.99
+    md = out_md.read_text()
+    assert md.startswith('# Benchmarks\n\nhand-written notes stay\n')
+    assert f'### {res["device"]}' in md and '| P1 QAT+VGD step / FP step' in md and 'n/a' in md
+
+
+def _run(device, step_ratio, time_):
+    return dict(device=device, time=time_, train={'1': dict(
+        batch=1, img_hw=[450, 800], queue=3, num_cams=6, fp_step=dict(median_ms=100.0), qat_vgd_step=dict(
+            median_ms=100.0 * step_ratio), fp_step_peak_mib=None, qat_vgd_step_peak_mib=None,
+        qat_vgd_step_over_fp_step=step_ratio, qat_vgd_memory_over_fp=None)})
+
+
+def test_merge_keeps_one_run_per_device_and_prefers_the_gpu():
+    cpu1, gpu, cpu2 = _run('cpu: A', 2.0, '1'), _run('cuda: H100', 1.4, '2'), _run('cpu: A', 1.9, '3')
+    merged = bm.merge_runs(bm.merge_runs(None, cpu1), gpu)
+    assert set(merged['runs']) == {'cpu: A', 'cuda: H100'}
+    assert merged['device'] == 'cuda: H100' and merged['qat_vgd_step_over_fp_step'] == 1.4
+    merged = bm.merge_runs(merged, cpu2)  # a newer CPU run replaces the older one; the GPU run stays the headline
+    assert merged['runs']['cpu: A']['train']['1']['qat_vgd_step_over_fp_step'] == 1.9
+    assert merged['device'] == 'cuda: H100' and merged['qat_vgd_step_ms'] == 140.0
+    only_cpu = bm.merge_runs(None, cpu2)
+    assert only_cpu['device'] == 'cpu: A' and only_cpu['fp_step_ms'] == 100.0
+
+
+def test_markdown_block_is_replaced_and_the_rest_kept(tmp_path):
+    md = tmp_path / 'b.md'
+    md.write_text('intro\n<!-- benchmark:begin -->\nold table\n<!-- benchmark:end -->\n\n## Profiling\nkept\n')
+    tool.write_outputs(_run('cpu: A', 2.0, '1'), None, str(md))
+    text = md.read_text()
+    assert 'old table' not in text and text.startswith('intro\n') and text.endswith('## Profiling\nkept\n')
+    assert '| 200 ms | 100 ms | 2 | ≤ 1.45 |' in text
+
+
+def test_median_ms_takes_the_median_of_the_timed_calls(monkeypatch):
+    ticks = iter([0.0, 0.010, 1.0, 1.030, 2.0, 2.020])  # three timed calls of 10, 30 and 20 ms
+    monkeypatch.setattr(bm.time, 'perf_counter', lambda: next(ticks))
+    calls = []
+    res = bm.median_ms(lambda: calls.append(1), reps=3, warmup=2, device=torch.device('cpu'))
+    assert len(calls) == 5 and res['median_ms'] == pytest.approx(20.0) and res['min_ms'] == pytest.approx(10.0)
+    assert bm.ratio(3.0, 2.0) == 1.5 and bm.ratio(None, 2.0) is None and bm.peak_mib(lambda: 0, torch.device('cpu')) \
+        is None
+
+
+def test_ring_cameras_project_along_their_axes():
+    h, w = 90, 160
+    mats = bm.ring_lidar2img(h, w)
+    assert mats.shape == (6, 4, 4)
+    for cam, yaw in enumerate(bm.CAM_YAWS):
+        yaw = math.radians(yaw)
+        ahead = np.array([10 * math.cos(yaw), 10 * math.sin(yaw), 0.0, 1.0])  # 10 m along the optical axis
+        left = np.array([10 * math.cos(yaw + math.pi / 4), 10 * math.sin(yaw + math.pi / 4), 0.0, 1.0])  # 45 deg
+        u, v, d = (mats[cam] @ ahead)[:3]
+        assert (u / d, v / d, d) == pytest.approx((w / 2, h / 2, 10.0), abs=1e-4)
+        u, v, d = (mats[cam] @ left)[:3]
+        assert (u / d, v / d) == pytest.approx((0.0, h / 2), abs=1e-4)  # 45 deg left is the left image edge
+
+
+def _eq1(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """QD-BEV Eq. 1 per output channel, written out: S = 2 max|w| / (2^k - 1), codes clamped to k bits."""
+    s = 2 * w.abs().amax(1, keepdim=True) / (2 ** bits - 1)
+    return torch.clamp(torch.round(w / s), -2 ** (bits - 1), 2 ** (bits - 1) - 1) * s
+
+
+def test_dynamic_weight_quantizer_reuse_follows_the_weight():
+    q = FakeQuantizer(4, 'minmax', ch_axis=0, dynamic=True)
+    w = torch.nn.Parameter(torch.tensor([[1.5, -0.3, 0.2], [0.0, 0.75, -0.1]]))
+    with torch.no_grad():
+        first = q(w)
+        assert q(w) is first  # same weight, unchanged: the no-grad output is reused
+        assert torch.allclose(first, _eq1(w, 4))
+        w.mul_(-2.0)  # an optimizer-like in-place update bumps the version
+        second = q(w)
+        assert second is not first and torch.allclose(second, _eq1(w.detach(), 4))
+        a, b = q(w * 0.5), q(w * 0.25)  # temporaries (their memory may be reused): never taken for each other
+        assert torch.allclose(a, _eq1(w * 0.5, 4)) and torch.allclose(b, _eq1(w * 0.25, 4))
+    # with autograd the output is recomputed and the straight-through gradient is 1 inside the code range:
+    # the largest |w| of each row maps to code 2^(k-1) = 8 > 7 and is clamped, so its gradient is 0
+    w = torch.nn.Parameter(torch.tensor([[1.5, -0.3, 0.2], [0.0, 0.75, -0.1]]))
+    with torch.no_grad():
+        q(w)  # the history frames of a training step: no grad, output cached
+    out = q(w)
+    out.sum().backward()
+    assert out.grad_fn is not None and torch.allclose(out, _eq1(w.detach(), 4))
+    assert w.grad.tolist() == [[0.0, 1.0, 1.0], [1.0, 0.0, 1.0]]
+    q.eval()  # a train/eval switch forgets the cached output
+    assert q._cached_out is None
+
+
+def test_p4_is_skipped_on_cpu_with_a_note():
+    res = bm.bench_deform_attn(torch.device('cpu'), reps=1, warmup=0)
+    assert set(res) == {'skipped'} and 'GPU' in res['skipped']
+
+
+def test_calibrated_activation_fast_path_numbers_and_gradient():
+    q = FakeQuantizer(4)
+    q.set_mode('observe')
+    q(torch.tensor([-1.875, 0.3, 1.0]))
+    q.freeze()  # S = 2 * 1.875 / 15 = 0.25
+    x = torch.tensor([-2.2, -1.0, 0.3, 1.9], requires_grad=True)
+    y = q(x)  # codes -8.8 -> -9 (clamped to -8), -4, 1.2 -> 1, 7.6 -> 8 (clamped to 7)
+    assert y.tolist() == [-2.0, -1.0, 0.25, 1.75]
+    y.sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 0.0]  # straight-through inside the code range only

@@ -1,0 +1,169 @@
+#!/usr/bin/env python
+"""Speed and memory of QD-BEV beside plain BEVFormer (issue 9): P1 step time, P2 peak memory, P3 inference latency,
+P4 deformable attention, data loading and devkit evaluation time.
+
+    python tools/benchmark.py [--device cuda|cpu] [--quick] [--only P1 P2 P3 P4 data eval] [--batch 1 4]
+                              [--reps 10] [--warmup 3] [--img-size 450 800] [--data-root DIR]
+                              [--out-json docs/benchmarks.json] [--out-md docs/benchmarks.md]
+
+The models are built from ``--qdbev-config`` (default configs/qdbev/qdbev_tiny_w4a6.py: distiller, VGD mode) and
+``--fp-config`` (configs/bevformer/bevformer_tiny.py) with random weights (the FP model's state is the distiller's
+teacher checkpoint, written to a temporary file). The batches are synthetic tensors and data samples (6 cameras, the
+config's temporal queue), so P1-P3 need no data set; ``--data-root`` (a nuScenes-layout folder with infos, e.g.
+data/synthetic/quickstart) enables the data-loading and devkit items. P2 and P4 need a GPU (reported n/a on CPU).
+``--quick`` shrinks the configs (ResNet-18, BEV 16x16, 1 encoder / 2 decoder layers, 50 queries), the images to
+64x96 and the repetitions, for a smoke run of well under 2 minutes on CPU.
+
+The JSON (``--out-json``) keeps one run per device under ``runs`` (a CPU run and a GPU run live side by side; a new
+run of the same device replaces the old) and repeats the headline figures of the newest GPU run (else the newest
+run) at the top: ``device``, ``qat_vgd_step_over_fp_step``, ``qat_vgd_memory_over_fp``, ``fakequant_infer_over_fp``,
+``deform_attn_ours_over_mmcv`` and the milliseconds / MiB behind them. ``--out-md`` rewrites the block between
+``<!-- benchmark:begin -->`` and ``<!-- benchmark:end -->`` of the markdown file (the rest is kept).
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import shlex
+import sys
+import tempfile
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+from projects.qdbev import benchmark as bm  # noqa: E402
+
+ITEMS = ('P1', 'P2', 'P3', 'P4', 'data', 'eval')
+BEGIN, END = '<!-- benchmark:begin -->', '<!-- benchmark:end -->'
+MD_HEADER = """# Benchmarks (issue 9)
+
+Produced by `tools/benchmark.py` (the block below is rewritten by the tool; see the tool's docstring for the flags).
+"""
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--device', choices=('cuda', 'cpu'), default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--quick', action='store_true', help='shrunk configs and images, few repetitions (CPU smoke run)')
+    p.add_argument('--only', nargs='+', choices=ITEMS, default=None, help='items to run (default: all)')
+    p.add_argument('--batch', type=int, nargs='+', default=[1], help='batch sizes of P1-P3 (an OOM is recorded)')
+    p.add_argument('--reps', type=int, default=None, help='timed repetitions (default 10, --quick 3)')
+    p.add_argument('--warmup', type=int, default=None, help='untimed calls first (default 3, --quick 1)')
+    p.add_argument('--img-size', type=int, nargs=2, metavar=('H', 'W'), default=None,
+                   help='image size before padding (default 450 800, --quick 64 96)')
+    p.add_argument('--qdbev-config', default=osp.join(ROOT, 'configs/qdbev/qdbev_tiny_w4a6.py'))
+    p.add_argument('--fp-config', default=osp.join(ROOT, 'configs/bevformer/bevformer_tiny.py'))
+    p.add_argument('--data-root', default=None, help='nuScenes-layout folder with infos (data loading, devkit eval)')
+    p.add_argument('--data-samples', type=int, default=20, help='samples read for the data-loading rate')
+    p.add_argument('--data-workers', type=int, default=None, help='dataloader workers (default: the config\'s)')
+    p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
+    p.add_argument('--profile', default=None, metavar='DIR',
+                   help='write torch.profiler tables of one call of each P1/P3 function to DIR')
+    p.add_argument('--out-json', default=None)
+    p.add_argument('--out-md', default=None)
+    args = p.parse_args(argv)
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        p.error('--device cuda: no CUDA device visible to torch; use --device cpu')
+    if any(b < 1 for b in args.batch):
+        p.error(f'--batch: sizes must be >= 1, got {args.batch}')
+    args.reps = args.reps if args.reps is not None else (3 if args.quick else 10)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
+    if args.reps < 1 or args.warmup < 0:
+        p.error('--reps must be >= 1 and --warmup >= 0')
+    args.img_size = tuple(args.img_size or ((64, 96) if args.quick else (450, 800)))
+    args.only = set(args.only or ITEMS)
+    return args
+
+
+def run(args) -> dict:
+    """Run the selected items; returns one run record (see :func:`projects.qdbev.benchmark.merge_runs`)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from mmengine.logging import MMLogger
+    MMLogger.get_instance('qdbev_benchmark', log_level='WARNING')  # the current logger: no per-tensor init lines
+    device = torch.device(args.device)
+    record = dict(device=bm.device_name(device), quick=bool(args.quick), reps=args.reps, warmup=args.warmup,
+                  command='python tools/benchmark.py ' + ' '.join(shlex.quote(a) for a in sys.argv[1:]),
+                  **bm.environment())
+    want_train, want_infer = bool(args.only & {'P1', 'P2'}), 'P3' in args.only
+    if want_train or want_infer:
+        dcfg, fcfg, queue, optim = bm.load_configs(args.qdbev_config, args.fp_config, quick=args.quick)
+        record['train'] = {}
+        for b in args.batch:
+            print(f'[benchmark] P1-P3 batch {b} on {record["device"]} ...', flush=True)
+            try:
+                res = bm.bench_training(dcfg, fcfg, queue, optim, device, args.img_size, b, args.reps, args.warmup,
+                                        with_infer=want_infer, with_train=want_train,
+                                        profile_dir=args.profile)
+            except RuntimeError as err:
+                if not bm.is_oom(err):
+                    raise
+                res = dict(error=f'out of memory at batch {b}')
+                torch.cuda.empty_cache()
+            record['train'][str(b)] = res
+            print(json.dumps(res), flush=True)
+    if 'P4' in args.only:
+        print('[benchmark] P4 deformable attention ...', flush=True)
+        record['deform_attn'] = bm.bench_deform_attn(device, args.reps, args.warmup)
+        print(json.dumps(record['deform_attn']), flush=True)
+    if args.only & {'data', 'eval'}:
+        info_ok = args.data_root and osp.isfile(osp.join(args.data_root, 'nuscenes_infos_val.pkl'))
+        note = dict(skipped=f'no data: pass --data-root (a folder with nuscenes_infos_*.pkl), got {args.data_root}')
+        if 'data' in args.only:
+            print('[benchmark] data loading ...', flush=True)
+            record['data_loading'] = (bm.bench_data_loading(args.fp_config, args.data_root, args.data_samples,
+                                                            args.data_workers)
+                                      if info_ok else note)
+            print(json.dumps(record['data_loading']), flush=True)
+        if 'eval' in args.only:
+            print('[benchmark] devkit evaluation ...', flush=True)
+            with tempfile.TemporaryDirectory() as tmp:
+                record['devkit_eval'] = bm.bench_devkit_eval(args.data_root, tmp) if info_ok else note
+            print(json.dumps(record['devkit_eval']), flush=True)
+    return record
+
+
+def write_outputs(record: dict, out_json, out_md) -> dict:
+    """Merge ``record`` into ``out_json`` (keyed by device) and rewrite the results block of ``out_md``."""
+    existing = None
+    if out_json and osp.isfile(out_json):
+        with open(out_json) as f:
+            try:
+                existing = json.load(f)
+            except json.JSONDecodeError as err:
+                raise SystemExit(f'{out_json}: not valid JSON ({err}); delete it or pass another --out-json')
+    merged = bm.merge_runs(existing, record)
+    if out_json:
+        os.makedirs(osp.dirname(osp.abspath(out_json)), exist_ok=True)
+        with open(out_json, 'w') as f:
+            json.dump(merged, f, indent=1)
+            f.write('\n')
+    if out_md:
+        text = MD_HEADER + f'\n{BEGIN}\n{END}\n'
+        if osp.isfile(out_md):
+            with open(out_md) as f:
+                text = f.read()
+            if BEGIN not in text or END not in text:
+                text = text.rstrip('\n') + f'\n\n{BEGIN}\n{END}\n'
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        block = f'{BEGIN}\n## Results\n\n{bm.render_markdown(merged)}\n{END}'
+        os.makedirs(osp.dirname(osp.abspath(out_md)), exist_ok=True)
+        with open(out_md, 'w') as f:
+            f.write(head + block + tail)
+    return merged
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    record = run(args)
+    merged = write_outputs(record, args.out_json, args.out_md)
+    print(json.dumps({k: v for k, v in merged.items() if k != 'runs'}, indent=1))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
