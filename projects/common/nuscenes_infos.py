@@ -77,6 +77,57 @@ def _check_sample_cameras(nusc) -> None:
                             f'cameras per sample, fix or drop this sample from the tables')
 
 
+def _check_calibration(nusc) -> None:
+    """Refuse non-finite or degenerate sensor extrinsics/intrinsics (``calibrated_sensor.json``) and ego poses."""
+    for cs in nusc.calibrated_sensor:
+        where = f'{nusc.version}/calibrated_sensor.json: record {cs["token"]}'
+        values = np.asarray(list(cs['translation']) + list(cs['rotation']), dtype=np.float64)
+        if values.shape != (7, ) or not np.isfinite(values).all():
+            raise InfoError(f'{where} has a non-finite or malformed translation/rotation {values.tolist()}; '
+                            f'fix the calibration (translation: 3 metres, rotation: w, x, y, z quaternion)')
+        if np.linalg.norm(values[3:]) < 1e-6:
+            raise InfoError(f'{where} has a zero rotation quaternion (a singular extrinsic); fix the calibration')
+        k = np.asarray(cs.get('camera_intrinsic') or np.eye(3), dtype=np.float64)
+        if k.shape != (3, 3) or not np.isfinite(k).all() or abs(np.linalg.det(k)) < 1e-9:
+            raise InfoError(f'{where} has a non-finite or singular camera_intrinsic {k.tolist()}; fix the calibration')
+    for pose in nusc.ego_pose:
+        values = np.asarray(list(pose['translation']) + list(pose['rotation']), dtype=np.float64)
+        if not np.isfinite(values).all() or np.linalg.norm(values[3:]) < 1e-6:
+            raise InfoError(f'{nusc.version}/ego_pose.json: record {pose["token"]} has a non-finite pose or zero '
+                            f'rotation {values.tolist()}; fix the ego poses')
+
+
+def _check_camera_images(nusc) -> None:
+    """Each key-frame camera JPEG must be complete (ends with the JPEG end marker), have the size recorded in
+    ``sample_data.json`` and a principal point (from the intrinsics) near the image centre."""
+    from PIL import Image
+    for sd in nusc.sample_data:
+        if not sd['is_key_frame'] or not sd['channel'].startswith('CAM'):
+            continue
+        path = osp.join(nusc.dataroot, sd['filename'])
+        try:
+            with Image.open(path) as img:
+                width, height = img.size
+            with open(path, 'rb') as f:
+                f.seek(-2, os.SEEK_END)
+                complete = f.read(2) == b'\xff\xd9'
+        except (OSError, SyntaxError) as err:
+            raise InfoError(f'{path}: not a readable image ({type(err).__name__}); restore the file or regenerate the '
+                            f'data set') from None
+        if not complete:
+            raise InfoError(f'{path}: truncated JPEG (no end-of-image marker); restore the file or regenerate the '
+                            f'data set')
+        if (width, height) != (sd['width'], sd['height']):
+            raise InfoError(f'{path}: image is {width}x{height} but {nusc.version}/sample_data.json says '
+                            f'{sd["width"]}x{sd["height"]}; resized images need matching tables and intrinsics')
+        k = np.asarray(nusc.get('calibrated_sensor', sd['calibrated_sensor_token'])['camera_intrinsic'])
+        cx, cy = float(k[0, 2]), float(k[1, 2])
+        if not (0.25 * width < cx < 0.75 * width and 0.25 * height < cy < 0.75 * height):
+            raise InfoError(f'{path}: the intrinsics (principal point {cx:.1f}, {cy:.1f}) do not fit a '
+                            f'{width}x{height} image; the image was resized or the camera_intrinsic belongs to '
+                            f'another camera: scale camera_intrinsic with the image')
+
+
 @contextmanager
 def _chdir(path: str):
     old = os.getcwd()
@@ -199,15 +250,21 @@ def create_infos(dataroot: str, version: str = 'v1.0-mini', out_dir: Optional[st
     dataroot = osp.abspath(dataroot)
     check_dataroot(dataroot, version)
     out_dir = osp.abspath(out_dir or dataroot)
-    os.makedirs(out_dir, exist_ok=True)
-    if not os.access(out_dir, os.W_OK):
-        raise InfoError(f'{out_dir}: not writable; pass --out-dir with a writable folder')
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):  # os.access says yes to root even on a read-only mount
+            pass
+    except OSError as err:
+        raise InfoError(f'{out_dir}: not writable ({err.strerror or type(err).__name__}); pass --out-dir with a '
+                        f'writable folder') from None
     nusc = NuScenes(version=version, dataroot=dataroot, verbose=False)
     _check_sample_cameras(nusc)
     missing = _missing_files(nusc)
     if missing:
         raise InfoError(f'{osp.join(dataroot, missing[0])}: file referenced by {version}/sample_data.json is missing '
                         f'({len(missing)} missing in all); restore the files or regenerate the data set')
+    _check_calibration(nusc)
+    _check_camera_images(nusc)
     conv = _converter_module('nuscenes_converter')
     upd = _converter_module('update_infos_to_v2')
     if not cam_instances:  # our private copy of the converter module: mmdet3d itself is untouched

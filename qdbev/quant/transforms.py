@@ -9,6 +9,9 @@ qconfig (a plain dict, validated by :func:`check_qconfig`)::
                                                   #   (None: True for 'minmax', False otherwise)
          learnable=False,                         # LSQ-learnable scales (weights and activations)
          keep_fp=['pts_bbox_head.*.reg_branches'], # fnmatch patterns of modules kept float (with their children)
+         min_bits=[dict(modules=['img_backbone.conv1', 'pts_bbox_head.cls_branches'], w_bits=8, a_bits=8)],
+                                                  # floors for some layers: never narrower than these widths
+                                                  #   (a quantized layer; float stays float), first rule wins
          stages=dict(backbone=['img_backbone'], neck=['img_neck'],
                      encoder=['pts_bbox_head.transformer.encoder'],
                      decoder=['pts_bbox_head.transformer.decoder']))
@@ -31,11 +34,11 @@ from .fake_quantizer import FakeQuantizer
 from .modules import QuantConv2d, QuantLinear, QuantModule, QuantMultiheadAttention
 from .observers import OBSERVERS
 
-__all__ = ['DEFAULT_QCONFIG', 'check_qconfig', 'quantize_model', 'quant_layers', 'quantizers', 'set_bits',
+__all__ = ['DEFAULT_QCONFIG', 'bit_floor', 'check_qconfig', 'quantize_model', 'quant_layers', 'quantizers', 'set_bits',
            'set_mode', 'calibration', 'quant_state', 'load_quant_state', 'stage_of']
 
 DEFAULT_QCONFIG = dict(w_bits=8, a_bits=8, w_observer='minmax', a_observer='minmax', per_channel=True,
-                       w_dynamic=None, learnable=False, keep_fp=[], stages={})
+                       w_dynamic=None, learnable=False, keep_fp=[], min_bits=[], stages={})
 
 _CONV_TYPES = ('torch.nn.modules.conv.Conv2d', 'mmcv.cnn.bricks.wrappers.Conv2d')
 _LINEAR_TYPES = ('torch.nn.modules.linear.Linear', 'torch.nn.modules.linear.NonDynamicallyQuantizableLinear',
@@ -60,6 +63,14 @@ def check_qconfig(qconfig: dict) -> dict:
     check_bits(cfg['a_bits'], 'qconfig a_bits')
     if isinstance(cfg['keep_fp'], str) or not all(isinstance(p, str) for p in cfg['keep_fp']):
         raise ValueError(f"qconfig keep_fp must be a list of module-name patterns, got {cfg['keep_fp']!r}")
+    for i, rule in enumerate(cfg['min_bits']):
+        if not isinstance(rule, dict) or set(rule) - {'modules', 'w_bits', 'a_bits'} or not isinstance(
+                rule.get('modules'), (list, tuple)) or not all(isinstance(p, str) for p in rule['modules']):
+            raise ValueError(f'qconfig min_bits[{i}] must be dict(modules=[module-name patterns], w_bits=K, '
+                             f'a_bits=K) (either width may be left out), got {rule!r}')
+        for key in ('w_bits', 'a_bits'):
+            if key in rule:
+                check_bits(rule[key], f'qconfig min_bits[{i}].{key}')
     stages = cfg['stages']
     if not isinstance(stages, dict) or not all(
             isinstance(v, (list, tuple)) and all(isinstance(p, str) for p in v) for v in stages.values()):
@@ -85,6 +96,21 @@ def stage_of(name: str, stages: Dict[str, Sequence[str]]) -> Optional[str]:
             if (name == p or name.startswith(p + '.') or p == '') and len(p) > best_len:
                 best, best_len = stage, len(p)
     return best
+
+
+def bit_floor(name: str, min_bits: Sequence[dict]) -> Tuple[Optional[int], Optional[int]]:
+    """``(w_min, a_min)`` of the first ``min_bits`` rule whose patterns match module ``name`` (None: no floor)."""
+    for rule in min_bits:
+        if _matches(name, rule['modules']):
+            return rule.get('w_bits'), rule.get('a_bits')
+    return None, None
+
+
+def _floored(bits: Optional[int], floor: Optional[int]) -> Optional[int]:
+    """``bits`` raised to ``floor`` for a quantized width; None (unchanged) and 32 (float) pass through."""
+    if bits is None or bits == 32 or floor is None:
+        return bits
+    return max(bits, floor)
 
 
 def _observer_name(cfg) -> str:
@@ -132,7 +158,8 @@ def _unsupported(module: nn.Module) -> bool:
 def quantize_model(model: nn.Module, qconfig: dict) -> nn.Module:
     """Swap conv / linear / multi-head-attention layers of ``model`` for fake-quantized ones, in place.
 
-    Layers matching ``keep_fp`` stay float. Each swapped layer gets ``stage`` (from ``stages``) and ``qname``.
+    Layers matching ``keep_fp`` stay float; layers matching a ``min_bits`` rule are never narrower than its widths
+    (also in :func:`set_bits`). Each swapped layer gets ``stage`` (from ``stages``), ``qname`` and ``bit_floor``.
     Quantizers start in ``'quantize'`` mode; scales come from :func:`calibration` or the first batch.
     Returns ``model``.
     """
@@ -144,9 +171,11 @@ def quantize_model(model: nn.Module, qconfig: dict) -> nn.Module:
             name = f'{prefix}.{child_name}' if prefix else child_name
             if _matches(name, cfg['keep_fp']) or isinstance(child, (QuantModule, FakeQuantizer)):
                 continue
-            new = _swap(child, cfg)
+            floor = bit_floor(name, cfg['min_bits'])
+            new = _swap(child, dict(cfg, w_bits=_floored(cfg['w_bits'], floor[0]),
+                                    a_bits=_floored(cfg['a_bits'], floor[1])))
             if new is not None:
-                new.stage, new.qname = stage_of(name, cfg['stages']), name
+                new.stage, new.qname, new.bit_floor = stage_of(name, cfg['stages']), name, floor
                 setattr(parent, child_name, new)
                 child = new
             elif _unsupported(child):
@@ -196,7 +225,8 @@ def set_bits(model: nn.Module, stage: Optional[str], w_bits: Optional[int] = Non
              a_bits: Optional[int] = None) -> List[str]:
     """Set the widths of the quantized layers of one stage (None: every quantized layer); returns their names.
 
-    ``w_bits`` / ``a_bits``: int in [2, 16] or 32 (float); None leaves that width unchanged.
+    ``w_bits`` / ``a_bits``: int in [2, 16] or 32 (float); None leaves that width unchanged. A layer with a
+    ``min_bits`` floor (qconfig) gets at least the floor's width unless the request is 32 (float).
     """
     if w_bits is not None:
         check_bits(w_bits, 'set_bits w_bits')
@@ -210,7 +240,8 @@ def set_bits(model: nn.Module, stage: Optional[str], w_bits: Optional[int] = Non
                              f'(declared in qconfig stages)')
         layers = [(n, m) for n, m in layers if m.stage == stage]
     for _, m in layers:
-        m.set_bits(w_bits, a_bits)
+        w_min, a_min = getattr(m, 'bit_floor', (None, None))
+        m.set_bits(_floored(w_bits, w_min), _floored(a_bits, a_min))
     return [n for n, _ in layers]
 
 

@@ -101,3 +101,15 @@ def test_paper_convention_counts_every_parameter_at_w_bits(runs):
         assert conv['tbops'] == pytest.approx(total['macs'] * w * a / 1e12, rel=1e-12)
     lines = model_size.paper_lines('tiny', dict(total=dict(params=31.7e6, macs=60.87e9, size_mb=0, bops=0)), 32, 32)
     assert '126.80 MB' in lines[0] and '62.331 TBOPS' in lines[0]  # the paper's own FP32 tiny figures
+
+
+def test_w4a4_config_counts_the_floored_layers_at_8_bits():
+    res = model_size.main([osp.join(ROOT, 'configs/qdbev/qdbev_nano_synth_w4a4.py'), '--w-bits', '4', '--a-bits', '4',
+                           '--img-size', *map(str, HW)])
+    layers = {row['name']: row for row in res['layers']}
+    floored = [n for n in layers if n == 'img_backbone.conv1' or n.startswith(('pts_bbox_head.cls_branches',
+                                                                               'pts_bbox_head.reg_branches'))]
+    assert 'img_backbone.conv1' in floored and len(floored) >= 4
+    assert all((layers[n]['w_bits'], layers[n]['a_bits']) == (8, 8) for n in floored)
+    others = [row for n, row in layers.items() if n not in floored and row['w_bits'] != 32]
+    assert others and all((row['w_bits'], row['a_bits']) == (4, 4) for row in others)

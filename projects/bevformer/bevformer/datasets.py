@@ -13,6 +13,7 @@ at random, in time order. Entries before the scene's first frame are not emitted
 takes their place (so every frame of a queue has the current frame's scene token). Test mode: no queue (T = 1).
 """
 import copy
+import os.path as osp
 import random
 from typing import Dict, Iterator, List, Optional, Sequence, Sized
 
@@ -23,8 +24,24 @@ from mmdet3d.registry import DATA_SAMPLERS, DATASETS
 from mmengine.dist import get_dist_info
 from torch.utils.data import Sampler
 
+from projects.common.nuscenes_infos import INFO_FORMAT
+
 BEVFORMER_FIELDS = ('scene_token', 'frame_idx', 'can_bus')
 QUEUE_META_KEYS = ('lidar2img', 'can_bus', 'scene_token', 'frame_idx', 'img_shape', 'token')
+
+
+def check_lidar2img(lidar2img: np.ndarray, where: str, cameras: Sequence[str]) -> None:
+    """Refuse projections ``[N_cam, 4, 4]`` that are non-finite or singular (rank < 4: a degenerate extrinsic or
+    intrinsic), naming ``where`` and the camera."""
+    if lidar2img.shape[1:] != (4, 4) or not np.isfinite(lidar2img).all():
+        bad = [c for c, m in zip(cameras, lidar2img) if m.shape != (4, 4) or not np.isfinite(m).all()]
+        raise ValueError(f'{where}: images.{bad[0]}.lidar2img is non-finite or not 4x4; fix the calibration in the '
+                         f'nuScenes tables and regenerate the infos with tools/create_data.py')
+    ranks = np.linalg.matrix_rank(lidar2img)  # batched SVD, [N_cam]
+    if (ranks < 4).any():
+        cam = cameras[int(np.argmax(ranks < 4))]
+        raise ValueError(f'{where}: images.{cam}.lidar2img is singular (degenerate extrinsic or intrinsic); fix '
+                         f'the calibration and regenerate the infos with tools/create_data.py')
 
 
 def queue_indices(index: int, queue_length: int, scene_first: int, rng=random) -> List[int]:
@@ -106,11 +123,36 @@ class BEVFormerNuScenesDataset(NuScenesDataset):
         info['num_cams'] = len(info['images'])
         info['lidar2img'] = np.stack([np.asarray(cam_info['lidar2img'], dtype=np.float64)
                                       for cam_info in info['images'].values()])
+        check_lidar2img(info['lidar2img'], f'{self.ann_file}: sample {token}', list(info['images']))
         return info
 
+    def _check_ann_file(self) -> None:
+        """One-line errors for a missing data root or info file, before mmengine opens it."""
+        if osp.isfile(self.ann_file) or '://' in str(self.ann_file):
+            return
+        folder = osp.dirname(self.ann_file)
+        if not osp.isdir(folder):
+            raise FileNotFoundError(f'{self.ann_file}: data root {folder} does not exist; set data_root in the config '
+                                    f'(or --cfg-options data_root=...) to a folder made by tools/create_data.py')
+        raise FileNotFoundError(f'{self.ann_file}: info file not found; make it with tools/create_data.py nuscenes '
+                                f'--root-path {folder} --version VERSION')
+
     def load_data_list(self) -> List[dict]:
-        """Infos sorted by scene (first appearance in the file) and ``frame_idx``; duplicated frames refused."""
-        data_list = super().load_data_list()
+        """Infos sorted by scene (first appearance in the file) and ``frame_idx``; duplicated frames refused, as are
+        files of another converter (mmdet3d 0.x / BEVFormer's own ``infos``+``metadata`` layout, another
+        ``info_format``)."""
+        self._check_ann_file()
+        try:
+            data_list = super().load_data_list()
+        except (TypeError, ValueError) as err:
+            if 'Annotation' not in str(err) and 'annotation' not in str(err):
+                raise
+            raise ValueError(f'{self.ann_file}: not an mmdet3d 1.x info file (no data_list/metainfo; made by another '
+                             f'converter version?); regenerate it with tools/create_data.py') from None
+        info_format = self.metainfo.get('info_format')
+        if info_format is not None and info_format != INFO_FORMAT:
+            raise ValueError(f'{self.ann_file}: info_format {info_format!r}, this code reads {INFO_FORMAT!r}; '
+                             f'regenerate the infos with tools/create_data.py')
         scene_rank: Dict[str, int] = {}
         for info in data_list:
             scene_rank.setdefault(info['scene_token'], len(scene_rank))

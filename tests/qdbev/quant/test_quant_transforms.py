@@ -155,3 +155,29 @@ def test_mmcv_conv_module_inner_conv_swapped():
     quantize_model(cm, dict(w_bits=32, a_bits=32))
     assert isinstance(cm.conv, QuantConv2d) and isinstance(cm, cnn.ConvModule)
     assert torch.allclose(cm(x), ref, atol=1e-6)
+
+
+def test_min_bits_floors_some_layers_in_quantize_model_and_set_bits():
+    rules = [dict(modules=['img_backbone.0', 'head.reg_branch'], w_bits=8, a_bits=8),
+             dict(modules=['head.encoder.*'], a_bits=6)]
+    stages = dict(STAGES, decoder=['head.decoder', 'head.reg_branch'])
+    m = quantize_model(_model(), dict(w_bits=4, a_bits=4, min_bits=rules, stages=stages))
+    bits = {n: (q.w_bits, q.a_bits) for n, q in quant_layers(m)}
+    assert bits == {'img_backbone.0': (8, 8), 'img_neck': (4, 4), 'head.encoder.0': (4, 6), 'head.encoder.2': (4, 6),
+                    'head.decoder': (4, 4), 'head.decoder.out_proj': (4, 4), 'head.reg_branch': (8, 8)}
+    set_bits(m, 'decoder', 2, 3)  # below the floor: raised to it; the decoder's other layer goes to 2/3
+    assert (m.head.reg_branch.w_bits, m.head.reg_branch.a_bits) == (8, 8)
+    assert (m.head.decoder.w_bits, m.head.decoder.a_bits) == (2, 3)
+    set_bits(m, 'decoder', 16, 32)  # above the floor: as asked; 32 (float) is never raised
+    assert (m.head.reg_branch.w_bits, m.head.reg_branch.a_bits) == (16, 32)
+    set_bits(m, None, 32, 32)
+    assert all((q.w_bits, q.a_bits) == (32, 32) for _, q in quant_layers(m))
+    set_bits(m, 'encoder', 4, 4)
+    assert {(q.w_bits, q.a_bits) for n, q in quant_layers(m) if n.startswith('head.encoder')} == {(4, 6)}
+
+
+@pytest.mark.parametrize('rule', [dict(modules='img_neck', w_bits=8), dict(modules=['x'], w_bits=0),
+                                  dict(modules=['x'], bits=8), 'img_neck'])
+def test_min_bits_validation(rule):
+    with pytest.raises(ValueError, match=r'min_bits\[0\]'):
+        quantize_model(_model(), dict(w_bits=4, a_bits=4, min_bits=[rule], stages=STAGES))
