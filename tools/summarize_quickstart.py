@@ -23,6 +23,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 LAST_QAT_PHASE = 'w4a6_decoder'
+WEAK_TEACHER_MAP = 0.05  # below this the rows cannot be compared (the quick-start teacher on 2 CPU cores)
 DISTILL_PHASE = 'vgd'
 
 
@@ -66,7 +67,9 @@ def model_rows(ptq: List[dict], phases: List[dict]) -> List[dict]:
 
 def measure_sizes(config: str, settings: List[Tuple[int, int]], cams: int) -> Dict[Tuple[int, int], dict]:
     """``qdbev.quant.report`` totals of the config's architecture at each ``(w_bits, a_bits)``."""
+    from mmengine.logging import MMLogger
     from tools.model_size import architecture_and_qconfig, config_img_size, load_config, measure
+    MMLogger.get_instance('summarize_quickstart', log_level='WARNING')  # no per-parameter init log
     cfg = load_config(config)
     arch, qconfig = architecture_and_qconfig(cfg)
     img_hw = config_img_size(cfg)
@@ -88,9 +91,14 @@ def render(rows: List[dict], phases: List[dict], gt: Optional[list], timings: Di
              f'Devkit (nuscenes-devkit NuScenesEval) on the val split; size and BOPS at {cams} cameras, input '
              f'{img[0]}x{img[1]} (padded), each layer at its bit width. `tools/quickstart.py` wrote this file.', '',
              '| model | W/A | size (MiB) | GMACs | GBOPS | NDS | mAP | from |', '|---|---|---|---|---|---|---|---|']
+    teacher = next((r for r in rows if r['name'] == 'fp_teacher'), None)
     for r in rows:
         lines.append(f"| {r['name']} | {r['w_bits']}/{r['a_bits']} | {r['size_mb']:.2f} | {r['gmacs']:.2f} | "
                      f"{r['gbops']:.1f} | {_fmt(r['nds'])} | {_fmt(r['map'])} | {r['source']} |")
+    if teacher is not None and teacher['map'] is not None and teacher['map'] < WEAK_TEACHER_MAP:
+        lines += ['', f"The FP teacher's mAP is {teacher['map']:.4f} (< {WEAK_TEACHER_MAP}): it has barely started to "
+                      'learn, so the differences between the rows are within evaluation noise and say nothing about '
+                      'the methods. docs/results.md says how far BEVFormer-nano gets from scratch and what it takes.']
     if phases:
         lines += ['', '## QD-BEV run, phase by phase (progressive QAT, then VGD)', '',
                   '| phase | name | iteration | NDS | mAP |', '|---|---|---|---|---|']

@@ -48,6 +48,7 @@ def test_summary_files_with_sizes_measured_on_the_nano_architecture(tmp_path):
     assert fp['size_mb'] == pytest.approx(nano_params() * 4 / 2**20, rel=1e-6)
     text = (w / 'summary.md').read_text()
     assert '| qdbev_w4a6 | 4/6 |' in text and '0.2600' in text and 'teacher: 300 s' in text
+    assert 'within evaluation noise' not in text  # teacher mAP 0.20
     assert json.loads((w / 'summary.json').read_text())['rows'][0]['name'] == 'fp_teacher'
 
 
@@ -61,3 +62,11 @@ def test_missing_inputs_name_the_file_and_the_step(tmp_path):
     with pytest.raises(SystemExit, match=r'ptq_results.json missing \(the PTQ sweep\)'):
         main([str(tmp_path)])
     assert not osp.exists(tmp_path / 'summary.md')
+
+
+def test_a_weak_teacher_is_called_out():
+    from tools.summarize_quickstart import render
+    rows = model_rows([dict(PTQ[0], map=0.004)], [])
+    for r in rows:
+        r.update(size_mb=1.0, gmacs=1.0, gbops=1.0, img_size=[256, 416])
+    assert 'within evaluation noise' in render(rows, [], None, {}, 6)
