@@ -9,6 +9,7 @@ Conventions (BEVFormer's): the BEV grid has ``bev_h`` rows along y and ``bev_w``
 """
 from typing import Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -67,3 +68,29 @@ def project_points(ref_3d: Tensor, lidar2img: Tensor, img_shape: Sequence[int],
     uv = uv.permute(1, 0, 3, 2, 4)  # [N, B, HW, D, 2]
     hit = hit.squeeze(-1).permute(1, 0, 3, 2)  # [N, B, HW, D]
     return uv, hit
+
+
+RING_YAWS_DEG = (0.0, -55.0, 55.0, 180.0, 110.0, -110.0)  # a six-camera ring close to nuScenes' (optical-axis yaws)
+
+
+def ring_lidar2img(height: int, width: int, yaws_deg: Sequence[float] = RING_YAWS_DEG,
+                   focal: Optional[float] = None) -> np.ndarray:
+    """``[N_cam, 4, 4]`` lidar->image matrices of pinhole cameras at the lidar origin, camera ``i`` looking along
+    ``yaws_deg[i]`` (degrees from +x towards +y, horizontal), principal point at the image centre, focal length
+    ``focal`` pixels (default ``width / 2``: a 90 degree horizontal field of view). Synthetic rigs for tests,
+    benchmarks and size reports where no calibration exists.
+
+    Camera axes in the lidar frame: x right = (sin yaw, -cos yaw, 0), y down = (0, 0, -1), z forward =
+    (cos yaw, sin yaw, 0).
+    """
+    f = width / 2 if focal is None else focal
+    mats = []
+    for yaw_deg in yaws_deg:
+        yaw = np.radians(yaw_deg)
+        l2c = np.eye(4)
+        l2c[:3, :3] = [[np.sin(yaw), -np.cos(yaw), 0.0], [0.0, 0.0, -1.0], [np.cos(yaw), np.sin(yaw), 0.0]]
+        k = np.eye(4)
+        k[0, 0] = k[1, 1] = f
+        k[0, 2], k[1, 2] = width / 2, height / 2
+        mats.append(k @ l2c)
+    return np.stack(mats).astype(np.float32)

@@ -108,21 +108,14 @@ def random_inputs(img_hw: Sequence[int], cams: int, seed: int = 0) -> dict:
     """Kwargs of one test-mode forward: ``imgs [1, cams, 3, H, W]`` and one data sample (rig of ``cams`` cameras
     looking outwards, 90 deg FOV, first frame of a scene)."""
     from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
+    from qdbev.geometry import ring_lidar2img
     h, w = int(img_hw[0]), int(img_hw[1])
-    mats = []
-    for i in range(cams):
-        yaw = 2 * math.pi * i / cams
-        l2c = np.eye(4)
-        l2c[:3, :3] = [[math.sin(yaw), -math.cos(yaw), 0.0], [0.0, 0.0, -1.0], [math.cos(yaw), math.sin(yaw), 0.0]]
-        k = np.eye(4)
-        k[0, 0] = k[1, 1] = w / 2
-        k[0, 2], k[1, 2] = w / 2, h / 2
-        mats.append(k @ l2c)
+    lidar2img = ring_lidar2img(h, w, [360.0 * i / cams for i in range(cams)])
     can_bus = np.zeros(18)
     can_bus[3] = 1.0
     sample = Det3DDataSample(metainfo=dict(
         sample_idx=0, token='model-size-0', scene_token='model-size', frame_idx=0,
-        lidar2img=np.stack(mats).astype(np.float32), img_shape=(h, w), pad_shape=(h, w), can_bus=can_bus,
+        lidar2img=lidar2img, img_shape=(h, w), pad_shape=(h, w), can_bus=can_bus,
         num_cams=cams, box_type_3d=LiDARInstance3DBoxes, queue_metas=[]))
     gen = torch.Generator().manual_seed(seed)
     imgs = torch.randn(1, cams, 3, h, w, generator=gen)

@@ -28,11 +28,14 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from qdbev.geometry import RING_YAWS_DEG
+from qdbev.geometry import ring_lidar2img as geometry_ring_lidar2img
+
 RATIO_KEYS = ('qat_vgd_step_over_fp_step', 'qat_vgd_memory_over_fp', 'fakequant_infer_over_fp',
               'deform_attn_ours_over_mmcv')
 GOALS = dict(qat_vgd_step_over_fp_step=1.45, qat_vgd_memory_over_fp=1.35, fakequant_infer_over_fp=1.15,
              deform_attn_ours_over_mmcv=1.10)
-CAM_YAWS = (0, -55, 55, 180, 110, -110)  # a six-camera ring (yaw of each optical axis, degrees)
+CAM_YAWS = RING_YAWS_DEG  # a six-camera ring (yaw of each optical axis, degrees)
 
 # --quick: the real configs shrunk so one CPU run takes seconds (the ratios are then only a smoke figure)
 QUICK_OVERRIDES = {
@@ -119,18 +122,8 @@ def ratio(num: Optional[float], den: Optional[float]) -> Optional[float]:
 
 # ---------------------------------------------------------------------------------------------------- batches
 def ring_lidar2img(height: int, width: int, num_cams: int = 6) -> np.ndarray:
-    """``[N_cam, 4, 4]`` lidar->image matrices of pinhole cameras at the lidar origin (90 deg horizontal FOV) looking
-    along :data:`CAM_YAWS`; principal point at the image centre."""
-    mats = []
-    for yaw_deg in CAM_YAWS[:num_cams]:
-        yaw = np.radians(yaw_deg)
-        l2c = np.eye(4)
-        l2c[:3, :3] = [[np.sin(yaw), -np.cos(yaw), 0.0], [0.0, 0.0, -1.0], [np.cos(yaw), np.sin(yaw), 0.0]]
-        k = np.eye(4)
-        k[0, 0] = k[1, 1] = width / 2
-        k[0, 2], k[1, 2] = width / 2, height / 2
-        mats.append(k @ l2c)
-    return np.stack(mats).astype(np.float32)
+    """``[N_cam, 4, 4]`` lidar->image matrices of the first ``num_cams`` cameras of :data:`CAM_YAWS` (90 deg FOV)."""
+    return geometry_ring_lidar2img(height, width, CAM_YAWS[:num_cams])
 
 
 def _can_bus(x: float, y: float, yaw_deg: float) -> np.ndarray:

@@ -1,4 +1,5 @@
 """qdbev.geometry: pillar reference points and their projection, against hand-computed pinhole numbers."""
+import numpy as np
 import pytest
 import torch
 
@@ -53,3 +54,17 @@ def test_project_points_batch_cameras_and_float64():
     assert hit[:, :, 0, :].all(-1).tolist() == [[True, False], [False, True], [True, False]]
     assert hit[:, :, 1, :].all(-1).tolist() == [[False, True], [True, False], [False, True]]
     assert uv[1, 0, 1, 0].tolist() == pytest.approx([0.5, 0.5], abs=1e-6)
+
+
+def test_ring_lidar2img_hand_checked_projections():
+    from qdbev.geometry import ring_lidar2img
+    mats = ring_lidar2img(100, 200, (0.0, 90.0))  # focal 100 px, principal point (100, 50)
+
+    def pix(m, p):
+        q = m @ np.array([*p, 1.0])
+        return q[0] / q[2], q[1] / q[2], q[2]
+
+    np.testing.assert_allclose(pix(mats[0], (10, 0, 0)), (100, 50, 10), atol=1e-4)  # straight ahead: centre
+    np.testing.assert_allclose(pix(mats[0], (10, -10, 0)), (200, 50, 10), atol=1e-4)  # 45 deg right: right edge
+    np.testing.assert_allclose(pix(mats[0], (10, 0, 5)), (100, 0, 10), atol=1e-4)  # 26.6 deg up: top edge
+    np.testing.assert_allclose(pix(mats[1], (0, 10, 0)), (100, 50, 10), atol=1e-4)  # yaw 90 looks along +y

@@ -14,6 +14,8 @@ import projects.bevformer.bevformer  # noqa: F401
 from mmdet3d.registry import MODELS
 from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
 from projects.bevformer.bevformer.temporal_state import TemporalState, can_bus_delta
+from qdbev.geometry import RING_YAWS_DEG as CAM_YAWS
+from qdbev.geometry import ring_lidar2img
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 NANO = os.path.join(ROOT, 'configs/bevformer/_base_/models/bevformer_nano.py')
@@ -40,18 +42,8 @@ def build_nano(**head_overrides):
 
 
 def rig_lidar2img(height: int = H, width: int = W) -> np.ndarray:
-    """Six cameras at the lidar origin, yaws 0, -55, 55, 180, 110, -110 deg, 90 deg horizontal FOV."""
-    mats = []
-    for yaw_deg in (0, -55, 55, 180, 110, -110):
-        yaw = math.radians(yaw_deg)
-        rot = np.stack([[math.sin(yaw), -math.cos(yaw), 0.0], [0.0, 0.0, -1.0], [math.cos(yaw), math.sin(yaw), 0.0]])
-        l2c = np.eye(4)
-        l2c[:3, :3] = rot
-        k = np.eye(4)
-        k[0, 0] = k[1, 1] = width / 2
-        k[0, 2], k[1, 2] = width / 2, height / 2
-        mats.append(k @ l2c)
-    return np.stack(mats).astype(np.float32)
+    """Six pinhole cameras at the lidar origin looking along CAM_YAWS (from +x towards +y), 90 deg horizontal FOV."""
+    return ring_lidar2img(height, width, CAM_YAWS)
 
 
 def can_bus(x: float, y: float, yaw_deg: float) -> np.ndarray:

@@ -6,28 +6,19 @@ import os
 import numpy as np
 import torch
 
+from qdbev.geometry import RING_YAWS_DEG as CAM_YAWS
+from qdbev.geometry import ring_lidar2img
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 NANO_MODEL = os.path.join(ROOT, 'configs/bevformer/_base_/models/bevformer_nano.py')
 H, W = 64, 96  # tiny images keep the tests fast (feature maps 4 x 6 at stride 16)
 N_CAM = 6
 BEV = 16  # BEV grid of the test model (16 x 16 cells of 6.4 m)
-CAM_YAWS = (0, -55, 55, 180, 110, -110)  # lidar frame: yaw 0 looks along +x here (a hand rig, not nuScenes)
 
 
 def rig_lidar2img(height: int = H, width: int = W) -> np.ndarray:
-    """Six pinhole cameras at the lidar origin looking along yaw (from +x towards +y), 90 deg horizontal FOV."""
-    mats = []
-    for yaw_deg in CAM_YAWS:
-        yaw = math.radians(yaw_deg)
-        # camera axes in the lidar frame: x_cam right = (sin, -cos, 0), y_cam down = (0, 0, -1), z_cam = (cos, sin, 0)
-        rot = np.array([[math.sin(yaw), -math.cos(yaw), 0.0], [0.0, 0.0, -1.0], [math.cos(yaw), math.sin(yaw), 0.0]])
-        l2c = np.eye(4)
-        l2c[:3, :3] = rot
-        k = np.eye(4)
-        k[0, 0] = k[1, 1] = width / 2
-        k[0, 2], k[1, 2] = width / 2, height / 2
-        mats.append(k @ l2c)
-    return np.stack(mats).astype(np.float32)
+    """Six pinhole cameras at the lidar origin looking along CAM_YAWS (from +x towards +y), 90 deg horizontal FOV."""
+    return ring_lidar2img(height, width, CAM_YAWS)
 
 
 def can_bus(x: float, y: float, yaw_deg: float) -> np.ndarray:
