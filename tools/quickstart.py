@@ -4,7 +4,8 @@
     python tools/quickstart.py [--work-dir work_dirs/quickstart] [--data-root data/synthetic/quickstart]
                                [--force STEP ...] [--until STEP]
 
-Steps (each skipped when its output exists, so a re-run continues where it stopped):
+Steps (each skipped when its output exists, so a re-run continues where it stopped; a step whose inputs were just
+remade runs again):
   1. data      tools/create_synthetic_nuscenes.py -> DATA_ROOT (nuScenes v1.0-mini layout: 8 train, 1 val scene)
   2. infos     tools/create_data.py               -> DATA_ROOT/nuscenes_infos_{train,val}.pkl
   3. visualize tools/visualize_sample.py          -> WORK_DIR/sample.png (cameras with GT boxes + BEV)
@@ -27,7 +28,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Union
+from typing import Callable, List, Sequence, Set, Tuple, Union
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_DATA_ROOT = 'data/synthetic/quickstart'
@@ -43,6 +44,7 @@ class Step:
     argv: Union[List[str], Callable[[], List[str]]]  # a callable is resolved when the step starts
     clean: str = ''  # path removed before the step runs (a half-finished run starts afresh)
     marker: bool = False  # quickstart writes `done` itself after the step succeeded
+    needs: Tuple[str, ...] = ()  # steps whose outputs this one reads: when one of them runs, this one runs again
 
 
 def last_checkpoint(work_dir: str) -> str:
@@ -79,29 +81,34 @@ def steps(work_dir: str, data_root: str, teacher_config: str = TEACHER_CONFIG,
         Step('data', osp.join(data_root, 'v1.0-mini', 'scene.json'),
              [py, 'tools/create_synthetic_nuscenes.py', '--out', data_root, '--version', 'v1.0-mini',
               '--val-scenes', '1'], data_root),
-        Step('infos', val, [py, 'tools/create_data.py', 'nuscenes', '--root-path', data_root, '--version', 'v1.0-mini']),
+        Step('infos', val, [py, 'tools/create_data.py', 'nuscenes', '--root-path', data_root, '--version', 'v1.0-mini'],
+             needs=('data', )),
         Step('visualize', osp.join(w, 'sample.png'),
              [py, 'tools/visualize_sample.py', '--dataroot', data_root, '--version', 'v1.0-mini', '--sample-idx', '0',
-              '--out', osp.join(w, 'sample.png')]),
+              '--out', osp.join(w, 'sample.png')], needs=('infos', )),
         Step('gt_eval', osp.join(w, 'gt_eval', 'gt_eval.md'),
              [py, 'tools/evaluate_gt.py', '--data-root', data_root, '--ann-file', val, '--jitter', '0', '1',
-              '--out-dir', osp.join(w, 'gt_eval')]),
+              '--out-dir', osp.join(w, 'gt_eval')], needs=('infos', )),
         Step('teacher', osp.join(teacher_dir, 'done'),
-             [py, 'tools/train.py', teacher_config, '--work-dir', teacher_dir] + with_roots, teacher_dir, marker=True),
+             [py, 'tools/train.py', teacher_config, '--work-dir', teacher_dir] + with_roots, teacher_dir, marker=True,
+             needs=('infos', )),
         Step('ptq', osp.join(w, 'ptq', 'ptq_results.json'),
              lambda: [py, 'tools/ptq.py', teacher_config, last_checkpoint(teacher_dir), '--bits', *PTQ_BITS,
-                      '--calib-samples', '8', '--work-dir', osp.join(w, 'ptq')] + with_roots, osp.join(w, 'ptq')),
+                      '--calib-samples', '8', '--work-dir', osp.join(w, 'ptq')] + with_roots, osp.join(w, 'ptq'),
+             needs=('teacher', )),
         Step('qdbev', osp.join(w, 'qdbev', 'done'),
              [py, 'tools/train.py', qdbev_config, '--work-dir', osp.join(w, 'qdbev'), '--cfg-options',
-              f'model.teacher_checkpoint={teacher_dir}'] + roots, osp.join(w, 'qdbev'), marker=True),
+              f'model.teacher_checkpoint={teacher_dir}'] + roots, osp.join(w, 'qdbev'), marker=True,
+             needs=('teacher', )),
         Step('curves', osp.join(w, 'curves.png'),
-             [py, 'tools/plot_curves.py', osp.join(w, 'qdbev'), '--out', osp.join(w, 'curves.png')]),
+             [py, 'tools/plot_curves.py', osp.join(w, 'qdbev'), '--out', osp.join(w, 'curves.png')],
+             needs=('qdbev', )),
         Step('masks', osp.join(w, 'view_masks.png'),
              [py, 'tools/visualize_view_masks.py', qdbev_config, '--data-root', data_root, '--out',
-              osp.join(w, 'view_masks.png')]),
+              osp.join(w, 'view_masks.png')], needs=('infos', )),
         Step('summary', osp.join(w, 'summary.md'),
              [py, 'tools/summarize_quickstart.py', w, '--teacher-config', teacher_config, '--qdbev-config',
-              qdbev_config]),
+              qdbev_config], needs=('gt_eval', 'ptq', 'qdbev')),
     ]
 
 
@@ -116,6 +123,11 @@ def run_step(step: Step, argv: List[str], log_dir: str) -> None:
         if proc.wait() != 0:
             raise SystemExit(f'quickstart: step {step.name} failed (exit {proc.returncode}); '
                              f'see {osp.join(log_dir, step.name + ".log")}')
+
+
+def must_run(step: Step, done: bool, force: Sequence[str], ran: Set[str]) -> bool:
+    """A step runs when its output is missing, it is forced, or a step it needs ran in this invocation."""
+    return not done or step.name in force or bool(ran.intersection(step.needs))
 
 
 def record_timing(path: str, name: str, seconds: float) -> None:
@@ -151,9 +163,10 @@ def main(argv=None) -> int:
     os.makedirs(osp.join(ROOT, args.work_dir), exist_ok=True)
     start = time.time()
     timings = []
+    ran: Set[str] = set()
     for i, step in enumerate(all_steps, 1):
         head = f'[{i}/{len(all_steps)}] {step.name}'
-        if osp.exists(osp.join(ROOT, step.done)) and step.name not in args.force:
+        if not must_run(step, osp.exists(osp.join(ROOT, step.done)), args.force, ran):
             print(f'{head}: done already ({step.done})', flush=True)
         else:
             if step.clean and osp.exists(osp.join(ROOT, step.clean)):
@@ -165,6 +178,7 @@ def main(argv=None) -> int:
             if step.marker:
                 with open(osp.join(ROOT, step.done), 'w') as f:
                     f.write(f'{time.strftime("%Y-%m-%d %H:%M:%S")} {" ".join(step_argv[1:])}\n')
+            ran.add(step.name)
             timings.append((step.name, time.time() - t0))
             record_timing(osp.join(ROOT, args.work_dir, 'logs', 'timings.json'), step.name, timings[-1][1])
             print(f'{head}: finished in {time.time() - t0:.0f} s', flush=True)
