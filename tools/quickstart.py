@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Sequence, Set, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Set, Tuple, Union
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_DATA_ROOT = 'data/synthetic/quickstart'
@@ -143,6 +143,49 @@ def record_timing(path: str, name: str, seconds: float) -> None:
     os.replace(tmp, path)
 
 
+def check_step_names(parser: argparse.ArgumentParser, all_steps: List[Step], force: Sequence[str],
+                     until: Optional[str]) -> None:
+    """``--force`` / ``--until`` must name steps (argparse error otherwise)."""
+    names = [s.name for s in all_steps]
+    unknown = set(force) - set(names)
+    if unknown:
+        parser.error(f'--force: unknown step(s) {sorted(unknown)}; steps are {names}')
+    if until is not None and until not in names:
+        parser.error(f'--until: unknown step {until!r}; steps are {names}')
+
+
+def run_steps(all_steps: List[Step], work_dir: str, force: Sequence[str] = (), until: Optional[str] = None) -> None:
+    """Run ``all_steps`` in order, skipping finished ones (:func:`must_run`), logging each to WORK_DIR/logs and
+    recording step times in WORK_DIR/logs/timings.json; stop after ``until``."""
+    os.makedirs(osp.join(ROOT, work_dir), exist_ok=True)
+    start = time.time()
+    timings = []
+    ran: Set[str] = set()
+    for i, step in enumerate(all_steps, 1):
+        head = f'[{i}/{len(all_steps)}] {step.name}'
+        if not must_run(step, osp.exists(osp.join(ROOT, step.done)), force, ran):
+            print(f'{head}: done already ({step.done})', flush=True)
+        else:
+            if step.clean and osp.exists(osp.join(ROOT, step.clean)):
+                shutil.rmtree(osp.join(ROOT, step.clean))
+            step_argv = step.argv() if callable(step.argv) else step.argv
+            print(f'{head}: {" ".join(step_argv[1:])}', flush=True)
+            t0 = time.time()
+            run_step(step, step_argv, osp.join(ROOT, work_dir, 'logs'))
+            if step.marker:
+                with open(osp.join(ROOT, step.done), 'w') as f:
+                    f.write(f'{time.strftime("%Y-%m-%d %H:%M:%S")} {" ".join(step_argv[1:])}\n')
+            ran.add(step.name)
+            timings.append((step.name, time.time() - t0))
+            record_timing(osp.join(ROOT, work_dir, 'logs', 'timings.json'), step.name, timings[-1][1])
+            print(f'{head}: finished in {time.time() - t0:.0f} s', flush=True)
+        if step.name == until:
+            break
+    total = time.time() - start
+    print(f'done in {total:.0f} s ({", ".join(f"{n} {t:.0f} s" for n, t in timings) or "nothing to do"}); '
+          f'results in {work_dir}', flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--work-dir', default='work_dirs/quickstart')
@@ -154,40 +197,9 @@ def main(argv=None) -> int:
     parser.add_argument('--qdbev-config', default=QDBEV_CONFIG, help='QD-BEV (progressive QAT + VGD) config')
     args = parser.parse_args(argv)
     all_steps = steps(args.work_dir, args.data_root, args.teacher_config, args.qdbev_config)
-    names = [s.name for s in all_steps]
-    unknown = set(args.force) - set(names)
-    if unknown:
-        parser.error(f'--force: unknown step(s) {sorted(unknown)}; steps are {names}')
-    if args.until is not None and args.until not in names:
-        parser.error(f'--until: unknown step {args.until!r}; steps are {names}')
-    os.makedirs(osp.join(ROOT, args.work_dir), exist_ok=True)
-    start = time.time()
-    timings = []
-    ran: Set[str] = set()
-    for i, step in enumerate(all_steps, 1):
-        head = f'[{i}/{len(all_steps)}] {step.name}'
-        if not must_run(step, osp.exists(osp.join(ROOT, step.done)), args.force, ran):
-            print(f'{head}: done already ({step.done})', flush=True)
-        else:
-            if step.clean and osp.exists(osp.join(ROOT, step.clean)):
-                shutil.rmtree(osp.join(ROOT, step.clean))
-            step_argv = step.argv() if callable(step.argv) else step.argv
-            print(f'{head}: {" ".join(step_argv[1:])}', flush=True)
-            t0 = time.time()
-            run_step(step, step_argv, osp.join(ROOT, args.work_dir, 'logs'))
-            if step.marker:
-                with open(osp.join(ROOT, step.done), 'w') as f:
-                    f.write(f'{time.strftime("%Y-%m-%d %H:%M:%S")} {" ".join(step_argv[1:])}\n')
-            ran.add(step.name)
-            timings.append((step.name, time.time() - t0))
-            record_timing(osp.join(ROOT, args.work_dir, 'logs', 'timings.json'), step.name, timings[-1][1])
-            print(f'{head}: finished in {time.time() - t0:.0f} s', flush=True)
-        if step.name == args.until:
-            break
-    total = time.time() - start
-    print(f'quickstart: done in {total:.0f} s ({", ".join(f"{n} {t:.0f} s" for n, t in timings) or "nothing to do"});'
-          f' results in {args.work_dir}' + ('' if args.until else f', summary {osp.join(args.work_dir, "summary.md")}'),
-          flush=True)
+    check_step_names(parser, all_steps, args.force, args.until)
+    run_steps(all_steps, args.work_dir, args.force, args.until)
+    print(f'quickstart: summary in {osp.join(args.work_dir, "summary.md")}' if args.until is None else '', flush=True)
     return 0
 
 
