@@ -1,0 +1,86 @@
+"""tools/study.py: its runs are the real QD-BEV configs with the intended schedule overrides, and its results file
+has the keys of docs/results.json with the numbers taken from the runs' phase logs and the PTQ sweep."""
+import argparse
+import json
+
+import pytest
+from mmengine.config import Config, DictAction
+
+from tools import study
+
+ARGS = ['--work-dir', 'w', '--data-root', '/d/study', '--qat-iters', '7', '--distill-iters', '11', '--seed', '3']
+
+
+def run_config(step):
+    """The config a tools/train.py step would train: its file with its --cfg-options applied."""
+    argv = step.argv
+    cfg = Config.fromfile(argv[2])
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    cfg.merge_from_dict(parser.parse_args(argv[argv.index('--cfg-options'):]).cfg_options)
+    return cfg
+
+
+def parsed_steps():
+    ns = argparse.Namespace(work_dir='w', data_root='/d/study', train_scenes=60, val_scenes=8, scale=0.25, workers=2,
+                            teacher_config=study.TEACHER_CONFIG, qat_iters=7, distill_iters=11, seed=3)
+    return {s.name: s for s in study.steps(ns)}
+
+
+def test_runs_train_the_intended_schedules():
+    from projects.qdbev.hooks.schedule_config import build_schedule
+    steps = parsed_steps()
+    assert set(steps) >= {'direct', 'progressive', 'w4a4', 'results'} | {f'qdbev_{m}' for m in study.ABLATION_MODES}
+    direct = build_schedule(run_config(steps['direct']).qat_schedule)
+    assert [(p.length, p.unit) for p in direct if p.length] == [(35, 'iter')]
+    prog = build_schedule(run_config(steps['progressive']).qat_schedule)
+    assert [p.name for p in prog][-1] == 'w4a6_decoder' and {p.length for p in prog if p.length} == {7}
+    for mode in study.ABLATION_MODES:
+        cfg = run_config(steps[f'qdbev_{mode}'])
+        last = list(build_schedule(cfg.qat_schedule))[-1]
+        assert (last.distill, last.length) == (mode, 11)
+        assert cfg.model.teacher_checkpoint == 'w/teacher' and cfg.randomness.seed == 3
+        assert cfg.train_dataloader.dataset.data_root == '/d/study/'
+        assert cfg.val_evaluator.ann_file == '/d/study/nuscenes_infos_val.pkl'
+    w4a4 = run_config(steps['w4a4'])
+    assert w4a4.model.qconfig.a_bits == 4 and w4a4.model.qconfig.min_bits[0]['w_bits'] == 8
+    assert list(build_schedule(w4a4.qat_schedule))[-1].bits['decoder'] == (4, 4)
+
+
+def phases(nds, mp, name='vgd'):
+    return dict(events=[dict(event='eval', phase=1, name='w32a6', iter=7, metrics=dict(NDS=0.0, mAP=0.0)),
+                        dict(event='eval', phase=6, name=name, iter=46, metrics=dict(NDS=nds, mAP=mp))])
+
+
+def test_results_json_has_the_documented_keys_and_the_runs_numbers(tmp_path):
+    w = tmp_path
+    (w / 'ptq').mkdir()
+    (w / 'ptq' / 'ptq_results.json').write_text(json.dumps([
+        dict(w_bits=32, a_bits=32, nds=0.40, map=0.30, observer='percentile', method='fp'),
+        dict(w_bits=4, a_bits=4, nds=0.10, map=0.05, observer='percentile', method='ptq'),
+        dict(w_bits=8, a_bits=8, nds=0.38, map=0.28, observer='percentile', method='dfq')]))
+    runs = dict(direct=(0.30, 0.20), progressive=(0.33, 0.22), w4a4=(0.31, 0.21), qdbev_vgd=(0.41, 0.31),
+                qdbev_none=(0.34, 0.23), qdbev_img=(0.36, 0.25), qdbev_bev=(0.37, 0.26))
+    for run, (nds, mp) in runs.items():
+        (w / run).mkdir()
+        (w / run / 'phases.json').write_text(json.dumps(phases(nds, mp)))
+    res = study.write_results(str(w), 3)
+    assert set(res) >= {'ptq', 'methods', 'ablation', 'config', 'device', 'seeds'} and res['seeds'] == [3]
+    assert [(r['w_bits'], r['a_bits'], r['nds']) for r in res['ptq']] == [(32, 32, 0.40), (4, 4, 0.10)]
+    methods = {m['name']: m for m in res['methods']}
+    assert list(methods) == ['fp_teacher', 'dfq_w8a8', 'direct_qat_w4a6', 'progressive_qat_w4a6', 'qdbev_w4a6',
+                             'qdbev_w4a4']
+    assert (methods['qdbev_w4a6']['nds'], methods['qdbev_w4a6']['map']) == (0.41, 0.31)
+    assert methods['dfq_w8a8']['nds'] == 0.38 and methods['fp_teacher']['map'] == 0.30
+    # the W4A4 run keeps its 8-bit ends: more BOPS than W4A4 everywhere would give, fewer than W4A6
+    assert methods['qdbev_w4a4']['tbops'] < methods['qdbev_w4a6']['tbops']
+    assert methods['qdbev_w4a4']['size_mb'] > methods['qdbev_w4a6']['size_mb']
+    assert methods['fp_teacher']['tbops'] > methods['dfq_w8a8']['tbops'] > methods['qdbev_w4a6']['tbops']
+    assert [a['mode'] for a in res['ablation']] == ['vgd', 'none', 'img', 'bev']  # img+bev did not run
+    assert '| qdbev_w4a6 | 4/6 |' in (w / 'results.md').read_text()
+
+
+def test_unknown_step_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        study.main(ARGS + ['--until', 'nope'])
+    assert "--until: unknown step 'nope'" in capsys.readouterr().err

@@ -1,0 +1,190 @@
+#!/usr/bin/env python
+"""The QD-BEV study on one GPU (Table-1/Table-2 analogues, distillation ablation, W4A4), as resumable steps.
+
+    python tools/study.py [--work-dir work_dirs/study] [--data-root data/synthetic/study]
+                          [--train-scenes 60] [--val-scenes 8] [--scale 0.25] [--workers 16]
+                          [--teacher-config configs/quickstart/bevformer_nano_teacher_long.py]
+                          [--qat-iters 200] [--distill-iters 400] [--seed 0] [--until STEP] [--force STEP ...]
+
+Steps (tools/quickstart.py's runner: each skipped when its output exists, re-run when a step it needs ran):
+  data, infos        a v1.0-trainval synthetic set (tools/create_synthetic_nuscenes.py, tools/create_data.py)
+  teacher            the FP BEVFormer-nano teacher (--teacher-config)
+  ptq                tools/ptq.py 32/32 8/8 6/6 4/6 4/4 --dfq                    (Table 1; FP and DFQ rows of Table 2)
+  direct             direct QAT to W4A6 (configs/qdbev/qdbev_nano_synth_direct_w4a6.py), 5 x --qat-iters
+  progressive        progressive QAT to W4A6 without distillation (..._progressive_w4a6.py), --qat-iters per phase
+  qdbev_MODE         progressive QAT then --distill-iters of distillation MODE (..._w4a6.py with
+                     qat_schedule.distill=MODE) for MODE in vgd (QD-BEV), none, img, bev, img+bev (the ablation)
+  w4a4               QD-BEV at W4A4 with the first conv and class/box branches at 8 bits (..._w4a4.py)
+  curves             tools/plot_curves.py of qdbev_vgd and progressive
+  results            WORK_DIR/results.md and results.json (keys of docs/results.json: ptq, methods, ablation,
+                     config, device, seeds)
+Every QAT run is evaluated with the devkit at the end of each phase (phases.json). ``--seed`` sets the runs' seed
+(use another --work-dir per seed; the teacher and data may be shared by copying them).
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+from typing import Dict, List, Optional
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from tools.quickstart import (PTQ_BITS, Step, check_step_names, data_root_options, last_checkpoint,  # noqa: E402
+                              run_steps)
+
+QDBEV = 'configs/qdbev/qdbev_nano_synth_{}.py'
+ABLATION_MODES = ('vgd', 'none', 'img', 'bev', 'img+bev')
+TEACHER_CONFIG = 'configs/quickstart/bevformer_nano_teacher_long.py'
+
+
+def qat_run(name: str, config: str, w: str, data_root: str, teacher_dir: str, seed: int, schedule: Dict) -> Step:
+    """A tools/train.py step of a distiller config with the teacher, data root, seed and schedule overrides."""
+    opts = [f'model.teacher_checkpoint={teacher_dir}', f'randomness.seed={seed}'] + data_root_options(data_root)
+    opts += [f'qat_schedule.{k}={v}' for k, v in schedule.items()]
+    return Step(name, osp.join(w, name, 'done'),
+                [sys.executable, 'tools/train.py', config, '--work-dir', osp.join(w, name), '--cfg-options'] + opts,
+                osp.join(w, name), marker=True, needs=('teacher', ))
+
+
+def steps(args) -> List[Step]:
+    py, w, root = sys.executable, args.work_dir, args.data_root
+    teacher_dir = osp.join(w, 'teacher')
+    roots = data_root_options(root)
+    with_roots = (['--cfg-options'] + roots) if roots else []
+    qat = dict(length=args.qat_iters, unit='iter')
+    out = [
+        Step('data', osp.join(root, 'v1.0-trainval', 'scene.json'),
+             [py, 'tools/create_synthetic_nuscenes.py', '--out', root, '--version', 'v1.0-trainval', '--train-scenes',
+              str(args.train_scenes), '--val-scenes', str(args.val_scenes), '--scale', str(args.scale), '--workers',
+              str(args.workers), '--quiet'], root),
+        Step('infos', osp.join(root, 'nuscenes_infos_val.pkl'),
+             [py, 'tools/create_data.py', 'nuscenes', '--root-path', root, '--version', 'v1.0-trainval'],
+             needs=('data', )),
+        Step('teacher', osp.join(teacher_dir, 'done'),
+             [py, 'tools/train.py', args.teacher_config, '--work-dir', teacher_dir] + with_roots, teacher_dir,
+             marker=True, needs=('infos', )),
+        Step('ptq', osp.join(w, 'ptq', 'ptq_results.json'),
+             lambda: [py, 'tools/ptq.py', args.teacher_config, last_checkpoint(teacher_dir), '--bits', *PTQ_BITS,
+                      '--dfq', '--calib-samples', '32', '--work-dir', osp.join(w, 'ptq')] + with_roots,
+             osp.join(w, 'ptq'), needs=('teacher', )),
+        qat_run('direct', QDBEV.format('direct_w4a6'), w, root, teacher_dir, args.seed,
+                dict(length=5 * args.qat_iters, unit='iter')),
+        qat_run('progressive', QDBEV.format('progressive_w4a6'), w, root, teacher_dir, args.seed, qat),
+    ]
+    for mode in ABLATION_MODES:
+        out.append(qat_run(f'qdbev_{mode}', QDBEV.format('w4a6'), w, root, teacher_dir, args.seed,
+                           dict(qat, distill=mode, distill_length=args.distill_iters)))
+    out += [
+        qat_run('w4a4', QDBEV.format('w4a4'), w, root, teacher_dir, args.seed,
+                dict(qat, distill_length=args.distill_iters)),
+        Step('curves', osp.join(w, 'curves_qdbev.png'),
+             [py, 'tools/plot_curves.py', osp.join(w, 'qdbev_vgd'), '--out', osp.join(w, 'curves_qdbev.png')],
+             needs=('qdbev_vgd', )),
+        Step('results', osp.join(w, 'results.json'),
+             [py, 'tools/study.py', '--work-dir', w, '--write-results', '--seed', str(args.seed)],
+             needs=('ptq', 'direct', 'progressive', 'w4a4') + tuple(f'qdbev_{m}' for m in ABLATION_MODES)),
+    ]
+    return out
+
+
+def last_eval(work_dir: str) -> Optional[dict]:
+    """The last devkit evaluation of a QAT run (its phases.json), or None when the run is missing."""
+    from tools.summarize_quickstart import phase_metrics
+    path = osp.join(work_dir, 'phases.json')
+    if not osp.isfile(path):
+        return None
+    with open(path) as f:
+        evals = phase_metrics(json.load(f))
+    return evals[-1] if evals else None
+
+
+def collect(w: str, seed: int) -> dict:
+    """``results.json`` content from the runs under ``w`` (rows of missing runs are left out)."""
+    from tools.summarize_quickstart import measure_sizes
+    with open(osp.join(w, 'ptq', 'ptq_results.json')) as f:
+        ptq = json.load(f)
+    ptq_rows = [dict(w_bits=r['w_bits'], a_bits=r['a_bits'], nds=r['nds'], map=r['map'], observer=r.get('observer'))
+                for r in ptq if r.get('method', 'ptq') in ('ptq', 'fp')]
+    fp = next(r for r in ptq if (r['w_bits'], r['a_bits']) == (32, 32))
+    dfq = next((r for r in ptq if r.get('method') == 'dfq'), None)
+    methods = [dict(name='fp_teacher', w_bits=32, a_bits=32, nds=fp['nds'], map=fp['map'])]
+    if dfq is not None:
+        methods.append(dict(name='dfq_w8a8', w_bits=8, a_bits=8, nds=dfq['nds'], map=dfq['map']))
+    for name, run, bits in (('direct_qat_w4a6', 'direct', (4, 6)), ('progressive_qat_w4a6', 'progressive', (4, 6)),
+                            ('qdbev_w4a6', 'qdbev_vgd', (4, 6)), ('qdbev_w4a4', 'w4a4', (4, 4))):
+        ev = last_eval(osp.join(w, run))
+        if ev is not None:
+            methods.append(dict(name=name, w_bits=bits[0], a_bits=bits[1], nds=ev['nds'], map=ev['map']))
+    sizes = measure_sizes(QDBEV.format('w4a6'), sorted({(m['w_bits'], m['a_bits']) for m in methods
+                                                         if m['name'] != 'qdbev_w4a4'}), 6)
+    sizes[(4, 4, 'w4a4')] = measure_sizes(QDBEV.format('w4a4'), [(4, 4)], 6)[(4, 4)]
+    for m in methods:
+        s = sizes[(4, 4, 'w4a4')] if m['name'] == 'qdbev_w4a4' else sizes[(m['w_bits'], m['a_bits'])]
+        m.update(size_mb=s['size_mb'], tbops=s['gbops'] / 1e3)
+    ablation = []
+    for mode in ABLATION_MODES:
+        ev = last_eval(osp.join(w, f'qdbev_{mode}'))
+        if ev is not None:
+            ablation.append(dict(mode=mode, nds=ev['nds'], map=ev['map']))
+    import torch
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'
+    return dict(ptq=ptq_rows, methods=methods, ablation=ablation, config=QDBEV.format('w4a6'), device=device,
+                seeds=[seed], img_size=sizes[(32, 32)]['img_size'])
+
+
+def render(res: dict) -> str:
+    def f(v):
+        return 'n/a' if v is None else f'{v:.4f}'
+    lines = [f"# QD-BEV study ({res['config']}, {res['device']}, seed(s) {res['seeds']})", '',
+             '## PTQ (Table 1 analogue)', '', '| W/A | NDS | mAP |', '|---|---|---|']
+    lines += [f"| {r['w_bits']}/{r['a_bits']} | {f(r['nds'])} | {f(r['map'])} |" for r in res['ptq']]
+    lines += ['', f"## Methods (Table 2 analogue; size and TBOPS at 6 cameras, {res['img_size'][0]}x"
+                  f"{res['img_size'][1]})", '', '| method | W/A | size (MiB) | TBOPS | NDS | mAP |', '|---|---|---|---|---|---|']
+    lines += [f"| {m['name']} | {m['w_bits']}/{m['a_bits']} | {m['size_mb']:.2f} | {m['tbops']:.3f} | {f(m['nds'])} | "
+              f"{f(m['map'])} |" for m in res['methods']]
+    lines += ['', '## Distillation ablation at W4A6', '', '| mode | NDS | mAP |', '|---|---|---|']
+    lines += [f"| {a['mode']} | {f(a['nds'])} | {f(a['map'])} |" for a in res['ablation']]
+    return '\n'.join(lines) + '\n'
+
+
+def write_results(w: str, seed: int) -> dict:
+    res = collect(w, seed)
+    for name, text in (('results.json', json.dumps(res, indent=1)), ('results.md', render(res))):
+        tmp = osp.join(w, f'.{name}.tmp-{os.getpid()}')
+        with open(tmp, 'w') as f:
+            f.write(text)
+        os.replace(tmp, osp.join(w, name))
+    print(render(res))
+    return res
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--work-dir', default='work_dirs/study')
+    parser.add_argument('--data-root', default='data/synthetic/study')
+    parser.add_argument('--train-scenes', type=int, default=60)
+    parser.add_argument('--val-scenes', type=int, default=8)
+    parser.add_argument('--scale', type=float, default=0.25)
+    parser.add_argument('--workers', type=int, default=os.cpu_count() or 2)
+    parser.add_argument('--teacher-config', default=TEACHER_CONFIG)
+    parser.add_argument('--qat-iters', type=int, default=200, help='iterations per progressive-QAT phase')
+    parser.add_argument('--distill-iters', type=int, default=400, help='iterations of the distillation phase')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--force', nargs='*', default=[], help='steps to re-run even if done')
+    parser.add_argument('--until', help='stop after this step')
+    parser.add_argument('--write-results', action='store_true', help='only write results.{md,json} (the last step)')
+    args = parser.parse_args(argv)
+    if args.write_results:
+        write_results(args.work_dir, args.seed)
+        return 0
+    all_steps = steps(args)
+    check_step_names(parser, all_steps, args.force, args.until)
+    run_steps(all_steps, args.work_dir, args.force, args.until)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
