@@ -31,6 +31,10 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Set, Tuple, Union
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from qdbev.fileio import atomic_write_bytes  # noqa: E402
 DEFAULT_DATA_ROOT = 'data/synthetic/quickstart'
 TEACHER_CONFIG = 'configs/quickstart/bevformer_nano_teacher.py'
 QDBEV_CONFIG = 'configs/quickstart/qdbev_nano_w4a6.py'
@@ -137,10 +141,7 @@ def record_timing(path: str, name: str, seconds: float) -> None:
         with open(path) as f:
             data = json.load(f)
     data[name] = round(seconds, 1)
-    tmp = f'{path}.tmp-{os.getpid()}'
-    with open(tmp, 'w') as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write_bytes(json.dumps(data, indent=1).encode(), path)
 
 
 def check_step_names(parser: argparse.ArgumentParser, all_steps: List[Step], force: Sequence[str],
@@ -173,8 +174,8 @@ def run_steps(all_steps: List[Step], work_dir: str, force: Sequence[str] = (), u
             t0 = time.time()
             run_step(step, step_argv, osp.join(ROOT, work_dir, 'logs'))
             if step.marker:
-                with open(osp.join(ROOT, step.done), 'w') as f:
-                    f.write(f'{time.strftime("%Y-%m-%d %H:%M:%S")} {" ".join(step_argv[1:])}\n')
+                atomic_write_bytes(f'{time.strftime("%Y-%m-%d %H:%M:%S")} {" ".join(step_argv[1:])}\n'.encode(),
+                                   osp.join(ROOT, step.done))
             ran.add(step.name)
             timings.append((step.name, time.time() - t0))
             record_timing(osp.join(ROOT, work_dir, 'logs', 'timings.json'), step.name, timings[-1][1])
@@ -199,7 +200,8 @@ def main(argv=None) -> int:
     all_steps = steps(args.work_dir, args.data_root, args.teacher_config, args.qdbev_config)
     check_step_names(parser, all_steps, args.force, args.until)
     run_steps(all_steps, args.work_dir, args.force, args.until)
-    print(f'quickstart: summary in {osp.join(args.work_dir, "summary.md")}' if args.until is None else '', flush=True)
+    if args.until is None:
+        print(f'quickstart: summary in {osp.join(args.work_dir, "summary.md")}', flush=True)
     return 0
 
 

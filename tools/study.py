@@ -32,6 +32,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from qdbev.fileio import atomic_write_bytes  # noqa: E402
 from tools.quickstart import (PTQ_BITS, Step, check_step_names, data_root_options, last_checkpoint,  # noqa: E402
                               run_steps)
 
@@ -103,9 +104,8 @@ def last_eval(work_dir: str) -> Optional[dict]:
 
 def collect(w: str, seed: int) -> dict:
     """``results.json`` content from the runs under ``w`` (rows of missing runs are left out)."""
-    from tools.summarize_quickstart import measure_sizes
-    with open(osp.join(w, 'ptq', 'ptq_results.json')) as f:
-        ptq = json.load(f)
+    from tools.summarize_quickstart import measure_sizes, read_json
+    ptq = read_json(osp.join(w, 'ptq', 'ptq_results.json'), 'the PTQ sweep')
     ptq_rows = [dict(w_bits=r['w_bits'], a_bits=r['a_bits'], nds=r['nds'], map=r['map'], observer=r.get('observer'))
                 for r in ptq if r.get('method', 'ptq') in ('ptq', 'fp')]
     fp = next(r for r in ptq if (r['w_bits'], r['a_bits']) == (32, 32))
@@ -118,11 +118,12 @@ def collect(w: str, seed: int) -> dict:
         ev = last_eval(osp.join(w, run))
         if ev is not None:
             methods.append(dict(name=name, w_bits=bits[0], a_bits=bits[1], nds=ev['nds'], map=ev['map']))
+    # every row is the w4a6 config's architecture at its widths, except W4A4, whose config floors some layers at 8
     sizes = measure_sizes(QDBEV.format('w4a6'), sorted({(m['w_bits'], m['a_bits']) for m in methods
                                                          if m['name'] != 'qdbev_w4a4'}), 6)
-    sizes[(4, 4, 'w4a4')] = measure_sizes(QDBEV.format('w4a4'), [(4, 4)], 6)[(4, 4)]
+    w4a4 = measure_sizes(QDBEV.format('w4a4'), [(4, 4)], 6)[(4, 4)]
     for m in methods:
-        s = sizes[(4, 4, 'w4a4')] if m['name'] == 'qdbev_w4a4' else sizes[(m['w_bits'], m['a_bits'])]
+        s = w4a4 if m['name'] == 'qdbev_w4a4' else sizes[(m['w_bits'], m['a_bits'])]
         m.update(size_mb=s['size_mb'], tbops=s['gbops'] / 1e3)
     ablation = []
     for mode in ABLATION_MODES:
@@ -152,11 +153,8 @@ def render(res: dict) -> str:
 
 def write_results(w: str, seed: int) -> dict:
     res = collect(w, seed)
-    for name, text in (('results.json', json.dumps(res, indent=1)), ('results.md', render(res))):
-        tmp = osp.join(w, f'.{name}.tmp-{os.getpid()}')
-        with open(tmp, 'w') as f:
-            f.write(text)
-        os.replace(tmp, osp.join(w, name))
+    atomic_write_bytes(json.dumps(res, indent=1).encode(), osp.join(w, 'results.json'))
+    atomic_write_bytes(render(res).encode(), osp.join(w, 'results.md'))
     print(render(res))
     return res
 

@@ -13,7 +13,6 @@ parameters, size (MiB at each layer's bit width) and MACs/BOPS of the architectu
 """
 import argparse
 import json
-import os
 import os.path as osp
 import sys
 from typing import Dict, List, Optional, Tuple
@@ -22,12 +21,14 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from qdbev.fileio import atomic_write_bytes  # noqa: E402
+
 LAST_QAT_PHASE = 'w4a6_decoder'
 WEAK_TEACHER_MAP = 0.05  # below this the rows cannot be compared (the quick-start teacher on 2 CPU cores)
 DISTILL_PHASE = 'vgd'
 
 
-def _read_json(path: str, what: str):
+def read_json(path: str, what: str):
     if not osp.isfile(path):
         raise SystemExit(f'summarize_quickstart: {path} missing ({what}); run tools/quickstart.py up to that step')
     try:
@@ -124,13 +125,6 @@ def _gt_rows(path: str) -> Optional[list]:
     return [dict(jitter=r['jitter_m'], nds=r['nds'], map=r['map']) for r in rows] or None
 
 
-def _atomic_write(path: str, text: str) -> None:
-    tmp = f'{path}.tmp-{os.getpid()}'
-    with open(tmp, 'w') as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('work_dir', help='tools/quickstart.py work dir')
@@ -139,8 +133,8 @@ def main(argv=None) -> dict:
     parser.add_argument('--cams', type=int, default=6)
     args = parser.parse_args(argv)
     w = args.work_dir
-    ptq = _read_json(osp.join(w, 'ptq', 'ptq_results.json'), 'the PTQ sweep')
-    phases = phase_metrics(_read_json(osp.join(w, 'qdbev', 'phases.json'), 'the QD-BEV run'))
+    ptq = read_json(osp.join(w, 'ptq', 'ptq_results.json'), 'the PTQ sweep')
+    phases = phase_metrics(read_json(osp.join(w, 'qdbev', 'phases.json'), 'the QD-BEV run'))
     rows = model_rows(ptq, phases)
     sizes = measure_sizes(args.qdbev_config, sorted({(r['w_bits'], r['a_bits']) for r in rows}), args.cams)
     for r in rows:
@@ -150,9 +144,9 @@ def main(argv=None) -> dict:
     gt = _gt_rows(osp.join(w, 'gt_eval', 'gt_eval.json'))
     summary = dict(rows=rows, phases=phases, gt_eval=gt, timings_s=timings, teacher_config=args.teacher_config,
                    qdbev_config=args.qdbev_config, cams=args.cams)
-    _atomic_write(osp.join(w, 'summary.json'), json.dumps(summary, indent=1))
+    atomic_write_bytes(json.dumps(summary, indent=1).encode(), osp.join(w, 'summary.json'))
     text = render(rows, phases, gt, timings, args.cams)
-    _atomic_write(osp.join(w, 'summary.md'), text)
+    atomic_write_bytes(text.encode(), osp.join(w, 'summary.md'))
     print(text)
     return summary
 

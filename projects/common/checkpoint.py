@@ -10,9 +10,7 @@ is saved and rebuilds them after it is loaded; nothing needs to be allow-listed 
 checkpoint to a temporary file in the same folder, fsyncs it and renames it over the target, so a crash or a
 full disk mid-write leaves the previous checkpoint intact.
 """
-import os
-import tempfile
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,32 +19,11 @@ from mmengine.hooks import Hook
 from mmengine.logging import HistoryBuffer
 from mmengine.registry import HOOKS
 
+from qdbev.fileio import atomic_write_bytes
+
+__all__ = ['AtomicLocalBackend', 'WeightsOnlyCheckpointHook', 'atomic_write_bytes']
+
 _BUFFER_TAG = '__qdbev_history_buffer__'
-
-
-def atomic_write_bytes(data: bytes, path: Union[str, os.PathLike]) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename.
-
-    A failed write (full disk ...) removes the temporary file and raises ``OSError`` naming ``path``; a process
-    killed mid-write leaves ``path`` as it was (and a hidden ``.NAME.*.tmp`` file that can be deleted)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException as err:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(err, OSError):  # full disk, quota, file size limit: name the file, the old one is intact
-            raise OSError(err.errno, f'writing {path} failed ({err.strerror or err}); the previous version of the '
-                                     f'file, if any, is unchanged') from None
-        raise
 
 
 @register_backend('atomic_local')

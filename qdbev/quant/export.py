@@ -17,6 +17,7 @@ Exported with torch's TorchScript exporter (``dynamo=False``, opset 13: per-axis
 ``symbolic`` hook emits the QDQ nodes directly.
 """
 import contextlib
+import io
 import json
 import os
 import warnings
@@ -26,6 +27,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..fileio import atomic_write_bytes
 from .fake_quant import FLOAT_BITS, fake_quantize, qrange, quantize_codes
 from .fake_quantizer import FakeQuantizer
 from .pack import pack_state, packed_nbytes, unpack_state
@@ -98,9 +100,9 @@ def save_packed(model: nn.Module, path: str, meta: Optional[dict] = None) -> Dic
         raise ValueError(f'save_packed: meta must be JSON-serialisable ({err})') from None
     blob = torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.uint8)
     index_bytes = torch.frombuffer(bytearray(zlib.compress(text.encode(), 9)), dtype=torch.uint8)
-    tmp = f'{path}.tmp'
-    torch.save(dict(format=PACKED_FORMAT, index=index_bytes, blob=blob), tmp)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    torch.save(dict(format=PACKED_FORMAT, index=index_bytes, blob=blob), buf)
+    atomic_write_bytes(buf.getvalue(), path)
     return dict(packed_nbytes(packed), file=os.path.getsize(path))
 
 
