@@ -28,7 +28,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from qdbev.geometry import RING_YAWS_DEG
+from qdbev.geometry import RING_YAWS_DEG, pose_can_bus
 from qdbev.geometry import ring_lidar2img as geometry_ring_lidar2img
 
 RATIO_KEYS = ('qat_vgd_step_over_fp_step', 'qat_vgd_memory_over_fp', 'fakequant_infer_over_fp',
@@ -126,14 +126,6 @@ def ring_lidar2img(height: int, width: int, num_cams: int = 6) -> np.ndarray:
     return geometry_ring_lidar2img(height, width, CAM_YAWS[:num_cams])
 
 
-def _can_bus(x: float, y: float, yaw_deg: float) -> np.ndarray:
-    cb = np.zeros(18)
-    cb[0], cb[1], cb[3] = x, y, 1.0
-    cb[16] = np.radians(yaw_deg) % (2 * np.pi)
-    cb[17] = yaw_deg % 360
-    return cb
-
-
 def data_samples(batch: int, queue: int, img_hw: Tuple[int, int], num_cams: int = 6, frame: int = 10,
                  with_gt: bool = True) -> list:
     """``batch`` ``Det3DDataSample`` s of consecutive frames ``frame, frame + 1, ...`` of one scene: lidar2img of
@@ -144,11 +136,11 @@ def data_samples(batch: int, queue: int, img_hw: Tuple[int, int], num_cams: int 
     samples = []
     for b in range(batch):
         cur = frame + b
-        metas = [dict(lidar2img=l2i, can_bus=_can_bus(0.5 * k, 0.0, 2.0 * k), scene_token='scene-bench',
+        metas = [dict(lidar2img=l2i, can_bus=pose_can_bus(0.5 * k, 0.0, 2.0 * k), scene_token='scene-bench',
                       frame_idx=cur - queue + 1 + k, img_shape=tuple(img_hw)) for k in range(queue - 1)]
         sample = Det3DDataSample(metainfo=dict(
             sample_idx=cur, token=f'bench-{cur}', scene_token='scene-bench', frame_idx=cur, lidar2img=l2i,
-            img_shape=tuple(img_hw), can_bus=_can_bus(0.5 * cur, 0.1 * cur, 2.0 * cur), num_cams=num_cams,
+            img_shape=tuple(img_hw), can_bus=pose_can_bus(0.5 * cur, 0.1 * cur, 2.0 * cur), num_cams=num_cams,
             box_type_3d=LiDARInstance3DBoxes, queue_metas=metas))
         if with_gt:
             gt = InstanceData()
@@ -269,45 +261,34 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
     with tempfile.TemporaryDirectory() as tmp:
         fp, distiller = build_models(distiller_cfg, fp_cfg, torch.device('cpu'), tmp)
     raw = raw_batch(batch, queue, img_hw, num_cams)
-    # FP
+
+    def measure(model, predictor, step_name: str, infer_name: str) -> None:
+        """Train step (time, peak memory) and ``predictor``'s predict of ``model``, alone on the device; then the
+        model goes back to the CPU."""
+        if with_train:
+            model.train()
+            data = model.data_preprocessor(raw, True)
+            step = train_step_fn(model, data, make_optimizer(model, optim_cfg))
+            out[step_name] = median_ms(step, reps, warmup, device)
+            out[f'{step_name}_peak_mib'] = peak_mib(step, device)
+            profiled(step, step_name)
+            del data, step
+        if with_infer:
+            model.eval()
+            infer = predict_fn(predictor, model.data_preprocessor, img_hw, batch, num_cams, reps + warmup + 1)
+            out[infer_name] = median_ms(infer, reps, warmup, device)
+            profiled(infer, infer_name)
+        model.cpu()
+        if device.type == 'cuda':
+            torch.cuda.empty_cache()
+
     fp.to(device)
-    if with_train:
-        fp.train()
-        data = fp.data_preprocessor(raw, True)
-        step = train_step_fn(fp, data, make_optimizer(fp, optim_cfg))
-        out['fp_step'] = median_ms(step, reps, warmup, device)
-        out['fp_step_peak_mib'] = peak_mib(step, device)
-        profiled(step, 'fp_step')
-        del data, step
-    if with_infer:
-        fp.eval()
-        infer = predict_fn(fp, fp.data_preprocessor, img_hw, batch, num_cams, reps + warmup + 1)
-        out['fp_infer'] = median_ms(infer, reps, warmup, device)
-        profiled(infer, 'fp_infer')
-    fp.cpu()
+    measure(fp, fp, 'fp_step', 'fp_infer')
     del fp
-    if device.type == 'cuda':
-        torch.cuda.empty_cache()
-    # QAT + VGD
     distiller.to(device)
-    calibrate(distiller, raw)
-    if with_train:
-        distiller.train()
-        data = distiller.data_preprocessor(raw, True)
-        step = train_step_fn(distiller, data, make_optimizer(distiller, optim_cfg))
-        out['qat_vgd_step'] = median_ms(step, reps, warmup, device)
-        out['qat_vgd_step_peak_mib'] = peak_mib(step, device)
-        profiled(step, 'qat_vgd_step')
-        del data, step
-    if with_infer:
-        distiller.eval()
-        infer = predict_fn(distiller.student, distiller.data_preprocessor, img_hw, batch, num_cams, reps + warmup + 1)
-        out['fakequant_infer'] = median_ms(infer, reps, warmup, device)
-        profiled(infer, 'fakequant_infer')
-    distiller.cpu()
+    calibrate(distiller, raw)  # QAT + VGD: the student's activation scales first
+    measure(distiller, distiller.student, 'qat_vgd_step', 'fakequant_infer')
     del distiller
-    if device.type == 'cuda':
-        torch.cuda.empty_cache()
     if with_train:
         out['qat_vgd_step_over_fp_step'] = ratio(out['qat_vgd_step']['median_ms'], out['fp_step']['median_ms'])
         out['qat_vgd_memory_over_fp'] = ratio(out['qat_vgd_step_peak_mib'], out['fp_step_peak_mib'])
