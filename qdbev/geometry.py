@@ -7,6 +7,7 @@ Conventions (BEVFormer's): the BEV grid has ``bev_h`` rows along y and ``bev_w``
 (row i, column j) has flat index ``i * bev_w + j`` and centre ``((j + 0.5) / bev_w, (i + 0.5) / bev_h)`` of
 ``pc_range`` = [x_min, y_min, z_min, x_max, y_max, z_max] in the lidar frame.
 """
+import math
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
@@ -94,3 +95,14 @@ def ring_lidar2img(height: int, width: int, yaws_deg: Sequence[float] = RING_YAW
         k[0, 2], k[1, 2] = width / 2, height / 2
         mats.append(k @ l2c)
     return np.stack(mats).astype(np.float32)
+
+
+def pose_can_bus(x: float, y: float, yaw_deg: float) -> np.ndarray:
+    """BEVFormer's 18-value ``can_bus`` of an ego pose for synthetic rigs (no real CAN data): translation
+    ``(x, y, 0)`` in slots 0:3, quaternion slot 3 (w) = 1, the yaw in radians in [0, 2 pi) at slot 16 and in degrees
+    in [0, 360) at slot 17, everything else 0."""
+    cb = np.zeros(18)
+    cb[0], cb[1], cb[3] = x, y, 1.0
+    cb[16] = math.radians(yaw_deg) % (2 * math.pi)
+    cb[17] = yaw_deg % 360
+    return cb

@@ -13,10 +13,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from typing import List, Optional
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.join(ROOT, 'tests', 'projects', 'qdbev'))
+
+from progressive_toy import wait_paused  # noqa: E402,F401  (re-exported for the kill tests)
+
 CKPT_INTERVAL = 4
 NAN_ITER = 8
 TOTAL_ITERS = 15
@@ -100,23 +103,6 @@ def run_ok(config: str, work_dir: str, *options: str, nproc: int = 1) -> None:
 def log_text(work_dir: str) -> str:
     with open(work_dir + '.log') as f:
         return f.read()
-
-
-def wait_paused(proc: subprocess.Popen, work_dir: str, timeout: float = 120) -> dict:
-    """The content of ``fault_paused.json`` (iteration, every rank's pid) once FaultInjectionHook paused."""
-    marker = osp.join(work_dir, 'fault_paused.json')
-    deadline = time.time() + timeout
-    while not osp.isfile(marker):
-        if proc.poll() is not None:
-            raise AssertionError(f'run ended (rc {proc.returncode}) before pausing:\n{log_text(work_dir)[-3000:]}')
-        if time.time() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise AssertionError('run did not reach the pause point in time')
-        time.sleep(0.2)
-    with open(marker) as f:
-        paused = json.load(f)
-    os.unlink(marker)
-    return paused
 
 
 def kill_all(pids: List[int]) -> None:

@@ -4,7 +4,6 @@ import json
 import os.path as osp
 
 import pytest
-import torch
 
 from tools import model_size
 
@@ -13,12 +12,7 @@ NANO = osp.join(ROOT, 'configs/bevformer/bevformer_nano_synth.py')
 HW = (64, 96)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')

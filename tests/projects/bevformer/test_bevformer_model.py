@@ -15,6 +15,7 @@ from mmdet3d.registry import MODELS
 from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
 from projects.bevformer.bevformer.temporal_state import TemporalState, can_bus_delta
 from qdbev.geometry import RING_YAWS_DEG as CAM_YAWS
+from qdbev.geometry import pose_can_bus as can_bus
 from qdbev.geometry import ring_lidar2img
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -23,13 +24,7 @@ H, W = 96, 160  # small images keep the tests fast; the projections below are bu
 N_CAM = 6
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Small ops on a shared 2-core machine: two OpenMP threads mostly wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def build_nano(**head_overrides):
@@ -44,15 +39,6 @@ def build_nano(**head_overrides):
 def rig_lidar2img(height: int = H, width: int = W) -> np.ndarray:
     """Six pinhole cameras at the lidar origin looking along CAM_YAWS (from +x towards +y), 90 deg horizontal FOV."""
     return ring_lidar2img(height, width, CAM_YAWS)
-
-
-def can_bus(x: float, y: float, yaw_deg: float) -> np.ndarray:
-    cb = np.zeros(18)
-    cb[0], cb[1] = x, y
-    cb[3] = 1.0
-    cb[16] = math.radians(yaw_deg) % (2 * math.pi)
-    cb[17] = yaw_deg % 360
-    return cb
 
 
 def make_sample(scene: str, frame_idx: int, pose=(0.0, 0.0, 0.0), queue=(), size=(H, W)) -> Det3DDataSample:

@@ -5,6 +5,12 @@ The student has one ``nn.Linear`` per BEVFormer stage under the module names of 
 ``qdbev.quant.quantize_model``; the distiller wrapper only records ``set_distill_mode`` calls.
 """
 import copy
+import json
+import os
+import os.path as osp
+import signal
+import subprocess
+import time
 from typing import List, Optional
 
 import torch
@@ -157,3 +163,24 @@ def make_runner(work_dir: str, schedule: dict, metric_values: Optional[List[floa
         cfg=cfg)
     kwargs.update(runner_kwargs)
     return Runner(**kwargs)
+
+
+def wait_paused(proc: subprocess.Popen, work_dir: str, timeout: float = 120) -> dict:
+    """The content of ``WORK_DIR/fault_paused.json`` (iteration, every rank's pid) once FaultInjectionHook paused the
+    run ``proc`` (a process group whose output goes to ``WORK_DIR.log``); the marker is removed. A run that ends
+    first fails the test with its log tail; one that does not pause within ``timeout`` s is killed."""
+    marker = osp.join(work_dir, 'fault_paused.json')
+    deadline = time.time() + timeout
+    while not osp.isfile(marker):
+        if proc.poll() is not None:
+            log = work_dir + '.log'
+            tail = open(log).read()[-3000:] if osp.isfile(log) else '(no log)'
+            raise AssertionError(f'run ended (rc {proc.returncode}) before pausing:\n{tail}')
+        if time.time() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError('run did not reach the pause point in time')
+        time.sleep(0.2)
+    with open(marker) as f:
+        paused = json.load(f)
+    os.unlink(marker)
+    return paused

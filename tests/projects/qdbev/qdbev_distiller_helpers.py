@@ -1,12 +1,12 @@
 """Helpers of the distiller tests: a small BEVFormer config, interface-shaped batches, a hand-made camera rig."""
 import copy
-import math
 import os
 
 import numpy as np
 import torch
 
 from qdbev.geometry import RING_YAWS_DEG as CAM_YAWS
+from qdbev.geometry import pose_can_bus as can_bus
 from qdbev.geometry import ring_lidar2img
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -19,14 +19,6 @@ BEV = 16  # BEV grid of the test model (16 x 16 cells of 6.4 m)
 def rig_lidar2img(height: int = H, width: int = W) -> np.ndarray:
     """Six pinhole cameras at the lidar origin looking along CAM_YAWS (from +x towards +y), 90 deg horizontal FOV."""
     return ring_lidar2img(height, width, CAM_YAWS)
-
-
-def can_bus(x: float, y: float, yaw_deg: float) -> np.ndarray:
-    cb = np.zeros(18)
-    cb[0], cb[1], cb[3] = x, y, 1.0
-    cb[16] = math.radians(yaw_deg) % (2 * math.pi)
-    cb[17] = yaw_deg % 360
-    return cb
 
 
 def make_sample(scene: str, frame_idx: int, pose=(0.0, 0.0, 0.0), queue=()):

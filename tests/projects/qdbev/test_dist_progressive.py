@@ -15,10 +15,10 @@ import os.path as osp
 import signal
 import socket
 import subprocess
-import time
 
 import pytest
 import torch
+from progressive_toy import wait_paused
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 CONFIG = osp.join(ROOT, 'configs/qdbev/qdbev_nano_synth_progressive_w4a6.py')
@@ -133,17 +133,7 @@ def _wait(proc: subprocess.Popen, work_dir: str) -> None:
 
 
 def _kill_when_paused(proc: subprocess.Popen, work_dir: str) -> dict:
-    marker = osp.join(work_dir, 'fault_paused.json')
-    deadline = time.time() + RUN_TIMEOUT
-    while not osp.isfile(marker):
-        if proc.poll() is not None:
-            raise AssertionError(f'run ended (rc {proc.returncode}) before pausing; see {work_dir}.log')
-        if time.time() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise AssertionError('run did not reach the pause point in time')
-        time.sleep(1)
-    with open(marker) as f:
-        paused = json.load(f)
+    paused = wait_paused(proc, work_dir, RUN_TIMEOUT)
     # kill -9 the torchrun group, then each worker's own group (torchrun starts workers in new sessions)
     os.killpg(proc.pid, signal.SIGKILL)
     for pid in paused['pids']:
@@ -152,7 +142,6 @@ def _kill_when_paused(proc: subprocess.Popen, work_dir: str) -> dict:
         except ProcessLookupError:
             pass
     proc.wait(60)
-    os.unlink(marker)
     return paused
 
 

@@ -1,12 +1,8 @@
 """One intra-op thread for these small-tensor tests: on a busy 2-core machine, thread hand-offs cost more than
-the ops (restored after each test)."""
+the ops (``one_thread`` of tests/conftest.py, restored after each module)."""
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _single_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _single_thread(one_thread):
     yield
-    torch.set_num_threads(old)
