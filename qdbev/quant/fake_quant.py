@@ -224,6 +224,43 @@ def fake_quantize_frozen(x: Tensor, bits: int, scale: Tensor) -> Tensor:
         _constant(1, (1, ), torch.long, x.device), -qmax - 1, qmax)[0]
 
 
+def fake_quantize_static(x: Tensor, scale: Tensor, qmin: int, qmax: int, grad_factor: float = 1.0,
+                         learnable: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
+    """Forward half of a per-tensor Eq. 1 that a layer fuses into its own autograd function (no graph is built).
+
+    Runs the kernel :func:`fake_quantize` runs on a float32 ``x`` (any shape) with a per-tensor float32 ``scale``
+    (0-d or ``[1]``): the learnable one when ``learnable`` (the scale gets the LSQ gradient), else the cachemask one,
+    so the numbers are the same bit for bit. Returns ``(x_q, mask)``: ``mask`` (bool like ``x``, True inside the
+    clamp range) is the straight-through mask of the cachemask kernel, None for the learnable one.
+    """
+    s1 = scale.detach().reshape(1)
+    if learnable:
+        zp = _constant(0, (1, ), torch.float32, x.device)
+        return torch._fake_quantize_learnable_per_tensor_affine(x, s1, zp, qmin, qmax, float(grad_factor)), None
+    out, mask = torch._fake_quantize_per_tensor_affine_cachemask_tensor_qparams(
+        x, s1, _constant(0, (1, ), torch.int32, x.device), _constant(1, (1, ), torch.long, x.device), qmin, qmax)
+    return out, mask
+
+
+def fake_quantize_static_backward(grad: Tensor, x: Tensor, scale: Tensor, qmin: int, qmax: int,
+                                  grad_factor: float = 1.0, mask: Optional[Tensor] = None
+                                  ) -> Tuple[Tensor, Optional[Tensor]]:
+    """Backward half of :func:`fake_quantize_static`: ``(grad_x, grad_scale)`` from the gradient ``grad`` of
+    ``x_q`` (shape of ``x``).
+
+    With ``mask`` (a fixed scale): ``grad_x = grad * mask`` (straight-through), ``grad_scale`` None. Without: the
+    learnable kernel's own backward (the one autograd runs for :func:`fake_quantize` today, so bit for bit the same):
+    straight-through ``grad_x`` and the LSQ scale gradient ``sum(grad * (round(x/S) - x/S))`` inside the clamp range,
+    ``q_min`` / ``q_max`` outside, times ``grad_factor``, shaped like ``scale``.
+    """
+    if mask is not None:
+        return grad * mask, None
+    zp = _constant(0, (1, ), torch.float32, x.device)
+    grad_x, grad_scale, _ = torch.ops.aten._fake_quantize_learnable_per_tensor_affine_backward(
+        grad, x, scale.detach().reshape(1), zp, qmin, qmax, float(grad_factor))
+    return grad_x, grad_scale.reshape(scale.shape)
+
+
 def quantize_codes(x: Tensor, bits: int, scale: ScaleLike, ch_axis: Optional[int] = None) -> Tensor:
     """Integer codes ``clamp(round(x * (1/S)), qmin, qmax)`` of Eq. 1 as int32 (``codes * S == fake_quantize``)."""
     check_bits(bits)

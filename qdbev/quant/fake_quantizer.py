@@ -23,7 +23,7 @@ which bumps the version; edits through ``.data`` do not: call :meth:`clear_cache
 any quantizer keys) into a quantized model is accepted and leaves the quantizers uncalibrated.
 """
 import weakref
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -176,6 +176,18 @@ class FakeQuantizer(nn.Module):
             return float(self.grad_factor)
         per_scale = x.numel() / max(1, self.scale.numel())
         return 1.0 / (per_scale * qrange(self.bits)[1]) ** 0.5
+
+    def static_qparams(self, x: Tensor) -> Optional[Tuple[Tensor, int, int, float]]:
+        """``(scale, qmin, qmax, grad_factor)`` when the next forward on ``x`` is a plain per-tensor Eq. 1 with a fixed
+        scale: ``'quantize'`` mode below 32 bits, not dynamic, calibrated (frozen or LSQ-learnable), float32 ``x``
+        and scale, not tracing. A layer may then fuse this fake quantization into its own autograd function
+        (:mod:`.modules`); None in every other state (observing, off, float, dynamic, per-channel, uncalibrated)."""
+        if (self.mode != 'quantize' or self.bits == FLOAT_BITS or self.dynamic or self.ch_axis is not None
+                or not self._ready or x.dtype != torch.float32 or self.scale.dtype != torch.float32
+                or self.scale.numel() != 1 or torch.jit.is_tracing()):
+            return None
+        qmax = (1 << (self.bits - 1)) - 1
+        return self.scale, -qmax - 1, qmax, self._grad_factor(x)
 
     # ----------------------------------------------------------------- forward
     def forward(self, x: Tensor) -> Tensor:

@@ -4,6 +4,14 @@ Each carries a weight quantizer ``w_quant`` and an input-activation quantizer ``
 ``k_quant`` / ``v_quant`` for its key and value inputs). Being subclasses, ``isinstance`` checks in mmcv/mmdet
 keep working and the state dict keeps ``weight`` / ``bias`` (``in_proj_weight`` ...) under the same names; the
 quantizers add ``w_quant.*`` / ``a_quant.*`` keys. ``from_float`` shares the float module's parameters (no copy).
+
+Training memory: ``conv(a_quant(x), ...)`` written as two autograd ops keeps, per layer, the fake-quantized input
+``x_q`` (saved by the conv for its weight gradient) and the quantizer's straight-through mask, next to the float
+``x`` that the layer before usually saves already. When the activation quantizer has a fixed per-tensor scale
+(:meth:`FakeQuantizer.static_qparams`) and autograd records, the layers run quantizer and conv / linear as one
+autograd function that saves only ``x`` (the caller's tensor), the quantized weight and the scale, and recomputes
+``x_q`` and the mask in backward; outputs and gradients are the same numbers. ``layer.recompute_act_quant = False``
+keeps the two-op path.
 """
 import math
 from typing import Iterator, List, Optional, Tuple
@@ -11,10 +19,117 @@ from typing import Iterator, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
+from .fake_quant import fake_quantize_static, fake_quantize_static_backward
 from .fake_quantizer import FakeQuantizer
 
 __all__ = ['QuantModule', 'QuantConv2d', 'QuantLinear', 'QuantMultiheadAttention']
+
+
+def _autocast_on(x: Tensor) -> bool:
+    try:
+        return torch.is_autocast_enabled(x.device.type)
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
+
+
+def _static_act_qparams(quantizer: FakeQuantizer, x: Tensor, *params: Optional[Tensor]
+                        ) -> Optional[Tuple[Tensor, int, int, float]]:
+    """``quantizer``'s fixed per-tensor qparams for the fused layer functions below, or None where the two-op path
+    must run: autograd off or nothing to differentiate (``x``, ``params``, the scale), autocast (the layer would run
+    in another dtype than the recomputation), forward hooks on the quantizer (the fused path does not call it), a
+    module other than a :class:`FakeQuantizer` in its place, and every state :meth:`FakeQuantizer.static_qparams`
+    refuses."""
+    if not torch.is_grad_enabled() or not isinstance(quantizer, FakeQuantizer) or _autocast_on(x) \
+            or quantizer._forward_hooks or quantizer._forward_pre_hooks:  # a hooked quantizer must still be called
+        return None  # (another module in the quantizer's place: the ONNX export stand-ins)
+    qp = quantizer.static_qparams(x)
+    if qp is None or not (x.requires_grad or qp[0].requires_grad or any(p is not None and p.requires_grad
+                                                                        for p in params)):
+        return None
+    return qp
+
+
+def _not_a_view(y: Tensor) -> Tensor:
+    """``y`` as a tensor autograd does not track as a view (same storage, no copy): the output of a custom autograd
+    function that is a view of a tensor made inside it may not be modified in place (e.g. an inplace ReLU after a
+    linear layer); ``_unsafe_view`` is what ``torch.matmul`` returns for the same reason."""
+    return torch.ops.aten._unsafe_view(y, y.shape) if y._is_view() else y
+
+
+class _ActQuantConv2dFn(torch.autograd.Function):
+    """``conv2d(fake_quantize(x), weight, bias)`` (zero padding, x ``[B, C_in, H, W]``) saving only ``x``, the
+    (already fake-quantized) ``weight`` and the scale; backward recomputes ``x_q`` and the straight-through mask."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], scale: Tensor, qmin: int, qmax: int,
+                grad_factor: float, stride, padding, dilation, groups: int) -> Tensor:
+        learnable = ctx.needs_input_grad[3]
+        x_q, _ = fake_quantize_static(x, scale, qmin, qmax, grad_factor, learnable)
+        ctx.save_for_backward(x, weight, scale)
+        ctx.args = (qmin, qmax, grad_factor, learnable, None if bias is None else list(bias.shape), stride, padding,
+                    dilation, groups)
+        return _not_a_view(F.conv2d(x_q, weight, bias, stride, padding, dilation, groups))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, weight, scale = ctx.saved_tensors
+        qmin, qmax, grad_factor, learnable, bias_sizes, stride, padding, dilation, groups = ctx.args
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        x_q, mask = fake_quantize_static(x, scale, qmin, qmax, grad_factor, learnable)
+        # the op autograd runs for F.conv2d, with the same arguments: the same numbers as the two-op path
+        grad_xq, grad_w, grad_b = torch.ops.aten.convolution_backward(
+            grad, x_q, weight, bias_sizes, stride, padding, dilation, False, [0, 0], groups,
+            [need_x or learnable, need_w, need_b])
+        del x_q
+        grad_x = grad_s = None
+        if grad_xq is not None:
+            grad_x, grad_s = fake_quantize_static_backward(grad_xq, x, scale, qmin, qmax, grad_factor, mask)
+        return (grad_x if need_x else None), grad_w, grad_b, grad_s, None, None, None, None, None, None, None
+
+
+class _ActQuantLinearFn(torch.autograd.Function):
+    """``linear(fake_quantize(x), weight, bias)`` (x ``[..., in_features]``) saving only ``x``, the (already
+    fake-quantized) ``weight`` and the scale; backward recomputes ``x_q`` and the straight-through mask."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], scale: Tensor, qmin: int, qmax: int,
+                grad_factor: float) -> Tensor:
+        learnable = ctx.needs_input_grad[3]
+        x_q, _ = fake_quantize_static(x, scale, qmin, qmax, grad_factor, learnable)
+        ctx.save_for_backward(x, weight, scale)
+        ctx.args = (qmin, qmax, grad_factor, learnable)
+        return _not_a_view(F.linear(x_q, weight, bias))  # [B, L, in] + bias: a view of a [B*L, out] result
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, weight, scale = ctx.saved_tensors
+        qmin, qmax, grad_factor, learnable = ctx.args
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        x_q, mask = fake_quantize_static(x, scale, qmin, qmax, grad_factor, learnable)
+        g2 = grad.reshape(-1, grad.shape[-1])  # [N, out]; the formulas of torch's mm / addmm backward
+        grad_w = g2.t().mm(x_q.reshape(-1, x_q.shape[-1])) if need_w else None
+        grad_b = g2.sum(0) if need_b else None
+        del x_q
+        grad_x = grad_s = None
+        if need_x or learnable:
+            grad_xq = g2.mm(weight).reshape(x.shape)
+            grad_x, grad_s = fake_quantize_static_backward(grad_xq, x, scale, qmin, qmax, grad_factor, mask)
+        return (grad_x if need_x else None), grad_w, grad_b, grad_s, None, None, None
+
+
+def quant_linear(quantizer: FakeQuantizer, x: Tensor, weight: Tensor, bias: Optional[Tensor],
+                 recompute: bool = True) -> Tensor:
+    """``F.linear(quantizer(x), weight, bias)``, x ``[..., in_features]``: one autograd function that recomputes
+    ``quantizer(x)`` in backward when ``recompute`` and the quantizer has a fixed per-tensor scale (see the module
+    docstring)."""
+    qp = _static_act_qparams(quantizer, x, weight, bias) if recompute and x.dim() >= 2 else None
+    if qp is None:
+        return F.linear(quantizer(x), weight, bias)
+    return _ActQuantLinearFn.apply(x, weight, bias, *qp)
 
 
 class QuantModule:
@@ -22,6 +137,7 @@ class QuantModule:
     stage: Optional[str] = None  # 'backbone' / 'neck' / 'encoder' / 'decoder' / None, set by quantize_model
     qname: str = ''  # module name at quantize_model time
     act_quantizer_names: Tuple[str, ...] = ('a_quant',)
+    recompute_act_quant: bool = True  # False: the two-op path (autograd keeps x_q and the mask)
 
     def weight_quantizers(self) -> Iterator[Tuple[str, Tensor, FakeQuantizer]]:
         """``(param_name, weight, quantizer)`` for every quantized weight of the layer."""
@@ -65,7 +181,14 @@ class QuantConv2d(nn.Conv2d, QuantModule):
         return q
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(self.a_quant(x), self.w_quant(self.weight), self.bias)
+        qp = None
+        if self.recompute_act_quant and self.padding_mode == 'zeros' and not isinstance(self.padding, str) \
+                and x.dim() == 4:
+            qp = _static_act_qparams(self.a_quant, x, self.weight, self.bias)
+        if qp is None:
+            return self._conv_forward(self.a_quant(x), self.w_quant(self.weight), self.bias)
+        return _ActQuantConv2dFn.apply(x, self.w_quant(self.weight), self.bias, *qp, self.stride, self.padding,
+                                       self.dilation, self.groups)
 
 
 class QuantLinear(nn.Linear, QuantModule):
@@ -80,7 +203,11 @@ class QuantLinear(nn.Linear, QuantModule):
         return q
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(self.a_quant(x), self.w_quant(self.weight), self.bias)
+        qp = _static_act_qparams(self.a_quant, x, self.weight, self.bias) \
+            if self.recompute_act_quant and x.dim() >= 2 else None
+        if qp is None:  # a_quant before w_quant, as ever
+            return F.linear(self.a_quant(x), self.w_quant(self.weight), self.bias)
+        return _ActQuantLinearFn.apply(x, self.w_quant(self.weight), self.bias, *qp)
 
 
 class QuantMultiheadAttention(nn.MultiheadAttention, QuantModule):
@@ -133,9 +260,9 @@ class QuantMultiheadAttention(nn.MultiheadAttention, QuantModule):
         heads, head_dim = self.num_heads, self.head_dim
         w_q, w_k, w_v = self.w_quant(self.in_proj_weight).chunk(3)
         b_q, b_k, b_v = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None, None, None)
-        q = F.linear(self.a_quant(query), w_q, b_q)
-        k = F.linear(self.k_quant(key), w_k, b_k)
-        v = F.linear(self.v_quant(value), w_v, b_v)
+        q = quant_linear(self.a_quant, query, w_q, b_q, self.recompute_act_quant)
+        k = quant_linear(self.k_quant, key, w_k, b_k, self.recompute_act_quant)
+        v = quant_linear(self.v_quant, value, w_v, b_v, self.recompute_act_quant)
         q = q.reshape(tgt_len, bsz * heads, head_dim).transpose(0, 1)  # [B*h, L, d]
         k = k.reshape(src_len, bsz * heads, head_dim).transpose(0, 1)  # [B*h, S, d]
         v = v.reshape(src_len, bsz * heads, head_dim).transpose(0, 1)
