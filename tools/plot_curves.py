@@ -1,13 +1,14 @@
 #!/usr/bin/env python
 """Training curves of a progressive-QAT run across its phases (as QD-BEV's Fig. 2 / Fig. 3).
 
-    python tools/plot_curves.py WORK_DIR [--out WORK_DIR/curves.png]
+    python tools/plot_curves.py WORK_DIR [--out WORK_DIR/curves.png] [--compare OTHER_WORK_DIR ...]
 
 Top panel: NDS and mAP at every evaluation (from ``WORK_DIR/phases.json``, written by ProgressiveQATHook; without
 it, the val metrics of mmengine's ``scalars.json``). Bottom panel: the losses per iteration (``loss``,
 ``loss_cls``, ``loss_bbox``, ``loss_distill_*`` ... of ``WORK_DIR/<timestamp>/vis_data/scalars.json``; a resumed
 run's later records replace the killed run's records of the same iterations). Phase boundaries are dashed lines
 labelled with the phase names; roll-backs are marked. A per-phase summary (last NDS / mAP) is printed.
+``--compare`` overlays the NDS of other runs (e.g. plain progressive QAT beside QD-BEV, as Fig. 3) in the top panel.
 """
 import argparse
 import glob
@@ -103,7 +104,7 @@ def curves(work_dir: str) -> dict:
     return dict(losses=losses, metrics=metrics, boundaries=boundaries, rollbacks=rollbacks, summary=summary)
 
 
-def plot(data: dict, out: str, title: str) -> None:
+def plot(data: dict, out: str, title: str, others: Optional[Dict[str, dict]] = None) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -112,6 +113,10 @@ def plot(data: dict, out: str, title: str) -> None:
         pts = data['metrics'].get(name, [])
         if pts:
             ax_m.plot([p[0] for p in pts], [p[1] for p in pts], style, label=name, markersize=4)
+    for label, other in (others or {}).items():
+        pts = other['metrics'].get('NDS', [])
+        if pts:
+            ax_m.plot([p[0] for p in pts], [p[1] for p in pts], 'x:', label=f'NDS ({label})', markersize=5)
     ax_m.set_ylabel('val metric')
     ax_m.grid(alpha=0.3)
     for key in sorted(data['losses'], key=lambda k: (k != 'loss', k)):
@@ -153,6 +158,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Plot NDS/mAP and losses across progressive-QAT phases')
     parser.add_argument('work_dir', help='training work dir (phases.json, <timestamp>/vis_data/scalars.json)')
     parser.add_argument('--out', help='output PNG (default WORK_DIR/curves.png)')
+    parser.add_argument('--compare', nargs='*', default=[], help='other work dirs whose NDS is overlaid')
     return parser.parse_args(argv)
 
 
@@ -160,7 +166,9 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     data = curves(args.work_dir)
     out = args.out or osp.join(args.work_dir, 'curves.png')
-    plot(data, out, osp.basename(osp.normpath(args.work_dir)))
+    others = {osp.basename(osp.normpath(d)): curves(d) for d in args.compare}
+    title = osp.basename(osp.normpath(args.work_dir)) + ''.join(f' vs {k}' for k in others)
+    plot(data, out, title, others)
     for name, nds, map_ in data['summary']:
         fmt = (lambda v: '   -  ' if v is None else f'{v:.4f}')
         print(f'{name:24s} NDS {fmt(nds)}  mAP {fmt(map_)}')

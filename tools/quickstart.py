@@ -155,36 +155,109 @@ def check_step_names(parser: argparse.ArgumentParser, all_steps: List[Step], for
         parser.error(f'--until: unknown step {until!r}; steps are {names}')
 
 
-def run_steps(all_steps: List[Step], work_dir: str, force: Sequence[str] = (), until: Optional[str] = None) -> None:
+def _start(step: Step, work_dir: str) -> List[str]:
+    """Clean a step's output directory and resolve its command line."""
+    if step.clean and osp.exists(osp.join(ROOT, step.clean)):
+        shutil.rmtree(osp.join(ROOT, step.clean))
+    return step.argv() if callable(step.argv) else step.argv
+
+
+def _finished(step: Step, argv: List[str], work_dir: str, seconds: float) -> None:
+    """Write a marker step's done file and record its time in WORK_DIR/logs/timings.json."""
+    if step.marker:
+        atomic_write_bytes(f'{time.strftime("%Y-%m-%d %H:%M:%S")} {" ".join(argv[1:])}\n'.encode(),
+                           osp.join(ROOT, step.done))
+    record_timing(osp.join(ROOT, work_dir, 'logs', 'timings.json'), step.name, seconds)
+
+
+def _selected(all_steps: List[Step], until: Optional[str]) -> List[Step]:
+    """The steps up to and including ``until`` (all of them without it)."""
+    names = [s.name for s in all_steps]
+    return all_steps if until is None else all_steps[:names.index(until) + 1]
+
+
+def run_steps(all_steps: List[Step], work_dir: str, force: Sequence[str] = (), until: Optional[str] = None,
+              jobs: int = 1) -> None:
     """Run ``all_steps`` in order, skipping finished ones (:func:`must_run`), logging each to WORK_DIR/logs and
-    recording step times in WORK_DIR/logs/timings.json; stop after ``until``."""
+    recording step times in WORK_DIR/logs/timings.json; stop after ``until``. With ``jobs`` > 1, up to ``jobs``
+    steps whose ``needs`` are settled run at once (their output goes to their logs only)."""
     os.makedirs(osp.join(ROOT, work_dir), exist_ok=True)
+    if jobs > 1:
+        _run_parallel(_selected(all_steps, until), work_dir, force, jobs)
+        return
     start = time.time()
     timings = []
     ran: Set[str] = set()
-    for i, step in enumerate(all_steps, 1):
+    selected = _selected(all_steps, until)
+    for i, step in enumerate(selected, 1):
         head = f'[{i}/{len(all_steps)}] {step.name}'
         if not must_run(step, osp.exists(osp.join(ROOT, step.done)), force, ran):
             print(f'{head}: done already ({step.done})', flush=True)
-        else:
-            if step.clean and osp.exists(osp.join(ROOT, step.clean)):
-                shutil.rmtree(osp.join(ROOT, step.clean))
-            step_argv = step.argv() if callable(step.argv) else step.argv
-            print(f'{head}: {" ".join(step_argv[1:])}', flush=True)
-            t0 = time.time()
-            run_step(step, step_argv, osp.join(ROOT, work_dir, 'logs'))
-            if step.marker:
-                atomic_write_bytes(f'{time.strftime("%Y-%m-%d %H:%M:%S")} {" ".join(step_argv[1:])}\n'.encode(),
-                                   osp.join(ROOT, step.done))
-            ran.add(step.name)
-            timings.append((step.name, time.time() - t0))
-            record_timing(osp.join(ROOT, work_dir, 'logs', 'timings.json'), step.name, timings[-1][1])
-            print(f'{head}: finished in {time.time() - t0:.0f} s', flush=True)
-        if step.name == until:
-            break
+            continue
+        step_argv = _start(step, work_dir)
+        print(f'{head}: {" ".join(step_argv[1:])}', flush=True)
+        t0 = time.time()
+        run_step(step, step_argv, osp.join(ROOT, work_dir, 'logs'))
+        ran.add(step.name)
+        timings.append((step.name, time.time() - t0))
+        _finished(step, step_argv, work_dir, timings[-1][1])
+        print(f'{head}: finished in {time.time() - t0:.0f} s', flush=True)
     total = time.time() - start
     print(f'done in {total:.0f} s ({", ".join(f"{n} {t:.0f} s" for n, t in timings) or "nothing to do"}); '
           f'results in {work_dir}', flush=True)
+
+
+def _run_parallel(selected: List[Step], work_dir: str, force: Sequence[str], jobs: int) -> None:
+    """:func:`run_steps` with up to ``jobs`` processes at once. A step starts when every step it needs has
+    finished or was skipped; after a failure no new step starts, the running ones finish, then it exits."""
+    log_dir = osp.join(ROOT, work_dir, 'logs')
+    os.makedirs(log_dir, exist_ok=True)
+    names = {s.name for s in selected}
+    waiting = list(selected)
+    ran: Set[str] = set()
+    settled: Set[str] = set()
+    running: dict = {}  # name -> (step, argv, Popen, log file, start time)
+    failed: List[str] = []
+    start = time.time()
+    while waiting or running:
+        for name, (step, argv, proc, log, t0) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            log.close()
+            del running[name]
+            settled.add(name)
+            if proc.returncode != 0:
+                failed.append(name)
+                print(f'[{name}] failed (exit {proc.returncode}); see {osp.join(log_dir, name + ".log")}', flush=True)
+                continue
+            ran.add(name)
+            _finished(step, argv, work_dir, time.time() - t0)
+            print(f'[{name}] finished in {time.time() - t0:.0f} s', flush=True)
+        for step in list(waiting):
+            if failed or len(running) >= jobs:
+                break
+            if any(n in names and n not in settled for n in step.needs):
+                continue
+            waiting.remove(step)
+            if not must_run(step, osp.exists(osp.join(ROOT, step.done)), force, ran):
+                settled.add(step.name)
+                print(f'[{step.name}] done already ({step.done})', flush=True)
+                continue
+            argv = _start(step, work_dir)
+            log = open(osp.join(log_dir, f'{step.name}.log'), 'w')
+            proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                    env=dict(os.environ, PYTHONUNBUFFERED='1'))
+            running[step.name] = (step, argv, proc, log, time.time())
+            print(f'[{step.name}] started: {" ".join(argv[1:])} (log {osp.join(log_dir, step.name + ".log")})',
+                  flush=True)
+        if failed and not running:
+            break
+        if running:
+            time.sleep(1.0)
+    if failed:
+        raise SystemExit(f'quickstart: step(s) {", ".join(failed)} failed; see their logs in {log_dir}')
+    print(f'done in {time.time() - start:.0f} s ({len(ran)} steps ran, {jobs} at a time); results in {work_dir}',
+          flush=True)
 
 
 def main(argv=None) -> int:

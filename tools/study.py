@@ -3,12 +3,14 @@
 
     python tools/study.py [--work-dir work_dirs/study] [--data-root data/synthetic/study]
                           [--train-scenes 60] [--val-scenes 8] [--scale 0.25] [--workers 16]
-                          [--teacher-config configs/quickstart/bevformer_nano_teacher_long.py]
-                          [--qat-iters 200] [--distill-iters 400] [--seed 0] [--until STEP] [--force STEP ...]
+                          [--teacher-config configs/study/bevformer_nano_study_teacher.py] [--teacher-iters N]
+                          [--qat-iters 200] [--distill-iters 400] [--qat-batch 1] [--seed 0] [--jobs 1]
+                          [--until STEP] [--force STEP ...] [--only STEP ...]
 
 Steps (tools/quickstart.py's runner: each skipped when its output exists, re-run when a step it needs ran):
   data, infos        a v1.0-trainval synthetic set (tools/create_synthetic_nuscenes.py, tools/create_data.py)
-  teacher            the FP BEVFormer-nano teacher (--teacher-config)
+  teacher            the FP BEVFormer-nano teacher (--teacher-config; --teacher-iters sets an iteration-based
+                     config's length)
   ptq                tools/ptq.py 32/32 8/8 6/6 4/6 4/4 --dfq                    (Table 1; FP and DFQ rows of Table 2)
   direct             direct QAT to W4A6 (configs/qdbev/qdbev_nano_synth_direct_w4a6.py), 5 x --qat-iters
   progressive        progressive QAT to W4A6 without distillation (..._progressive_w4a6.py), --qat-iters per phase
@@ -18,8 +20,10 @@ Steps (tools/quickstart.py's runner: each skipped when its output exists, re-run
   curves             tools/plot_curves.py of qdbev_vgd and progressive
   results            WORK_DIR/results.md and results.json (keys of docs/results.json: ptq, methods, ablation,
                      config, device, seeds)
-Every QAT run is evaluated with the devkit at the end of each phase (phases.json). ``--seed`` sets the runs' seed
-(use another --work-dir per seed; the teacher and data may be shared by copying them).
+The QAT runs of the curves (progressive, qdbev_vgd) are evaluated with the devkit at the end of every phase
+(phases.json), the others once at the end. ``--seed`` sets the runs' seed (use another --work-dir per seed; the
+teacher and data may be shared by copying them). ``--jobs N`` runs up to N independent steps at once (the QAT runs
+of one GPU are host-bound: several side by side use it better); each step then logs to WORK_DIR/logs/STEP.log only.
 """
 import argparse
 import json
@@ -38,13 +42,20 @@ from tools.quickstart import (PTQ_BITS, Step, check_step_names, data_root_option
 
 QDBEV = 'configs/qdbev/qdbev_nano_synth_{}.py'
 ABLATION_MODES = ('vgd', 'none', 'img', 'bev', 'img+bev')
-TEACHER_CONFIG = 'configs/quickstart/bevformer_nano_teacher_long.py'
+TEACHER_CONFIG = 'configs/study/bevformer_nano_study_teacher.py'
+CURVE_RUNS = ('progressive', 'qdbev_vgd')  # evaluated after every phase; the other QAT runs once at the end
 
 
-def qat_run(name: str, config: str, w: str, data_root: str, teacher_dir: str, seed: int, schedule: Dict) -> Step:
-    """A tools/train.py step of a distiller config with the teacher, data root, seed and schedule overrides."""
-    opts = [f'model.teacher_checkpoint={teacher_dir}', f'randomness.seed={seed}'] + data_root_options(data_root)
+def qat_run(name: str, config: str, w: str, args, schedule: Dict) -> Step:
+    """A tools/train.py step of a distiller config with the teacher, data root, seed, batch and schedule overrides.
+    (``custom_hooks.1`` is the configs' ProgressiveQATHook, after WeightsOnlyCheckpointHook.)"""
+    teacher_dir = osp.join(w, 'teacher')
+    opts = [f'model.teacher_checkpoint={teacher_dir}', f'randomness.seed={args.seed}',
+            f'train_dataloader.batch_size={args.qat_batch}']
+    opts += data_root_options(args.data_root)
     opts += [f'qat_schedule.{k}={v}' for k, v in schedule.items()]
+    if name not in CURVE_RUNS:
+        opts.append('custom_hooks.1.evaluate_phase_end=last')
     return Step(name, osp.join(w, name, 'done'),
                 [sys.executable, 'tools/train.py', config, '--work-dir', osp.join(w, name), '--cfg-options'] + opts,
                 osp.join(w, name), marker=True, needs=('teacher', ))
@@ -55,6 +66,10 @@ def steps(args) -> List[Step]:
     teacher_dir = osp.join(w, 'teacher')
     roots = data_root_options(root)
     with_roots = (['--cfg-options'] + roots) if roots else []
+    teacher_opts = list(roots)
+    if args.teacher_iters:
+        n = args.teacher_iters
+        teacher_opts += [f'train_cfg.max_iters={n}', f'param_scheduler.1.end={n}', f'param_scheduler.1.T_max={n}']
     qat = dict(length=args.qat_iters, unit='iter')
     out = [
         Step('data', osp.join(root, 'v1.0-trainval', 'scene.json'),
@@ -65,25 +80,24 @@ def steps(args) -> List[Step]:
              [py, 'tools/create_data.py', 'nuscenes', '--root-path', root, '--version', 'v1.0-trainval'],
              needs=('data', )),
         Step('teacher', osp.join(teacher_dir, 'done'),
-             [py, 'tools/train.py', args.teacher_config, '--work-dir', teacher_dir] + with_roots, teacher_dir,
+             [py, 'tools/train.py', args.teacher_config, '--work-dir', teacher_dir]
+             + (['--cfg-options'] + teacher_opts if teacher_opts else []), teacher_dir,
              marker=True, needs=('infos', )),
         Step('ptq', osp.join(w, 'ptq', 'ptq_results.json'),
              lambda: [py, 'tools/ptq.py', args.teacher_config, last_checkpoint(teacher_dir), '--bits', *PTQ_BITS,
                       '--dfq', '--calib-samples', '32', '--work-dir', osp.join(w, 'ptq')] + with_roots,
              osp.join(w, 'ptq'), needs=('teacher', )),
-        qat_run('direct', QDBEV.format('direct_w4a6'), w, root, teacher_dir, args.seed,
-                dict(length=5 * args.qat_iters, unit='iter')),
-        qat_run('progressive', QDBEV.format('progressive_w4a6'), w, root, teacher_dir, args.seed, qat),
+        qat_run('direct', QDBEV.format('direct_w4a6'), w, args, dict(length=5 * args.qat_iters, unit='iter')),
+        qat_run('progressive', QDBEV.format('progressive_w4a6'), w, args, qat),
     ]
     for mode in ABLATION_MODES:
-        out.append(qat_run(f'qdbev_{mode}', QDBEV.format('w4a6'), w, root, teacher_dir, args.seed,
+        out.append(qat_run(f'qdbev_{mode}', QDBEV.format('w4a6'), w, args,
                            dict(qat, distill=mode, distill_length=args.distill_iters)))
     out += [
-        qat_run('w4a4', QDBEV.format('w4a4'), w, root, teacher_dir, args.seed,
-                dict(qat, distill_length=args.distill_iters)),
+        qat_run('w4a4', QDBEV.format('w4a4'), w, args, dict(qat, distill_length=args.distill_iters)),
         Step('curves', osp.join(w, 'curves_qdbev.png'),
-             [py, 'tools/plot_curves.py', osp.join(w, 'qdbev_vgd'), '--out', osp.join(w, 'curves_qdbev.png')],
-             needs=('qdbev_vgd', )),
+             [py, 'tools/plot_curves.py', osp.join(w, 'qdbev_vgd'), '--out', osp.join(w, 'curves_qdbev.png'),
+              '--compare', osp.join(w, 'progressive')], needs=CURVE_RUNS),
         Step('results', osp.join(w, 'results.json'),
              [py, 'tools/study.py', '--work-dir', w, '--write-results', '--seed', str(args.seed)],
              needs=('ptq', 'direct', 'progressive', 'w4a4') + tuple(f'qdbev_{m}' for m in ABLATION_MODES)),
@@ -168,11 +182,16 @@ def main(argv=None) -> int:
     parser.add_argument('--scale', type=float, default=0.25)
     parser.add_argument('--workers', type=int, default=os.cpu_count() or 2)
     parser.add_argument('--teacher-config', default=TEACHER_CONFIG)
+    parser.add_argument('--teacher-iters', type=int, help="length of an iteration-based teacher config's schedule")
     parser.add_argument('--qat-iters', type=int, default=200, help='iterations per progressive-QAT phase')
     parser.add_argument('--distill-iters', type=int, default=400, help='iterations of the distillation phase')
+    parser.add_argument('--qat-batch', type=int, default=1, help='batch per GPU of the QAT runs')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--jobs', type=int, default=1, help='independent steps run at once')
     parser.add_argument('--force', nargs='*', default=[], help='steps to re-run even if done')
     parser.add_argument('--until', help='stop after this step')
+    parser.add_argument('--only', nargs='*', default=[],
+                        help='run just these steps (what they need must be done already), e.g. a second seed')
     parser.add_argument('--write-results', action='store_true', help='only write results.{md,json} (the last step)')
     args = parser.parse_args(argv)
     if args.write_results:
@@ -180,7 +199,16 @@ def main(argv=None) -> int:
         return 0
     all_steps = steps(args)
     check_step_names(parser, all_steps, args.force, args.until)
-    run_steps(all_steps, args.work_dir, args.force, args.until)
+    if args.only:
+        done = {t.name: osp.exists(osp.join(ROOT, t.done)) for t in all_steps}
+        unknown = sorted(set(args.only) - set(done))
+        if unknown:
+            parser.error(f'--only: unknown step(s) {unknown}; steps are {list(done)}')
+        all_steps = [t for t in all_steps if t.name in args.only]
+        missing = sorted({n for t in all_steps for n in t.needs if not done[n] and n not in args.only})
+        if missing:
+            parser.error(f'--only: step(s) {missing} must be done first (run them, or drop --only)')
+    run_steps(all_steps, args.work_dir, args.force, args.until, jobs=args.jobs)
     return 0
 
 

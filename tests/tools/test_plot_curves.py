@@ -61,6 +61,17 @@ def test_main_writes_a_png(work_dir, tmp_path, capsys):
     assert 'w4a6_backbone            NDS 0.3300  mAP 0.2200' in capsys.readouterr().out
 
 
+def test_compare_overlays_another_runs_nds(work_dir, tmp_path):
+    import shutil
+    other = tmp_path / 'progressive'
+    shutil.copytree(work_dir, other)
+    alone, both = tmp_path / 'alone.png', tmp_path / 'both.png'
+    main([str(work_dir), '--out', str(alone)])
+    main([str(work_dir), '--out', str(both), '--compare', str(other)])
+    a, b = cv2.imread(str(alone)), cv2.imread(str(both))
+    assert a.shape == b.shape and (a != b).any(axis=-1).sum() > 200  # the extra series and its legend entry
+
+
 def test_missing_or_empty_work_dir_is_refused(tmp_path):
     with pytest.raises(SystemExit, match='not a directory'):
         main([str(tmp_path / 'nope')])

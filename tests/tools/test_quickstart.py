@@ -38,3 +38,39 @@ def test_other_data_roots_reach_every_loader_and_evaluator():
     assert len(opts) == 7
     teacher = next(s for s in steps('w', '/d/syn') if s.name == 'teacher')
     assert teacher.argv[teacher.argv.index('--cfg-options') + 1:] == data_root_options('/d/syn')
+
+
+def _sleeper(name, tmp, seconds, needs=(), fail=False):
+    """A step that writes its start/end times to tmp/name.json (its done file) after sleeping."""
+    import sys
+    from tools.quickstart import Step
+    code = (f"import json,time,sys; t=time.time(); time.sleep({seconds}); "
+            f"sys.exit(3) if {fail} else open(r'{tmp}/{name}.json','w').write(json.dumps([t,time.time()]))")
+    return Step(name, str(tmp / f'{name}.json'), [sys.executable, '-c', code], needs=tuple(needs))
+
+
+def test_parallel_steps_overlap_and_wait_for_what_they_need(tmp_path):
+    import json
+
+    from tools.quickstart import run_steps
+    all_steps = [_sleeper('a', tmp_path, 0.1), _sleeper('b', tmp_path, 1.5, ['a']), _sleeper('c', tmp_path, 1.5, ['a']),
+                 _sleeper('d', tmp_path, 0.1, ['b', 'c']), _sleeper('e', tmp_path, 0.1)]
+    run_steps(all_steps, str(tmp_path / 'w'), jobs=2, until='d')
+    t = {n: json.loads((tmp_path / f'{n}.json').read_text()) for n in 'abcd'}
+    assert not (tmp_path / 'e.json').exists()  # after --until
+    assert t['b'][0] >= t['a'][1] and t['c'][0] >= t['a'][1]  # both waited for a
+    assert t['c'][0] < t['b'][1] and t['b'][0] < t['c'][1]  # and ran side by side
+    assert t['d'][0] >= max(t['b'][1], t['c'][1])
+    timings = json.loads((tmp_path / 'w' / 'logs' / 'timings.json').read_text())
+    assert set(timings) == set('abcd') and timings['b'] >= 1.4
+
+
+def test_a_failed_parallel_step_stops_new_steps_and_names_itself(tmp_path):
+    import pytest
+
+    from tools.quickstart import run_steps
+    all_steps = [_sleeper('a', tmp_path, 0.1, fail=True), _sleeper('b', tmp_path, 0.1, ['a']),
+                 _sleeper('c', tmp_path, 0.5)]
+    with pytest.raises(SystemExit, match=r'step\(s\) a failed'):
+        run_steps(all_steps, str(tmp_path / 'w'), jobs=2)
+    assert not (tmp_path / 'b.json').exists()

@@ -23,7 +23,8 @@ def run_config(step):
 
 def parsed_steps():
     ns = argparse.Namespace(work_dir='w', data_root='/d/study', train_scenes=60, val_scenes=8, scale=0.25, workers=2,
-                            teacher_config=study.TEACHER_CONFIG, qat_iters=7, distill_iters=11, seed=3)
+                            teacher_config=study.TEACHER_CONFIG, teacher_iters=123, qat_iters=7, distill_iters=11,
+                            qat_batch=4, seed=3, jobs=1)
     return {s.name: s for s in study.steps(ns)}
 
 
@@ -42,6 +43,14 @@ def test_runs_train_the_intended_schedules():
         assert cfg.model.teacher_checkpoint == 'w/teacher' and cfg.randomness.seed == 3
         assert cfg.train_dataloader.dataset.data_root == '/d/study/'
         assert cfg.val_evaluator.ann_file == '/d/study/nuscenes_infos_val.pkl'
+        hook = cfg.custom_hooks[1]
+        assert hook.type == 'ProgressiveQATHook' and cfg.train_dataloader.batch_size == 4
+        # the curve run is evaluated after every phase, the other ablation runs once at the end
+        assert hook.get('evaluate_phase_end', True) == (True if mode == 'vgd' else 'last')
+    assert run_config(steps['progressive']).custom_hooks[1].get('evaluate_phase_end', True) is True
+    teacher = run_config(steps['teacher'])
+    assert teacher.train_cfg.max_iters == 123 and teacher.param_scheduler[1].T_max == 123
+    assert teacher.param_scheduler[1].end == 123 and teacher.train_dataloader.batch_size == 8
     w4a4 = run_config(steps['w4a4'])
     assert w4a4.model.qconfig.a_bits == 4 and w4a4.model.qconfig.min_bits[0]['w_bits'] == 8
     assert list(build_schedule(w4a4.qat_schedule))[-1].bits['decoder'] == (4, 4)

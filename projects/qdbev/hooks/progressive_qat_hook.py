@@ -32,7 +32,7 @@ import os
 import os.path as osp
 import random
 from itertools import islice
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -100,7 +100,8 @@ class ProgressiveQATHook(Hook):
         eval_interval: plateau phases are evaluated every ``eval_interval`` of their units (epochs / iters).
         plateau_metric: val metric the plateau tracker follows (higher is better), e.g. 'NDS'.
         plateau_min_delta: improvement below this does not count.
-        evaluate_phase_end: run the val loop at the end of every fixed-length phase.
+        evaluate_phase_end: run the val loop at the end of every fixed-length phase (True), of none (False), or
+            of the last phase only ('last': one final evaluation, e.g. for ablation runs without curves).
         evaluate_start_points: also evaluate length-0 phases (the FP teacher, a PTQ step).
         warmup_ratio: linear warm-up starts at ``warmup_ratio`` x lr (BEVFormer: 1/3).
         lr_decay, eta_min_ratio: 'constant' or 'cosine' (to ``eta_min_ratio`` x lr at the phase end / cap).
@@ -118,7 +119,8 @@ class ProgressiveQATHook(Hook):
     priority = 'HIGHEST'  # set the lr before RuntimeInfoHook logs it; restore state before others look at it
 
     def __init__(self, schedule: Any = None, eval_interval: int = 1, plateau_metric: str = 'NDS',
-                 plateau_min_delta: float = 0.0, evaluate_phase_end: bool = True, evaluate_start_points: bool = True,
+                 plateau_min_delta: float = 0.0, evaluate_phase_end: Union[bool, str] = True,
+                 evaluate_start_points: bool = True,
                  warmup_ratio: float = 1.0 / 3, lr_decay: str = 'constant', eta_min_ratio: float = 0.0,
                  calib_num_workers: Optional[int] = None, allow_schedule_change: Optional[bool] = None,
                  allow_teacher_change: Optional[bool] = None, reseed_every_iter: bool = True,
@@ -131,6 +133,9 @@ class ProgressiveQATHook(Hook):
         self.eval_interval = eval_interval
         self.plateau_metric = plateau_metric
         self.plateau_min_delta = float(plateau_min_delta)
+        if evaluate_phase_end not in (True, False, 'last'):
+            raise ValueError(f"ProgressiveQATHook evaluate_phase_end must be True, False or 'last', "
+                             f'got {evaluate_phase_end!r}')
         self.evaluate_phase_end = evaluate_phase_end
         self.evaluate_start_points = evaluate_start_points
         self.warmup_ratio, self.lr_decay, self.eta_min_ratio = float(warmup_ratio), lr_decay, float(eta_min_ratio)
@@ -375,7 +380,12 @@ class ProgressiveQATHook(Hook):
     def _finish(self, runner, reason: str, evaluated: bool) -> None:
         index = self.phase
         span = self.plan.spans[index]
-        wants_eval = self.evaluate_start_points if span.iters == 0 else self.evaluate_phase_end
+        if span.iters == 0:
+            wants_eval = self.evaluate_start_points
+        elif self.evaluate_phase_end == 'last':
+            wants_eval = index == len(self.schedule) - 1
+        else:
+            wants_eval = self.evaluate_phase_end
         value = None
         if not evaluated and wants_eval:
             value = self._evaluate(runner, index)

@@ -61,6 +61,20 @@ def test_phases_set_bits_lr_and_optimizer_state(tmp_path):
     assert [e['iter'] for e in evals] == [0, 3, 6, 9, 12, 15] and evals[0]['metrics'] == {'NDS': 0.5, 'mAP': 0.25}
 
 
+@pytest.mark.parametrize('evaluate, iters', [('last', [15]), (False, [])])
+def test_phase_end_evaluation_can_be_limited_to_the_last_phase_or_none(tmp_path, evaluate, iters):
+    runner = make_runner(str(tmp_path), SCHEDULE, hook_kwargs=dict(evaluate_phase_end=evaluate,
+                                                                   evaluate_start_points=False))
+    runner.train()
+    assert [e['iter'] for e in _events(tmp_path) if e['event'] == 'eval'] == iters
+
+
+def test_an_unknown_phase_end_evaluation_is_refused():
+    from projects.qdbev.hooks import ProgressiveQATHook
+    with pytest.raises(ValueError, match="evaluate_phase_end must be True, False or 'last'"):
+        ProgressiveQATHook(evaluate_phase_end='first')
+
+
 class NeckCalibration(Hook):
     """Collects the neck's inputs while its activation quantizer observes, and the scales at iteration 6."""
 
