@@ -116,8 +116,9 @@ def last_eval(work_dir: str) -> Optional[dict]:
     return evals[-1] if evals else None
 
 
-def collect(w: str, seed: int) -> dict:
-    """``results.json`` content from the runs under ``w`` (rows of missing runs are left out)."""
+def collect(w: str, seed: int, device: Optional[str] = None) -> dict:
+    """``results.json`` content from the runs under ``w`` (rows of missing runs are left out); ``device`` names the
+    GPU the runs ran on (default: this machine's)."""
     from tools.summarize_quickstart import measure_sizes, read_json
     ptq = read_json(osp.join(w, 'ptq', 'ptq_results.json'), 'the PTQ sweep')
     ptq_rows = [dict(w_bits=r['w_bits'], a_bits=r['a_bits'], nds=r['nds'], map=r['map'], observer=r.get('observer'))
@@ -144,8 +145,9 @@ def collect(w: str, seed: int) -> dict:
         ev = last_eval(osp.join(w, f'qdbev_{mode}'))
         if ev is not None:
             ablation.append(dict(mode=mode, nds=ev['nds'], map=ev['map']))
-    import torch
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'
+    if device is None:
+        import torch
+        device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'
     return dict(ptq=ptq_rows, methods=methods, ablation=ablation, config=QDBEV.format('w4a6'), device=device,
                 seeds=[seed], img_size=sizes[(32, 32)]['img_size'])
 
@@ -165,8 +167,8 @@ def render(res: dict) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def write_results(w: str, seed: int) -> dict:
-    res = collect(w, seed)
+def write_results(w: str, seed: int, device: Optional[str] = None) -> dict:
+    res = collect(w, seed, device)
     atomic_write_bytes(json.dumps(res, indent=1).encode(), osp.join(w, 'results.json'))
     atomic_write_bytes(render(res).encode(), osp.join(w, 'results.md'))
     print(render(res))
@@ -193,9 +195,10 @@ def main(argv=None) -> int:
     parser.add_argument('--only', nargs='*', default=[],
                         help='run just these steps (what they need must be done already), e.g. a second seed')
     parser.add_argument('--write-results', action='store_true', help='only write results.{md,json} (the last step)')
+    parser.add_argument('--device-name', help='with --write-results: the GPU the runs ran on (default: this one)')
     args = parser.parse_args(argv)
     if args.write_results:
-        write_results(args.work_dir, args.seed)
+        write_results(args.work_dir, args.seed, args.device_name)
         return 0
     all_steps = steps(args)
     check_step_names(parser, all_steps, args.force, args.until)

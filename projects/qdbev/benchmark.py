@@ -426,12 +426,22 @@ def headline(run: Dict[str, object]) -> Dict[str, object]:
 
 def merge_runs(existing: Optional[dict], run: Dict[str, object]) -> dict:
     """Add ``run`` to ``existing['runs']`` keyed by its device (replacing that device's earlier run); the top-level
-    keys repeat :func:`headline` of the preferred run: the newest GPU run, else the newest run."""
+    keys repeat :func:`headline` of the preferred run (the newest GPU run, else the newest run); a figure that run
+    did not measure (e.g. ``--only P1 P2 P3``) comes from the newest run of the same kind that did, named under
+    ``headline_from``."""
     runs = dict((existing or {}).get('runs', {}))
     runs[run['device']] = run
     gpu = [r for r in runs.values() if str(r['device']).startswith('cuda')]
-    best = max(gpu or list(runs.values()), key=lambda r: r.get('time', ''))
-    merged = headline(best)
+    ordered = sorted(gpu or list(runs.values()), key=lambda r: r.get('time', ''), reverse=True)
+    merged = headline(ordered[0])
+    sources = {}
+    for older in ordered[1:]:
+        for key, value in headline(older).items():
+            if merged.get(key) is None and value is not None:
+                merged[key] = value
+                sources[key] = older['device']
+    if sources:
+        merged['headline_from'] = sources
     merged['runs'] = runs
     return merged
 

@@ -63,6 +63,18 @@ def test_merge_keeps_one_run_per_device_and_prefers_the_gpu():
     assert only_cpu['device'] == 'cpu: A' and only_cpu['fp_step_ms'] == 100.0
 
 
+def test_a_partial_gpu_run_takes_the_missing_headline_figures_from_the_older_gpu_run():
+    old = _run('cuda: H100', 2.2, '1')
+    old['deform_attn'] = dict(tiny_sca=dict(ours_over_mmcv=5.1, ours=dict(median_ms=11.5), mmcv=dict(median_ms=2.25)))
+    new = _run('cuda: H200', 1.8, '2')  # P1-P3 only
+    merged = bm.merge_runs(bm.merge_runs(None, old), new)
+    assert merged['device'] == 'cuda: H200' and merged['qat_vgd_step_over_fp_step'] == 1.8
+    assert merged['deform_attn_ours_over_mmcv'] == 5.1 and merged['deform_attn_mmcv_ms'] == 2.25
+    assert merged['headline_from'] == {k: 'cuda: H100' for k in ('deform_attn_ours_over_mmcv', 'deform_attn_ours_ms',
+                                                                  'deform_attn_mmcv_ms')}
+    assert 'headline_from' not in bm.merge_runs(None, new)
+
+
 def test_markdown_block_is_replaced_and_the_rest_kept(tmp_path):
     md = tmp_path / 'b.md'
     md.write_text('intro\n<!-- benchmark:begin -->\nold table\n<!-- benchmark:end -->\n\n## Profiling\nkept\n')

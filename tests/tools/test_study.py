@@ -73,8 +73,9 @@ def test_results_json_has_the_documented_keys_and_the_runs_numbers(tmp_path):
     for run, (nds, mp) in runs.items():
         (w / run).mkdir()
         (w / run / 'phases.json').write_text(json.dumps(phases(nds, mp)))
-    res = study.write_results(str(w), 3)
+    res = study.write_results(str(w), 3, device='NVIDIA H200')  # written off the GPU machine: named, not detected
     assert set(res) >= {'ptq', 'methods', 'ablation', 'config', 'device', 'seeds'} and res['seeds'] == [3]
+    assert res['device'] == 'NVIDIA H200' and 'NVIDIA H200' in (w / 'results.md').read_text()
     assert [(r['w_bits'], r['a_bits'], r['nds']) for r in res['ptq']] == [(32, 32, 0.40), (4, 4, 0.10)]
     methods = {m['name']: m for m in res['methods']}
     assert list(methods) == ['fp_teacher', 'dfq_w8a8', 'direct_qat_w4a6', 'progressive_qat_w4a6', 'qdbev_w4a6',
@@ -93,3 +94,12 @@ def test_unknown_step_is_refused(capsys):
     with pytest.raises(SystemExit):
         study.main(ARGS + ['--until', 'nope'])
     assert "--until: unknown step 'nope'" in capsys.readouterr().err
+
+
+def test_only_refuses_steps_whose_inputs_are_missing(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        study.main(['--work-dir', str(tmp_path / 'w'), '--data-root', str(tmp_path / 'd'), '--only', 'progressive'])
+    assert "--only: step(s) ['teacher'] must be done first" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        study.main(['--work-dir', str(tmp_path / 'w'), '--only', 'nope'])
+    assert "--only: unknown step(s) ['nope']" in capsys.readouterr().err
