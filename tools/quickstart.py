@@ -49,6 +49,7 @@ class Step:
     clean: str = ''  # path removed before the step runs (a half-finished run starts afresh)
     marker: bool = False  # quickstart writes `done` itself after the step succeeded
     needs: Tuple[str, ...] = ()  # steps whose outputs this one reads: when one of them runs, this one runs again
+    resumable: bool = False  # argv resumes from what an interrupted run left in ``clean``: keep it unless forced
 
 
 def last_checkpoint(work_dir: str) -> str:
@@ -129,6 +130,11 @@ def run_step(step: Step, argv: List[str], log_dir: str) -> None:
                              f'see {osp.join(log_dir, step.name + ".log")}')
 
 
+def _fresh(step: Step, force: Sequence[str], ran: Set[str]) -> bool:
+    """Whether a step that must run starts over (forced, or its inputs were remade) rather than only finishing."""
+    return step.name in force or bool(ran.intersection(step.needs))
+
+
 def must_run(step: Step, done: bool, force: Sequence[str], ran: Set[str]) -> bool:
     """A step runs when its output is missing, it is forced, or a step it needs ran in this invocation."""
     return not done or step.name in force or bool(ran.intersection(step.needs))
@@ -155,9 +161,10 @@ def check_step_names(parser: argparse.ArgumentParser, all_steps: List[Step], for
         parser.error(f'--until: unknown step {until!r}; steps are {names}')
 
 
-def _start(step: Step, work_dir: str) -> List[str]:
-    """Clean a step's output directory and resolve its command line."""
-    if step.clean and osp.exists(osp.join(ROOT, step.clean)):
+def _start(step: Step, work_dir: str, fresh: bool) -> List[str]:
+    """Clean a step's output directory (a resumable step's only when ``fresh``: forced, or a step it needs ran)
+    and resolve its command line."""
+    if step.clean and (fresh or not step.resumable) and osp.exists(osp.join(ROOT, step.clean)):
         shutil.rmtree(osp.join(ROOT, step.clean))
     return step.argv() if callable(step.argv) else step.argv
 
@@ -194,7 +201,7 @@ def run_steps(all_steps: List[Step], work_dir: str, force: Sequence[str] = (), u
         if not must_run(step, osp.exists(osp.join(ROOT, step.done)), force, ran):
             print(f'{head}: done already ({step.done})', flush=True)
             continue
-        step_argv = _start(step, work_dir)
+        step_argv = _start(step, work_dir, _fresh(step, force, ran))
         print(f'{head}: {" ".join(step_argv[1:])}', flush=True)
         t0 = time.time()
         run_step(step, step_argv, osp.join(ROOT, work_dir, 'logs'))
@@ -243,7 +250,7 @@ def _run_parallel(selected: List[Step], work_dir: str, force: Sequence[str], job
                 settled.add(step.name)
                 print(f'[{step.name}] done already ({step.done})', flush=True)
                 continue
-            argv = _start(step, work_dir)
+            argv = _start(step, work_dir, _fresh(step, force, ran))
             log = open(osp.join(log_dir, f'{step.name}.log'), 'w')
             proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                     env=dict(os.environ, PYTHONUNBUFFERED='1'))

@@ -24,6 +24,11 @@ The QAT runs of the curves (progressive, qdbev_vgd) are evaluated with the devki
 (phases.json), the others once at the end. ``--seed`` sets the runs' seed (use another --work-dir per seed; the
 teacher and data may be shared by copying them). ``--jobs N`` runs up to N independent steps at once (the QAT runs
 of one GPU are host-bound: several side by side use it better); each step then logs to WORK_DIR/logs/STEP.log only.
+The training steps (teacher and QAT runs) resume from their latest checkpoint when an earlier invocation was
+interrupted (e.g. a GPU call's time limit; the teacher checkpoints every 250 iterations), and start over when forced
+or when a step they need ran. On a fresh GPU machine, regenerate data and infos with the same arguments (the
+generator writes the same bytes for the same seed) by calling the two tools directly, so the carried teacher
+directory is continued rather than discarded.
 """
 import argparse
 import json
@@ -57,8 +62,8 @@ def qat_run(name: str, config: str, w: str, args, schedule: Dict) -> Step:
     if name not in CURVE_RUNS:
         opts.append('custom_hooks.1.evaluate_phase_end=last')
     return Step(name, osp.join(w, name, 'done'),
-                [sys.executable, 'tools/train.py', config, '--work-dir', osp.join(w, name), '--cfg-options'] + opts,
-                osp.join(w, name), marker=True, needs=('teacher', ))
+                [sys.executable, 'tools/train.py', config, '--work-dir', osp.join(w, name), '--resume', '--cfg-options']
+                + opts, osp.join(w, name), marker=True, needs=('teacher', ), resumable=True)
 
 
 def steps(args) -> List[Step]:
@@ -80,9 +85,9 @@ def steps(args) -> List[Step]:
              [py, 'tools/create_data.py', 'nuscenes', '--root-path', root, '--version', 'v1.0-trainval'],
              needs=('data', )),
         Step('teacher', osp.join(teacher_dir, 'done'),
-             [py, 'tools/train.py', args.teacher_config, '--work-dir', teacher_dir]
+             [py, 'tools/train.py', args.teacher_config, '--work-dir', teacher_dir, '--resume']
              + (['--cfg-options'] + teacher_opts if teacher_opts else []), teacher_dir,
-             marker=True, needs=('infos', )),
+             marker=True, needs=('infos', ), resumable=True),
         Step('ptq', osp.join(w, 'ptq', 'ptq_results.json'),
              lambda: [py, 'tools/ptq.py', args.teacher_config, last_checkpoint(teacher_dir), '--bits', *PTQ_BITS,
                       '--dfq', '--calib-samples', '32', '--work-dir', osp.join(w, 'ptq')] + with_roots,

@@ -19,5 +19,5 @@ param_scheduler = [
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters, val_interval=10**9)  # no val run
 default_hooks = dict(
     logger=dict(interval=50, log_metric_by_epoch=False),
-    checkpoint=dict(by_epoch=False, interval=500, max_keep_ckpts=1, save_last=True))
+    checkpoint=dict(by_epoch=False, interval=250, max_keep_ckpts=1, save_last=True))
 log_processor = dict(by_epoch=False)

@@ -74,3 +74,23 @@ def test_a_failed_parallel_step_stops_new_steps_and_names_itself(tmp_path):
     with pytest.raises(SystemExit, match=r'step\(s\) a failed'):
         run_steps(all_steps, str(tmp_path / 'w'), jobs=2)
     assert not (tmp_path / 'b.json').exists()
+
+
+def test_a_resumable_step_keeps_what_an_interrupted_run_left_unless_it_starts_over(tmp_path):
+    import sys
+
+    from tools.quickstart import Step, run_steps
+    run_dir = tmp_path / 'run'
+    code = (f"import os; p=r'{run_dir}'; os.makedirs(p, exist_ok=True); "
+            f"open(os.path.join(p, 'log'), 'a').write('x'); open(os.path.join(p, 'out'), 'w').write('done')")
+    data = Step('data', str(tmp_path / 'data'), [sys.executable, '-c', f"open(r'{tmp_path / 'data'}', 'w')"])
+    train = Step('train', str(run_dir / 'out'), [sys.executable, '-c', code], str(run_dir), needs=('data', ),
+                 resumable=True)
+    (tmp_path / 'data').write_text('')
+    run_dir.mkdir()
+    (run_dir / 'log').write_text('interrupted:')  # e.g. a checkpoint of a killed run
+    run_steps([data, train], str(tmp_path / 'w'))
+    assert (run_dir / 'log').read_text() == 'interrupted:x'  # continued
+    (run_dir / 'out').unlink()
+    run_steps([data, train], str(tmp_path / 'w'), force=['data'])  # its input was remade: start over
+    assert (run_dir / 'log').read_text() == 'x'

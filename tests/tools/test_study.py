@@ -48,6 +48,8 @@ def test_runs_train_the_intended_schedules():
         # the curve run is evaluated after every phase, the other ablation runs once at the end
         assert hook.get('evaluate_phase_end', True) == (True if mode == 'vgd' else 'last')
     assert run_config(steps['progressive']).custom_hooks[1].get('evaluate_phase_end', True) is True
+    for name in ('teacher', 'direct', 'qdbev_vgd'):  # a time-boxed GPU call's interrupted run is continued
+        assert steps[name].resumable and '--resume' in steps[name].argv
     teacher = run_config(steps['teacher'])
     assert teacher.train_cfg.max_iters == 123 and teacher.param_scheduler[1].T_max == 123
     assert teacher.param_scheduler[1].end == 123 and teacher.train_dataloader.batch_size == 8
