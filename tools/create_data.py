@@ -26,10 +26,12 @@ def main(argv=None) -> int:
     parser.add_argument('--max-sweeps', type=int, default=10, help='lidar sweeps recorded per sample')
     parser.add_argument('--cam-instances', action='store_true',
                         help="keep the converter's per-camera 2D boxes (not used by BEVFormer; slow)")
+    parser.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1),
+                        help='processes for the per-sample conversion (same output for any number)')
     args = parser.parse_args(argv)
     try:
         written = create_infos(args.root_path, args.version, args.out_dir, args.extra_tag, args.max_sweeps,
-                               args.cam_instances)
+                               args.cam_instances, args.workers)
     except InfoError as err:
         print(f'create_data.py: error: {err}', file=sys.stderr)
         return 2

@@ -82,7 +82,8 @@ def steps(args) -> List[Step]:
               str(args.train_scenes), '--val-scenes', str(args.val_scenes), '--scale', str(args.scale), '--workers',
               str(args.workers), '--quiet'], root),
         Step('infos', osp.join(root, 'nuscenes_infos_val.pkl'),
-             [py, 'tools/create_data.py', 'nuscenes', '--root-path', root, '--version', 'v1.0-trainval'],
+             [py, 'tools/create_data.py', 'nuscenes', '--root-path', root, '--version', 'v1.0-trainval', '--workers',
+              str(args.workers)],
              needs=('data', )),
         Step('teacher', osp.join(teacher_dir, 'done'),
              [py, 'tools/train.py', args.teacher_config, '--work-dir', teacher_dir, '--resume']

@@ -11,7 +11,10 @@ the nuScenes CAN bus expansion when ``<dataroot>/can_bus`` exists, otherwise der
 differences), then [0:3] and [3:7] overwritten with the ego2global translation and rotation (w, x, y, z), [16] the ego
 yaw in radians in [0, 2*pi) and [17] the same in degrees.
 """
+import contextlib
 import importlib.util
+import io
+import multiprocessing
 import os
 import os.path as osp
 import pickle
@@ -235,14 +238,62 @@ def lidar2img(image_info: dict) -> List[List[float]]:
     return (cam2img @ np.asarray(image_info['lidar2cam'], dtype=np.float64)).tolist()
 
 
+_FILL_ARGS: tuple = ()  # (converter, nusc, train, val, is_test, max_sweeps, workers) for the forked workers
+
+
+class _SampleSubset:
+    """A NuScenes object whose ``sample`` table (what the converter iterates) is a subset; everything else, including
+    the token index that ``get`` uses, is the full object's."""
+
+    def __init__(self, nusc, samples: list):
+        self._nusc, self.sample = nusc, samples
+
+    def __getattr__(self, name: str):
+        return getattr(self._nusc, name)
+
+
+def _fill_part(k: int):
+    """Worker ``k`` of :func:`fill_infos`: mmdet3d's ``_fill_trainval_infos`` over every ``workers``-th sample, its
+    progress bar silenced."""
+    conv, nusc, train, val, is_test, max_sweeps, workers = _FILL_ARGS
+    with contextlib.redirect_stdout(io.StringIO()):
+        return conv._fill_trainval_infos(_SampleSubset(nusc, nusc.sample[k::workers]), train, val, is_test,
+                                         max_sweeps=max_sweeps)
+
+
+def fill_infos(conv, nusc, train: set, val: set, is_test: bool, max_sweeps: int, workers: int = 1):
+    """mmdet3d's v1 infos ``(train, val)`` for the scenes in ``train`` / ``val``, each list in scene order and time
+    (the same lists for any ``workers``; more than 1 splits the samples over forked processes: the converter asks
+    the devkit for every camera's boxes, which makes it the slow part of info creation)."""
+    global _FILL_ARGS
+    if workers > 1 and 'fork' in multiprocessing.get_all_start_methods():
+        _FILL_ARGS = (conv, nusc, train, val, is_test, max_sweeps, workers)
+        try:
+            with multiprocessing.get_context('fork').Pool(workers) as pool:
+                parts = pool.map(_fill_part, range(workers))
+        finally:
+            _FILL_ARGS = ()
+        train_infos = [i for p in parts for i in p[0]]
+        val_infos = [i for p in parts for i in p[1]]
+    else:
+        train_infos, val_infos = conv._fill_trainval_infos(nusc, train, val, is_test, max_sweeps=max_sweeps)
+    scene_order = {s['token']: i for i, s in enumerate(nusc.scene)}
+
+    def key(info):
+        return scene_order[nusc.get('sample', info['token'])['scene_token']], info['timestamp']
+    return sorted(train_infos, key=key), sorted(val_infos, key=key)
+
+
 def create_infos(dataroot: str, version: str = 'v1.0-mini', out_dir: Optional[str] = None,
-                 prefix: str = 'nuscenes', max_sweeps: int = 10, cam_instances: bool = False) -> Dict[str, str]:
+                 prefix: str = 'nuscenes', max_sweeps: int = 10, cam_instances: bool = False,
+                 workers: int = 1) -> Dict[str, str]:
     """Build ``{out_dir}/{prefix}_infos_{train,val}.pkl`` (``_test`` for v1.0-test). Returns {split: path}.
 
     Runs mmdet3d's converter (v1 infos, then its v1 -> v2 update) in a scratch folder, adds the BEVFormer fields and
     writes each file atomically. The data root is only read, so a read-only nuScenes copy works with ``out_dir``.
     ``cam_instances`` keeps the converter's per-camera 2D boxes (``cam_instances``, for monocular detectors); BEVFormer
     does not use them and they take two thirds of the conversion time, so they are left empty by default.
+    ``workers`` > 1 runs the converter's per-sample part in that many forked processes (same output).
     """
     from nuscenes.nuscenes import NuScenes
     from nuscenes.utils import splits
@@ -279,7 +330,7 @@ def create_infos(dataroot: str, version: str = 'v1.0-mini', out_dir: Optional[st
         raise InfoError(f'{dataroot}/{version}/scene.json: no scene of the {version} val split is present; '
                         f'the evaluator needs at least one (scene names come from nuscenes.utils.splits)')
     is_test = version == 'v1.0-test'
-    train_infos, val_infos = conv._fill_trainval_infos(nusc, train, val, is_test, max_sweeps=max_sweeps)
+    train_infos, val_infos = fill_infos(conv, nusc, train, val, is_test, max_sweeps, workers)
     parts = {'test': train_infos} if is_test else {'train': train_infos, 'val': val_infos}
 
     can_bus_api = None

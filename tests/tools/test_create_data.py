@@ -96,3 +96,27 @@ def test_missing_image_is_named(synth_set, tmp_path):
     assert res.returncode == 2
     assert victim.name in res.stderr and 'missing' in res.stderr
     assert not list(root.glob('*.pkl'))
+
+
+def _same(a, b, path='infos'):
+    """Recursive equality of two loaded info files (numpy arrays compared by value), naming the first difference."""
+    assert type(a) is type(b), f'{path}: {type(a)} vs {type(b)}'
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), f'{path}: keys {set(a) ^ set(b)}'
+        for k in a:
+            _same(a[k], b[k], f'{path}/{k}')
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), f'{path}: length {len(a)} vs {len(b)}'
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f'{path}[{i}]')
+    elif isinstance(a, np.ndarray):
+        assert np.array_equal(a, b), path
+    else:
+        assert a == b, f'{path}: {a!r} vs {b!r}'
+
+
+def test_workers_split_the_conversion_and_write_the_same_infos(synth_set, tmp_path):
+    from projects.common.nuscenes_infos import create_infos
+    written = create_infos(synth_set.root, synth_set.version, out_dir=str(tmp_path), workers=3)
+    for split in ('train', 'val'):
+        _same(_load(getattr(synth_set, split)), _load(written[split]))
