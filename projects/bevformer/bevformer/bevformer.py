@@ -152,6 +152,16 @@ class BEVFormer(Base3DDetector):
     def loss(self, batch_inputs_dict: Dict[str, Tensor], batch_data_samples: List[Det3DDataSample]
              ) -> Dict[str, Tensor]:
         """Losses of the current (last) frame of each queue; previous frames only provide ``prev_bev``."""
+        outs = self.forward_queue(batch_inputs_dict, batch_data_samples)
+        gt_boxes = [s.gt_instances_3d.bboxes_3d for s in batch_data_samples]
+        gt_labels = [s.gt_instances_3d.labels_3d for s in batch_data_samples]
+        return self.pts_bbox_head.loss_by_feat(outs['all_cls_scores'], outs['all_bbox_preds'], gt_boxes, gt_labels)
+
+    def forward_queue(self, batch_inputs_dict: Dict[str, Tensor], batch_data_samples: List[Det3DDataSample],
+                      with_head: bool = True) -> Dict[str, Tensor]:
+        """The training forward of :meth:`loss` without the losses: head outputs of the current (last) frame of each
+        queue (``bev_embed``, ``all_cls_scores``, ``all_bbox_preds``), or with ``with_head=False`` only
+        ``bev_embed`` (image features and encoder; what a distillation teacher of image / BEV features needs)."""
         imgs = self._images(batch_inputs_dict)
         pad_shape = tuple(int(v) for v in imgs.shape[-2:])
         queue, can_bus, exists, lidar2img = self._queue(imgs, batch_data_samples)
@@ -160,12 +170,10 @@ class BEVFormer(Base3DDetector):
                                            pad_shape)
         feats = self.extract_img_feat(queue[:, t - 1])
         valid = exists[t - 1]
-        outs = self.pts_bbox_head(feats, can_bus[t - 1], lidar2img[t - 1], pad_shape,
-                                  prev_bev=prev_bev if prev_bev is not None and bool(valid.any()) else None,
-                                  prev_valid=valid)
-        gt_boxes = [s.gt_instances_3d.bboxes_3d for s in batch_data_samples]
-        gt_labels = [s.gt_instances_3d.labels_3d for s in batch_data_samples]
-        return self.pts_bbox_head.loss_by_feat(outs['all_cls_scores'], outs['all_bbox_preds'], gt_boxes, gt_labels)
+        prev_bev = prev_bev if prev_bev is not None and bool(valid.any()) else None
+        head = self.pts_bbox_head if with_head else self.pts_bbox_head.get_bev_features
+        outs = head(feats, can_bus[t - 1], lidar2img[t - 1], pad_shape, prev_bev=prev_bev, prev_valid=valid)
+        return outs if with_head else dict(bev_embed=outs)
 
     def predict(self, batch_inputs_dict: Dict[str, Tensor], batch_data_samples: List[Det3DDataSample],
                 **kwargs) -> List[Det3DDataSample]:

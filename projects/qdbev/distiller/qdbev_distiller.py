@@ -69,7 +69,8 @@ class QDBEVDistiller(BaseModel):
             the student (``pts_bbox_head.bev_h/bev_w`` and the ``bev`` recorder's module ``pc_range`` /
             ``num_points_in_pillar``).
         log_teacher_losses: log the teacher's final-layer detection losses as ``teacher_cls`` / ``teacher_bbox``
-            (not back-propagated).
+            (not back-propagated). Off, the teacher runs only what the active terms read: image features and
+            encoder, plus the decoder and branches for ``head`` / ``kd`` (no Hungarian matching, no losses).
         data_preprocessor: runs once for both detectors; None takes ``architecture['data_preprocessor']``.
     """
 
@@ -77,7 +78,7 @@ class QDBEVDistiller(BaseModel):
                  distill_mode: str = 'none', distill_losses: Optional[dict] = None,
                  teacher_recorders: Optional[dict] = None, student_recorders: Optional[dict] = None,
                  img_levels: Optional[Sequence[int]] = None, teacher_replay: Sequence[str] = ('grid_mask',),
-                 bev_geometry: Optional[dict] = None, log_teacher_losses: bool = True,
+                 bev_geometry: Optional[dict] = None, log_teacher_losses: bool = False,
                  data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None) -> None:
         if not isinstance(architecture, dict) or 'type' not in architecture:
             raise ValueError(f'model.architecture must be the detector config dict (with a type), got '
@@ -179,11 +180,15 @@ class QDBEVDistiller(BaseModel):
             return self.student.loss(inputs, data_samples)
         with self.student_records.recording(), self.replay.capture():
             losses = self.student.loss(inputs, data_samples)
+        names = DistillTerms.records_for(self.distill.mode)
+        teacher_losses = {}
         with torch.no_grad(), self.teacher_records.recording(), self.replay.replay():
-            teacher_losses = self.teacher.loss(inputs, data_samples)
+            if self.log_teacher_losses:
+                teacher_losses = self.teacher.loss(inputs, data_samples)
+            else:
+                self.teacher.forward_queue(inputs, data_samples, with_head=bool({'cls', 'reg'} & set(names)))
         lidar2img = current_lidar2img(data_samples)
         batch, num_cams = lidar2img.shape[:2]
-        names = DistillTerms.records_for(self.distill.mode)
         rec_s = self.student_records.features(names, batch, num_cams)
         rec_t = self.teacher_records.features(names, batch, num_cams)
         masks = None

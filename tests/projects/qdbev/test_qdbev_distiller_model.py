@@ -68,7 +68,8 @@ def test_teacher_frozen_student_learns(arch, teacher_ckpt):
 
 def test_loss_keys_values_and_no_teacher_graph(arch, teacher_ckpt):
     torch.manual_seed(1)
-    model = build_distiller(arch, teacher_ckpt, qconfig=W4A6, distill_mode=ALL_TERMS, distill_losses=LOSSES)
+    model = build_distiller(arch, teacher_ckpt, qconfig=W4A6, distill_mode=ALL_TERMS, distill_losses=LOSSES,
+                            log_teacher_losses=True)
     model.train()
     taps_s, taps_t = Taps(model.student, TAP_NAMES), Taps(model.teacher, TAP_NAMES)
     data = _prep(model, queue=3)
@@ -112,13 +113,37 @@ def test_loss_keys_values_and_no_teacher_graph(arch, teacher_ckpt):
 
 
 def test_losses_zero_when_student_equals_teacher(arch, teacher_ckpt):
-    model = build_distiller(arch, teacher_ckpt, qconfig=None, distill_mode=ALL_TERMS, distill_losses=LOSSES)
+    model = build_distiller(arch, teacher_ckpt, qconfig=None, distill_mode=ALL_TERMS, distill_losses=LOSSES,
+                            log_teacher_losses=True)
     model.eval()  # same BN statistics, no dropout: the student computes exactly the teacher's function
     losses = model.loss(**_prep(model, training=False))
     for term in ('img', 'bev', 'vgd', 'head', 'kd'):
         assert abs(float(losses[f'loss_distill_{term}'])) < 1e-6, term
     assert torch.allclose(losses['loss_cls'], losses['teacher_cls'])
     assert torch.allclose(losses['loss_bbox'], losses['teacher_bbox'])
+
+
+@pytest.mark.parametrize('mode, decoder_runs', [('vgd', False), ('img+bev', False), ('vgd+head', True),
+                                                 ('kd', True)])
+def test_the_teacher_runs_only_what_the_terms_read(arch, teacher_ckpt, mode, decoder_runs):
+    """Without teacher loss logging (the default) the teacher skips its decoder for feature terms and its
+    matching and losses always; the distillation terms are the same numbers as with the full teacher pass."""
+    torch.manual_seed(2)
+    model = build_distiller(arch, teacher_ckpt, qconfig=W4A6, distill_mode=mode, distill_losses=LOSSES)
+    model.calibrate_student([raw_batch(0, queue=3)])  # fixed scales and (eval) BN statistics: both passes
+    model.eval()  # compute the same student, so the terms differ only if the teacher's features did
+    taps = Taps(model.teacher, ['pts_bbox_head.transformer.decoder', 'pts_bbox_head.transformer.encoder'])
+    data = _prep(model, queue=3)
+    lean = model(**data, mode='loss')
+    assert taps.calls['pts_bbox_head.transformer.decoder'] == int(decoder_runs)
+    assert taps.calls['pts_bbox_head.transformer.encoder'] == 3  # two history frames and the current one
+    assert not any(k.startswith('teacher_') for k in lean)
+    model.log_teacher_losses = True
+    full = model(**data, mode='loss')
+    assert {'teacher_cls', 'teacher_bbox'} <= set(full)
+    for key in (k for k in lean if k.startswith('loss_distill_')):
+        assert torch.equal(lean[key], full[key]), key
+    taps.remove()
 
 
 def test_mode_none_skips_the_teacher_and_modes_switch_at_run_time(arch, teacher_ckpt):
