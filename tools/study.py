@@ -59,8 +59,8 @@ def qat_run(name: str, config: str, w: str, args, schedule: Dict) -> Step:
             f'train_dataloader.batch_size={args.qat_batch}']
     opts += data_root_options(args.data_root)
     opts += [f'qat_schedule.{k}={v}' for k, v in schedule.items()]
-    if name not in CURVE_RUNS:
-        opts.append('custom_hooks.1.evaluate_phase_end=last')
+    if name not in CURVE_RUNS:  # one evaluation at the end (the FP teacher's is the PTQ sweep's 32/32 row)
+        opts += ['custom_hooks.1.evaluate_phase_end=last', 'custom_hooks.1.evaluate_start_points=False']
     return Step(name, osp.join(w, name, 'done'),
                 [sys.executable, 'tools/train.py', config, '--work-dir', osp.join(w, name), '--resume', '--cfg-options']
                 + opts, osp.join(w, name), marker=True, needs=('teacher', ), resumable=True)

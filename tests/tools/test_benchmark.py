@@ -36,6 +36,10 @@ def test_quick_cpu_run_writes_json_and_markdown(tmp_path, synth_set):
     assert 'GPU' in run['deform_attn']['skipped']
     train = run['train']['1']
     assert train['img_hw'] == [64, 96] and train['queue'] == 3 and train['num_cams'] == 6
+    # the floor: FP step plus the teacher's forward of the queue, over the FP step
+    floor = (train['fp_step']['median_ms'] + train['teacher_forward']['median_ms']) / train['fp_step']['median_ms']
+    assert train['teacher_forward']['median_ms'] > 0 and train['qat_vgd_step_floor'] == pytest.approx(floor, abs=1e-3)
+    assert '| P1 floor: (FP step + teacher forward of the queue) / FP step |' in out_md.read_text()
     # data loading read 3 samples of the train pipeline; the devkit scored the val GT fed back as predictions
     assert run['data_loading']['samples'] == 3 and run['data_loading']['samples_per_s'] > 0
     assert run['devkit_eval']['samples'] == 6 and run['devkit_eval']['nds'] > 0.99

@@ -47,6 +47,7 @@ def test_runs_train_the_intended_schedules():
         assert hook.type == 'ProgressiveQATHook' and cfg.train_dataloader.batch_size == 4
         # the curve run is evaluated after every phase, the other ablation runs once at the end
         assert hook.get('evaluate_phase_end', True) == (True if mode == 'vgd' else 'last')
+        assert hook.get('evaluate_start_points', True) == (mode == 'vgd')
     assert run_config(steps['progressive']).custom_hooks[1].get('evaluate_phase_end', True) is True
     for name in ('teacher', 'direct', 'qdbev_vgd'):  # a time-boxed GPU call's interrupted run is continued
         assert steps[name].resumable and '--resume' in steps[name].argv
