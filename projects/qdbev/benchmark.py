@@ -31,6 +31,7 @@ import torch
 from qdbev.geometry import RING_YAWS_DEG, pose_can_bus
 from qdbev.geometry import ring_lidar2img as geometry_ring_lidar2img
 
+KEPT_KEYS = ('ddp_efficiency', 'ddp_scaling')  # top-level keys of docs/benchmarks.json that other tools own
 RATIO_KEYS = ('qat_vgd_step_over_fp_step', 'qat_vgd_memory_over_fp', 'fakequant_infer_over_fp',
               'deform_attn_ours_over_mmcv')
 GOALS = dict(qat_vgd_step_over_fp_step=1.45, qat_vgd_memory_over_fp=1.35, fakequant_infer_over_fp=1.15,
@@ -456,6 +457,9 @@ def merge_runs(existing: Optional[dict], run: Dict[str, object]) -> dict:
                 sources[key] = older['device']
     if sources:
         merged['headline_from'] = sources
+    for key in KEPT_KEYS:  # written by other tools (tools/ddp_scaling.py)
+        if key in (existing or {}):
+            merged[key] = existing[key]
     merged['runs'] = runs
     return merged
 
