@@ -31,6 +31,7 @@ generator writes the same bytes for the same seed) by calling the two tools dire
 directory is continued rather than discarded.
 """
 import argparse
+import glob
 import json
 import os
 import os.path as osp
@@ -155,7 +156,19 @@ def collect(w: str, seed: int, device: Optional[str] = None) -> dict:
         import torch
         device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'
     return dict(ptq=ptq_rows, methods=methods, ablation=ablation, config=QDBEV.format('w4a6'), device=device,
-                seeds=[seed], img_size=sizes[(32, 32)]['img_size'])
+                seeds=[seed], img_size=sizes[(32, 32)]['img_size'], commands=run_commands(w))
+
+
+def run_commands(w: str) -> Dict[str, str]:
+    """``{run: command line}`` of the finished training runs under ``w``, from their ``done`` markers (which the
+    step runner writes as ``<date> <time> <tool and arguments>``)."""
+    commands = {}
+    for marker in sorted(glob.glob(osp.join(w, '*', 'done'))):
+        with open(marker) as f:
+            parts = f.read().strip().split(' ', 2)
+        if len(parts) == 3:
+            commands[osp.basename(osp.dirname(marker))] = 'python ' + parts[2]
+    return commands
 
 
 def render(res: dict) -> str:
@@ -170,6 +183,9 @@ def render(res: dict) -> str:
               f"{f(m['map'])} |" for m in res['methods']]
     lines += ['', '## Distillation ablation at W4A6', '', '| mode | NDS | mAP |', '|---|---|---|']
     lines += [f"| {a['mode']} | {f(a['nds'])} | {f(a['map'])} |" for a in res['ablation']]
+    if res.get('commands'):
+        lines += ['', '## Commands of the runs', '']
+        lines += [f'- {run}: `{cmd}`' for run, cmd in res['commands'].items()]
     return '\n'.join(lines) + '\n'
 
 

@@ -76,9 +76,12 @@ def test_results_json_has_the_documented_keys_and_the_runs_numbers(tmp_path):
     for run, (nds, mp) in runs.items():
         (w / run).mkdir()
         (w / run / 'phases.json').write_text(json.dumps(phases(nds, mp)))
+    (w / 'direct' / 'done').write_text('2026-12-01 13:40:00 tools/train.py configs/qdbev/x.py --work-dir w/direct\n')
     res = study.write_results(str(w), 3, device='NVIDIA H200')  # written off the GPU machine: named, not detected
     assert set(res) >= {'ptq', 'methods', 'ablation', 'config', 'device', 'seeds'} and res['seeds'] == [3]
     assert res['device'] == 'NVIDIA H200' and 'NVIDIA H200' in (w / 'results.md').read_text()
+    assert res['commands'] == {'direct': 'python tools/train.py configs/qdbev/x.py --work-dir w/direct'}
+    assert '- direct: `python tools/train.py configs/qdbev/x.py --work-dir w/direct`' in (w / 'results.md').read_text()
     assert [(r['w_bits'], r['a_bits'], r['nds']) for r in res['ptq']] == [(32, 32, 0.40), (4, 4, 0.10)]
     methods = {m['name']: m for m in res['methods']}
     assert list(methods) == ['fp_teacher', 'dfq_w8a8', 'direct_qat_w4a6', 'progressive_qat_w4a6', 'qdbev_w4a6',
