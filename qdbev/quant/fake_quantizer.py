@@ -189,6 +189,18 @@ class FakeQuantizer(nn.Module):
         qmax = (1 << (self.bits - 1)) - 1
         return self.scale, -qmax - 1, qmax, self._grad_factor(x)
 
+    def inference_output(self, x: Tensor) -> Optional[Tensor]:
+        """What :meth:`forward` returns for ``x`` without autograd, when that needs no module call: the cached
+        output of a dynamic (weight) quantizer for this very tensor, or the fused per-tensor kernel of a calibrated
+        activation quantizer; None in every other state (the caller then calls the module)."""
+        if self.mode != 'quantize' or self.bits == FLOAT_BITS or torch.jit.is_tracing():
+            return None
+        if self.dynamic:
+            return self._cached_out if self._cached_out is not None and self._same_source(x) else None
+        if self._ready and not self.learnable and self.ch_axis is None and x.dtype == torch.float32:
+            return fake_quantize_frozen(x, self.bits, self.scale)
+        return None
+
     # ----------------------------------------------------------------- forward
     def forward(self, x: Tensor) -> Tensor:
         """Observe, fake-quantize (Eq. 1) or pass ``x`` (any shape) through, by mode."""

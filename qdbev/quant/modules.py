@@ -51,6 +51,23 @@ def _static_act_qparams(quantizer: FakeQuantizer, x: Tensor, *params: Optional[T
     return qp
 
 
+def _inference_inputs(layer: 'QuantModule', x: Tensor) -> Optional[Tuple[Tensor, Tensor]]:
+    """``(a_quant(x), w_quant(weight))`` without autograd and without calling the two quantizer modules (at batch 1
+    their ``__call__`` costs about as much as the fused kernel: inference is host-bound), or None where the
+    modules must run: autograd on, hooks on a quantizer, another module in a quantizer's place (export stand-ins),
+    or a state :meth:`FakeQuantizer.inference_output` does not cover (e.g. the first call for a new weight, which
+    fills the weight quantizer's cache)."""
+    if torch.is_grad_enabled():
+        return None
+    a, w = layer.a_quant, layer.w_quant
+    if not (isinstance(a, FakeQuantizer) and isinstance(w, FakeQuantizer)) or a._forward_hooks \
+            or a._forward_pre_hooks or w._forward_hooks or w._forward_pre_hooks:
+        return None
+    w_q = w.inference_output(layer.weight)
+    x_q = None if w_q is None else a.inference_output(x)
+    return None if x_q is None else (x_q, w_q)
+
+
 def _not_a_view(y: Tensor) -> Tensor:
     """``y`` as a tensor autograd does not track as a view (same storage, no copy): the output of a custom autograd
     function that is a view of a tensor made inside it may not be modified in place (e.g. an inplace ReLU after a
@@ -181,6 +198,9 @@ class QuantConv2d(nn.Conv2d, QuantModule):
         return q
 
     def forward(self, x: Tensor) -> Tensor:
+        fast = _inference_inputs(self, x)
+        if fast is not None:
+            return self._conv_forward(fast[0], fast[1], self.bias)
         qp = None
         if self.recompute_act_quant and self.padding_mode == 'zeros' and not isinstance(self.padding, str) \
                 and x.dim() == 4:
@@ -203,6 +223,9 @@ class QuantLinear(nn.Linear, QuantModule):
         return q
 
     def forward(self, x: Tensor) -> Tensor:
+        fast = _inference_inputs(self, x)
+        if fast is not None:
+            return F.linear(fast[0], fast[1], self.bias)
         qp = _static_act_qparams(self.a_quant, x, self.weight, self.bias) \
             if self.recompute_act_quant and x.dim() >= 2 else None
         if qp is None:  # a_quant before w_quant, as ever
