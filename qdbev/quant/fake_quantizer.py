@@ -186,8 +186,8 @@ class FakeQuantizer(nn.Module):
                 or not self._ready or x.dtype != torch.float32 or self.scale.dtype != torch.float32
                 or self.scale.numel() != 1 or torch.jit.is_tracing()):
             return None
-        qmax = (1 << (self.bits - 1)) - 1
-        return self.scale, -qmax - 1, qmax, self._grad_factor(x)
+        qmin, qmax = qrange(self.bits)
+        return self.scale, qmin, qmax, self._grad_factor(x)
 
     def inference_output(self, x: Tensor) -> Optional[Tensor]:
         """What :meth:`forward` returns for ``x`` without autograd, when that needs no module call: the cached
