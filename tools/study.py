@@ -44,7 +44,7 @@ if ROOT not in sys.path:
 
 from qdbev.fileio import atomic_write_bytes  # noqa: E402
 from tools.quickstart import (PTQ_BITS, Step, check_step_names, data_root_options, last_checkpoint,  # noqa: E402
-                              run_steps)
+                              marker_command, run_steps)
 
 QDBEV = 'configs/qdbev/qdbev_nano_synth_{}.py'
 ABLATION_MODES = ('vgd', 'none', 'img', 'bev', 'img+bev')
@@ -160,15 +160,10 @@ def collect(w: str, seed: int, device: Optional[str] = None) -> dict:
 
 
 def run_commands(w: str) -> Dict[str, str]:
-    """``{run: command line}`` of the finished training runs under ``w``, from their ``done`` markers (which the
-    step runner writes as ``<date> <time> <tool and arguments>``)."""
-    commands = {}
-    for marker in sorted(glob.glob(osp.join(w, '*', 'done'))):
-        with open(marker) as f:
-            parts = f.read().strip().split(' ', 2)
-        if len(parts) == 3:
-            commands[osp.basename(osp.dirname(marker))] = 'python ' + parts[2]
-    return commands
+    """``{run: command line}`` of the finished training runs under ``w``, from their ``done`` markers
+    (:func:`tools.quickstart.marker_command`)."""
+    commands = {osp.basename(osp.dirname(m)): marker_command(m) for m in sorted(glob.glob(osp.join(w, '*', 'done')))}
+    return {run: cmd for run, cmd in commands.items() if cmd is not None}
 
 
 def render(res: dict) -> str:
@@ -225,6 +220,8 @@ def main(argv=None) -> int:
     all_steps = steps(args)
     check_step_names(parser, all_steps, args.force, args.until)
     if args.only:
+        if args.until:
+            parser.error('--only and --until cannot be combined (--only already names the steps to run)')
         done = {t.name: osp.exists(osp.join(ROOT, t.done)) for t in all_steps}
         unknown = sorted(set(args.only) - set(done))
         if unknown:

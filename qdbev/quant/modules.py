@@ -34,6 +34,12 @@ def _autocast_on(x: Tensor) -> bool:
         return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
 
 
+def _bypassable(quantizer: nn.Module) -> bool:
+    """Whether a layer may compute what ``quantizer`` does without calling it: a :class:`FakeQuantizer` (not an
+    export stand-in in its place) without forward hooks (a hooked quantizer must still be called)."""
+    return isinstance(quantizer, FakeQuantizer) and not quantizer._forward_hooks and not quantizer._forward_pre_hooks
+
+
 def _static_act_qparams(quantizer: FakeQuantizer, x: Tensor, *params: Optional[Tensor]
                         ) -> Optional[Tuple[Tensor, int, int, float]]:
     """``quantizer``'s fixed per-tensor qparams for the fused layer functions below, or None where the two-op path
@@ -41,9 +47,8 @@ def _static_act_qparams(quantizer: FakeQuantizer, x: Tensor, *params: Optional[T
     in another dtype than the recomputation), forward hooks on the quantizer (the fused path does not call it), a
     module other than a :class:`FakeQuantizer` in its place, and every state :meth:`FakeQuantizer.static_qparams`
     refuses."""
-    if not torch.is_grad_enabled() or not isinstance(quantizer, FakeQuantizer) or _autocast_on(x) \
-            or quantizer._forward_hooks or quantizer._forward_pre_hooks:  # a hooked quantizer must still be called
-        return None  # (another module in the quantizer's place: the ONNX export stand-ins)
+    if not torch.is_grad_enabled() or not _bypassable(quantizer) or _autocast_on(x):
+        return None
     qp = quantizer.static_qparams(x)
     if qp is None or not (x.requires_grad or qp[0].requires_grad or any(p is not None and p.requires_grad
                                                                         for p in params)):
@@ -60,8 +65,7 @@ def _inference_inputs(layer: 'QuantModule', x: Tensor) -> Optional[Tuple[Tensor,
     if torch.is_grad_enabled():
         return None
     a, w = layer.a_quant, layer.w_quant
-    if not (isinstance(a, FakeQuantizer) and isinstance(w, FakeQuantizer)) or a._forward_hooks \
-            or a._forward_pre_hooks or w._forward_hooks or w._forward_pre_hooks:
+    if not (_bypassable(a) and _bypassable(w)):
         return None
     w_q = w.inference_output(layer.weight)
     x_q = None if w_q is None else a.inference_output(x)

@@ -109,3 +109,6 @@ def test_only_refuses_steps_whose_inputs_are_missing(tmp_path, capsys):
     with pytest.raises(SystemExit):
         study.main(['--work-dir', str(tmp_path / 'w'), '--only', 'nope'])
     assert "--only: unknown step(s) ['nope']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        study.main(['--work-dir', str(tmp_path / 'w'), '--only', 'ptq', '--until', 'ptq'])
+    assert '--only and --until cannot be combined' in capsys.readouterr().err
