@@ -182,10 +182,25 @@ def one_line(err: BaseException) -> str:
     return text if isinstance(err, CliError) else f'{type(err).__name__}: {text}'
 
 
+def close_distributed() -> None:
+    """After a run that ended well on every rank: meet at a barrier, then destroy the process group.
+
+    Without this, gloo's worker threads are still alive when the interpreter exits and a rank can abort at exit
+    ("terminate called without an active exception", SIGABRT) after a complete run, which torchrun reports as a
+    failure. Not called after an error: a rank that failed would leave the others waiting at the barrier.
+    """
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def run_cli(prog: str, main: Callable[[], object]) -> None:
-    """Run ``main``; a user error becomes ``prog: message`` on stderr and exit status 1 (see module docstring)."""
+    """Run ``main``; a user error becomes ``prog: message`` on stderr and exit status 1 (see module docstring).
+    A run that ended well closes its process group (``close_distributed``)."""
     try:
         main()
+        close_distributed()
     except Exception as err:  # noqa: BLE001 - filtered by is_user_error, bugs re-raise
         if not is_user_error(err) or os.environ.get('QDBEV_TRACEBACK') == '1':
             raise
