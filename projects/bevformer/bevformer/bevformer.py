@@ -135,10 +135,9 @@ class BEVFormer(Base3DDetector):
         modes = [(m, m.training) for m in self.modules()]
         self.eval()
         try:
-            feats = self.extract_img_feat(imgs.reshape(b, tp * n, *imgs.shape[3:]))
             prev = None
-            for t in range(tp):
-                feats_t = [f[:, t * n:(t + 1) * n] for f in feats]
+            for t in range(tp):  # one frame's images at a time: the transient memory of one frame, not T-1
+                feats_t = self.extract_img_feat(imgs[:, t])
                 valid = prev_exists[t]
                 prev_in = prev if prev is not None and bool(valid.any()) else None
                 prev = self.pts_bbox_head.get_bev_features(feats_t, can_bus[t], lidar2img[t], pad_shape,

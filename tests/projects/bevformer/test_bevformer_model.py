@@ -123,6 +123,25 @@ def test_forward_loss_on_interface_inputs():
     assert model.training and model.img_backbone.training and model.pts_bbox_head.training
 
 
+def test_backbone_runs_one_frame_of_images_per_call():
+    """The history frames go through the backbone one frame at a time (B x N_cam images per call), so the
+    no-grad transient memory of the queue is that of one frame (a distiller's teacher runs it on top of the
+    student's saved activations); the current frame comes last."""
+    model = build_nano()
+    model.train()
+    images, samples = queue_batch()
+    images2, samples2 = queue_batch(seed=1)
+    data = preprocess(model, images + images2, samples + samples2, True)
+    calls = []
+    handle = model.img_backbone.register_forward_pre_hook(
+        lambda m, args: calls.append((tuple(args[0].shape), torch.is_grad_enabled(), m.training)))
+    try:
+        model(**data, mode='loss')
+    finally:
+        handle.remove()
+    assert calls == [((2 * N_CAM, 3, H, W), False, False)] * 2 + [((2 * N_CAM, 3, H, W), True, True)]
+
+
 def test_bad_queue_is_refused_with_clear_error():
     model = build_nano()
     images, samples = queue_batch()
