@@ -85,16 +85,33 @@ def median_ms(fn: Callable[[], object], reps: int, warmup: int, device: torch.de
 
 
 def peak_mib(fn: Callable[[], object], device: torch.device) -> Optional[float]:
-    """Peak allocated GPU memory (MiB) during one call of ``fn``, everything already resident included
-    (weights, optimizer state); None on CPU."""
+    """Peak memory (MiB) during one call of ``fn``. CUDA: the allocator's peak, everything already resident
+    included (weights, optimizer state). CPU: :func:`cpu_peak_mib`."""
     if device.type != 'cuda':
-        return None
+        return cpu_peak_mib(fn)
     _sync(device)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     fn()
     _sync(device)
     return round(torch.cuda.max_memory_allocated(device) / 2 ** 20, 1)
+
+
+def cpu_peak_mib(fn: Callable[[], object]) -> Optional[float]:
+    """The highest total of live CPU tensors in ``torch.profiler``'s memory timeline over one call of ``fn``: the
+    tensors the call allocates or uses (parameters, gradients, optimizer state, saved activations, temporaries);
+    the CPU stand-in for the CUDA allocator's peak (the process RSS does not fall when tensors are freed). None when
+    the timeline is empty."""
+    import json
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        fn()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = osp.join(tmp, 'memory_timeline.json')
+        prof.export_memory_timeline(path, device='cpu')
+        with open(path) as f:
+            _, sizes = json.load(f)
+    return round(max(sum(row) for row in sizes) / 2 ** 20, 1) if sizes else None
 
 
 def profile_table(fn: Callable[[], object], device: torch.device, path: str, rows: int = 40) -> None:

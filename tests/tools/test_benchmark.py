@@ -30,8 +30,13 @@ def test_quick_cpu_run_writes_json_and_markdown(tmp_path, synth_set):
     # the ratios are the quotients of the absolute figures beside them
     assert res['qat_vgd_step_over_fp_step'] == pytest.approx(res['qat_vgd_step_ms'] / res['fp_step_ms'], abs=1e-3)
     assert res['fakequant_infer_over_fp'] == pytest.approx(res['fakequant_infer_ms'] / res['fp_infer_ms'], abs=1e-3)
-    # GPU-only items are n/a on CPU, with a note for P4
-    assert res['qat_vgd_memory_over_fp'] is None and res['deform_attn_ours_over_mmcv'] is None
+    # P2 on CPU from the profiler's memory timeline: the distiller holds the teacher and the fake-quantized weights
+    # beside what the FP model holds
+    assert res['qat_vgd_step_peak_mib'] > res['fp_step_peak_mib'] > 0
+    assert res['qat_vgd_memory_over_fp'] == pytest.approx(res['qat_vgd_step_peak_mib'] / res['fp_step_peak_mib'],
+                                                          abs=1e-3)
+    # P4 is GPU-only: n/a on CPU, with a note
+    assert res['deform_attn_ours_over_mmcv'] is None
     run = res['runs'][res['device']]
     assert 'GPU' in run['deform_attn']['skipped']
     train = run['train']['1']
@@ -94,8 +99,20 @@ def test_median_ms_takes_the_median_of_the_timed_calls(monkeypatch):
     calls = []
     res = bm.median_ms(lambda: calls.append(1), reps=3, warmup=2, device=torch.device('cpu'))
     assert len(calls) == 5 and res['median_ms'] == pytest.approx(20.0) and res['min_ms'] == pytest.approx(10.0)
-    assert bm.ratio(3.0, 2.0) == 1.5 and bm.ratio(None, 2.0) is None and bm.peak_mib(lambda: 0, torch.device('cpu')) \
-        is None
+    assert bm.ratio(3.0, 2.0) == 1.5 and bm.ratio(None, 2.0) is None
+
+
+def test_cpu_peak_counts_the_live_tensors_of_the_call():
+    big = torch.ones(1024, 1024)  # 4 MiB, alive during the call
+
+    def fn():
+        a = big * 2  # +4 MiB
+        b = torch.zeros(2 * 1024, 1024)  # +8 MiB while a is alive
+        del a, b
+        c = torch.zeros(1024, 256)  # 1 MiB after both were freed
+        return c
+    peak = bm.peak_mib(fn, torch.device('cpu'))
+    assert 12.0 <= peak <= 16.5, peak
 
 
 def test_ring_cameras_project_along_their_axes():
