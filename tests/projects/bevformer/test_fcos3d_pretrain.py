@@ -34,8 +34,9 @@ def test_pretrain_runs_and_its_backbone_initialises_bevformer(synth_set, tmp_pat
     work = tmp_path / 'pretrain'
     iters = 6
     cmd = [sys.executable, osp.join(ROOT, 'tools/train.py'), PRETRAIN, '--work-dir', str(work), '--cfg-options',
-           f'train_dataloader.dataset.data_root={synth_set.root}/', f'train_dataloader.dataset.ann_file={infos["train"]}',
-           'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
+           f'train_dataloader.dataset.data_root={synth_set.root}/',
+           f'train_dataloader.dataset.ann_file={infos["train"]}', 'train_dataloader.batch_size=2',
+           'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
            f'train_cfg.max_iters={iters}', f'param_scheduler.1.end={iters}', f'param_scheduler.1.T_max={iters}',
            f'default_hooks.checkpoint.interval={iters}', 'default_hooks.logger.interval=1']
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -78,8 +78,8 @@ def test_loss_keys_values_and_no_teacher_graph(arch, teacher_ckpt):
     assert distill_keys == {f'loss_distill_{t}' for t in ('img', 'bev', 'vgd', 'head', 'kd')}
     assert {'loss_cls', 'loss_bbox', 'd0.loss_cls', 'teacher_cls', 'teacher_bbox'} <= set(losses)
     s, t = taps_s.out, taps_t.out
-    # the neck / encoder ran for the 2 history frames first, then the current frame: taps hold the current one
-    assert taps_s.calls['img_neck'] == 2 and taps_t.calls['img_neck'] == 2
+    # the neck / encoder ran for each of the 2 history frames first, then the current frame: taps hold the current one
+    assert taps_s.calls['img_neck'] == 3 and taps_t.calls['img_neck'] == 3
     assert taps_s.calls['pts_bbox_head.transformer.encoder'] == 3
     f_s = s['img_neck'][0].view(1, 6, *s['img_neck'][0].shape[1:])
     f_t = t['img_neck'][0].view(1, 6, *t['img_neck'][0].shape[1:])
