@@ -39,11 +39,15 @@ class BEVFormer(Base3DDetector):
         pts_bbox_head: :class:`BEVFormerHead` config (BEVFormer's name).
         use_grid_mask: GridMask on the current frame's images in training.
         video_test_mode: keep the previous BEV across test frames of a scene.
+        eval_img_chunk: images per ``img_backbone`` call when it runs in eval mode without autograd (history
+            frames, a frozen distillation teacher, testing); the outputs are concatenated before the neck, so the
+            numbers are the same and the backbone's transient memory is that of one chunk. None: all at once.
         train_cfg / test_cfg: ``dict(pts=dict(assigner=...))`` as BEVFormer (or the inner dict directly).
     """
 
     def __init__(self, img_backbone: dict, pts_bbox_head: dict, img_neck: Optional[dict] = None,
-                 use_grid_mask: bool = True, video_test_mode: bool = True, data_preprocessor: Optional[dict] = None,
+                 use_grid_mask: bool = True, video_test_mode: bool = True, eval_img_chunk: Optional[int] = None,
+                 data_preprocessor: Optional[dict] = None,
                  train_cfg: Optional[dict] = None, test_cfg: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -55,6 +59,9 @@ class BEVFormer(Base3DDetector):
         self.use_grid_mask = use_grid_mask
         self.grid_mask = GridMask(True, True, ratio=0.5, mode=1, prob=0.7)
         self.video_test_mode = video_test_mode
+        if eval_img_chunk is not None and (not isinstance(eval_img_chunk, int) or eval_img_chunk < 1):
+            raise ValueError(f'BEVFormer: eval_img_chunk must be a positive int or None, got {eval_img_chunk!r}')
+        self.eval_img_chunk = eval_img_chunk
         self.temporal_state = TemporalState()
 
     def train(self, mode: bool = True) -> 'BEVFormer':
@@ -69,12 +76,23 @@ class BEVFormer(Base3DDetector):
         x = imgs.reshape(b * m, *imgs.shape[2:])
         if self.use_grid_mask:
             x = self.grid_mask(x)
-        feats = self.img_backbone(x)
+        feats = self._backbone(x)
         if isinstance(feats, dict):
             feats = list(feats.values())
         if self.img_neck is not None:
             feats = self.img_neck(feats)
         return [f.view(b, m, *f.shape[1:]) for f in feats]
+
+    def _backbone(self, x: Tensor):
+        """``img_backbone(x)``, in chunks of ``eval_img_chunk`` images when it runs in eval mode without autograd
+        (in training mode BatchNorm's batch statistics would depend on the chunking)."""
+        chunk = self.eval_img_chunk
+        if chunk is None or x.shape[0] <= chunk or torch.is_grad_enabled() or self.img_backbone.training:
+            return self.img_backbone(x)
+        parts = [self.img_backbone(x[i:i + chunk]) for i in range(0, x.shape[0], chunk)]
+        if isinstance(parts[0], dict):
+            return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        return [torch.cat(level) for level in zip(*parts)]
 
     def extract_feat(self, batch_inputs_dict: Dict[str, Tensor],
                      batch_data_samples: Optional[List[Det3DDataSample]] = None) -> List[Tensor]:

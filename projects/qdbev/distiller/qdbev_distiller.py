@@ -71,6 +71,11 @@ class QDBEVDistiller(BaseModel):
         log_teacher_losses: log the teacher's final-layer detection losses as ``teacher_cls`` / ``teacher_bbox``
             (not back-propagated). Off, the teacher runs only what the active terms read: image features and
             encoder, plus the decoder and branches for ``head`` / ``kd`` (no Hungarian matching, no losses).
+        teacher_img_chunk: images per teacher backbone call (``BEVFormer.eval_img_chunk``; the frozen teacher runs
+            in eval mode without autograd, so the numbers are the same): the teacher runs after the student's
+            forward, and its backbone transient would otherwise add the whole batch's to the student's saved
+            activations (peak memory). None: the architecture's setting. Refused when a teacher recorder or replay
+            source lies inside ``img_backbone`` (its calls would be split).
         data_preprocessor: runs once for both detectors; None takes ``architecture['data_preprocessor']``.
     """
 
@@ -79,6 +84,7 @@ class QDBEVDistiller(BaseModel):
                  teacher_recorders: Optional[dict] = None, student_recorders: Optional[dict] = None,
                  img_levels: Optional[Sequence[int]] = None, teacher_replay: Sequence[str] = ('grid_mask',),
                  bev_geometry: Optional[dict] = None, log_teacher_losses: bool = False,
+                 teacher_img_chunk: Optional[int] = 6,
                  data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None) -> None:
         if not isinstance(architecture, dict) or 'type' not in architecture:
             raise ValueError(f'model.architecture must be the detector config dict (with a type), got '
@@ -92,6 +98,7 @@ class QDBEVDistiller(BaseModel):
         self.student = MODELS.build(copy.deepcopy(architecture))
         self.teacher.requires_grad_(False)
         self.teacher.eval()
+        self._set_teacher_img_chunk(teacher_img_chunk, teacher_recorders or DEFAULT_RECORDERS, teacher_replay)
         self._fp_reference = {k: v.detach().to('meta') for k, v in self.teacher.state_dict().items()}
         self.teacher_checkpoint = teacher_checkpoint
         self.qconfig = None
@@ -113,6 +120,21 @@ class QDBEVDistiller(BaseModel):
         self.set_distill_mode(distill_mode)
 
     # ------------------------------------------------------------------ configuration
+    def _set_teacher_img_chunk(self, chunk: Optional[int], recorders: dict, replay: Sequence[str]) -> None:
+        if chunk is None:
+            return
+        if not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f'model.teacher_img_chunk must be a positive int or None, got {chunk!r}')
+        inside = [src for src in [str(c.get('source', '')) for c in recorders.values()] + list(replay or ())
+                  if src == 'img_backbone' or src.startswith('img_backbone.')]
+        if inside:
+            raise ValueError(f'model.teacher_img_chunk={chunk}: teacher recorder/replay sources {inside} lie inside '
+                             f'img_backbone, whose calls the chunking splits; set teacher_img_chunk=None')
+        if not hasattr(self.teacher, 'eval_img_chunk'):
+            raise ValueError(f'model.teacher_img_chunk: {type(self.teacher).__name__} has no eval_img_chunk; '
+                             f'set teacher_img_chunk=None')
+        self.teacher.eval_img_chunk = chunk
+
     def _geometry(self, cfg: Optional[dict], recorders: dict) -> Optional[BEVGeometry]:
         if cfg is not None:
             return BEVGeometry.from_config(cfg)

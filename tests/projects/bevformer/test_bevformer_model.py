@@ -36,6 +36,13 @@ def build_nano(**head_overrides):
     return model
 
 
+def build_nano_with(**detector_overrides):
+    init_default_scope('mmdet3d')
+    cfg = Config.fromfile(NANO)
+    cfg.model.update(detector_overrides)
+    return MODELS.build(cfg.model)
+
+
 def rig_lidar2img(height: int = H, width: int = W) -> np.ndarray:
     """Six pinhole cameras at the lidar origin looking along CAM_YAWS (from +x towards +y), 90 deg horizontal FOV."""
     return ring_lidar2img(height, width, CAM_YAWS)
@@ -140,6 +147,28 @@ def test_backbone_runs_one_frame_of_images_per_call():
     finally:
         handle.remove()
     assert calls == [((2 * N_CAM, 3, H, W), False, False)] * 2 + [((2 * N_CAM, 3, H, W), True, True)]
+
+
+def test_eval_img_chunk_splits_only_eval_no_grad_backbone_calls():
+    model = build_nano()
+    imgs = torch.rand(2, N_CAM, 3, H, W)
+    calls = []
+    model.img_backbone.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+    model.eval()
+    with torch.no_grad():
+        whole = model.extract_img_feat(imgs)
+        model.eval_img_chunk = 5
+        chunked = model.extract_img_feat(imgs)
+    assert calls == [12, 5, 5, 2]
+    assert all(a.shape == b.shape and torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(whole, chunked))
+    calls.clear()
+    model.extract_img_feat(imgs)  # autograd on
+    model.train()
+    with torch.no_grad():
+        model.extract_img_feat(imgs)  # training mode: BatchNorm statistics of the whole batch
+    assert calls == [12, 12]
+    with pytest.raises(ValueError, match='eval_img_chunk must be a positive int'):
+        build_nano_with(eval_img_chunk=0)
 
 
 def test_bad_queue_is_refused_with_clear_error():

@@ -146,6 +146,41 @@ def test_the_teacher_runs_only_what_the_terms_read(arch, teacher_ckpt, mode, dec
     taps.remove()
 
 
+def test_the_teacher_backbone_runs_in_chunks_with_the_same_terms(arch, teacher_ckpt):
+    """``teacher_img_chunk`` (default 6 images) splits only the frozen teacher's backbone calls; the distillation
+    terms are the numbers of the unsplit pass."""
+    torch.manual_seed(3)
+    raw = raw_batch(0, batch=2, queue=2)
+    terms = {}
+    for chunk in (None, 6):
+        model = build_distiller(arch, teacher_ckpt, qconfig=W4A6, distill_mode='img+bev+vgd', distill_losses=LOSSES,
+                                teacher_img_chunk=chunk)
+        model.calibrate_student([raw])
+        model.eval()  # the student's own pass is deterministic too
+        assert model.teacher.eval_img_chunk == chunk and model.student.eval_img_chunk is None
+        calls = {'t': [], 's': []}
+        for who, det in (('t', model.teacher), ('s', model.student)):
+            det.img_backbone.register_forward_pre_hook(lambda _m, a, who=who: calls[who].append(a[0].shape[0]))
+        losses = model(**model.data_preprocessor(raw, True), mode='loss')
+        terms[chunk] = {k: v for k, v in losses.items() if k.startswith('loss_distill_')}
+        # history frame then current frame, 2 samples x 6 cameras each
+        assert calls['t'] == ([6, 6] * 2 if chunk else [12, 12]) and calls['s'] == [12, 12]
+    assert terms[None].keys() == terms[6].keys() == {'loss_distill_img', 'loss_distill_bev', 'loss_distill_vgd'}
+    for key in terms[None]:
+        assert torch.allclose(terms[None][key], terms[6][key], rtol=1e-5, atol=1e-7), key
+
+
+def test_teacher_img_chunk_refuses_recorders_inside_the_backbone(arch):
+    with pytest.raises(ValueError, match=r"model.teacher_img_chunk=6: .*\['img_backbone.layer1'\]"):
+        build_distiller(arch, None, teacher_recorders=dict(
+            img=dict(type='ModuleOutputRecorder', source='img_neck'),
+            bev=dict(type='ModuleOutputRecorder', source='pts_bbox_head.transformer.encoder'),
+            feat=dict(type='ModuleOutputRecorder', source='img_backbone.layer1')))
+    with pytest.raises(ValueError, match='model.teacher_img_chunk must be a positive int'):
+        build_distiller(arch, None, teacher_img_chunk=0)
+    assert build_distiller(arch, None, teacher_img_chunk=None).teacher.eval_img_chunk is None
+
+
 def test_mode_none_skips_the_teacher_and_modes_switch_at_run_time(arch, teacher_ckpt):
     model = build_distiller(arch, teacher_ckpt, qconfig=W4A6)
     assert model.distill_mode == 'none'
