@@ -8,9 +8,11 @@ P4 deformable attention, data loading and devkit evaluation time.
 
 The models are built from ``--qdbev-config`` (default configs/qdbev/qdbev_tiny_w4a6.py: distiller, VGD mode) and
 ``--fp-config`` (configs/bevformer/bevformer_tiny.py) with random weights (the FP model's state is the distiller's
-teacher checkpoint, written to a temporary file). The batches are synthetic tensors and data samples (6 cameras, the
-config's temporal queue), so P1-P3 need no data set; ``--data-root`` (a nuScenes-layout folder with infos, e.g.
-data/synthetic/quickstart) enables the data-loading and devkit items. P2 and P4 need a GPU (reported n/a on CPU).
+teacher checkpoint, written to a temporary file); ``--qdbev-options model.KEY=VALUE ...`` overrides the distiller
+config (e.g. ``model.teacher_img_chunk=None`` to compare the unchunked teacher). The batches are synthetic tensors
+and data samples (6 cameras, the config's temporal queue), so P1-P3 need no data set; ``--data-root`` (a
+nuScenes-layout folder with infos, e.g. data/synthetic/quickstart) enables the data-loading and devkit items. P4
+needs a GPU (n/a on CPU); P2 on CPU reads the peak from torch.profiler's memory timeline (``cpu_peak_mib``).
 ``--quick`` shrinks the configs (ResNet-18, BEV 16x16, 1 encoder / 2 decoder layers, 50 queries), the images to
 64x96 and the repetitions, for a smoke run of well under 2 minutes on CPU.
 
@@ -33,6 +35,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
 
 from projects.qdbev import benchmark as bm  # noqa: E402
 
@@ -56,6 +59,8 @@ def parse_args(argv=None):
                    help='image size before padding (default 450 800, --quick 64 96)')
     p.add_argument('--qdbev-config', default=osp.join(ROOT, 'configs/qdbev/qdbev_tiny_w4a6.py'))
     p.add_argument('--fp-config', default=osp.join(ROOT, 'configs/bevformer/bevformer_tiny.py'))
+    p.add_argument('--qdbev-options', nargs='+', action=DictAction, default=None, metavar='KEY=VALUE',
+                   help='overrides of the distiller config, e.g. model.teacher_img_chunk=None')
     p.add_argument('--data-root', default=None, help='nuScenes-layout folder with infos (data loading, devkit eval)')
     p.add_argument('--data-samples', type=int, default=20, help='samples read for the data-loading rate')
     p.add_argument('--data-workers', type=int, default=None, help='dataloader workers (default: the config\'s)')
@@ -90,7 +95,8 @@ def run(args) -> dict:
                   **bm.environment())
     want_train, want_infer = bool(args.only & {'P1', 'P2'}), 'P3' in args.only
     if want_train or want_infer:
-        dcfg, fcfg, queue, optim = bm.load_configs(args.qdbev_config, args.fp_config, quick=args.quick)
+        dcfg, fcfg, queue, optim = bm.load_configs(args.qdbev_config, args.fp_config, quick=args.quick,
+                                                   qdbev_options=args.qdbev_options)
         record['train'] = {}
         for b in args.batch:
             print(f'[benchmark] P1-P3 batch {b} on {record["device"]} ...', flush=True)

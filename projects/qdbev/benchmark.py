@@ -181,9 +181,10 @@ def raw_batch(batch: int, queue: int, img_hw: Tuple[int, int], num_cams: int = 6
 
 
 # ---------------------------------------------------------------------------------------------------- models
-def load_configs(qdbev_config: str, fp_config: str, quick: bool = False):
+def load_configs(qdbev_config: str, fp_config: str, quick: bool = False, qdbev_options: Optional[dict] = None):
     """``(distiller model dict, FP model dict, queue_length, optimizer dict)`` from the two config files; ``quick``
-    applies :data:`QUICK_OVERRIDES` to both architectures."""
+    applies :data:`QUICK_OVERRIDES` to both architectures; ``qdbev_options`` (``{'model.key': value}``, as
+    ``--cfg-options``) are merged into the distiller config."""
     from mmengine.config import Config
     for path in (qdbev_config, fp_config):
         if not osp.isfile(path):
@@ -191,6 +192,8 @@ def load_configs(qdbev_config: str, fp_config: str, quick: bool = False):
     qcfg, fcfg = Config.fromfile(qdbev_config), Config.fromfile(fp_config)
     if 'architecture' not in qcfg.model:
         raise ValueError(f'{qdbev_config}: model.architecture missing; pass a configs/qdbev/*.py distiller config')
+    if qdbev_options:
+        qcfg.merge_from_dict(qdbev_options)
     if quick:
         qcfg.merge_from_dict({f'model.architecture.{k}': v for k, v in QUICK_OVERRIDES.items()})
         fcfg.merge_from_dict({f'model.{k}': v for k, v in QUICK_OVERRIDES.items()})

@@ -175,3 +175,13 @@ def test_calibrated_activation_fast_path_numbers_and_gradient():
     assert y.tolist() == [-2.0, -1.0, 0.25, 1.75]
     y.sum().backward()
     assert x.grad.tolist() == [0.0, 1.0, 1.0, 0.0]  # straight-through inside the code range only
+
+
+def test_qdbev_options_reach_the_distiller_config():
+    args = tool.parse_args(['--device', 'cpu', '--qdbev-options', 'model.teacher_img_chunk=None',
+                            'model.distill_mode=img'])
+    assert args.qdbev_options == {'model.teacher_img_chunk': None, 'model.distill_mode': 'img'}
+    dcfg, _, _, _ = bm.load_configs(args.qdbev_config, args.fp_config, quick=True, qdbev_options=args.qdbev_options)
+    assert dcfg['teacher_img_chunk'] is None and dcfg['distill_mode'] == 'img'
+    plain, _, _, _ = bm.load_configs(args.qdbev_config, args.fp_config, quick=True)
+    assert 'teacher_img_chunk' not in plain  # the distiller's default (6) applies
