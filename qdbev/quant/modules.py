@@ -230,11 +230,7 @@ class QuantLinear(nn.Linear, QuantModule):
         fast = _inference_inputs(self, x)
         if fast is not None:
             return F.linear(fast[0], fast[1], self.bias)
-        qp = _static_act_qparams(self.a_quant, x, self.weight, self.bias) \
-            if self.recompute_act_quant and x.dim() >= 2 else None
-        if qp is None:  # a_quant before w_quant, as ever
-            return F.linear(self.a_quant(x), self.w_quant(self.weight), self.bias)
-        return _ActQuantLinearFn.apply(x, self.w_quant(self.weight), self.bias, *qp)
+        return quant_linear(self.a_quant, x, self.w_quant(self.weight), self.bias, self.recompute_act_quant)
 
 
 class QuantMultiheadAttention(nn.MultiheadAttention, QuantModule):
