@@ -36,16 +36,13 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from qdbev.fileio import atomic_write_bytes  # noqa: E402
+from tools.plot_curves import record_step, scalar_records  # noqa: E402
 
 
 def iteration_times(work_dir: str, skip: int) -> List[float]:
     """Per-iteration ``time`` of rank 0's ``scalars.json`` records after iteration ``skip``; in a progressive-QAT
     run (records with ``qat_phase``) only those of the last phase."""
-    records = []
-    for path in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))):
-        with open(path) as f:
-            records += [json.loads(line) for line in f if line.strip()]
-    records = [r for r in records if 'time' in r and int(r.get('step', r.get('iter', 0))) > skip]
+    records = [r for r in scalar_records(work_dir) if 'time' in r and record_step(r) > skip]
     phases = [r['qat_phase'] for r in records if 'qat_phase' in r]
     if phases:
         records = [r for r in records if r.get('qat_phase') == max(phases)]

@@ -26,22 +26,29 @@ def _metric_key(record: dict, name: str) -> Optional[str]:
     return hits[0] if hits else None
 
 
+def scalar_records(work_dir: str) -> List[dict]:
+    """Every record of mmengine's ``<timestamp>/vis_data/scalars.json`` in the work dir, runs in time order (a
+    resumed run repeats the steps after its checkpoint)."""
+    records = []
+    for path in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))):
+        with open(path) as f:
+            records += [json.loads(line) for line in f if line.strip()]
+    return records
+
+
+def record_step(record: dict) -> int:
+    """The iteration a ``scalars.json`` record belongs to."""
+    return int(record.get('step', record.get('iter', 0)))
+
+
 def read_scalars(work_dir: str) -> Tuple[Dict[str, Series], Dict[str, Series]]:
-    """``(losses, val)``: per key, ``(step, value)`` sorted by step, merged over every run in the work dir (each
-    ``<timestamp>/vis_data/scalars.json``, later runs winning for the same step)."""
-    files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
+    """``(losses, val)``: per key, ``(step, value)`` sorted by step, merged over every run in the work dir
+    (:func:`scalar_records`, later runs winning for the same step)."""
     train: Dict[int, dict] = {}
     val: Dict[int, dict] = {}
-    for path in files:
-        with open(path) as f:
-            for line in f:
-                line = line.strip()
-                if not line:
-                    continue
-                rec = json.loads(line)
-                step = int(rec.get('step', rec.get('iter', 0)))
-                is_val = any(k.endswith('/NDS') or k.endswith('/mAP') or k in ('NDS', 'mAP') for k in rec)
-                (val if is_val else train)[step] = rec
+    for rec in scalar_records(work_dir):
+        is_val = any(k.endswith('/NDS') or k.endswith('/mAP') or k in ('NDS', 'mAP') for k in rec)
+        (val if is_val else train)[record_step(rec)] = rec
     losses: Dict[str, Series] = {}
     for step in sorted(train):
         for k, v in train[step].items():
