@@ -137,7 +137,7 @@ def _fresh(step: Step, force: Sequence[str], ran: Set[str]) -> bool:
 
 def must_run(step: Step, done: bool, force: Sequence[str], ran: Set[str]) -> bool:
     """A step runs when its output is missing, it is forced, or a step it needs ran in this invocation."""
-    return not done or step.name in force or bool(ran.intersection(step.needs))
+    return not done or _fresh(step, force, ran)
 
 
 def record_timing(path: str, name: str, seconds: float) -> None:
