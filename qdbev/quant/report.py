@@ -1,7 +1,9 @@
 """Size, MACs and BOPS of a (fake-)quantized model, per layer, per stage and in total.
 
 Counting rules:
-    params   every parameter, once (shared parameters are counted once).
+    params   every parameter, once (shared parameters are counted once), except those of modules marked
+             ``train_only = True`` (used only while training, e.g. Group DETR's extra query groups): a deployed
+             model does not hold them.
     size_mb  bytes / 2^20: a quantized layer's weight at its ``w_bits``, its bias at 32 bits (int32
              accumulators); every other parameter (float-kept layers, norms, embeddings) at 32 bits.
     MACs     measured with forward hooks during one forward of ``inputs`` (a module called twice counts twice):
@@ -122,7 +124,7 @@ def report(model: nn.Module, inputs, stages: Optional[Dict[str, Sequence[str]]] 
     """
     stages = stages if stages is not None else getattr(model, '_qdbev_stages', {})
     rows: 'OrderedDict[str, dict]' = OrderedDict()
-    seen_params = set()
+    seen_params = {id(p) for m in model.modules() if getattr(m, 'train_only', False) for p in m.parameters()}
     handles = []
 
     for name, m in model.named_modules():

@@ -5,6 +5,13 @@ per-decoder-layer classification/regression branches. Training: Hungarian matchi
 mmdet's ``HungarianAssigner`` (focal class cost + :class:`BBox3DL1Cost`), focal classification loss and
 code-weighted L1 box loss (BEVFormer: weights 2.0 and 0.25; its GIoU term has weight 0 and is not computed).
 Inference: :class:`NMSFreeCoder` on the last layer.
+
+Optional, training only: Group DETR's query groups (``num_query_groups`` > 1; Chen et al., "Group DETR: Fast DETR
+Training with Group-Wise One-to-Many Assignment", ICCV 2023). The head then trains ``G`` groups of ``num_query``
+queries side by side, each attending only within itself and matched one-to-one to the ground truth on its own, so
+every object supervises ``G`` queries per decoder layer; inference runs the first group alone, i.e. the published
+model with its ``num_query`` queries and the same cost. The extra groups live in ``group_query_embedding``, so a
+checkpoint loads into a head with any number of groups (``strict=False`` drops or leaves the extra rows).
 """
 import copy
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -52,6 +59,7 @@ class BEVFormerHead(BaseModule):
         bbox_coder: :class:`NMSFreeCoder` config. num_reg_fcs: hidden layers of the branches (2).
         code_size: box code length (10). code_weights: per-slot L1 weights (BEVFormer: 1 x 8, 0.2 x 2).
         with_box_refine: separate branches per decoder layer + reference refinement (True for BEVFormer).
+        num_query_groups: training-time query groups (Group DETR; 1 = BEVFormer). Inference uses one group.
         sync_cls_avg_factor: average the positive count over GPUs.
         loss_cls, loss_bbox: mmdet losses. loss_iou: accepted for config compatibility, must have weight 0.
         train_cfg: ``dict(assigner=...)``. test_cfg: unused.
@@ -60,7 +68,7 @@ class BEVFormerHead(BaseModule):
     def __init__(self, num_classes: int, in_channels: int, transformer: dict, positional_encoding: dict,
                  bbox_coder: dict, bev_h: int = 50, bev_w: int = 50, num_query: int = 900, num_reg_fcs: int = 2,
                  code_size: int = 10, code_weights: Optional[Sequence[float]] = None, with_box_refine: bool = True,
-                 sync_cls_avg_factor: bool = True,
+                 num_query_groups: int = 1, sync_cls_avg_factor: bool = True,
                  loss_cls: dict = dict(type='mmdet.FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
                                        loss_weight=2.0),
                  loss_bbox: dict = dict(type='mmdet.L1Loss', loss_weight=0.25),
@@ -70,7 +78,11 @@ class BEVFormerHead(BaseModule):
         if loss_iou is not None and float(loss_iou.get('loss_weight', 0.0)) != 0.0:
             raise ValueError('BEVFormerHead: loss_iou must have loss_weight 0 (BEVFormer computes no 3D IoU loss); '
                              'remove it or set loss_weight=0.0')
+        if isinstance(num_query_groups, bool) or not isinstance(num_query_groups, int) or num_query_groups < 1:
+            raise ValueError(f'BEVFormerHead: num_query_groups must be a positive int (1 = no Group DETR), got '
+                             f'{num_query_groups!r}')
         self.num_classes, self.embed_dims, self.num_query = num_classes, in_channels, num_query
+        self.num_query_groups = num_query_groups
         self.bev_h, self.bev_w = bev_h, bev_w
         self.code_size, self.with_box_refine = code_size, with_box_refine
         self.sync_cls_avg_factor = sync_cls_avg_factor
@@ -94,6 +106,9 @@ class BEVFormerHead(BaseModule):
         self.positional_encoding = MODELS.build(positional_encoding)
         self.bev_embedding = nn.Embedding(bev_h * bev_w, self.embed_dims)
         self.query_embedding = nn.Embedding(num_query, self.embed_dims * 2)
+        if num_query_groups > 1:  # training-only groups 2..G (Group DETR); inference never reads them
+            self.group_query_embedding = nn.Embedding((num_query_groups - 1) * num_query, self.embed_dims * 2)
+            self.group_query_embedding.train_only = True  # not counted in the deployed size (qdbev.quant.report)
         self._init_branches()
         self.init_weights()
 
@@ -142,11 +157,16 @@ class BEVFormerHead(BaseModule):
     def forward(self, mlvl_feats: List[Tensor], can_bus: Tensor, lidar2img: Tensor, pad_shape: Tuple[int, int],
                 prev_bev: Optional[Tensor] = None, prev_valid: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """Full head. Returns ``bev_embed`` ``[B, HW, C]``, ``all_cls_scores`` ``[L, B, Q, num_classes]`` (logits)
-        and ``all_bbox_preds`` ``[L, B, Q, 10]`` (codes with metric centres)."""
+        and ``all_bbox_preds`` ``[L, B, Q, 10]`` (codes with metric centres). In training mode with query groups,
+        ``Q = num_query_groups * num_query`` (groups contiguous, the inference group first)."""
         bev = self.get_bev_features(mlvl_feats, can_bus, lidar2img, pad_shape, prev_bev, prev_valid)
+        groups = self.num_query_groups if self.training else 1
+        queries = self.query_embedding.weight
+        if groups > 1:
+            queries = torch.cat((queries, self.group_query_embedding.weight))
         states, init_ref, refs = self.transformer.decode(
-            bev, self.query_embedding.weight, self.bev_h, self.bev_w,
-            reg_branches=self.reg_branches if self.with_box_refine else None)
+            bev, queries, self.bev_h, self.bev_w,
+            reg_branches=self.reg_branches if self.with_box_refine else None, num_groups=groups)
         cls_scores, bbox_preds = [], []
         for lvl in range(states.shape[0]):
             reference = init_ref if lvl == 0 else refs[lvl - 1]
@@ -213,6 +233,9 @@ class BEVFormerHead(BaseModule):
                      gt_bboxes_list: List[LiDARInstance3DBoxes], gt_labels_list: List[Tensor]) -> Dict[str, Tensor]:
         """Losses of every decoder layer: ``loss_cls``/``loss_bbox`` for the last, ``d{i}.loss_*`` for the others.
 
+        With ``Q = G * num_query`` (training with query groups) each group is matched to the ground truth on its
+        own and the losses are normalised by the positives of all groups (Group DETR), i.e. averaged over groups.
+
         Args:
             all_cls_scores: ``[L, B, Q, K]``. all_bbox_preds: ``[L, B, Q, 10]``.
             gt_bboxes_list: per sample LiDAR boxes with velocity (box_dim 9). gt_labels_list: per sample ``[G]``.
@@ -226,7 +249,16 @@ class BEVFormerHead(BaseModule):
             full = torch.cat((boxes.gravity_center, boxes.tensor[:, 3:9]), dim=1).to(device)
             gt_codes.append(normalize_bbox(full))
         gt_labels_list = [labels.to(device) for labels in gt_labels_list]
-        num_layers = all_cls_scores.shape[0]
+        num_layers, b, q = all_cls_scores.shape[:3]
+        if q % self.num_query:
+            raise ValueError(f'BEVFormerHead: {q} predictions per sample are not a multiple of num_query '
+                             f'{self.num_query}')
+        groups = q // self.num_query
+        if groups > 1:  # every group becomes a sample of its own with the same ground truth
+            all_cls_scores = all_cls_scores.reshape(num_layers, b * groups, self.num_query, -1)
+            all_bbox_preds = all_bbox_preds.reshape(num_layers, b * groups, self.num_query, -1)
+            gt_codes = [codes for codes in gt_codes for _ in range(groups)]
+            gt_labels_list = [labels for labels in gt_labels_list for _ in range(groups)]
         losses_cls, losses_bbox = multi_apply(self.loss_single, list(all_cls_scores), list(all_bbox_preds),
                                               [gt_labels_list] * num_layers, [gt_codes] * num_layers)
         losses = dict(loss_cls=losses_cls[-1], loss_bbox=losses_bbox[-1])

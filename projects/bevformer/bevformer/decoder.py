@@ -26,6 +26,21 @@ def refine_reference_points(reference_points: Tensor, reg_out: Tensor) -> Tensor
     return (delta + inverse_sigmoid(reference_points)).sigmoid().detach()
 
 
+def group_self_attention(self_attn: nn.Module, query: Tensor, query_pos: Tensor, num_groups: int) -> Tensor:
+    """Self-attention within each of ``num_groups`` contiguous query groups (Group DETR's group-wise attention,
+    Chen et al. 2023, Sec. 3): ``[B, G * Q, C]`` is attended as ``[B * G, Q, C]``, so no group sees another and
+    each group behaves as the single group used at inference.
+    """
+    if num_groups == 1:
+        return self_attn(query, query_pos)
+    b, n, c = query.shape
+    if n % num_groups:
+        raise ValueError(f'group_self_attention: {n} queries do not split into {num_groups} groups')
+    q = n // num_groups
+    out = self_attn(query.reshape(b * num_groups, q, c), query_pos.reshape(b * num_groups, q, c))
+    return out.reshape(b, n, c)
+
+
 @MODELS.register_module()
 class DetectionTransformerDecoderLayer(BaseModule):
     """One decoder layer (post-norm).
@@ -44,10 +59,11 @@ class DetectionTransformerDecoderLayer(BaseModule):
         self.norms = ModuleList([nn.LayerNorm(self.self_attn.embed_dims, eps=norm_eps) for _ in range(3)])
 
     def forward(self, query: Tensor, query_pos: Tensor, value: Tensor, reference_points: Tensor,
-                spatial_shapes: Tensor, level_start_index: Tensor) -> Tensor:
+                spatial_shapes: Tensor, level_start_index: Tensor, num_groups: int = 1) -> Tensor:
         """``query``/``query_pos`` ``[B, Q, C]``, ``value`` ``[B, HW, C]``, ``reference_points`` ``[B, Q, L, 2]``
-        -> ``[B, Q, C]``."""
-        query = self.norms[0](self.self_attn(query, query_pos))
+        -> ``[B, Q, C]``. ``num_groups`` > 1: the queries are that many contiguous groups that attend only within
+        their own group (:func:`group_self_attention`)."""
+        query = self.norms[0](group_self_attention(self.self_attn, query, query_pos, num_groups))
         query = self.norms[1](self.cross_attn(query, value, reference_points, spatial_shapes, level_start_index,
                                               query_pos=query_pos))
         return self.norms[2](self.ffn(query))
@@ -68,12 +84,13 @@ class DetectionTransformerDecoder(BaseModule):
 
     def forward(self, query: Tensor, query_pos: Tensor, value: Tensor, reference_points: Tensor,
                 spatial_shapes: Tensor, level_start_index: Tensor,
-                reg_branches: Optional[nn.ModuleList] = None) -> Tuple[Tensor, Tensor]:
+                reg_branches: Optional[nn.ModuleList] = None, num_groups: int = 1) -> Tuple[Tensor, Tensor]:
         """
         Args:
             query, query_pos: ``[B, Q, C]``. value: ``[B, HW, C]`` BEV features.
             reference_points: ``[B, Q, 3]`` initial normalised reference points.
             reg_branches: per-layer regression branches for box refinement (None: no refinement).
+            num_groups: independent query groups (training-time Group DETR; 1 at inference).
         Returns:
             ``(states [L, B, Q, C], references [L, B, Q, 3])``: references[l] are the points AFTER layer l's
             refinement (the head uses ``references[l - 1]`` for layer l).
@@ -81,7 +98,7 @@ class DetectionTransformerDecoder(BaseModule):
         states, refs = [], []
         for lid, layer in enumerate(self.layers):
             query = layer(query, query_pos, value, reference_points[..., :2].unsqueeze(2), spatial_shapes,
-                          level_start_index)
+                          level_start_index, num_groups=num_groups)
             if reg_branches is not None:
                 reference_points = refine_reference_points(reference_points, reg_branches[lid](query))
             states.append(query)

@@ -113,11 +113,12 @@ class PerceptionTransformer(BaseModule):
                             pad_shape, prev_bev=prev_bev, prev_valid=prev_valid, shift=shift)
 
     def decode(self, bev_embed: Tensor, object_query_embed: Tensor, bev_h: int, bev_w: int,
-               reg_branches: Optional[nn.ModuleList] = None) -> Tuple[Tensor, Tensor, Tensor]:
+               reg_branches: Optional[nn.ModuleList] = None, num_groups: int = 1) -> Tuple[Tensor, Tensor, Tensor]:
         """Decoder on the BEV.
 
         Args:
             bev_embed: ``[B, HW, C]``. object_query_embed: ``[Q, 2C]`` (positional half first, BEVFormer).
+            num_groups: the queries are that many contiguous groups attending only within their own group.
         Returns:
             ``(states [L, B, Q, C], init_reference [B, Q, 3], references [L, B, Q, 3])``.
         """
@@ -129,5 +130,5 @@ class PerceptionTransformer(BaseModule):
         shapes = torch.tensor([[bev_h, bev_w]], device=bev_embed.device, dtype=torch.long)
         start = shapes.new_zeros(1)
         states, references = self.decoder(query, query_pos, bev_embed, init_reference, shapes, start,
-                                          reg_branches=reg_branches)
+                                          reg_branches=reg_branches, num_groups=num_groups)
         return states, init_reference, references
