@@ -1,0 +1,3 @@
+# Group DETR's 11 training-only query groups (BEVFormerHead(num_query_groups=11)); inference as the plain model.
+_base_ = ['./s_base.py']
+model = dict(pts_bbox_head=dict(num_query_groups=11))
