@@ -206,23 +206,14 @@ class BEVFormerHead(BaseModule):
 
     def loss_single(self, cls_scores: Tensor, bbox_preds: Tensor, gt_labels_list: List[Tensor],
                     gt_codes_list: List[Tensor]) -> Tuple[Tensor, Tensor]:
-        """Focal + L1 loss of one decoder layer: ``cls_scores`` ``[B, Q, K]``, ``bbox_preds`` ``[B, Q, 10]``; the
-        ground truth lists may live on the host.
-
-        The Hungarian matching runs on the host (scipy) anyway, so the layer's detached predictions are copied there
-        once and matched per sample (and query group) on the host, and the targets go back to the device in one copy
-        each: a handful of transfers per layer instead of a device sync per sample and group."""
-        b, k = cls_scores.shape[0], self.num_classes
-        device = cls_scores.device
-        host = torch.cat((cls_scores.detach(), bbox_preds.detach()), dim=-1).float().cpu()
-        gt_labels_list = [labels.cpu() for labels in gt_labels_list]
-        gt_codes_list = [codes.cpu() for codes in gt_codes_list]
-        targets = [self.get_targets_single(host[i, :, :k], host[i, :, k:], gt_labels_list[i], gt_codes_list[i])
+        """Focal + L1 loss of one decoder layer: ``cls_scores`` ``[B, Q, K]``, ``bbox_preds`` ``[B, Q, 10]``."""
+        b = cls_scores.shape[0]
+        targets = [self.get_targets_single(cls_scores[i], bbox_preds[i], gt_labels_list[i], gt_codes_list[i])
                    for i in range(b)]
-        labels = torch.cat([t[0] for t in targets]).to(device)
-        label_weights = torch.cat([t[1] for t in targets]).to(device, cls_scores.dtype)
-        bbox_targets = torch.cat([t[2] for t in targets]).to(device, bbox_preds.dtype)
-        bbox_weights = torch.cat([t[3] for t in targets]).to(device, bbox_preds.dtype)
+        labels = torch.cat([t[0] for t in targets])
+        label_weights = torch.cat([t[1] for t in targets])
+        bbox_targets = torch.cat([t[2] for t in targets])
+        bbox_weights = torch.cat([t[3] for t in targets])
         num_pos = sum(t[4] for t in targets)
         cls_avg_factor = cls_scores.new_tensor([float(num_pos)])
         if self.sync_cls_avg_factor:
@@ -249,14 +240,15 @@ class BEVFormerHead(BaseModule):
             all_cls_scores: ``[L, B, Q, K]``. all_bbox_preds: ``[L, B, Q, 10]``.
             gt_bboxes_list: per sample LiDAR boxes with velocity (box_dim 9). gt_labels_list: per sample ``[G]``.
         """
-        gt_codes = []  # on the host, where the matching runs (loss_single)
+        device = all_cls_scores.device
+        gt_codes = []
         for boxes in gt_bboxes_list:
             if boxes.tensor.shape[-1] < 9:
                 raise ValueError(f'BEVFormerHead: gt_bboxes_3d need velocity (box_dim 9), got box_dim '
                                  f'{boxes.tensor.shape[-1]}; load the dataset with with_velocity=True')
-            full = torch.cat((boxes.gravity_center, boxes.tensor[:, 3:9]), dim=1).cpu()
+            full = torch.cat((boxes.gravity_center, boxes.tensor[:, 3:9]), dim=1).to(device)
             gt_codes.append(normalize_bbox(full))
-        gt_labels_list = [labels.cpu() for labels in gt_labels_list]
+        gt_labels_list = [labels.to(device) for labels in gt_labels_list]
         num_layers, b, q = all_cls_scores.shape[:3]
         if q % self.num_query:
             raise ValueError(f'BEVFormerHead: {q} predictions per sample are not a multiple of num_query '
