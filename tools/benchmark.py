@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Speed and memory of QD-BEV beside plain BEVFormer (issue 9): P1 step time, P2 peak memory, P3 inference latency,
-P4 deformable attention, data loading and devkit evaluation time.
+P4 deformable attention, Group DETR matching (``match``), data loading and devkit evaluation time.
 
-    python tools/benchmark.py [--device cuda|cpu] [--quick] [--only P1 P2 P3 P4 data eval] [--batch 1 4]
+    python tools/benchmark.py [--device cuda|cpu] [--quick] [--only P1 P2 P3 P4 match data eval] [--batch 1 4]
                               [--reps 10] [--warmup 3] [--img-size 450 800] [--data-root DIR]
                               [--out-json docs/benchmarks.json] [--out-md docs/benchmarks.md]
 
@@ -39,7 +39,7 @@ from mmengine.config import DictAction  # noqa: E402
 
 from projects.qdbev import benchmark as bm  # noqa: E402
 
-ITEMS = ('P1', 'P2', 'P3', 'P4', 'data', 'eval')
+ITEMS = ('P1', 'P2', 'P3', 'P4', 'match', 'data', 'eval')
 BEGIN, END = '<!-- benchmark:begin -->', '<!-- benchmark:end -->'
 MD_HEADER = """# Benchmarks (issue 9)
 
@@ -115,6 +115,12 @@ def run(args) -> dict:
         print('[benchmark] P4 deformable attention ...', flush=True)
         record['deform_attn'] = bm.bench_deform_attn(device, args.reps, args.warmup)
         print(json.dumps(record['deform_attn']), flush=True)
+    if 'match' in args.only:
+        print('[benchmark] Group DETR matching ...', flush=True)
+        from mmengine.config import Config
+        assigner = Config.fromfile(args.fp_config).model.train_cfg.pts.assigner.to_dict()  # the config's costs
+        record['group_matching'] = bm.bench_group_matching(assigner, device, args.reps, args.warmup)
+        print(json.dumps(record['group_matching']), flush=True)
     if args.only & {'data', 'eval'}:
         info_ok = args.data_root and osp.isfile(osp.join(args.data_root, 'nuscenes_infos_val.pkl'))
         note = dict(skipped=f'no data: pass --data-root (a folder with nuscenes_infos_*.pkl), got {args.data_root}')

@@ -391,6 +391,48 @@ def bench_deform_attn(device: torch.device, reps: int, warmup: int,
     return out
 
 
+# ---------------------------------------------------------------------------------------------------- matching
+MATCH_SHAPE = dict(batch=8, layers=3, groups=11, queries=100, gts=30)  # the study teacher with 11 query groups
+
+
+def bench_group_matching(assigner_cfg: dict, device: torch.device, reps: int, warmup: int,
+                         shape: Optional[Dict[str, int]] = None) -> Dict[str, object]:
+    """The Hungarian matching of one training step with Group DETR's query groups, on random class scores and box
+    codes: mmdet's ``HungarianAssigner.assign`` once per sample, group and decoder layer against
+    ``GroupHungarianAssigner.assign`` once per sample and layer (same assignments). ``assigner_cfg``: a config's
+    assigner (its match costs are used by both)."""
+    from mmdet.registry import TASK_UTILS
+    from mmengine.structures import InstanceData
+
+    import projects.bevformer.bevformer  # noqa: F401  (registers the 3D box cost and the group assigner)
+    shape = dict(MATCH_SHAPE, **(shape or {}))
+    b, layers, g, q, n = (shape[k] for k in ('batch', 'layers', 'groups', 'queries', 'gts'))
+    plain = TASK_UTILS.build(dict(assigner_cfg, type='mmdet.HungarianAssigner'))
+    grouped = TASK_UTILS.build(dict(assigner_cfg, type='mmdet.GroupHungarianAssigner'))
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*size):
+        return torch.randn(*size, generator=gen).to(device)
+    preds = [InstanceData(scores=rand(g * q, 10), bboxes=rand(g * q, 10)) for _ in range(b * layers)]
+    gts = [InstanceData(labels=torch.randint(0, 10, (n, ), generator=gen).to(device), bboxes=rand(n, 10))
+           for _ in range(b)]
+    blocks = [[InstanceData(scores=p.scores[k * q:(k + 1) * q], bboxes=p.bboxes[k * q:(k + 1) * q])
+               for k in range(g)] for p in preds]
+
+    def per_group():
+        for i, parts in enumerate(blocks):
+            for part in parts:
+                plain.assign(part, gts[i % b])
+
+    def one_call_per_sample():
+        for i, pred in enumerate(preds):
+            grouped.assign(pred, gts[i % b], num_groups=g)
+    row = dict(shape=shape, per_group=median_ms(per_group, reps, warmup, device),
+               grouped=median_ms(one_call_per_sample, reps, warmup, device))
+    row['grouped_over_per_group'] = ratio(row['grouped']['median_ms'], row['per_group']['median_ms'])
+    return row
+
+
 # ---------------------------------------------------------------------------------------------------- data / eval
 def bench_data_loading(fp_config: str, data_root: str, num_samples: int, num_workers: Optional[int] = None
                        ) -> Dict[str, object]:
@@ -527,6 +569,14 @@ def render_markdown(merged: dict) -> str:
                              f'{DEFORM_SHAPES[name][4]} points {DEFORM_SHAPES[name][5]}: pure PyTorch / mmcv CUDA | '
                              f'{row["ours"]["median_ms"]:g} ms | {row["mmcv"]["median_ms"]:g} ms | '
                              f'{_fmt(row["ours_over_mmcv"])} | ≤ 1.10 |')
+        match = run.get('group_matching')
+        if match:
+            sh = match['shape']
+            lines.append(f'| Group DETR matching of one step ({sh["batch"]} samples x {sh["layers"]} layers x '
+                         f'{sh["groups"]} groups of {sh["queries"]} queries, {sh["gts"]} boxes): '
+                         f'GroupHungarianAssigner / HungarianAssigner per group | '
+                         f'{match["grouped"]["median_ms"]:g} ms | {match["per_group"]["median_ms"]:g} ms | '
+                         f'{_fmt(match["grouped_over_per_group"])} | |')
         data = run.get('data_loading', {})
         if 'skipped' in data:
             lines.append(f'| data loading | {data["skipped"]} | | | |')

@@ -185,3 +185,15 @@ def test_qdbev_options_reach_the_distiller_config():
     assert dcfg['teacher_img_chunk'] is None and dcfg['distill_mode'] == 'img'
     plain, _, _, _ = bm.load_configs(args.qdbev_config, args.fp_config, quick=True)
     assert 'teacher_img_chunk' not in plain  # the distiller's default (6) applies
+
+
+def test_group_matching_times_both_assigners_and_renders_a_row():
+    from mmengine.config import Config
+    assigner = Config.fromfile(f'{tool.ROOT}/configs/bevformer/bevformer_tiny.py').model.train_cfg.pts.assigner
+    row = bm.bench_group_matching(assigner.to_dict(), torch.device('cpu'), reps=1, warmup=0,
+                                  shape=dict(batch=2, layers=1, groups=3, queries=10, gts=4))
+    assert row['shape'] == dict(batch=2, layers=1, groups=3, queries=10, gts=4)
+    assert row['per_group']['median_ms'] > 0 and row['grouped']['median_ms'] > 0
+    assert row['grouped_over_per_group'] == round(row['grouped']['median_ms'] / row['per_group']['median_ms'], 3)
+    text = bm.render_markdown(dict(runs={'cpu': dict(device='cpu', group_matching=row)}))
+    assert '2 samples x 1 layers x 3 groups of 10 queries, 4 boxes' in text

@@ -4,4 +4,5 @@
 #   python tools/train.py configs/experiments/nano_learning/e_group_detr.py --work-dir work_dirs/e_group_detr
 # Result: docs/results.md section 1.
 _base_ = ['../../quickstart/bevformer_nano_teacher.py']
-model = dict(pts_bbox_head=dict(num_query_groups=11))
+model = dict(pts_bbox_head=dict(num_query_groups=11),
+             train_cfg=dict(pts=dict(assigner=dict(type='mmdet.GroupHungarianAssigner'))))

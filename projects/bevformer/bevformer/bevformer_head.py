@@ -27,6 +27,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from .box_coder import normalize_bbox
+from .group_assigner import GroupHungarianAssigner
 
 
 def decode_reg_output(reg_out: Tensor, reference: Tensor, pc_range: Sequence[float]) -> Tensor:
@@ -102,6 +103,11 @@ class BEVFormerHead(BaseModule):
             raise ValueError('BEVFormerHead: loss_cls must be a sigmoid loss (use_sigmoid=True), as BEVFormer')
         self.train_cfg, self.test_cfg = train_cfg, test_cfg
         self.assigner = TASK_UTILS.build(train_cfg['assigner']) if train_cfg and 'assigner' in train_cfg else None
+        if num_query_groups > 1 and self.assigner is not None and \
+                not isinstance(self.assigner, GroupHungarianAssigner):
+            raise ValueError(f'BEVFormerHead: num_query_groups={num_query_groups} needs '
+                             f"train_cfg.assigner.type='mmdet.GroupHungarianAssigner' (mmdet's HungarianAssigner "
+                             f'matching every query group on its own), got {type(self.assigner).__name__}')
         self.transformer = MODELS.build(transformer)
         self.positional_encoding = MODELS.build(positional_encoding)
         self.bev_embedding = nn.Embedding(bev_h * bev_w, self.embed_dims)
@@ -175,13 +181,14 @@ class BEVFormerHead(BaseModule):
         return dict(bev_embed=bev, all_cls_scores=torch.stack(cls_scores), all_bbox_preds=torch.stack(bbox_preds))
 
     # ------------------------------------------------------------------ training
-    def get_targets_single(self, cls_score: Tensor, bbox_pred: Tensor, gt_labels: Tensor, gt_codes: Tensor
-                           ) -> Tuple[Tensor, Tensor, Tensor, Tensor, int]:
+    def get_targets_single(self, cls_score: Tensor, bbox_pred: Tensor, gt_labels: Tensor, gt_codes: Tensor,
+                           num_groups: int = 1) -> Tuple[Tensor, Tensor, Tensor, Tensor, int]:
         """Hungarian targets of one sample and decoder layer.
 
         Args:
             cls_score: ``[Q, num_classes]`` logits. bbox_pred: ``[Q, 10]`` codes. gt_labels: ``[G]``.
             gt_codes: ``[G, 10]`` ground-truth codes (:func:`normalize_bbox`).
+            num_groups: query groups in ``Q`` (contiguous), each matched to the ground truth on its own.
         Returns:
             ``(labels [Q], label_weights [Q], bbox_targets [Q, 10], bbox_weights [Q, 10], num_pos)``;
             unmatched queries get label ``num_classes`` (background).
@@ -191,7 +198,13 @@ class BEVFormerHead(BaseModule):
         num_q = bbox_pred.shape[0]
         pred = InstanceData(scores=cls_score.detach(), bboxes=bbox_pred.detach())
         gt = InstanceData(labels=gt_labels, bboxes=gt_codes)
-        assign = self.assigner.assign(pred, gt)
+        if num_groups == 1:
+            assign = self.assigner.assign(pred, gt)
+        elif isinstance(self.assigner, GroupHungarianAssigner):
+            assign = self.assigner.assign(pred, gt, num_groups=num_groups)
+        else:
+            raise ValueError(f'BEVFormerHead: {num_groups} query groups need '
+                             f"train_cfg.assigner.type='mmdet.GroupHungarianAssigner'")
         pos = torch.nonzero(assign.gt_inds > 0, as_tuple=False).squeeze(1)
         pos_gt = assign.gt_inds[pos] - 1
         labels = gt_labels.new_full((num_q,), self.num_classes, dtype=torch.long)
@@ -205,11 +218,12 @@ class BEVFormerHead(BaseModule):
         return labels, label_weights, bbox_targets, bbox_weights, int(pos.numel())
 
     def loss_single(self, cls_scores: Tensor, bbox_preds: Tensor, gt_labels_list: List[Tensor],
-                    gt_codes_list: List[Tensor]) -> Tuple[Tensor, Tensor]:
-        """Focal + L1 loss of one decoder layer: ``cls_scores`` ``[B, Q, K]``, ``bbox_preds`` ``[B, Q, 10]``."""
+                    gt_codes_list: List[Tensor], num_groups: int = 1) -> Tuple[Tensor, Tensor]:
+        """Focal + L1 loss of one decoder layer: ``cls_scores`` ``[B, Q, K]``, ``bbox_preds`` ``[B, Q, 10]`` (``Q`` of
+        ``num_groups`` query groups: the positives of all groups normalise, i.e. the losses average the groups)."""
         b = cls_scores.shape[0]
-        targets = [self.get_targets_single(cls_scores[i], bbox_preds[i], gt_labels_list[i], gt_codes_list[i])
-                   for i in range(b)]
+        targets = [self.get_targets_single(cls_scores[i], bbox_preds[i], gt_labels_list[i], gt_codes_list[i],
+                                           num_groups) for i in range(b)]
         labels = torch.cat([t[0] for t in targets])
         label_weights = torch.cat([t[1] for t in targets])
         bbox_targets = torch.cat([t[2] for t in targets])
@@ -249,18 +263,14 @@ class BEVFormerHead(BaseModule):
             full = torch.cat((boxes.gravity_center, boxes.tensor[:, 3:9]), dim=1).to(device)
             gt_codes.append(normalize_bbox(full))
         gt_labels_list = [labels.to(device) for labels in gt_labels_list]
-        num_layers, b, q = all_cls_scores.shape[:3]
+        num_layers, q = all_cls_scores.shape[0], all_cls_scores.shape[2]
         if q % self.num_query:
             raise ValueError(f'BEVFormerHead: {q} predictions per sample are not a multiple of num_query '
                              f'{self.num_query}')
         groups = q // self.num_query
-        if groups > 1:  # every group becomes a sample of its own with the same ground truth
-            all_cls_scores = all_cls_scores.reshape(num_layers, b * groups, self.num_query, -1)
-            all_bbox_preds = all_bbox_preds.reshape(num_layers, b * groups, self.num_query, -1)
-            gt_codes = [codes for codes in gt_codes for _ in range(groups)]
-            gt_labels_list = [labels for labels in gt_labels_list for _ in range(groups)]
         losses_cls, losses_bbox = multi_apply(self.loss_single, list(all_cls_scores), list(all_bbox_preds),
-                                              [gt_labels_list] * num_layers, [gt_codes] * num_layers)
+                                              [gt_labels_list] * num_layers, [gt_codes] * num_layers,
+                                              [groups] * num_layers)
         losses = dict(loss_cls=losses_cls[-1], loss_bbox=losses_bbox[-1])
         for i, (lc, lb) in enumerate(zip(losses_cls[:-1], losses_bbox[:-1])):
             losses[f'd{i}.loss_cls'] = lc

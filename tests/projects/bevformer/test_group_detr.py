@@ -1,14 +1,59 @@
 """Group DETR query groups in BEVFormerHead (training only; inference is the one-group model)."""
 import pytest
 import torch
+from mmdet.registry import TASK_UTILS
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.structures import InstanceData
 
+from mmdet3d.registry import MODELS
 from projects.bevformer.bevformer.decoder import group_self_attention
+from projects.bevformer.bevformer.group_assigner import GroupHungarianAssigner
 from projects.bevformer.bevformer.multihead_attention import QueryMultiheadAttention
 from qdbev.quant.report import report
 
-from tests.projects.bevformer.test_bevformer_model import N_CAM, build_nano, make_sample, preprocess, queue_batch
+from tests.projects.bevformer.test_bevformer_model import NANO, N_CAM, build_nano, make_sample, preprocess, queue_batch
 
 pytestmark = pytest.mark.usefixtures('one_thread')
+
+
+def build_grouped(groups: int):
+    """The nano model with ``groups`` query groups and the group assigner (what e_group_detr.py sets)."""
+    init_default_scope('mmdet3d')
+    cfg = Config.fromfile(NANO)
+    cfg.model.pts_bbox_head.num_query_groups = groups
+    cfg.model.train_cfg.pts.assigner.type = 'mmdet.GroupHungarianAssigner'
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model
+
+def test_group_assigner_equals_mmdet_assign_block_by_block():
+    cfg = Config.fromfile(NANO).model.train_cfg.pts.assigner
+    plain = TASK_UTILS.build(cfg)
+    grouped = TASK_UTILS.build(dict(cfg, type='mmdet.GroupHungarianAssigner'))
+    assert isinstance(grouped, GroupHungarianAssigner)
+    g = torch.Generator().manual_seed(0)
+    groups, q = 3, 20
+    scores, boxes = torch.randn(groups * q, 10, generator=g), torch.randn(groups * q, 10, generator=g)
+    pred = InstanceData(scores=scores, bboxes=boxes)
+    gt = InstanceData(labels=torch.randint(0, 10, (7, ), generator=g), bboxes=torch.randn(7, 10, generator=g))
+    result = grouped.assign(pred, gt, num_groups=groups)
+    assert int((result.gt_inds > 0).sum()) == groups * 7
+    for k in range(groups):
+        rows = slice(k * q, (k + 1) * q)
+        block = plain.assign(InstanceData(scores=pred.scores[rows], bboxes=pred.bboxes[rows]), gt)
+        assert torch.equal(result.gt_inds[rows], block.gt_inds)
+        assert torch.equal(result.labels[rows], block.labels)
+    assert torch.equal(grouped.assign(pred, gt).gt_inds, plain.assign(pred, gt).gt_inds)  # one group: mmdet's
+    empty = grouped.assign(pred, InstanceData(labels=gt.labels[:0], bboxes=gt.bboxes[:0]), num_groups=groups)
+    assert torch.equal(empty.gt_inds, torch.zeros(groups * q, dtype=torch.long))
+    with pytest.raises(ValueError, match='do not split into 7 groups'):
+        grouped.assign(pred, gt, num_groups=7)
+
+
+def test_groups_need_the_group_assigner():
+    with pytest.raises(ValueError, match='GroupHungarianAssigner'):
+        build_nano(num_query_groups=3)
 
 
 def test_group_self_attention_keeps_groups_apart():
@@ -29,7 +74,7 @@ def test_group_self_attention_keeps_groups_apart():
 
 def test_head_trains_groups_and_predicts_with_the_first():
     torch.manual_seed(0)
-    grouped = build_nano(num_query_groups=3)
+    grouped = build_grouped(3)
     head, q = grouped.pts_bbox_head, grouped.pts_bbox_head.num_query
     assert head.group_query_embedding.weight.shape == (2 * q, head.embed_dims * 2)
 
@@ -62,7 +107,7 @@ def test_group_losses_are_averaged_over_groups():
     """G identical copies of one group's predictions give exactly that group's losses (each copy is matched on
     its own; the positives of all groups normalise), and a changed copy moves the loss by its share."""
     torch.manual_seed(0)
-    head = build_nano(num_query_groups=3).pts_bbox_head
+    head = build_grouped(3).pts_bbox_head
     q = head.num_query
     cls = torch.randn(2, 1, q, 10)  # [L, B, Q, K]
     box = torch.randn(2, 1, q, 10)
@@ -77,7 +122,7 @@ def test_group_losses_are_averaged_over_groups():
 
 
 def test_train_only_queries_are_not_counted_in_the_model_size():
-    grouped, plain = build_nano(num_query_groups=3).eval(), build_nano().eval()
+    grouped, plain = build_grouped(3).eval(), build_nano().eval()
     images, _ = queue_batch()
     data = preprocess(grouped, [images[0][-N_CAM:]], [make_sample('scene-b', 0)], False)
     args = dict(inputs=data['inputs'], data_samples=data['data_samples'], mode='tensor')
