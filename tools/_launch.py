@@ -183,16 +183,25 @@ def one_line(err: BaseException) -> str:
 
 
 def close_distributed() -> None:
-    """After a run that ended well on every rank: meet at a barrier, then destroy the process group.
+    """After a run that ended well on every rank: free the run's objects, meet at a barrier, then destroy the
+    process group, all while the interpreter is fully alive.
 
     Without this, gloo's worker threads are still alive when the interpreter exits and a rank can abort at exit
     ("terminate called without an active exception", SIGABRT) after a complete run, which torchrun reports as a
-    failure. Not called after an error: a rank that failed would leave the others waiting at the barrier.
+    failure. The garbage collection comes first because the finished runner sits in reference cycles (hooks,
+    message hub) and keeps the DDP model, its reducer and their finished gloo work objects alive; freed only during
+    interpreter finalisation, their tensors need the GIL that is being torn down (the SIGABRT described in
+    pytorch/pytorch#179291). Not called after an error: a rank that failed would leave the others waiting at the
+    barrier.
     """
+    import gc
+
     import torch.distributed as dist
+    gc.collect()
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+    gc.collect()
 
 
 def run_cli(prog: str, main: Callable[[], object]) -> None:
