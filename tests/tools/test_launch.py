@@ -25,6 +25,37 @@ def test_a_run_that_ended_well_destroys_the_process_group(tmp_path):
     assert seen == [True] and not dist.is_initialized()
 
 
+def test_the_finished_run_is_freed_before_the_group_is_destroyed(tmp_path):
+    """The run's objects sit in reference cycles (as mmengine's Runner does); they are collected while the process
+    group is still alive, not during interpreter finalisation."""
+    import gc
+    import weakref
+    refs, freed_at_barrier = [], []
+
+    class Run:  # a cycle holding "the model", like a runner and its hooks
+        def __init__(self):
+            self.me = self
+
+    def main():
+        _init_one_rank(tmp_path)
+        refs.append(weakref.ref(Run()))
+    barrier = dist.barrier
+
+    def watching_barrier(*args, **kwargs):
+        freed_at_barrier.append(refs[0]() is None)
+        return barrier(*args, **kwargs)
+    enabled = gc.isenabled()
+    gc.disable()  # only close_distributed's own collection may free the cycle
+    try:
+        dist.barrier = watching_barrier
+        run_cli('train.py', main)
+    finally:
+        dist.barrier = barrier
+        if enabled:
+            gc.enable()
+    assert freed_at_barrier == [True] and not dist.is_initialized()
+
+
 def test_a_failed_run_leaves_the_process_group_alone(tmp_path, capsys):
     def main():
         _init_one_rank(tmp_path)
