@@ -5,6 +5,7 @@
                           [--train-scenes 60] [--val-scenes 8] [--scale 0.25] [--workers 16]
                           [--teacher-config configs/study/bevformer_nano_study_teacher.py] [--teacher-iters N]
                           [--qat-iters 200] [--distill-iters 400] [--qat-batch 1] [--seed 0] [--jobs 1]
+                          [--qat-options KEY=VALUE ...]
                           [--until STEP] [--force STEP ...] [--only STEP ...]
 
 Steps (tools/quickstart.py's runner: each skipped when its output exists, re-run when a step it needs ran):
@@ -62,6 +63,7 @@ def qat_run(name: str, config: str, w: str, args, schedule: Dict) -> Step:
     opts += [f'qat_schedule.{k}={v}' for k, v in schedule.items()]
     if name not in CURVE_RUNS:  # one evaluation at the end (the FP teacher's is the PTQ sweep's 32/32 row)
         opts += ['custom_hooks.1.evaluate_phase_end=last', 'custom_hooks.1.evaluate_start_points=False']
+    opts += list(getattr(args, 'qat_options', None) or [])  # e.g. the architecture of another --teacher-config
     return Step(name, osp.join(w, name, 'done'),
                 [sys.executable, 'tools/train.py', config, '--work-dir', osp.join(w, name), '--resume', '--cfg-options']
                 + opts, osp.join(w, name), marker=True, needs=('teacher', ), resumable=True)
@@ -205,6 +207,9 @@ def main(argv=None) -> int:
     parser.add_argument('--qat-iters', type=int, default=200, help='iterations per progressive-QAT phase')
     parser.add_argument('--distill-iters', type=int, default=400, help='iterations of the distillation phase')
     parser.add_argument('--qat-batch', type=int, default=1, help='batch per GPU of the QAT runs')
+    parser.add_argument('--qat-options', nargs='+', default=[], metavar='KEY=VALUE',
+                        help='--cfg-options of every QAT run, e.g. model.architecture.pts_bbox_head.bev_h=64 ... to '
+                             'match a --teacher-config whose model differs from bevformer_nano_synth.py')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--jobs', type=int, default=1, help='independent steps run at once')
     parser.add_argument('--force', nargs='*', default=[], help='steps to re-run even if done')

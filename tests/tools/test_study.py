@@ -59,6 +59,23 @@ def test_runs_train_the_intended_schedules():
     assert list(build_schedule(w4a4.qat_schedule))[-1].bits['decoder'] == (4, 4)
 
 
+def test_qat_options_reach_every_qat_run():
+    """A teacher with another architecture (e.g. configs/experiments/study_learning/s_groups_bev64.py): the QAT runs
+    get the same model through --qat-options."""
+    ns = argparse.Namespace(work_dir='w', data_root='/d/study', train_scenes=60, val_scenes=8, scale=0.25, workers=2,
+                            teacher_config='configs/experiments/study_learning/s_groups_bev64.py', teacher_iters=None,
+                            qat_iters=7, distill_iters=11, qat_batch=4, seed=0, jobs=1,
+                            qat_options=['model.architecture.pts_bbox_head.bev_h=64',
+                                         'model.architecture.pts_bbox_head.num_query_groups=11',
+                                         'model.bev_geometry.bev_h=64'])
+    steps = {s.name: s for s in study.steps(ns)}
+    for name in ('direct', 'progressive', 'qdbev_vgd', 'qdbev_img', 'w4a4'):
+        cfg = run_config(steps[name])
+        head = cfg.model.architecture.pts_bbox_head
+        assert (head.bev_h, head.num_query_groups, cfg.model.bev_geometry.bev_h) == (64, 11, 64)
+    assert steps['teacher'].argv[2] == 'configs/experiments/study_learning/s_groups_bev64.py'
+
+
 def phases(nds, mp, name='vgd'):
     return dict(events=[dict(event='eval', phase=1, name='w32a6', iter=7, metrics=dict(NDS=0.0, mAP=0.0)),
                         dict(event='eval', phase=6, name=name, iter=46, metrics=dict(NDS=nds, mAP=mp))])
