@@ -43,6 +43,15 @@ def loss_key(term: str) -> str:
     return f'loss_distill_{term}'
 
 
+
+def inference_group(student: Tensor, teacher: Tensor) -> Tensor:
+    """The student's head records ``[B, Q_s, ...]`` cut to the teacher's ``Q_t`` queries when the student trains
+    with Group DETR's query groups (``Q_s = G * Q_t``, the inference group first) and the frozen teacher, in eval
+    mode, ran its ``Q_t``: the head terms compare the queries that the deployed student keeps. Other shapes pass
+    unchanged (the losses refuse a mismatch)."""
+    q_t, q_s = teacher.shape[1], student.shape[1]
+    return student[:, :q_t] if q_s != q_t and q_s % q_t == 0 else student
+
 class DistillTerms(nn.Module):
     """Builds the five term modules from ``distill_losses`` and computes the active ones.
 
@@ -124,7 +133,8 @@ class DistillTerms(nn.Module):
                 out[loss_key(term)] = sum(module(rec_t['img'][lvl], rec_s['img'][lvl], rec_t['bev'], rec_s['bev'],
                                                  masks=masks) for lvl in levels)
             elif term == 'head':
-                out[loss_key(term)] = module(rec_t['cls'], rec_t['reg'], rec_s['cls'], rec_s['reg'])
+                out[loss_key(term)] = module(rec_t['cls'], rec_t['reg'], inference_group(rec_s['cls'], rec_t['cls']),
+                                             inference_group(rec_s['reg'], rec_t['reg']))
             else:  # kd
-                out[loss_key(term)] = module(rec_t['cls'], rec_s['cls'])
+                out[loss_key(term)] = module(rec_t['cls'], inference_group(rec_s['cls'], rec_t['cls']))
         return {k: v if torch.is_tensor(v) else torch.as_tensor(v) for k, v in out.items()}

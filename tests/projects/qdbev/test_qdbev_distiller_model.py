@@ -312,3 +312,39 @@ def test_teacher_checkpoint_refusals(arch, teacher_ckpt, tmp_path):
     assert 'missing keys 1 (e.g. img_backbone.conv1.weight)' in msg and 'unexpected keys 1 (e.g. extra.weight)' in msg
     assert 'shape mismatches 1 (e.g. pts_bbox_head.query_embedding.weight (40, 256)!=(30, 256))' in msg
     assert '\n' not in msg
+
+
+def test_a_student_with_query_groups_trains_them_and_the_teacher_runs_one(arch, tmp_path):  # arch: registers
+    """Group DETR's training-only queries in the QAT student (a teacher trained with groups): the student's
+    training forward carries every group, the frozen teacher (eval mode) and the student's predictions one, and the
+    head distillation compares the student's first (inference) group with the teacher's queries."""
+    from mmdet3d.registry import MODELS
+    from qdbev_distiller_helpers import model_cfg
+    grouped = model_cfg(**{'pts_bbox_head.num_query_groups': 3,
+                           'train_cfg.pts.assigner.type': 'mmdet.GroupHungarianAssigner'})
+    torch.manual_seed(0)
+    teacher = MODELS.build(copy.deepcopy(grouped))
+    teacher.init_weights()
+    ckpt = str(tmp_path / 'grouped_teacher.pth')
+    torch.save(dict(meta=dict(epoch=1), state_dict=teacher.state_dict()), ckpt)
+    model = build_distiller(grouped, ckpt, qconfig=W4A6, distill_mode='vgd+head', distill_losses=LOSSES)
+    model.train()
+    data = _prep(model)
+    q = model.student.pts_bbox_head.num_query
+    seen = {}
+    hooks = [m.pts_bbox_head.register_forward_hook(lambda mod, a, out, key=key: seen.setdefault(key, []).append(
+        out['all_cls_scores'].shape[2] if isinstance(out, dict) else None)) for key, m in
+        (('student', model.student), ('teacher', model.teacher))]
+    losses = model(**data, mode='loss')
+    for h in hooks:
+        h.remove()
+    assert seen['student'] == [3 * q] and seen['teacher'] == [q]
+    assert torch.isfinite(losses['loss_distill_head']) and losses['loss_distill_head'] > 0  # on the first group
+    total = sum(v for k, v in losses.items() if 'loss' in k)
+    assert torch.isfinite(total)
+    total.backward()
+    assert model.student.pts_bbox_head.group_query_embedding.weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        out = model(**model.data_preprocessor(raw_batch(1, queue=1), False), mode='tensor')
+    assert out['all_cls_scores'].shape[2] == q
