@@ -198,13 +198,8 @@ class BEVFormerHead(BaseModule):
         num_q = bbox_pred.shape[0]
         pred = InstanceData(scores=cls_score.detach(), bboxes=bbox_pred.detach())
         gt = InstanceData(labels=gt_labels, bboxes=gt_codes)
-        if num_groups == 1:
-            assign = self.assigner.assign(pred, gt)
-        elif isinstance(self.assigner, GroupHungarianAssigner):
-            assign = self.assigner.assign(pred, gt, num_groups=num_groups)
-        else:
-            raise ValueError(f'BEVFormerHead: {num_groups} query groups need '
-                             f"train_cfg.assigner.type='mmdet.GroupHungarianAssigner'")
+        assign = self.assigner.assign(pred, gt, num_groups=num_groups) if num_groups > 1 else \
+            self.assigner.assign(pred, gt)
         pos = torch.nonzero(assign.gt_inds > 0, as_tuple=False).squeeze(1)
         pos_gt = assign.gt_inds[pos] - 1
         labels = gt_labels.new_full((num_q,), self.num_classes, dtype=torch.long)
@@ -268,6 +263,9 @@ class BEVFormerHead(BaseModule):
             raise ValueError(f'BEVFormerHead: {q} predictions per sample are not a multiple of num_query '
                              f'{self.num_query}')
         groups = q // self.num_query
+        if groups > 1 and self.assigner is not None and not isinstance(self.assigner, GroupHungarianAssigner):
+            raise ValueError(f'BEVFormerHead: {groups} query groups need '
+                             f"train_cfg.assigner.type='mmdet.GroupHungarianAssigner'")
         losses_cls, losses_bbox = multi_apply(self.loss_single, list(all_cls_scores), list(all_bbox_preds),
                                               [gt_labels_list] * num_layers, [gt_codes] * num_layers,
                                               [groups] * num_layers)
