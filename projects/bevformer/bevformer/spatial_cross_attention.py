@@ -97,6 +97,7 @@ class SpatialCrossAttention(BaseModule):
                                             level_start_index)  # [B*N, M, C]
             out = out * valid[..., None].to(out.dtype)
             flat_index = (index + batch_of_row[:, None] * hw).reshape(-1)
-            slots = slots.reshape(b * hw, c).index_add(0, flat_index, out.reshape(-1, c)).view(b, hw, c)
+            # accumulate in the attention's dtype (float32 where autocast runs the query projections in bf16)
+            slots = slots.reshape(b * hw, c).to(out.dtype).index_add(0, flat_index, out.reshape(-1, c)).view(b, hw, c)
         slots = slots / hit_count(bev_mask)[..., None].to(slots.dtype)
         return self.dropout(self.output_proj(slots)) + query

@@ -36,6 +36,7 @@ from .output_replay import OutputReplay
 from .teacher_checkpoint import load_teacher_state
 from .view_geometry import BEVGeometry, current_lidar2img
 
+AUTOCAST_DTYPES = {None: None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 DEFAULT_RECORDERS = dict(
     img=dict(type='ModuleOutputRecorder', source='img_neck'),
     bev=dict(type='ModuleOutputRecorder', source='pts_bbox_head.transformer.encoder'),
@@ -76,6 +77,10 @@ class QDBEVDistiller(BaseModel):
             forward, and its backbone transient would otherwise add the whole batch's to the student's saved
             activations (peak memory). None: the architecture's setting. Refused when a teacher recorder or replay
             source lies inside ``img_backbone`` (its calls would be split).
+        teacher_autocast: ``'bf16'`` or ``'fp16'`` runs the frozen teacher's forward under ``torch.autocast`` in
+            that dtype (tensor cores; the camera projection stays float32, see ``BEVFormerEncoder.camera_points``),
+            and its recorded features are cast back to float32 before the distill terms; None (default): float32.
+            The teacher's weights stay float32. Its targets then carry bf16's ~3 significant digits.
         data_preprocessor: runs once for both detectors; None takes ``architecture['data_preprocessor']``.
     """
 
@@ -84,7 +89,7 @@ class QDBEVDistiller(BaseModel):
                  teacher_recorders: Optional[dict] = None, student_recorders: Optional[dict] = None,
                  img_levels: Optional[Sequence[int]] = None, teacher_replay: Sequence[str] = ('grid_mask',),
                  bev_geometry: Optional[dict] = None, log_teacher_losses: bool = False,
-                 teacher_img_chunk: Optional[int] = 6,
+                 teacher_img_chunk: Optional[int] = 6, teacher_autocast: Optional[str] = None,
                  data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None) -> None:
         if not isinstance(architecture, dict) or 'type' not in architecture:
             raise ValueError(f'model.architecture must be the detector config dict (with a type), got '
@@ -117,6 +122,10 @@ class QDBEVDistiller(BaseModel):
         self.replay = OutputReplay(list(teacher_replay or ()), self.student, self.teacher)
         self.geometry = self._geometry(bev_geometry, student_recorders or DEFAULT_RECORDERS)
         self.log_teacher_losses = bool(log_teacher_losses)
+        if teacher_autocast not in AUTOCAST_DTYPES:
+            raise ValueError(f'model.teacher_autocast must be one of {sorted(k for k in AUTOCAST_DTYPES if k)} or '
+                             f'None, got {teacher_autocast!r}')
+        self.teacher_autocast = teacher_autocast
         self.set_distill_mode(distill_mode)
 
     # ------------------------------------------------------------------ configuration
@@ -204,7 +213,8 @@ class QDBEVDistiller(BaseModel):
             losses = self.student.loss(inputs, data_samples)
         names = DistillTerms.records_for(self.distill.mode)
         teacher_losses = {}
-        with torch.no_grad(), self.teacher_records.recording(), self.replay.replay():
+        imgs = inputs['imgs'] if 'imgs' in inputs else inputs['img']
+        with torch.no_grad(), self.teacher_records.recording(), self.replay.replay(), self._teacher_precision(imgs):
             if self.log_teacher_losses:
                 teacher_losses = self.teacher.loss(inputs, data_samples)
             else:
@@ -213,9 +223,10 @@ class QDBEVDistiller(BaseModel):
         batch, num_cams = lidar2img.shape[:2]
         rec_s = self.student_records.features(names, batch, num_cams)
         rec_t = self.teacher_records.features(names, batch, num_cams)
+        if self.teacher_autocast is not None:
+            rec_t = {k: [f.float() for f in v] if isinstance(v, list) else v.float() for k, v in rec_t.items()}
         masks = None
         if self.distill.needs_masks:
-            imgs = inputs['imgs'] if 'imgs' in inputs else inputs['img']
             masks = self.geometry.masks(lidar2img.to(imgs.device), imgs.shape[-2:])
             if masks.shape[-1] != rec_s['bev'].shape[1]:
                 raise ValueError(f'model.bev_geometry: masks have {masks.shape[-1]} BEV cells but the recorded BEV '
@@ -228,6 +239,11 @@ class QDBEVDistiller(BaseModel):
         self.student_records.reset()
         self.teacher_records.reset()
         return losses
+
+    def _teacher_precision(self, imgs: Tensor):
+        """``torch.autocast`` in ``teacher_autocast``'s dtype on ``imgs``' device, or a no-op context."""
+        dtype = AUTOCAST_DTYPES[self.teacher_autocast]
+        return torch.autocast(device_type=imgs.device.type, dtype=dtype, enabled=dtype is not None)
 
     # ------------------------------------------------------------------ quantization helpers
     @torch.no_grad()

@@ -181,6 +181,33 @@ def test_teacher_img_chunk_refuses_recorders_inside_the_backbone(arch):
     assert build_distiller(arch, None, teacher_img_chunk=None).teacher.eval_img_chunk is None
 
 
+def test_teacher_autocast_runs_the_teacher_in_bf16_and_hands_float_targets(arch, teacher_ckpt):
+    """``teacher_autocast='bf16'``: the teacher's convolutions and linears run in bf16 (its recorded features come
+    out bf16), the distill terms get float32 targets and stay within bf16's precision of the float32 teacher's;
+    the student's own pass and its weights are untouched."""
+    torch.manual_seed(4)
+    raw = raw_batch(0, batch=1, queue=2)
+    terms, dtypes = {}, {}
+    for precision in (None, 'bf16'):
+        model = build_distiller(arch, teacher_ckpt, qconfig=W4A6, distill_mode='img+bev+vgd', distill_losses=LOSSES,
+                                teacher_autocast=precision)
+        model.calibrate_student([raw])
+        model.eval()
+        taps = {who: Taps(det, ['img_neck']) for who, det in (('t', model.teacher), ('s', model.student))}
+        losses = model(**model.data_preprocessor(raw, True), mode='loss')
+        dtypes[precision] = {who: t.out['img_neck'][0].dtype for who, t in taps.items()}
+        terms[precision] = {k: v for k, v in losses.items() if k.startswith('loss_distill_')}
+        assert all(v.dtype == torch.float32 for v in terms[precision].values())
+        assert all(p.dtype == torch.float32 for p in model.teacher.parameters())
+    assert dtypes == {None: dict(t=torch.float32, s=torch.float32), 'bf16': dict(t=torch.bfloat16, s=torch.float32)}
+    for key in terms[None]:
+        ref, low = terms[None][key], terms['bf16'][key]
+        assert not torch.equal(ref, low), key  # the teacher really ran in bf16
+        assert torch.allclose(ref, low, rtol=0.1, atol=1e-3), (key, ref, low)
+    with pytest.raises(ValueError, match=r"model.teacher_autocast must be one of \['bf16', 'fp16'\] or None"):
+        build_distiller(arch, None, teacher_autocast='int8')
+
+
 def test_mode_none_skips_the_teacher_and_modes_switch_at_run_time(arch, teacher_ckpt):
     model = build_distiller(arch, teacher_ckpt, qconfig=W4A6)
     assert model.distill_mode == 'none'
