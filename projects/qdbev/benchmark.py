@@ -245,12 +245,15 @@ def train_step_fn(model, data: dict, optim: torch.optim.Optimizer, max_norm: flo
     return step
 
 
-def teacher_forward_fn(teacher, data: dict) -> Callable[[], object]:
+def teacher_forward_fn(distiller, data: dict) -> Callable[[], object]:
     """The distiller's teacher pass on preprocessed ``data``: every frame of the queue through image features and
-    encoder, without autograd (``BEVFormer.forward_queue(with_head=False)``, as for the img / bev / vgd terms)."""
+    encoder, without autograd and in the distiller's ``teacher_autocast`` precision
+    (``BEVFormer.forward_queue(with_head=False)``, as for the img / bev / vgd terms)."""
+    imgs = data['inputs']['imgs'] if 'imgs' in data['inputs'] else data['inputs']['img']
+
     def forward():
-        with torch.no_grad():
-            return teacher.forward_queue(data['inputs'], data['data_samples'], with_head=False)
+        with torch.no_grad(), distiller.teacher_precision(imgs):
+            return distiller.teacher.forward_queue(data['inputs'], data['data_samples'], with_head=False)
     return forward
 
 
@@ -292,9 +295,9 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
         fp, distiller = build_models(distiller_cfg, fp_cfg, torch.device('cpu'), tmp)
     raw = raw_batch(batch, queue, img_hw, num_cams)
 
-    def measure(model, predictor, step_name: str, infer_name: str, teacher=None) -> None:
+    def measure(model, predictor, step_name: str, infer_name: str, teacher: bool = False) -> None:
         """Train step (time, peak memory) and ``predictor``'s predict of ``model``, alone on the device; then the
-        model goes back to the CPU. ``teacher``: also time its forward of the same batch (what the distiller runs)."""
+        model goes back to the CPU. ``teacher``: also time the distiller's teacher forward of the same batch."""
         if with_train:
             model.train()
             data = model.data_preprocessor(raw, True)
@@ -302,8 +305,8 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
             out[step_name] = median_ms(step, reps, warmup, device)
             out[f'{step_name}_peak_mib'] = peak_mib(step, device)
             profiled(step, step_name)
-            if teacher is not None:
-                out['teacher_forward'] = median_ms(teacher_forward_fn(teacher, data), reps, warmup, device)
+            if teacher:
+                out['teacher_forward'] = median_ms(teacher_forward_fn(model, data), reps, warmup, device)
             del data, step
         if with_infer:
             model.eval()
@@ -319,7 +322,7 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
     del fp
     distiller.to(device)
     calibrate(distiller, raw)  # QAT + VGD: the student's activation scales first
-    measure(distiller, distiller.student, 'qat_vgd_step', 'fakequant_infer', teacher=distiller.teacher)
+    measure(distiller, distiller.student, 'qat_vgd_step', 'fakequant_infer', teacher=True)
     del distiller
     if with_train:
         out['qat_vgd_step_over_fp_step'] = ratio(out['qat_vgd_step']['median_ms'], out['fp_step']['median_ms'])

@@ -214,7 +214,7 @@ class QDBEVDistiller(BaseModel):
         names = DistillTerms.records_for(self.distill.mode)
         teacher_losses = {}
         imgs = inputs['imgs'] if 'imgs' in inputs else inputs['img']
-        with torch.no_grad(), self.teacher_records.recording(), self.replay.replay(), self._teacher_precision(imgs):
+        with torch.no_grad(), self.teacher_records.recording(), self.replay.replay(), self.teacher_precision(imgs):
             if self.log_teacher_losses:
                 teacher_losses = self.teacher.loss(inputs, data_samples)
             else:
@@ -240,7 +240,7 @@ class QDBEVDistiller(BaseModel):
         self.teacher_records.reset()
         return losses
 
-    def _teacher_precision(self, imgs: Tensor):
+    def teacher_precision(self, imgs: Tensor):
         """``torch.autocast`` in ``teacher_autocast``'s dtype on ``imgs``' device, or a no-op context."""
         dtype = AUTOCAST_DTYPES[self.teacher_autocast]
         return torch.autocast(device_type=imgs.device.type, dtype=dtype, enabled=dtype is not None)
