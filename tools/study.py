@@ -3,7 +3,8 @@
 
     python tools/study.py [--work-dir work_dirs/study] [--data-root data/synthetic/study]
                           [--train-scenes 60] [--val-scenes 8] [--scale 0.25] [--workers 16]
-                          [--teacher-config configs/study/bevformer_nano_study_teacher.py] [--teacher-iters N]
+                          [--teacher-config configs/experiments/study_learning/s_groups_bev64_stride8.py]
+                          [--teacher-iters N]
                           [--qat-iters 200] [--distill-iters 400] [--qat-batch 1] [--seed 0] [--jobs 1]
                           [--qat-options KEY=VALUE ...]
                           [--until STEP] [--force STEP ...] [--only STEP ...]
@@ -11,7 +12,7 @@
 Steps (tools/quickstart.py's runner: each skipped when its output exists, re-run when a step it needs ran):
   data, infos        a v1.0-trainval synthetic set (tools/create_synthetic_nuscenes.py, tools/create_data.py)
   teacher            the FP BEVFormer-nano teacher (--teacher-config; --teacher-iters sets an iteration-based
-                     config's length)
+                     config's length); the QAT runs below get its model (architecture_options)
   ptq                tools/ptq.py 32/32 8/8 6/6 4/6 4/4 --dfq                    (Table 1; FP and DFQ rows of Table 2)
   direct             direct QAT to W4A6 (configs/qdbev/qdbev_nano_synth_direct_w4a6.py), 5 x --qat-iters
   progressive        progressive QAT to W4A6 without distillation (..._progressive_w4a6.py), --qat-iters per phase
@@ -48,9 +49,54 @@ from tools.quickstart import (PTQ_BITS, Step, check_step_names, data_root_option
                               marker_command, run_steps)
 
 QDBEV = 'configs/qdbev/qdbev_nano_synth_{}.py'
+ARCH_REFERENCE = 'configs/bevformer/bevformer_nano_synth.py'  # the model QDBEV's configs take as architecture
 ABLATION_MODES = ('vgd', 'none', 'img', 'bev', 'img+bev')
-TEACHER_CONFIG = 'configs/study/bevformer_nano_study_teacher.py'
+TEACHER_CONFIG = 'configs/experiments/study_learning/s_groups_bev64_stride8.py'  # docs/results.md section 3
 CURVE_RUNS = ('progressive', 'qdbev_vgd')  # evaluated after every phase; the other QAT runs once at the end
+
+
+def _leaves(node, prefix: str = '') -> Dict[str, object]:
+    """``{dotted key: value}`` of a config dict's leaves (lists and tuples are leaves)."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out: Dict[str, object] = {}
+    for key, value in node.items():
+        out.update(_leaves(value, f'{prefix}.{key}' if prefix else str(key)))
+    return out
+
+
+def _option_value(key: str, value) -> str:
+    """``value`` as mmengine's ``DictAction`` parses it back (scalars, strings, flat lists / tuples of those)."""
+    def scalar(v) -> str:
+        if isinstance(v, (bool, int, float)) or v is None:
+            return repr(v)
+        if isinstance(v, str) and not any(c in v for c in ',()[]= '):
+            return v
+        raise ValueError(f'study: the teacher config\'s model.{key} = {value!r} cannot be passed to the QAT runs as '
+                         f'--cfg-options; give the QAT runs a config with this model (or --qat-options)')
+    if isinstance(value, (list, tuple)):
+        inner = ','.join(scalar(v) for v in value)
+        return f'[{inner}]' if isinstance(value, list) else f'({inner}{"," if len(value) == 1 else ""})'
+    return scalar(value)
+
+
+def architecture_options(teacher_config: str, reference: str = ARCH_REFERENCE) -> List[str]:
+    """``--cfg-options`` giving the QAT runs the teacher config's ``model`` (the student and its frozen teacher are
+    built from ``model.architecture``, and the teacher checkpoint must load into it): one
+    ``model.architecture.KEY=VALUE`` per leaf of the teacher's model that differs from, or is not in, the model of
+    ``reference`` (the config the QAT configs take their architecture from; their own training settings on top of it,
+    such as ``norm_eval``, stay). A leaf the teacher's model lacks cannot be removed by options: refused with one
+    line."""
+    from mmengine.config import Config
+    teacher = _leaves(Config.fromfile(osp.join(ROOT, teacher_config)).model.to_dict())
+    base = _leaves(Config.fromfile(osp.join(ROOT, reference)).model.to_dict())
+    missing = sorted(set(base) - set(teacher))
+    if missing:
+        raise ValueError(f'study: {teacher_config} has no model.{missing[0]} (of {len(missing)} such keys) that '
+                         f"{reference}'s model has; options cannot remove keys: give the QAT runs a config with the "
+                         f"teacher's model")
+    return [f'model.architecture.{k}={_option_value(k, v)}' for k, v in sorted(teacher.items())
+            if k not in base or base[k] != v]
 
 
 def qat_run(name: str, config: str, w: str, args, schedule: Dict) -> Step:
@@ -63,7 +109,8 @@ def qat_run(name: str, config: str, w: str, args, schedule: Dict) -> Step:
     opts += [f'qat_schedule.{k}={v}' for k, v in schedule.items()]
     if name not in CURVE_RUNS:  # one evaluation at the end (the FP teacher's is the PTQ sweep's 32/32 row)
         opts += ['custom_hooks.1.evaluate_phase_end=last', 'custom_hooks.1.evaluate_start_points=False']
-    opts += list(getattr(args, 'qat_options', None) or [])  # e.g. the architecture of another --teacher-config
+    opts += architecture_options(args.teacher_config)  # the student is the teacher's architecture
+    opts += list(getattr(args, 'qat_options', None) or [])  # anything else, e.g. the distillation weights
     return Step(name, osp.join(w, name, 'done'),
                 [sys.executable, 'tools/train.py', config, '--work-dir', osp.join(w, name), '--resume', '--cfg-options']
                 + opts, osp.join(w, name), marker=True, needs=('teacher', ), resumable=True)
@@ -208,8 +255,8 @@ def main(argv=None) -> int:
     parser.add_argument('--distill-iters', type=int, default=400, help='iterations of the distillation phase')
     parser.add_argument('--qat-batch', type=int, default=1, help='batch per GPU of the QAT runs')
     parser.add_argument('--qat-options', nargs='+', default=[], metavar='KEY=VALUE',
-                        help='--cfg-options of every QAT run, e.g. model.architecture.pts_bbox_head.bev_h=64 ... to '
-                             'match a --teacher-config whose model differs from bevformer_nano_synth.py')
+                        help='more --cfg-options of every QAT run (after the teacher architecture\'s, which '
+                             'the runs get by themselves), e.g. model.distill_losses.vgd.loss_weight=1000')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--jobs', type=int, default=1, help='independent steps run at once')
     parser.add_argument('--force', nargs='*', default=[], help='steps to re-run even if done')
@@ -222,7 +269,10 @@ def main(argv=None) -> int:
     if args.write_results:
         write_results(args.work_dir, args.seed, args.device_name)
         return 0
-    all_steps = steps(args)
+    try:
+        all_steps = steps(args)
+    except ValueError as err:  # a teacher model the QAT runs cannot take by options
+        parser.error(str(err))
     check_step_names(parser, all_steps, args.force, args.until)
     if args.only:
         if args.until:

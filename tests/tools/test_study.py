@@ -59,21 +59,37 @@ def test_runs_train_the_intended_schedules():
     assert list(build_schedule(w4a4.qat_schedule))[-1].bits['decoder'] == (4, 4)
 
 
-def test_qat_options_reach_every_qat_run():
-    """A teacher with another architecture (e.g. configs/experiments/study_learning/s_groups_bev64.py): the QAT runs
-    get the same model through --qat-options."""
+def test_the_qat_runs_get_the_teachers_architecture():
+    """The default teacher (configs/experiments/study_learning/s_groups_bev64_stride8.py: query groups, 64x64 BEV,
+    stride-8 features) differs from bevformer_nano_synth.py, whose model the QAT configs take: every QAT run gets
+    the teacher's model, keeps its own training settings (BN statistics frozen) and takes --qat-options on top."""
     ns = argparse.Namespace(work_dir='w', data_root='/d/study', train_scenes=60, val_scenes=8, scale=0.25, workers=2,
-                            teacher_config='configs/experiments/study_learning/s_groups_bev64.py', teacher_iters=None,
-                            qat_iters=7, distill_iters=11, qat_batch=4, seed=0, jobs=1,
-                            qat_options=['model.architecture.pts_bbox_head.bev_h=64',
-                                         'model.architecture.pts_bbox_head.num_query_groups=11',
-                                         'model.bev_geometry.bev_h=64'])
+                            teacher_config=study.TEACHER_CONFIG, teacher_iters=None, qat_iters=7, distill_iters=11,
+                            qat_batch=4, seed=0, jobs=1, qat_options=['model.distill_losses.vgd.loss_weight=123.0'])
     steps = {s.name: s for s in study.steps(ns)}
+    teacher = Config.fromfile(study.TEACHER_CONFIG).model
     for name in ('direct', 'progressive', 'qdbev_vgd', 'qdbev_img', 'w4a4'):
         cfg = run_config(steps[name])
-        head = cfg.model.architecture.pts_bbox_head
-        assert (head.bev_h, head.num_query_groups, cfg.model.bev_geometry.bev_h) == (64, 11, 64)
-    assert steps['teacher'].argv[2] == 'configs/experiments/study_learning/s_groups_bev64.py'
+        arch = cfg.model.architecture
+        assert arch.pts_bbox_head.to_dict() == teacher.pts_bbox_head.to_dict(), name
+        assert arch.img_neck.to_dict() == teacher.img_neck.to_dict() and arch.img_backbone.out_indices == (1, )
+        assert arch.train_cfg.pts.assigner.type == 'mmdet.GroupHungarianAssigner'
+        assert arch.img_backbone.norm_eval is True and teacher.img_backbone.norm_eval is False  # QAT's own setting
+        assert cfg.model.distill_losses.vgd.loss_weight == 123.0
+    assert steps['teacher'].argv[2] == study.TEACHER_CONFIG
+
+
+def test_architecture_options_name_only_the_changes_and_refuse_what_options_cannot_say():
+    assert study.architecture_options('configs/study/bevformer_nano_study_teacher.py') == []
+    assert study.architecture_options('configs/experiments/study_learning/s_bev64.py') == [
+        'model.architecture.pts_bbox_head.bev_h=64', 'model.architecture.pts_bbox_head.bev_w=64',
+        'model.architecture.pts_bbox_head.positional_encoding.col_num_embed=64',
+        'model.architecture.pts_bbox_head.positional_encoding.row_num_embed=64']
+    with pytest.raises(ValueError, match=r'bevformer_tiny_synth.py has no model.img_backbone.base_channels'):
+        study.architecture_options('configs/bevformer/bevformer_tiny_synth.py')
+    assert study._option_value('k', (1, )) == '(1,)' and study._option_value('k', [32, 64]) == '[32,64]'
+    with pytest.raises(ValueError, match=r"model.k = 'a b' cannot be passed"):
+        study._option_value('k', 'a b')
 
 
 def phases(nds, mp, name='vgd'):
