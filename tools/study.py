@@ -172,6 +172,13 @@ def last_eval(work_dir: str) -> Optional[dict]:
     return evals[-1] if evals else None
 
 
+def saved_config(w: str, run: str, config: str) -> str:
+    """The config file mmengine's Runner saved in run ``run``'s work dir (``config`` with the run's --cfg-options
+    merged), or ``config`` itself when the run has not started."""
+    saved = osp.join(w, run, osp.basename(config))
+    return saved if osp.isfile(saved) else config
+
+
 def collect(w: str, seed: int, device: Optional[str] = None) -> dict:
     """``results.json`` content from the runs under ``w`` (rows of missing runs are left out); ``device`` names the
     GPU the runs ran on (default: this machine's)."""
@@ -189,10 +196,11 @@ def collect(w: str, seed: int, device: Optional[str] = None) -> dict:
         ev = last_eval(osp.join(w, run))
         if ev is not None:
             methods.append(dict(name=name, w_bits=bits[0], a_bits=bits[1], nds=ev['nds'], map=ev['map']))
-    # every row is the w4a6 config's architecture at its widths, except W4A4, whose config floors some layers at 8
-    sizes = measure_sizes(QDBEV.format('w4a6'), sorted({(m['w_bits'], m['a_bits']) for m in methods
-                                                         if m['name'] != 'qdbev_w4a4'}), 6)
-    w4a4 = measure_sizes(QDBEV.format('w4a4'), [(4, 4)], 6)[(4, 4)]
+    # every row is the w4a6 config's architecture at its widths, except W4A4, whose config floors some layers at 8;
+    # measured on the configs the runs saved (with the teacher's architecture options applied)
+    sizes = measure_sizes(saved_config(w, 'qdbev_vgd', QDBEV.format('w4a6')),
+                          sorted({(m['w_bits'], m['a_bits']) for m in methods if m['name'] != 'qdbev_w4a4'}), 6)
+    w4a4 = measure_sizes(saved_config(w, 'w4a4', QDBEV.format('w4a4')), [(4, 4)], 6)[(4, 4)]
     for m in methods:
         s = w4a4 if m['name'] == 'qdbev_w4a4' else sizes[(m['w_bits'], m['a_bits'])]
         m.update(size_mb=s['size_mb'], tbops=s['gbops'] / 1e3)
