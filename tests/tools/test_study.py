@@ -145,3 +145,14 @@ def test_only_refuses_steps_whose_inputs_are_missing(tmp_path, capsys):
     with pytest.raises(SystemExit):
         study.main(['--work-dir', str(tmp_path / 'w'), '--only', 'ptq', '--until', 'ptq'])
     assert '--only and --until cannot be combined' in capsys.readouterr().err
+
+
+def test_sizes_are_measured_on_the_config_a_run_saved(tmp_path):
+    """mmengine saves each run's merged config (its --cfg-options applied, e.g. the teacher's architecture) in the
+    work dir: the size and TBOPS columns are measured on that file once the run has started."""
+    default = study.QDBEV.format('w4a6')
+    assert study.saved_config(str(tmp_path), 'qdbev_vgd', default) == default
+    (tmp_path / 'qdbev_vgd').mkdir()
+    saved = tmp_path / 'qdbev_vgd' / 'qdbev_nano_synth_w4a6.py'
+    saved.write_text('# merged\n')
+    assert study.saved_config(str(tmp_path), 'qdbev_vgd', default) == str(saved)
