@@ -31,6 +31,7 @@ import torch
 from qdbev.geometry import RING_YAWS_DEG, pose_can_bus
 from qdbev.geometry import ring_lidar2img as geometry_ring_lidar2img
 
+RUN_ITEMS = ('train', 'deform_attn', 'group_matching', 'data_loading', 'devkit_eval')  # measured parts of a run
 KEPT_KEYS = ('ddp_efficiency', 'ddp_scaling')  # top-level keys of docs/benchmarks.json that other tools own
 RATIO_KEYS = ('qat_vgd_step_over_fp_step', 'qat_vgd_memory_over_fp', 'fakequant_infer_over_fp',
               'deform_attn_ours_over_mmcv')
@@ -504,13 +505,30 @@ def headline(run: Dict[str, object]) -> Dict[str, object]:
     return out
 
 
+def carry_items(earlier: Optional[dict], run: Dict[str, object]) -> Dict[str, object]:
+    """``run`` with the items it did not measure (e.g. a ``--only match`` run after a P1-P3 run) taken from
+    ``earlier``, the same device's previous record; ``run['carried']`` names each carried item's command and time."""
+    if not earlier:
+        return run
+    out = dict(run)
+    carried = dict(run.get('carried', {}))
+    for item in RUN_ITEMS:
+        if item in earlier and item not in run:
+            out[item] = earlier[item]
+            carried[item] = earlier.get('carried', {}).get(item) or dict(command=earlier.get('command'),
+                                                                         time=earlier.get('time'))
+    if carried:
+        out['carried'] = carried
+    return out
+
+
 def merge_runs(existing: Optional[dict], run: Dict[str, object]) -> dict:
     """Add ``run`` to ``existing['runs']`` keyed by its device (replacing that device's earlier run); the top-level
     keys repeat :func:`headline` of the preferred run (the newest GPU run, else the newest run); a figure that run
     did not measure (e.g. ``--only P1 P2 P3``) comes from the newest run of the same kind that did, named under
     ``headline_from``."""
     runs = dict((existing or {}).get('runs', {}))
-    runs[run['device']] = run
+    runs[run['device']] = carry_items(runs.get(run['device']), run)
     gpu = [r for r in runs.values() if str(r['device']).startswith('cuda')]
     ordered = sorted(gpu or list(runs.values()), key=lambda r: r.get('time', ''), reverse=True)
     merged = headline(ordered[0])
@@ -592,6 +610,8 @@ def render_markdown(merged: dict) -> str:
         elif ev:
             lines.append(f'| devkit evaluation ({ev["samples"]} val samples, GT as predictions, NDS {ev["nds"]}) '
                          f'| {ev["seconds"]:g} s | | | |')
+        for item, src in sorted(run.get('carried', {}).items()):
+            lines += ['', f'`{item}` rows from an earlier run: `{src.get("command")}` ({src.get("time")})']
         lines.append('')
     return '\n'.join(lines)
 

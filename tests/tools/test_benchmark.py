@@ -84,6 +84,26 @@ def test_a_partial_gpu_run_takes_the_missing_headline_figures_from_the_older_gpu
     assert 'headline_from' not in bm.merge_runs(None, new)
 
 
+def test_a_run_of_some_items_keeps_the_same_devices_other_items_and_names_their_command():
+    p1 = dict(_run('cuda: H200', 2.0, '1'), command='benchmark --only P1')
+    match = dict(device='cuda: H200', time='2', command='benchmark --only match', group_matching=dict(
+        shape=dict(batch=8, layers=3, groups=11, queries=100, gts=30), per_group=dict(median_ms=200.0),
+        grouped=dict(median_ms=34.0), grouped_over_per_group=0.17))
+    merged = bm.merge_runs(bm.merge_runs(None, p1), match)
+    run = merged['runs']['cuda: H200']
+    assert run['train'] == p1['train'] and run['group_matching'] == match['group_matching']
+    assert run['carried'] == {'train': dict(command='benchmark --only P1', time='1')}
+    assert merged['qat_vgd_step_over_fp_step'] == 2.0
+    md = bm.render_markdown(merged)
+    assert '| P1 QAT+VGD step' in md and 'GroupHungarianAssigner' in md
+    assert '`train` rows from an earlier run: `benchmark --only P1` (1)' in md
+    again = bm.merge_runs(merged, dict(match, time='3'))  # the carried item keeps its first provenance
+    assert again['runs']['cuda: H200']['carried'] == run['carried']
+    fresh = bm.merge_runs(merged, dict(p1, time='4'))  # a new P1 run replaces it, matching is carried instead
+    assert fresh['runs']['cuda: H200']['carried'] == {'group_matching': dict(command='benchmark --only match',
+                                                                             time='2')}
+
+
 def test_markdown_block_is_replaced_and_the_rest_kept(tmp_path):
     md = tmp_path / 'b.md'
     md.write_text('intro\n<!-- benchmark:begin -->\nold table\n<!-- benchmark:end -->\n\n## Profiling\nkept\n')
