@@ -3,7 +3,7 @@
 P4 deformable attention, Group DETR matching (``match``), data loading and devkit evaluation time.
 
     python tools/benchmark.py [--device cuda|cpu] [--quick] [--only P1 P2 P3 P4 match data eval] [--batch 1 4]
-                              [--reps 10] [--warmup 3] [--img-size 450 800] [--data-root DIR]
+                              [--reps 10] [--warmup 3] [--img-size 450 800] [--data-root DIR] [--compile-infer]
                               [--out-json docs/benchmarks.json] [--out-md docs/benchmarks.md]
 
 The models are built from ``--qdbev-config`` (default configs/qdbev/qdbev_tiny_w4a6.py: distiller, VGD mode) and
@@ -14,10 +14,11 @@ and data samples (6 cameras, the config's temporal queue), so P1-P3 need no data
 nuScenes-layout folder with infos, e.g. data/synthetic/quickstart) enables the data-loading and devkit items. P4
 needs a GPU (n/a on CPU); P2 on CPU reads the peak from torch.profiler's memory timeline (``cpu_peak_mib``).
 ``--quick`` shrinks the configs (ResNet-18, BEV 16x16, 1 encoder / 2 decoder layers, 50 queries), the images to
-64x96 and the repetitions, for a smoke run of well under 2 minutes on CPU.
+64x96 and the repetitions, for a smoke run of well under 2 minutes on CPU. ``--compile-infer`` times P3 with both
+models' image backbone and neck under ``torch.compile`` (the first, untimed warm-up call compiles).
 
 The JSON (``--out-json``) keeps one run per device under ``runs`` (a CPU run and a GPU run live side by side; a new
-run of the same device replaces the old) and repeats the headline figures of the newest GPU run (else the newest
+run of the same device replaces the old, keeping the items it did not measure) and repeats the headline figures of the newest GPU run (else the newest
 run) at the top: ``device``, ``qat_vgd_step_over_fp_step``, ``qat_vgd_memory_over_fp``, ``fakequant_infer_over_fp``,
 ``deform_attn_ours_over_mmcv`` and the milliseconds / MiB behind them. ``--out-md`` rewrites the block between
 ``<!-- benchmark:begin -->`` and ``<!-- benchmark:end -->`` of the markdown file (the rest is kept).
@@ -65,6 +66,9 @@ def parse_args(argv=None):
     p.add_argument('--data-samples', type=int, default=20, help='samples read for the data-loading rate')
     p.add_argument('--data-workers', type=int, default=None, help='dataloader workers (default: the config\'s)')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
+    p.add_argument('--compile-infer', action='store_true',
+                   help='P3 with torch.compile of both models\' image backbone and neck (the fake quantization '
+                        'fuses into the element-wise ops before each quantized layer)')
     p.add_argument('--profile', default=None, metavar='DIR',
                    help='write torch.profiler tables of one call of each P1/P3 function to DIR')
     p.add_argument('--out-json', default=None)
@@ -103,7 +107,7 @@ def run(args) -> dict:
             try:
                 res = bm.bench_training(dcfg, fcfg, queue, optim, device, args.img_size, b, args.reps, args.warmup,
                                         with_infer=want_infer, with_train=want_train,
-                                        profile_dir=args.profile)
+                                        profile_dir=args.profile, compile_infer=args.compile_infer)
             except RuntimeError as err:
                 if not bm.is_oom(err):
                     raise

@@ -276,6 +276,17 @@ def predict_fn(detector, preprocessor, img_hw: Tuple[int, int], batch: int, num_
     return infer
 
 
+def compile_image_features(detector) -> None:
+    """Replace ``detector``'s image backbone and neck by their ``torch.compile``d modules (inductor fuses each
+    quantized layer's input fake quantization into the element-wise ops before it; the quantizers run their
+    traceable forward, :meth:`qdbev.quant.FakeQuantizer._traceable_forward`). The first call compiles (the timing's
+    warm-up calls absorb it)."""
+    for name in ('img_backbone', 'img_neck'):
+        module = getattr(detector, name, None)
+        if module is not None and not hasattr(module, '_orig_mod'):
+            setattr(detector, name, torch.compile(module))
+
+
 def calibrate(distiller, raw: dict) -> None:
     """Calibrate the student's activation quantizers on one batch (as ``QuantCalibrationHook`` does)."""
     distiller.calibrate_student([raw])
@@ -284,10 +295,11 @@ def calibrate(distiller, raw: dict) -> None:
 
 def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dict, device: torch.device,
                    img_hw: Tuple[int, int], batch: int, reps: int, warmup: int, num_cams: int = 6,
-                   with_infer: bool = True, with_train: bool = True, profile_dir: Optional[str] = None
-                   ) -> Dict[str, object]:
+                   with_infer: bool = True, with_train: bool = True, profile_dir: Optional[str] = None,
+                   compile_infer: bool = False) -> Dict[str, object]:
     """P1, P2 and P3 at one batch size; each model is alone on the device while it is measured. ``profile_dir``:
-    also write ``torch.profiler`` tables of one call of each (``<what>_b<batch>.txt``)."""
+    also write ``torch.profiler`` tables of one call of each (``<what>_b<batch>.txt``). ``compile_infer``: P3 runs
+    both models with ``torch.compile``d image backbone and neck (:func:`compile_image_features`)."""
     def profiled(fn, what):
         if profile_dir:
             profile_table(fn, device, osp.join(profile_dir, f'{what}_b{batch}.txt'))
@@ -311,6 +323,8 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
             del data, step
         if with_infer:
             model.eval()
+            if compile_infer:
+                compile_image_features(predictor)
             infer = predict_fn(predictor, model.data_preprocessor, img_hw, batch, num_cams, reps + warmup + 1)
             out[infer_name] = median_ms(infer, reps, warmup, device)
             profiled(infer, infer_name)
@@ -332,6 +346,7 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
                                           out['fp_step']['median_ms'])
         out['qat_vgd_memory_over_fp'] = ratio(out['qat_vgd_step_peak_mib'], out['fp_step_peak_mib'])
     if with_infer:
+        out['compiled_infer'] = bool(compile_infer)
         out['fakequant_infer_over_fp'] = ratio(out['fakequant_infer']['median_ms'], out['fp_infer']['median_ms'])
     return out
 
@@ -578,6 +593,7 @@ def render_markdown(merged: dict) -> str:
                              f'| ≤ 1.35 |')
             if 'fakequant_infer' in t:
                 infer_tag = tag.replace(f', queue {t["queue"]}', '')
+                infer_tag += ', compiled backbone + neck' if t.get('compiled_infer') else ''
                 lines.append(f'| P3 fake-quant W4A6 predict / FP predict ({infer_tag}) | '
                              f'{t["fakequant_infer"]["median_ms"]:g} ms | {t["fp_infer"]["median_ms"]:g} ms | '
                              f'{_fmt(t["fakequant_infer_over_fp"])} | ≤ 1.15 |')

@@ -28,7 +28,8 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from .fake_quant import FLOAT_BITS, check_bits, fake_quantize, fake_quantize_frozen, qrange, symmetric_scale
+from .fake_quant import (FLOAT_BITS, check_bits, fake_quantize, fake_quantize_frozen, fake_quantize_reference, qrange,
+                         symmetric_scale)
 from .observers import MinMaxObserver, Observer, build_observer
 
 MODES = ('observe', 'quantize', 'off')
@@ -204,6 +205,8 @@ class FakeQuantizer(nn.Module):
     # ----------------------------------------------------------------- forward
     def forward(self, x: Tensor) -> Tensor:
         """Observe, fake-quantize (Eq. 1) or pass ``x`` (any shape) through, by mode."""
+        if torch.compiler.is_compiling():
+            return self._traceable_forward(x)
         if self.mode == 'off':
             return x
         if self.mode == 'observe':
@@ -223,6 +226,25 @@ class FakeQuantizer(nn.Module):
         if self._cached_out is None or not self._same_source(x):
             self._cached_out = fake_quantize(x, self.bits, scale, self.ch_axis, grad_factor=self._grad_factor(x))
         return self._cached_out
+
+    def _traceable_forward(self, x: Tensor) -> Tensor:
+        """:meth:`forward` under ``torch.compile``: the same numbers from plain tensor ops
+        (:func:`fake_quantize_reference`; torch's fused kernels have no fake-tensor support), without the dynamic
+        reuse (its weak references and data pointers break graphs: a dynamic weight scale is recomputed, which
+        inductor folds into the graph). Observing and uncalibrated quantizers cannot be compiled."""
+        if self.mode == 'off' or self.bits == FLOAT_BITS:
+            return x
+        if self.mode == 'observe' or not (self.dynamic or self._ready):
+            raise RuntimeError('FakeQuantizer: only calibrated quantizers in quantize mode run under torch.compile; '
+                               'calibrate (or freeze) before compiling')
+        if self.dynamic:
+            if not isinstance(self.observer, MinMaxObserver):
+                raise RuntimeError(f'FakeQuantizer: a dynamic {self.observer.registered_name} scale cannot run '
+                                   f'under torch.compile; use the minmax observer for weights')
+            scale = symmetric_scale(x, self.bits, self.ch_axis)
+        else:
+            scale = self.scale
+        return fake_quantize_reference(x, self.bits, scale, self.ch_axis, grad_factor=self._grad_factor(x))
 
     def extra_repr(self) -> str:
         kind = 'learnable' if self.learnable else ('dynamic' if self.dynamic else 'frozen')

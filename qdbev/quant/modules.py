@@ -62,7 +62,7 @@ def _inference_inputs(layer: 'QuantModule', x: Tensor) -> Optional[Tuple[Tensor,
     modules must run: autograd on, hooks on a quantizer, another module in a quantizer's place (export stand-ins),
     or a state :meth:`FakeQuantizer.inference_output` does not cover (e.g. the first call for a new weight, which
     fills the weight quantizer's cache)."""
-    if torch.is_grad_enabled():
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():  # compiled: the quantizers' traceable forward
         return None
     a, w = layer.a_quant, layer.w_quant
     if not (_bypassable(a) and _bypassable(w)):
