@@ -203,7 +203,7 @@ def test_teacher_autocast_runs_the_teacher_in_bf16_and_hands_float_targets(arch,
     for key in terms[None]:
         ref, low = terms[None][key], terms['bf16'][key]
         assert not torch.equal(ref, low), key  # the teacher really ran in bf16
-        assert torch.allclose(ref, low, rtol=0.1, atol=1e-3), (key, ref, low)
+        assert torch.allclose(ref, low, rtol=0.05, atol=1e-6), (key, ref, low)  # measured: 0.4-2.3 %
     with pytest.raises(ValueError, match=r"model.teacher_autocast must be one of \['bf16', 'fp16'\] or None"):
         build_distiller(arch, None, teacher_autocast='int8')
 
