@@ -23,9 +23,10 @@ Steps (tools/quickstart.py's runner: each skipped when its output exists, re-run
   results            WORK_DIR/results.md and results.json (keys of docs/results.json: ptq, methods, ablation,
                      config, device, seeds)
 The QAT runs of the curves (progressive, qdbev_vgd) are evaluated with the devkit at the end of every phase
-(phases.json), the others once at the end. ``--seed`` sets the runs' seed (use another --work-dir per seed; the
-teacher and data may be shared by copying them). ``--jobs N`` runs up to N independent steps at once (the QAT runs
-of one GPU are host-bound: several side by side use it better); each step then logs to WORK_DIR/logs/STEP.log only.
+(phases.json), the others once at the end. ``--seed`` sets the runs' seed (use another --work-dir per seed, with
+``--teacher-from FIRST_WORK_DIR/teacher`` to run it on the same teacher). ``--jobs N`` runs up to N independent
+steps at once (the QAT runs of one GPU are host-bound: several side by side use it better); each step then logs to
+WORK_DIR/logs/STEP.log only.
 The training steps (teacher and QAT runs) resume from their latest checkpoint when an earlier invocation was
 interrupted (e.g. a GPU call's time limit; the teacher checkpoints every 250 iterations), and start over when forced
 or when a step they need ran. On a fresh GPU machine, regenerate data and infos with the same arguments (the
@@ -33,6 +34,7 @@ generator writes the same bytes for the same seed) by calling the two tools dire
 directory is continued rather than discarded.
 """
 import argparse
+import filecmp
 import glob
 import json
 import os
@@ -172,6 +174,42 @@ def last_eval(work_dir: str) -> Optional[dict]:
     return evals[-1] if evals else None
 
 
+def adopt_teacher(src: str, w: str) -> str:
+    """Give work dir ``w`` the finished teacher of another study work dir's ``src`` (e.g. a second seed's runs on
+    the first seed's teacher): its checkpoint, ``last_checkpoint`` and ``done`` marker, so the teacher step counts as
+    done. The checkpoint is hard-linked where the file system allows, else copied (to a temporary name first).
+    Adopting the same teacher again does nothing; an unfinished ``src`` or a ``w`` with another teacher is refused.
+    Returns the adopted checkpoint's path."""
+    import shutil
+    marker = osp.join(ROOT, src, 'last_checkpoint')
+    ckpt = None
+    if osp.isfile(marker):
+        with open(marker) as f:
+            ckpt = f.read().strip() or None
+    if ckpt and not osp.isfile(osp.join(ROOT, ckpt)):
+        ckpt = osp.join(src, osp.basename(ckpt))  # a moved work dir (another machine): the checkpoint beside it
+    if not (ckpt and osp.isfile(osp.join(ROOT, ckpt)) and osp.isfile(osp.join(ROOT, src, 'done'))):
+        raise ValueError(f'study: --teacher-from {src} is not a finished teacher work dir (needs done, '
+                         f'last_checkpoint and the checkpoint it names)')
+    dst = osp.join(w, 'teacher')
+    target = osp.join(dst, osp.basename(ckpt))
+    if osp.exists(osp.join(ROOT, dst, 'done')):
+        if osp.isfile(osp.join(ROOT, target)) and filecmp.cmp(osp.join(ROOT, target), osp.join(ROOT, ckpt), False):
+            return target  # adopted by an earlier invocation (e.g. one cut by a GPU call's time limit)
+        raise ValueError(f'study: {dst} already has another teacher; drop --teacher-from or use another --work-dir')
+    os.makedirs(osp.join(ROOT, dst), exist_ok=True)
+    tmp = osp.join(ROOT, target + '.tmp')
+    try:
+        os.link(osp.join(ROOT, ckpt), tmp)
+    except OSError:
+        shutil.copyfile(osp.join(ROOT, ckpt), tmp)
+    os.replace(tmp, osp.join(ROOT, target))
+    atomic_write_bytes(f'{target}\n'.encode(), osp.join(ROOT, dst, 'last_checkpoint'))
+    with open(osp.join(ROOT, src, 'done'), 'rb') as f:
+        atomic_write_bytes(f.read(), osp.join(ROOT, dst, 'done'))
+    return target
+
+
 def saved_config(w: str, run: str, config: str) -> str:
     """The config file mmengine's Runner saved in run ``run``'s work dir (``config`` with the run's --cfg-options
     merged), or ``config`` itself when the run has not started."""
@@ -265,6 +303,9 @@ def main(argv=None) -> int:
     parser.add_argument('--qat-options', nargs='+', default=[], metavar='KEY=VALUE',
                         help='more --cfg-options of every QAT run (after the teacher architecture\'s, which '
                              'the runs get by themselves), e.g. model.distill_losses.vgd.loss_weight=1000')
+    parser.add_argument('--teacher-from', metavar='DIR',
+                        help="another study's finished teacher dir (e.g. work_dirs/study/teacher) to run this "
+                             'work dir on, e.g. a second seed')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--jobs', type=int, default=1, help='independent steps run at once')
     parser.add_argument('--force', nargs='*', default=[], help='steps to re-run even if done')
@@ -279,7 +320,10 @@ def main(argv=None) -> int:
         return 0
     try:
         all_steps = steps(args)
-    except ValueError as err:  # a teacher model the QAT runs cannot take by options
+        if args.teacher_from:
+            print(f'[study] teacher {adopt_teacher(args.teacher_from, args.work_dir)} from {args.teacher_from}',
+                  flush=True)
+    except ValueError as err:  # a teacher model the QAT runs cannot take by options, or no teacher to adopt
         parser.error(str(err))
     check_step_names(parser, all_steps, args.force, args.until)
     if args.only:

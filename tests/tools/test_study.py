@@ -156,3 +156,28 @@ def test_sizes_are_measured_on_the_config_a_run_saved(tmp_path):
     saved = tmp_path / 'qdbev_vgd' / 'qdbev_nano_synth_w4a6.py'
     saved.write_text('# merged\n')
     assert study.saved_config(str(tmp_path), 'qdbev_vgd', default) == str(saved)
+
+
+def test_a_second_seed_adopts_the_first_seeds_teacher(tmp_path, monkeypatch):
+    """--teacher-from: the second work dir gets the checkpoint (linked or copied), a last_checkpoint naming it and the
+    done marker, so its teacher step counts as done; again, nothing happens; an unfinished source or a work dir with
+    another teacher is refused."""
+    monkeypatch.setattr(study, 'ROOT', str(tmp_path))
+    src = tmp_path / 'a' / 'teacher'
+    src.mkdir(parents=True)
+    (src / 'iter_700.pth').write_bytes(b'weights')
+    (src / 'last_checkpoint').write_text('/elsewhere/work_dirs/a/teacher/iter_700.pth')  # written on another machine
+    with pytest.raises(ValueError, match='not a finished teacher work dir'):
+        study.adopt_teacher('a/teacher', 'b')
+    (src / 'done').write_text('2026-12-01 21:14:00 tools/train.py cfg.py --work-dir a/teacher\n')
+    assert study.adopt_teacher('a/teacher', 'b') == 'b/teacher/iter_700.pth'
+    dst = tmp_path / 'b' / 'teacher'
+    assert (dst / 'iter_700.pth').read_bytes() == b'weights'
+    assert (dst / 'last_checkpoint').read_text().strip() == 'b/teacher/iter_700.pth'
+    assert (dst / 'done').read_text() == (src / 'done').read_text()
+    assert sorted(p.name for p in dst.iterdir()) == ['done', 'iter_700.pth', 'last_checkpoint']  # no temporary left
+    assert study.adopt_teacher('a/teacher', 'b') == 'b/teacher/iter_700.pth'  # a re-run: nothing to do
+    (src / 'iter_700.pth').unlink()  # a new file (the adopted one may be a hard link of the old)
+    (src / 'iter_700.pth').write_bytes(b'other weights')
+    with pytest.raises(ValueError, match='already has another teacher'):
+        study.adopt_teacher('a/teacher', 'b')
