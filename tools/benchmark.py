@@ -18,9 +18,10 @@ needs a GPU (n/a on CPU); P2 on CPU reads the peak from torch.profiler's memory 
 models' image backbone and neck under ``torch.compile`` (the first, untimed warm-up call compiles).
 
 The JSON (``--out-json``) keeps one run per device under ``runs`` (a CPU run and a GPU run live side by side; a new
-run of the same device replaces the old, keeping the items it did not measure) and repeats the headline figures of the newest GPU run (else the newest
-run) at the top: ``device``, ``qat_vgd_step_over_fp_step``, ``qat_vgd_memory_over_fp``, ``fakequant_infer_over_fp``,
-``deform_attn_ours_over_mmcv`` and the milliseconds / MiB behind them. ``--out-md`` rewrites the block between
+run of the same device replaces the old, keeping the items it did not measure) and repeats the headline figures of
+the newest GPU run (else the newest run) at the top: ``device``, ``qat_vgd_step_over_fp_step``,
+``qat_vgd_memory_over_fp``, ``fakequant_infer_over_fp``, ``deform_attn_ours_over_mmcv`` and the milliseconds / MiB
+behind them. ``--out-md`` rewrites the block between
 ``<!-- benchmark:begin -->`` and ``<!-- benchmark:end -->`` of the markdown file (the rest is kept).
 """
 import argparse

@@ -39,6 +39,7 @@ import glob
 import json
 import os
 import os.path as osp
+import shutil
 import sys
 from typing import Dict, List, Optional
 
@@ -180,7 +181,6 @@ def adopt_teacher(src: str, w: str) -> str:
     done. The checkpoint is hard-linked where the file system allows, else copied (to a temporary name first).
     Adopting the same teacher again does nothing; an unfinished ``src`` or a ``w`` with another teacher is refused.
     Returns the adopted checkpoint's path."""
-    import shutil
     marker = osp.join(ROOT, src, 'last_checkpoint')
     ckpt = None
     if osp.isfile(marker):
@@ -268,7 +268,8 @@ def render(res: dict) -> str:
              '## PTQ (Table 1 analogue)', '', '| W/A | NDS | mAP |', '|---|---|---|']
     lines += [f"| {r['w_bits']}/{r['a_bits']} | {f(r['nds'])} | {f(r['map'])} |" for r in res['ptq']]
     lines += ['', f"## Methods (Table 2 analogue; size and TBOPS at 6 cameras, {res['img_size'][0]}x"
-                  f"{res['img_size'][1]})", '', '| method | W/A | size (MiB) | TBOPS | NDS | mAP |', '|---|---|---|---|---|---|']
+                  f"{res['img_size'][1]})", '', '| method | W/A | size (MiB) | TBOPS | NDS | mAP |',
+              '|---|---|---|---|---|---|']
     lines += [f"| {m['name']} | {m['w_bits']}/{m['a_bits']} | {m['size_mb']:.2f} | {m['tbops']:.3f} | {f(m['nds'])} | "
               f"{f(m['map'])} |" for m in res['methods']]
     lines += ['', '## Distillation ablation at W4A6', '', '| mode | NDS | mAP |', '|---|---|---|']
