@@ -181,3 +181,31 @@ def test_a_second_seed_adopts_the_first_seeds_teacher(tmp_path, monkeypatch):
     (src / 'iter_700.pth').write_bytes(b'other weights')
     with pytest.raises(ValueError, match='already has another teacher'):
         study.adopt_teacher('a/teacher', 'b')
+
+
+def test_a_teacher_of_the_default_config_loads_into_every_qat_runs_distiller(tmp_path):
+    """The weights of a model built from the default teacher config load (strictly) into the teacher and student of
+    the QAT runs' distillers, as their init_weights does."""
+    import torch
+    from mmengine.registry import init_default_scope
+
+    import projects.bevformer.bevformer  # noqa: F401
+    import projects.qdbev  # noqa: F401
+    from mmdet3d.registry import MODELS
+    init_default_scope('mmdet3d')
+    torch.manual_seed(0)
+    teacher = MODELS.build(Config.fromfile(study.TEACHER_CONFIG).model)
+    path = tmp_path / 'teacher.pth'
+    torch.save(dict(state_dict=teacher.state_dict()), path)
+    ns = argparse.Namespace(work_dir='w', data_root='/d/study', train_scenes=60, val_scenes=8, scale=0.25, workers=2,
+                            teacher_config=study.TEACHER_CONFIG, teacher_iters=None, qat_iters=7, distill_iters=11,
+                            qat_batch=4, seed=0, jobs=1)
+    steps = {s.name: s for s in study.steps(ns)}
+    for name in ('qdbev_vgd', 'w4a4'):
+        cfg = run_config(steps[name])
+        cfg.model.teacher_checkpoint = str(path)
+        distiller = MODELS.build(cfg.model)
+        distiller.init_weights()
+        ref = teacher.state_dict()['pts_bbox_head.bev_embedding.weight']
+        assert torch.equal(distiller.student.pts_bbox_head.bev_embedding.weight, ref), name
+        assert distiller.student.pts_bbox_head.num_query_groups == 11
