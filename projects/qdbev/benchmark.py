@@ -250,7 +250,8 @@ def teacher_forward_fn(distiller, data: dict) -> Callable[[], object]:
     """The distiller's teacher pass on preprocessed ``data``: every frame of the queue through image features and
     encoder, without autograd and in the distiller's ``teacher_autocast`` precision
     (``BEVFormer.forward_queue(with_head=False)``, as for the img / bev / vgd terms)."""
-    imgs = data['inputs']['imgs'] if 'imgs' in data['inputs'] else data['inputs']['img']
+    from projects.qdbev.distiller.qdbev_distiller import batch_images
+    imgs = batch_images(data['inputs'])
 
     def forward():
         with torch.no_grad(), distiller.teacher_precision(imgs):

@@ -103,11 +103,7 @@ class BEVFormerHead(BaseModule):
             raise ValueError('BEVFormerHead: loss_cls must be a sigmoid loss (use_sigmoid=True), as BEVFormer')
         self.train_cfg, self.test_cfg = train_cfg, test_cfg
         self.assigner = TASK_UTILS.build(train_cfg['assigner']) if train_cfg and 'assigner' in train_cfg else None
-        if num_query_groups > 1 and self.assigner is not None and \
-                not isinstance(self.assigner, GroupHungarianAssigner):
-            raise ValueError(f'BEVFormerHead: num_query_groups={num_query_groups} needs '
-                             f"train_cfg.assigner.type='mmdet.GroupHungarianAssigner' (mmdet's HungarianAssigner "
-                             f'matching every query group on its own), got {type(self.assigner).__name__}')
+        self._check_group_assigner(num_query_groups)
         self.transformer = MODELS.build(transformer)
         self.positional_encoding = MODELS.build(positional_encoding)
         self.bev_embedding = nn.Embedding(bev_h * bev_w, self.embed_dims)
@@ -181,6 +177,14 @@ class BEVFormerHead(BaseModule):
         return dict(bev_embed=bev, all_cls_scores=torch.stack(cls_scores), all_bbox_preds=torch.stack(bbox_preds))
 
     # ------------------------------------------------------------------ training
+    def _check_group_assigner(self, num_groups: int) -> None:
+        """Query groups are matched by :class:`GroupHungarianAssigner` (mmdet's ``HungarianAssigner`` would match
+        all groups as one block); refused with one line otherwise."""
+        if num_groups > 1 and self.assigner is not None and not isinstance(self.assigner, GroupHungarianAssigner):
+            raise ValueError(f'BEVFormerHead: {num_groups} query groups need '
+                             f"train_cfg.assigner.type='mmdet.GroupHungarianAssigner' (matching every query group on "
+                             f'its own), got {type(self.assigner).__name__}')
+
     def get_targets_single(self, cls_score: Tensor, bbox_pred: Tensor, gt_labels: Tensor, gt_codes: Tensor,
                            num_groups: int = 1) -> Tuple[Tensor, Tensor, Tensor, Tensor, int]:
         """Hungarian targets of one sample and decoder layer.
@@ -263,9 +267,7 @@ class BEVFormerHead(BaseModule):
             raise ValueError(f'BEVFormerHead: {q} predictions per sample are not a multiple of num_query '
                              f'{self.num_query}')
         groups = q // self.num_query
-        if groups > 1 and self.assigner is not None and not isinstance(self.assigner, GroupHungarianAssigner):
-            raise ValueError(f'BEVFormerHead: {groups} query groups need '
-                             f"train_cfg.assigner.type='mmdet.GroupHungarianAssigner'")
+        self._check_group_assigner(groups)
         losses_cls, losses_bbox = multi_apply(self.loss_single, list(all_cls_scores), list(all_bbox_preds),
                                               [gt_labels_list] * num_layers, [gt_codes] * num_layers,
                                               [groups] * num_layers)

@@ -43,7 +43,6 @@ def loss_key(term: str) -> str:
     return f'loss_distill_{term}'
 
 
-
 def inference_group(student: Tensor, teacher: Tensor) -> Tensor:
     """The student's head records ``[B, Q_s, ...]`` cut to the teacher's ``Q_t`` queries when the student trains
     with Group DETR's query groups (``Q_s = G * Q_t``, the inference group first) and the frozen teacher, in eval
@@ -51,6 +50,7 @@ def inference_group(student: Tensor, teacher: Tensor) -> Tensor:
     unchanged (the losses refuse a mismatch)."""
     q_t, q_s = teacher.shape[1], student.shape[1]
     return student[:, :q_t] if q_s != q_t and q_s % q_t == 0 else student
+
 
 class DistillTerms(nn.Module):
     """Builds the five term modules from ``distill_losses`` and computes the active ones.

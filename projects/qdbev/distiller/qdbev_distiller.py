@@ -44,6 +44,11 @@ DEFAULT_RECORDERS = dict(
     reg=dict(type='ModuleOutputRecorder', source='pts_bbox_head.reg_branches.-1'))
 
 
+def batch_images(inputs: dict) -> Tensor:
+    """The image tensor of a preprocessed batch's ``inputs`` (mmdet3d's ``imgs``, or ``img``)."""
+    return inputs['imgs'] if 'imgs' in inputs else inputs['img']
+
+
 def _plain(cfg):
     return cfg.to_dict() if hasattr(cfg, 'to_dict') else copy.deepcopy(cfg)
 
@@ -213,7 +218,7 @@ class QDBEVDistiller(BaseModel):
             losses = self.student.loss(inputs, data_samples)
         names = DistillTerms.records_for(self.distill.mode)
         teacher_losses = {}
-        imgs = inputs['imgs'] if 'imgs' in inputs else inputs['img']
+        imgs = batch_images(inputs)
         with torch.no_grad(), self.teacher_records.recording(), self.replay.replay(), self.teacher_precision(imgs):
             if self.log_teacher_losses:
                 teacher_losses = self.teacher.loss(inputs, data_samples)
