@@ -48,6 +48,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from qdbev.fileio import atomic_write_bytes  # noqa: E402
+from tools._launch import last_checkpoint as read_last_checkpoint  # noqa: E402  (None when missing)
 from tools.quickstart import (PTQ_BITS, Step, check_step_names, data_root_options, last_checkpoint,  # noqa: E402
                               marker_command, run_steps)
 
@@ -102,9 +103,10 @@ def architecture_options(teacher_config: str, reference: str = ARCH_REFERENCE) -
             if k not in base or base[k] != v]
 
 
-def qat_run(name: str, config: str, w: str, args, schedule: Dict) -> Step:
-    """A tools/train.py step of a distiller config with the teacher, data root, seed, batch and schedule overrides.
-    (``custom_hooks.1`` is the configs' ProgressiveQATHook, after WeightsOnlyCheckpointHook.)"""
+def qat_run(name: str, config: str, w: str, args, schedule: Dict, extra: List[str]) -> Step:
+    """A tools/train.py step of a distiller config with the teacher, data root, seed, batch and schedule overrides,
+    then ``extra`` options (the teacher's architecture and --qat-options). (``custom_hooks.1`` is the configs'
+    ProgressiveQATHook, after WeightsOnlyCheckpointHook.)"""
     teacher_dir = osp.join(w, 'teacher')
     opts = [f'model.teacher_checkpoint={teacher_dir}', f'randomness.seed={args.seed}',
             f'train_dataloader.batch_size={args.qat_batch}']
@@ -112,8 +114,7 @@ def qat_run(name: str, config: str, w: str, args, schedule: Dict) -> Step:
     opts += [f'qat_schedule.{k}={v}' for k, v in schedule.items()]
     if name not in CURVE_RUNS:  # one evaluation at the end (the FP teacher's is the PTQ sweep's 32/32 row)
         opts += ['custom_hooks.1.evaluate_phase_end=last', 'custom_hooks.1.evaluate_start_points=False']
-    opts += architecture_options(args.teacher_config)  # the student is the teacher's architecture
-    opts += list(getattr(args, 'qat_options', None) or [])  # anything else, e.g. the distillation weights
+    opts += extra
     return Step(name, osp.join(w, name, 'done'),
                 [sys.executable, 'tools/train.py', config, '--work-dir', osp.join(w, name), '--resume', '--cfg-options']
                 + opts, osp.join(w, name), marker=True, needs=('teacher', ), resumable=True)
@@ -129,6 +130,8 @@ def steps(args) -> List[Step]:
         n = args.teacher_iters
         teacher_opts += [f'train_cfg.max_iters={n}', f'param_scheduler.1.end={n}', f'param_scheduler.1.T_max={n}']
     qat = dict(length=args.qat_iters, unit='iter')
+    # the student is the teacher's architecture; then anything else, e.g. the distillation weights
+    extra = architecture_options(args.teacher_config) + list(getattr(args, 'qat_options', None) or [])
     out = [
         Step('data', osp.join(root, 'v1.0-trainval', 'scene.json'),
              [py, 'tools/create_synthetic_nuscenes.py', '--out', root, '--version', 'v1.0-trainval', '--train-scenes',
@@ -146,14 +149,14 @@ def steps(args) -> List[Step]:
              lambda: [py, 'tools/ptq.py', args.teacher_config, last_checkpoint(teacher_dir), '--bits', *PTQ_BITS,
                       '--dfq', '--calib-samples', '32', '--work-dir', osp.join(w, 'ptq')] + with_roots,
              osp.join(w, 'ptq'), needs=('teacher', )),
-        qat_run('direct', QDBEV.format('direct_w4a6'), w, args, dict(length=5 * args.qat_iters, unit='iter')),
-        qat_run('progressive', QDBEV.format('progressive_w4a6'), w, args, qat),
+        qat_run('direct', QDBEV.format('direct_w4a6'), w, args, dict(length=5 * args.qat_iters, unit='iter'), extra),
+        qat_run('progressive', QDBEV.format('progressive_w4a6'), w, args, qat, extra),
     ]
     for mode in ABLATION_MODES:
         out.append(qat_run(f'qdbev_{mode}', QDBEV.format('w4a6'), w, args,
-                           dict(qat, distill=mode, distill_length=args.distill_iters)))
+                           dict(qat, distill=mode, distill_length=args.distill_iters), extra))
     out += [
-        qat_run('w4a4', QDBEV.format('w4a4'), w, args, dict(qat, distill_length=args.distill_iters)),
+        qat_run('w4a4', QDBEV.format('w4a4'), w, args, dict(qat, distill_length=args.distill_iters), extra),
         Step('curves', osp.join(w, 'curves_qdbev.png'),
              [py, 'tools/plot_curves.py', osp.join(w, 'qdbev_vgd'), '--out', osp.join(w, 'curves_qdbev.png'),
               '--compare', osp.join(w, 'progressive')], needs=CURVE_RUNS),
@@ -181,11 +184,7 @@ def adopt_teacher(src: str, w: str) -> str:
     done. The checkpoint is hard-linked where the file system allows, else copied (to a temporary name first).
     Adopting the same teacher again does nothing; an unfinished ``src`` or a ``w`` with another teacher is refused.
     Returns the adopted checkpoint's path."""
-    marker = osp.join(ROOT, src, 'last_checkpoint')
-    ckpt = None
-    if osp.isfile(marker):
-        with open(marker) as f:
-            ckpt = f.read().strip() or None
+    ckpt = read_last_checkpoint(osp.join(ROOT, src))
     if ckpt and not osp.isfile(osp.join(ROOT, ckpt)):
         ckpt = osp.join(src, osp.basename(ckpt))  # a moved work dir (another machine): the checkpoint beside it
     if not (ckpt and osp.isfile(osp.join(ROOT, ckpt)) and osp.isfile(osp.join(ROOT, src, 'done'))):
