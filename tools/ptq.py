@@ -3,7 +3,7 @@
 
     python tools/ptq.py CONFIG CHECKPOINT [--bits 32/32 8/8 6/6 4/6 4/4] [--observer percentile]
                         [--calib-samples 32] [--per-channel-fallback RATIO] [--dfq] [--work-dir DIR]
-                        [--cfg-options k=v ...]
+                        [--keep-fp-groups PATTERN ...] [--cfg-options k=v ...]
 
 CONFIG is a bevformer config, CHECKPOINT its trained FP weights (loaded strictly). For each ``W/A`` setting a copy of
 the FP model is quantized with the qconfig of ``configs/qdbev/_base_/qconfig_w4a6.py`` (widths replaced, activation
@@ -15,6 +15,14 @@ calibration), so it gives exactly tools/test.py's numbers. ``--dfq`` adds a W8A8
 bias correction; activation scales calibrated like the other rows). Written into the work dir: ``ptq_table.md``,
 ``ptq_results.json`` ([{w_bits, a_bits, nds, map, observer, method}, ...], method ``fp`` / ``ptq`` / ``dfq``),
 ``ptq_plot.png`` and each setting's devkit results under ``nusc_results/w<W>a<A>`` (``w8a8_dfq`` for DFQ).
+
+``--keep-fp-groups`` is a sensitivity analysis: for every quantized setting, one more row per pattern, quantized the
+same way except that the modules matching the pattern stay float (the qconfig's ``keep_fp``, fnmatch on module names,
+children included): how much of the setting's loss that part of the model causes. Rows have method ``keep_fp`` and
+the pattern under ``keep_fp`` (results under ``nusc_results/w<W>a<A>_keep<N>``, N the pattern's position), e.g.
+
+    python tools/ptq.py CONFIG CKPT --bits 32/32 4/6 --keep-fp-groups img_backbone img_neck \
+        pts_bbox_head.transformer.encoder pts_bbox_head.transformer.decoder 'pts_bbox_head.*_branches'
 """
 import argparse
 import copy
@@ -32,6 +40,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from projects.common.nuscenes_eval import MAP_KEY, NDS_KEY  # noqa: E402
 from projects.qdbev.ptq import (calibrate_test_mode, parse_setting, quantize_dfq, quantize_for_ptq,  # noqa: E402
                                 resnet_dfq_pairs, setting_qconfig, write_results)
+from qdbev.quant import module_matches  # noqa: E402
 from tools.model_size import default_qconfig  # noqa: E402
 from tools.train import resolve_work_dir, set_eval_prefix  # noqa: E402
 
@@ -51,6 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--dfq', action='store_true',
                         help='add a W8A8 data-free quantization row (cross-layer equalization + bias correction)')
     parser.add_argument('--work-dir', help='where the table / json / png (and logs) go')
+    parser.add_argument('--keep-fp-groups', nargs='+', default=[], metavar='PATTERN',
+                        help='sensitivity rows: each quantized setting again with the modules matching PATTERN '
+                             '(fnmatch on module names) kept float')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         help='override config settings, xxx=yyy format')
     return parser.parse_args(argv)
@@ -108,17 +120,27 @@ def main(argv=None) -> List[dict]:
     fp_model = runner.model
     if args.dfq and not resnet_dfq_pairs(fp_model):
         raise SystemExit(f'--dfq: {args.config} has no mmdet ResNet conv -> BN -> ReLU -> conv block to equalize')
+    names = [name for name, _ in fp_model.named_modules() if name]
+    for pattern in args.keep_fp_groups:
+        if not any(module_matches(name, [pattern]) for name in names):
+            raise SystemExit(f'--keep-fp-groups {pattern!r} matches no module of {args.config}; top-level modules: '
+                             f'{[name for name, _ in fp_model.named_children()]}')
     fp_state = copy.deepcopy(fp_model)  # pristine copy: no forward has touched its temporal state
     runner.test_loop  # noqa: B018  built before the hooks' before_run, as Runner.test() does
     runner.call_hook('before_run')
     results = []
-    runs = [(w, a, 'fp' if (w, a) == (32, 32) else 'ptq') for w, a in settings]
+    runs = [(w, a, 'fp' if (w, a) == (32, 32) else 'ptq', None) for w, a in settings]
     if args.dfq:
-        runs.append((8, 8, 'dfq'))
-    for w_bits, a_bits, method in runs:
+        runs.append((8, 8, 'dfq', None))
+    runs += [(w, a, 'keep_fp', i) for w, a, method, _ in list(runs) if method == 'ptq'
+             for i in range(len(args.keep_fp_groups))]
+    for w_bits, a_bits, method, keep in runs:
         model = copy.deepcopy(fp_state)
         switched = None
         qconfig = setting_qconfig(base_qconfig, w_bits, a_bits, args.observer)
+        if keep is not None:
+            qconfig = dict(qconfig, keep_fp=list(qconfig['keep_fp']) + [args.keep_fp_groups[keep]])
+            method = 'ptq'  # quantized as the setting's row, with the group float
         if method == 'dfq':
             pairs = quantize_dfq(model, qconfig)
             runner.logger.info(f'ptq: W8A8 DFQ equalized and bias-corrected {len(pairs)} conv pairs')
@@ -133,10 +155,13 @@ def main(argv=None) -> List[dict]:
                                f'train batches ({args.observer})')
         runner.model = model
         folder = f'w{w_bits}a{a_bits}' + ('_dfq' if method == 'dfq' else '')
+        folder += f'_keep{keep}' if keep is not None else ''
         _set_json_prefix(runner, osp.join(cfg.work_dir, 'nusc_results', folder))
         metrics = runner.test_loop.run()
         row = dict(w_bits=w_bits, a_bits=a_bits, nds=_metric(metrics, NDS_KEY), map=_metric(metrics, MAP_KEY),
-                   observer=args.observer, method=method)
+                   observer=args.observer, method=method if keep is None else 'keep_fp')
+        if keep is not None:
+            row['keep_fp'] = args.keep_fp_groups[keep]
         if args.per_channel_fallback is not None and method != 'dfq':
             row['per_channel'] = switched or []
         runner.logger.info(f'ptq: {row}')

@@ -56,7 +56,9 @@ def from_plain(obj: Any) -> Any:
     """Inverse of :func:`to_plain` for the message hub: rebuild ``HistoryBuffer`` objects."""
     if isinstance(obj, dict):
         if obj.get(_BUFFER_TAG):
-            return HistoryBuffer(obj['log_history'].numpy(), obj['count_history'].numpy(), obj['max_length'])
+            # .cpu(): Runner.resume maps the checkpoint onto the training device (CUDA tensors have no .numpy())
+            return HistoryBuffer(obj['log_history'].cpu().numpy(), obj['count_history'].cpu().numpy(),
+                                 obj['max_length'])
         return type(obj)((k, from_plain(v)) for k, v in obj.items())
     return obj
 

@@ -114,14 +114,16 @@ def quantize_dfq(model: nn.Module, qconfig: dict, iterations: int = 4) -> List[T
 
 
 def _label(r: dict) -> str:
-    return f"W{r['w_bits']}A{r['a_bits']}" + (' DFQ' if r.get('method') == 'dfq' else '')
+    keep = f"\n{r['keep_fp'].rsplit('.', 1)[-1]} float" if r.get('keep_fp') else ''
+    return f"W{r['w_bits']}A{r['a_bits']}" + (' DFQ' if r.get('method') == 'dfq' else '') + keep
 
 
 def _table(results: Sequence[dict]) -> str:
     lines = ['| W bits | A bits | observer | NDS | mAP | method |', '|---:|---:|:---|---:|---:|:---|']
     for r in results:
+        method = r.get('method', 'ptq') + (f" `{r['keep_fp']}`" if r.get('keep_fp') else '')
         lines.append(f"| {r['w_bits']} | {r['a_bits']} | {r['observer']} | {r['nds']:.4f} | {r['map']:.4f} | "
-                     f"{r.get('method', 'ptq')} |")
+                     f"{method} |")
     return '\n'.join(lines) + '\n'
 
 
@@ -135,7 +137,7 @@ def _plot(results: Sequence[dict], path: str) -> None:
     ax.plot(xs, [r['nds'] for r in results], 'o-', label='NDS')
     ax.plot(xs, [r['map'] for r in results], 's-', label='mAP')
     ax.set_xticks(xs)
-    ax.set_xticklabels(labels)
+    ax.set_xticklabels(labels, fontsize=8 if len(labels) > 6 else None)
     ax.set_xlabel('bit width (weights / activations)')
     ax.set_ylabel('score')
     ax.set_title(f"PTQ ({results[0]['observer'] if results else ''} activation observer)")

@@ -23,7 +23,7 @@ from .observers import (OBSERVERS, EMAMinMaxObserver, EntropyObserver, MinMaxObs
 from .pack import pack_state, packed_nbytes, unpack_state
 from .report import MAC_ESTIMATORS, format_report, register_mac_estimator, report
 from .transforms import (DEFAULT_QCONFIG, calibration, check_qconfig, load_quant_state, quant_layers, quant_state,
-                         quantize_model, quantizers, set_bits, set_mode, stage_of)
+                         module_matches, quantize_model, quantizers, set_bits, set_mode, stage_of)
 
 __all__ = [
     # Eq. 1
@@ -36,7 +36,7 @@ __all__ = [
     'MODES', 'FakeQuantizer', 'QuantModule', 'QuantConv2d', 'QuantLinear', 'QuantMultiheadAttention',
     # model transforms
     'DEFAULT_QCONFIG', 'check_qconfig', 'quantize_model', 'quant_layers', 'quantizers', 'set_bits', 'set_mode',
-    'calibration', 'quant_state', 'load_quant_state', 'stage_of',
+    'calibration', 'quant_state', 'load_quant_state', 'stage_of', 'module_matches',
     # report
     'report', 'format_report', 'register_mac_estimator', 'MAC_ESTIMATORS',
     # packing

@@ -35,7 +35,7 @@ from .modules import QuantConv2d, QuantLinear, QuantModule, QuantMultiheadAttent
 from .observers import OBSERVERS
 
 __all__ = ['DEFAULT_QCONFIG', 'bit_floor', 'check_qconfig', 'quantize_model', 'quant_layers', 'quantizers', 'set_bits',
-           'set_mode', 'calibration', 'quant_state', 'load_quant_state', 'stage_of']
+           'set_mode', 'calibration', 'quant_state', 'load_quant_state', 'stage_of', 'module_matches']
 
 DEFAULT_QCONFIG = dict(w_bits=8, a_bits=8, w_observer='minmax', a_observer='minmax', per_channel=True,
                        w_dynamic=None, learnable=False, keep_fp=[], min_bits=[], stages={})
@@ -84,7 +84,9 @@ def check_qconfig(qconfig: dict) -> dict:
     return cfg
 
 
-def _matches(name: str, patterns: Sequence[str]) -> bool:
+def module_matches(name: str, patterns: Sequence[str]) -> bool:
+    """Whether module ``name`` or one of its parents matches an fnmatch pattern of ``patterns`` (qconfig ``keep_fp``,
+    ``min_bits`` and ``stages`` use this rule)."""
     return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(name, p + '.*') for p in patterns)
 
 
@@ -101,7 +103,7 @@ def stage_of(name: str, stages: Dict[str, Sequence[str]]) -> Optional[str]:
 def bit_floor(name: str, min_bits: Sequence[dict]) -> Tuple[Optional[int], Optional[int]]:
     """``(w_min, a_min)`` of the first ``min_bits`` rule whose patterns match module ``name`` (None: no floor)."""
     for rule in min_bits:
-        if _matches(name, rule['modules']):
+        if module_matches(name, rule['modules']):
             return rule.get('w_bits'), rule.get('a_bits')
     return None, None
 
@@ -169,7 +171,7 @@ def quantize_model(model: nn.Module, qconfig: dict) -> nn.Module:
     def visit(parent: nn.Module, prefix: str) -> None:
         for child_name, child in list(parent.named_children()):
             name = f'{prefix}.{child_name}' if prefix else child_name
-            if _matches(name, cfg['keep_fp']) or isinstance(child, (QuantModule, FakeQuantizer)):
+            if module_matches(name, cfg['keep_fp']) or isinstance(child, (QuantModule, FakeQuantizer)):
                 continue
             floor = bit_floor(name, cfg['min_bits'])
             new = _swap(child, dict(cfg, w_bits=_floored(cfg['w_bits'], floor[0]),
@@ -194,7 +196,8 @@ def _check_stages_matched(model: nn.Module, stages: Dict[str, Sequence[str]]) ->
     """Refuse a ``stages`` entry whose module-name prefixes match no module of ``model`` (a stage named after
     modules the model does not have would silently never be quantized)."""
     names = [name for name, _ in model.named_modules() if name]
-    empty = [stage for stage, patterns in stages.items() if patterns and not any(_matches(n, patterns) for n in names)]
+    empty = [stage for stage, patterns in stages.items()
+             if patterns and not any(module_matches(n, patterns) for n in names)]
     if empty:
         top = [name for name, _ in model.named_children()]
         raise ValueError(f'qconfig stages.{empty[0]}: {list(stages[empty[0]])} match no module of '

@@ -1,7 +1,7 @@
 """tools/ptq.py on the session's synthetic set (1 train + 1 val scene x 6 samples, 160x90 images) with a randomly
-initialised BEVFormer-nano checkpoint: 32/32, 8/8 and the 8/8 DFQ row (--dfq), 1 calibration batch. The tool writes
-table / json / png, and its 32/32 row is the FP model evaluated exactly as tools/test.py evaluates it (same NDS / mAP,
-same boxes)."""
+initialised BEVFormer-nano checkpoint: 32/32, 8/8, the 8/8 DFQ row (--dfq) and two sensitivity rows (--keep-fp-groups),
+1 calibration batch. The tool writes table / json / png, and its 32/32 row is the FP model evaluated exactly as
+tools/test.py evaluates it (same NDS / mAP, same boxes)."""
 import json
 import os.path as osp
 import re
@@ -29,7 +29,8 @@ def ptq_run(synth_set, tmp_path_factory):
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
     work_dir = str(tmp / 'work')
     log = run_tool([osp.join(ROOT, 'tools/ptq.py'), str(config), ckpt, '--bits', '32/32', '8/8', '--observer',
-                    'minmax', '--calib-samples', '1', '--dfq', '--work-dir', work_dir], cwd=str(tmp))
+                    'minmax', '--calib-samples', '1', '--dfq', '--keep-fp-groups', 'img_backbone', '*', '--work-dir',
+                    work_dir], cwd=str(tmp))
     return str(config), ckpt, work_dir, log
 
 
@@ -37,12 +38,14 @@ def test_writes_table_json_png(ptq_run):
     _, _, work_dir, log = ptq_run
     with open(osp.join(work_dir, 'ptq_results.json')) as f:
         rows = json.load(f)
-    assert [(r['w_bits'], r['a_bits'], r['observer'], r['method']) for r in rows] == [
-        (32, 32, 'minmax', 'fp'), (8, 8, 'minmax', 'ptq'), (8, 8, 'minmax', 'dfq')]
+    assert [(r['w_bits'], r['a_bits'], r['observer'], r['method'], r.get('keep_fp')) for r in rows] == [
+        (32, 32, 'minmax', 'fp', None), (8, 8, 'minmax', 'ptq', None), (8, 8, 'minmax', 'dfq', None),
+        (8, 8, 'minmax', 'keep_fp', 'img_backbone'), (8, 8, 'minmax', 'keep_fp', '*')]
     assert all(0.0 <= r['nds'] <= 1.0 and 0.0 <= r['map'] <= 1.0 for r in rows)
     table = open(osp.join(work_dir, 'ptq_table.md')).read().splitlines()
-    assert len(table) == 5 and table[2].startswith('| 32 | 32 | minmax |') and table[3].startswith('| 8 | 8 |')
+    assert len(table) == 7 and table[2].startswith('| 32 | 32 | minmax |') and table[3].startswith('| 8 | 8 |')
     assert table[4].startswith('| 8 | 8 | minmax |') and table[4].endswith('| dfq |')
+    assert table[5].endswith('| keep_fp `img_backbone` |')
     with open(osp.join(work_dir, 'ptq_plot.png'), 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
     assert 'W8A8 calibrated on 1 train batches (minmax)' in log
@@ -50,7 +53,7 @@ def test_writes_table_json_png(ptq_run):
     assert 'W8A8 DFQ equalized and bias-corrected 6 conv pairs' in log
     assert 'W8A8 DFQ calibrated on 1 train batches (minmax)' in log
     # each setting's devkit results cover the 6 val samples
-    for name in ('w32a32', 'w8a8', 'w8a8_dfq'):
+    for name in ('w32a32', 'w8a8', 'w8a8_dfq', 'w8a8_keep0', 'w8a8_keep1'):
         with open(osp.join(work_dir, 'nusc_results', name, 'pred_instances_3d', 'results_nusc.json')) as f:
             assert len(json.load(f)['results']) == 6
 
@@ -158,3 +161,27 @@ def test_dfq_equalizes_and_corrects_a_resnet():
             layer.bias.zero_()
         assert torch.allclose(net(x)[0], ref, atol=1e-4 * float(ref.abs().max()))
     assert not torch.equal(w, w2_before)  # equalization did rescale the weights
+
+
+def _boxes(work_dir: str, name: str) -> list:
+    with open(osp.join(work_dir, 'nusc_results', name, 'pred_instances_3d', 'results_nusc.json')) as f:
+        return json.load(f)['results']
+
+
+def test_keep_fp_rows_quantize_all_but_the_group(ptq_run):
+    """A sensitivity row quantizes like its setting except the group: '*' keeps every module float, so its boxes are
+    the FP model's exactly; with the backbone float the boxes differ from both the FP and the fully quantized model."""
+    _, _, work_dir, _ = ptq_run
+    fp, w8a8 = _boxes(work_dir, 'w32a32'), _boxes(work_dir, 'w8a8')
+    assert _boxes(work_dir, 'w8a8_keep1') == fp
+    backbone_float = _boxes(work_dir, 'w8a8_keep0')
+    assert backbone_float != fp and backbone_float != w8a8
+
+
+def test_keep_fp_group_matching_nothing_is_refused(ptq_run, tmp_path):
+    config, ckpt, _, _ = ptq_run
+    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools/ptq.py'), config, ckpt, '--bits', '8/8',
+                           '--keep-fp-groups', 'pts_bbox_head.no_such_branch', '--work-dir', str(tmp_path)],
+                          cwd=str(tmp_path), capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "--keep-fp-groups 'pts_bbox_head.no_such_branch' matches no module" in proc.stderr.strip().splitlines()[-1]

@@ -77,3 +77,17 @@ def test_atomic_write_keeps_previous_file_on_failure(tmp_path):
             atomic_write_bytes(b'x' * 1000, target)
     assert target.read_bytes() == b'good checkpoint'
     assert os.listdir(tmp_path) == ['latest.pth']  # no temporary left behind
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA: Runner.resume maps checkpoints onto the GPU')
+def test_message_hub_history_rebuilds_from_cuda_tensors():
+    """A resumed GPU run gets the message hub's history as CUDA tensors (found when a study's QAT runs resumed on an
+    H200 and stopped with "can't convert cuda:0 device type tensor to numpy")."""
+    from mmengine.logging import HistoryBuffer
+
+    from projects.common.checkpoint import from_plain, to_plain
+    plain = to_plain(dict(loss=HistoryBuffer([1.0, 2.0, 3.0], [1, 1, 2], max_length=5)))
+    on_gpu = {k: {kk: (vv.cuda() if torch.is_tensor(vv) else vv) for kk, vv in v.items()} for k, v in plain.items()}
+    buffer = from_plain(on_gpu)['loss']
+    assert buffer.data[0].tolist() == [1.0, 2.0, 3.0] and buffer.data[1].tolist() == [1, 1, 2]
+    assert buffer.current() == 3.0
