@@ -18,6 +18,8 @@ Steps (tools/quickstart.py's runner: each skipped when its output exists, re-run
   progressive        progressive QAT to W4A6 without distillation (..._progressive_w4a6.py), --qat-iters per phase
   qdbev_MODE         progressive QAT then --distill-iters of distillation MODE (..._w4a6.py with
                      qat_schedule.distill=MODE) for MODE in vgd (QD-BEV), none, img, bev, img+bev (the ablation)
+                     and vgd+head (VGD plus the Selective-Focus term on the last decoder layer's class/box outputs,
+                     which reaches the decoder's own quantization error; VGD's terms stop at the decoder's inputs)
   w4a4               QD-BEV at W4A4 with the first conv and class/box branches at 8 bits (..._w4a4.py)
   curves             tools/plot_curves.py of qdbev_vgd and progressive
   results            WORK_DIR/results.md and results.json (keys of docs/results.json: ptq, methods, ablation,
@@ -54,7 +56,7 @@ from tools.quickstart import (PTQ_BITS, Step, check_step_names, data_root_option
 
 QDBEV = 'configs/qdbev/qdbev_nano_synth_{}.py'
 ARCH_REFERENCE = 'configs/bevformer/bevformer_nano_synth.py'  # the model QDBEV's configs take as architecture
-ABLATION_MODES = ('vgd', 'none', 'img', 'bev', 'img+bev')
+ABLATION_MODES = ('vgd', 'none', 'img', 'bev', 'img+bev', 'vgd+head')  # vgd+head: + Selective-Focus head term
 TEACHER_CONFIG = 'configs/experiments/study_learning/s_groups_bev64_stride8.py'  # docs/results.md section 3
 CURVE_RUNS = ('progressive', 'qdbev_vgd')  # evaluated after every phase; the other QAT runs once at the end
 
