@@ -7,7 +7,8 @@
 
 CONFIG is a bevformer config, CHECKPOINT its trained FP weights (loaded strictly). For each ``W/A`` setting a copy of
 the FP model is quantized with the qconfig of ``configs/qdbev/_base_/qconfig_w4a6.py`` (widths replaced, activation
-observer ``--observer``), calibrated on ``--calib-samples`` batches of the train dataloader (test-mode forwards inside
+observer ``--observer``), calibrated on ``--calib-samples`` batches of the train dataloader, the same batches and
+augmentations for every row (``projects.qdbev.ptq.calibration_batches``; test-mode forwards inside
 ``qdbev.quant.calibration``) and evaluated with the mmengine Runner's test loop and the config's ``test_evaluator``
 (mmdet3d ``NuScenesMetric``, the nuscenes-devkit). ``32/32`` evaluates the FP model itself (no quantizer, no
 calibration), so it gives exactly tools/test.py's numbers. ``--dfq`` adds a W8A8 data-free quantization row
@@ -38,8 +39,8 @@ if ROOT not in sys.path:
 from mmengine.config import Config, DictAction  # noqa: E402
 
 from projects.common.nuscenes_eval import MAP_KEY, NDS_KEY  # noqa: E402
-from projects.qdbev.ptq import (calibrate_test_mode, parse_setting, quantize_dfq, quantize_for_ptq,  # noqa: E402
-                                resnet_dfq_pairs, setting_qconfig, write_results)
+from projects.qdbev.ptq import (calibrate_test_mode, calibration_batches, parse_setting, quantize_dfq,  # noqa: E402
+                                quantize_for_ptq, resnet_dfq_pairs, setting_qconfig, write_results)
 from qdbev.quant import module_matches  # noqa: E402
 from tools.model_size import default_qconfig  # noqa: E402
 from tools.train import resolve_work_dir, set_eval_prefix  # noqa: E402
@@ -150,7 +151,7 @@ def main(argv=None) -> List[dict]:
                 runner.logger.info(f'ptq: W{w_bits}A{a_bits} per-channel fallback for {len(switched)} layers: '
                                    f'{switched}')
         if method != 'fp':
-            n = calibrate_test_mode(model, iter(runner.train_dataloader), args.calib_samples)
+            n = calibrate_test_mode(model, calibration_batches(runner), args.calib_samples)
             runner.logger.info(f'ptq: W{w_bits}A{a_bits}{" DFQ" if method == "dfq" else ""} calibrated on {n} '
                                f'train batches ({args.observer})')
         runner.model = model

@@ -8,15 +8,15 @@ import copy
 import json
 import os.path as osp
 from itertools import islice
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from torch import nn
 
 from qdbev.quant import (bias_correct, calibration, check_bits, cross_layer_equalize, per_channel_fallback,
                          quantize_model, relu_input_mean)
 
-__all__ = ['parse_setting', 'setting_qconfig', 'quantize_for_ptq', 'calibrate_test_mode', 'resnet_dfq_pairs',
-           'quantize_dfq', 'write_results']
+__all__ = ['parse_setting', 'setting_qconfig', 'quantize_for_ptq', 'calibration_batches', 'calibrate_test_mode',
+           'resnet_dfq_pairs', 'quantize_dfq', 'write_results']
 
 _PLAIN_CONVS = ('torch.nn.modules.conv.Conv2d', 'mmcv.cnn.bricks.wrappers.Conv2d')
 
@@ -51,6 +51,17 @@ def quantize_for_ptq(model: nn.Module, qconfig: dict, fallback_ratio: Optional[f
         raise ValueError(f'--per-channel-fallback: the ratio to the median error must be > 1, got {fallback_ratio}')
     quantize_model(model, dict(qconfig, per_channel=False))
     return sorted(per_channel_fallback(model, float(fallback_ratio)))
+
+
+def calibration_batches(runner) -> Iterator[dict]:
+    """Batches of ``runner``'s train dataloader, the same ones (samples and random augmentations) on every call: a
+    fresh dataloader whose workers are seeded from the runner's seed, after re-seeding this process (which draws
+    the augmentations when the dataloader has no workers). Iterating ``runner.train_dataloader`` again would give
+    the same samples with other photometric distortions (its persistent workers, or this process, keep their
+    random state), so each PTQ row would calibrate on different data."""
+    from mmengine.runner import Runner, set_random_seed
+    set_random_seed(runner.seed)
+    return iter(Runner.build_dataloader(runner.cfg.train_dataloader, seed=runner.seed))
 
 
 def calibrate_test_mode(model: nn.Module, batches: Iterable[dict], num: int) -> int:

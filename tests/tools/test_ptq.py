@@ -185,3 +185,24 @@ def test_keep_fp_group_matching_nothing_is_refused(ptq_run, tmp_path):
                           cwd=str(tmp_path), capture_output=True, text=True)
     assert proc.returncode != 0
     assert "--keep-fp-groups 'pts_bbox_head.no_such_branch' matches no module" in proc.stderr.strip().splitlines()[-1]
+
+
+
+def test_every_row_calibrates_on_the_same_batches(ptq_run, tmp_path):
+    """The train pipeline draws random photometric distortions: without re-seeding, each row would calibrate on
+    differently augmented batches, and the rows (e.g. the --keep-fp-groups sensitivity rows) would differ by
+    calibration noise. Two calls give the same images."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    import projects.bevformer.bevformer  # noqa: F401  (registers the pipeline)
+    from projects.qdbev.ptq import calibration_batches
+    config, _, _, _ = ptq_run
+    cfg = Config.fromfile(config)
+    cfg.work_dir = str(tmp_path)
+    runner = Runner.from_cfg(cfg)
+    first, second = next(calibration_batches(runner)), next(calibration_batches(runner))
+    assert all(torch.equal(a, b) for a, b in zip(first['inputs']['img'], second['inputs']['img']))
+    # what the tool did before: the train dataloader iterated twice draws other distortions for the same samples
+    plain = [next(iter(runner.train_dataloader))['inputs']['img'] for _ in range(2)]
+    assert not all(torch.equal(a, b) for a, b in zip(*plain))
