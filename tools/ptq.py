@@ -3,7 +3,7 @@
 
     python tools/ptq.py CONFIG CHECKPOINT [--bits 32/32 8/8 6/6 4/6 4/4] [--observer percentile]
                         [--calib-samples 32] [--per-channel-fallback RATIO] [--dfq] [--work-dir DIR]
-                        [--keep-fp-groups PATTERN ...] [--cfg-options k=v ...]
+                        [--keep-fp-groups PATTERN ...] [--min-bits PATTERN=W/A ...] [--cfg-options k=v ...]
 
 CONFIG is a bevformer config, CHECKPOINT its trained FP weights (loaded strictly). For each ``W/A`` setting a copy of
 the FP model is quantized with the qconfig of ``configs/qdbev/_base_/qconfig_w4a6.py`` (widths replaced, activation
@@ -24,6 +24,9 @@ the pattern under ``keep_fp`` (results under ``nusc_results/w<W>a<A>_keep<N>``, 
 
     python tools/ptq.py CONFIG CKPT --bits 32/32 4/6 --keep-fp-groups img_backbone img_neck \
         pts_bbox_head.transformer.encoder pts_bbox_head.transformer.decoder 'pts_bbox_head.*_branches'
+
+``--min-bits PATTERN=W/A`` floors the modules matching PATTERN at W/A bits in every quantized row (the qconfig's
+``min_bits``; 32 keeps that side float), e.g. ``pts_bbox_head.transformer.reference_points=8/8``.
 """
 import argparse
 import copy
@@ -64,6 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--keep-fp-groups', nargs='+', default=[], metavar='PATTERN',
                         help='sensitivity rows: each quantized setting again with the modules matching PATTERN '
                              '(fnmatch on module names) kept float')
+    parser.add_argument('--min-bits', nargs='+', default=[], metavar='PATTERN=W/A',
+                        help='floor the modules matching PATTERN at W/A bits in every quantized row')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         help='override config settings, xxx=yyy format')
     return parser.parse_args(argv)
@@ -75,6 +80,16 @@ def _metric(metrics: dict, key: str) -> float:
             return float(v)
     raise KeyError(f'ptq: the test evaluator returned no {key} (got {sorted(metrics)}); the config\'s '
                    f'test_evaluator must be NuScenesMetric')
+
+
+def _min_bits_rule(text: str) -> dict:
+    """``'PATTERN=W/A'`` -> a qconfig ``min_bits`` rule."""
+    pattern, sep, setting = text.rpartition('=')
+    if not sep or not pattern:
+        raise ValueError(f'--min-bits {text!r}: expected PATTERN=W/A, e.g. '
+                         f'pts_bbox_head.transformer.reference_points=8/8')
+    w_bits, a_bits = parse_setting(setting)
+    return dict(modules=[pattern], w_bits=w_bits, a_bits=a_bits)
 
 
 def _set_json_prefix(runner, prefix: str) -> None:
@@ -95,6 +110,7 @@ def main(argv=None) -> List[dict]:
     from qdbev.quant import OBSERVERS
     try:
         settings = [parse_setting(b) for b in args.bits]
+        floors = [_min_bits_rule(r) for r in args.min_bits]
     except ValueError as e:
         raise SystemExit(str(e))
     # registers BEVFormer, its modules and MAC estimators
@@ -139,6 +155,7 @@ def main(argv=None) -> List[dict]:
         model = copy.deepcopy(fp_state)
         switched = None
         qconfig = setting_qconfig(base_qconfig, w_bits, a_bits, args.observer)
+        qconfig['min_bits'] = floors + list(qconfig.get('min_bits', []))
         if keep is not None:
             qconfig = dict(qconfig, keep_fp=list(qconfig['keep_fp']) + [args.keep_fp_groups[keep]])
             method = 'ptq'  # quantized as the setting's row, with the group float

@@ -206,3 +206,18 @@ def test_every_row_calibrates_on_the_same_batches(ptq_run, tmp_path):
     # what the tool did before: the train dataloader iterated twice draws other distortions for the same samples
     plain = [next(iter(runner.train_dataloader))['inputs']['img'] for _ in range(2)]
     assert not all(torch.equal(a, b) for a, b in zip(*plain))
+
+
+def test_min_bits_floors_matching_modules(ptq_run, tmp_path):
+    """--min-bits PATTERN=W/A floors the matching modules in every quantized row: '*=32/32' leaves the whole model
+    float, so the 8/8 row's boxes are the FP model's; a malformed rule is refused with one line."""
+    config, ckpt, work_dir, _ = ptq_run
+    floored = str(tmp_path / 'floored')
+    run_tool([osp.join(ROOT, 'tools/ptq.py'), config, ckpt, '--bits', '8/8', '--observer', 'minmax',
+              '--calib-samples', '1', '--min-bits', '*=32/32', '--work-dir', floored], cwd=str(tmp_path))
+    assert _boxes(floored, 'w8a8') == _boxes(work_dir, 'w32a32')
+    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools/ptq.py'), config, ckpt, '--bits', '8/8',
+                           '--min-bits', 'pts_bbox_head', '--work-dir', str(tmp_path / 'bad')],
+                          cwd=str(tmp_path), capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "--min-bits 'pts_bbox_head': expected PATTERN=W/A" in proc.stderr.strip().splitlines()[-1]
