@@ -107,3 +107,14 @@ def test_w4a4_config_counts_the_floored_layers_at_8_bits():
     assert all((layers[n]['w_bits'], layers[n]['a_bits']) == (8, 8) for n in floored)
     others = [row for n, row in layers.items() if n not in floored and row['w_bits'] != 32]
     assert others and all((row['w_bits'], row['a_bits']) == (4, 4) for row in others)
+
+
+def test_ref8_config_floors_only_the_reference_point_projection():
+    res = model_size.main([osp.join(ROOT, 'configs/qdbev/qdbev_nano_synth_w4a6_ref8.py'), '--w-bits', '4',
+                           '--a-bits', '6', '--img-size', *map(str, HW)])
+    layers = {row['name']: row for row in res['layers']}
+    assert (layers['pts_bbox_head.transformer.reference_points']['w_bits'],
+            layers['pts_bbox_head.transformer.reference_points']['a_bits']) == (8, 8)
+    others = [row for n, row in layers.items() if n != 'pts_bbox_head.transformer.reference_points'
+              and row['w_bits'] != 32]
+    assert others and all((row['w_bits'], row['a_bits']) == (4, 6) for row in others)
