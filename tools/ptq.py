@@ -149,8 +149,8 @@ def main(argv=None) -> List[dict]:
     runs = [(w, a, 'fp' if (w, a) == (32, 32) else 'ptq', None) for w, a in settings]
     if args.dfq:
         runs.append((8, 8, 'dfq', None))
-    runs += [(w, a, 'keep_fp', i) for w, a, method, _ in list(runs) if method == 'ptq'
-             for i in range(len(args.keep_fp_groups))]
+    runs += [(w, a, 'ptq', i) for w, a, method, _ in list(runs) if method == 'ptq'
+             for i in range(len(args.keep_fp_groups))]  # sensitivity rows: the setting's PTQ with group i float
     for w_bits, a_bits, method, keep in runs:
         model = copy.deepcopy(fp_state)
         switched = None
@@ -158,7 +158,6 @@ def main(argv=None) -> List[dict]:
         qconfig['min_bits'] = floors + list(qconfig.get('min_bits', []))
         if keep is not None:
             qconfig = dict(qconfig, keep_fp=list(qconfig['keep_fp']) + [args.keep_fp_groups[keep]])
-            method = 'ptq'  # quantized as the setting's row, with the group float
         if method == 'dfq':
             pairs = quantize_dfq(model, qconfig)
             runner.logger.info(f'ptq: W8A8 DFQ equalized and bias-corrected {len(pairs)} conv pairs')
