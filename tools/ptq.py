@@ -42,8 +42,9 @@ if ROOT not in sys.path:
 from mmengine.config import Config, DictAction  # noqa: E402
 
 from projects.common.nuscenes_eval import MAP_KEY, NDS_KEY  # noqa: E402
-from projects.qdbev.ptq import (calibrate_test_mode, calibration_batches, parse_setting, quantize_dfq,  # noqa: E402
-                                quantize_for_ptq, resnet_dfq_pairs, setting_qconfig, write_results)
+from projects.qdbev.ptq import (calibrate_test_mode, calibration_batches, parse_min_bits_rule,  # noqa: E402
+                                parse_setting, quantize_dfq, quantize_for_ptq, resnet_dfq_pairs, setting_qconfig,
+                                write_results)
 from qdbev.quant import module_matches  # noqa: E402
 from tools.model_size import default_qconfig  # noqa: E402
 from tools.train import resolve_work_dir, set_eval_prefix  # noqa: E402
@@ -82,16 +83,6 @@ def _metric(metrics: dict, key: str) -> float:
                    f'test_evaluator must be NuScenesMetric')
 
 
-def _min_bits_rule(text: str) -> dict:
-    """``'PATTERN=W/A'`` -> a qconfig ``min_bits`` rule."""
-    pattern, sep, setting = text.rpartition('=')
-    if not sep or not pattern:
-        raise ValueError(f'--min-bits {text!r}: expected PATTERN=W/A, e.g. '
-                         f'pts_bbox_head.transformer.reference_points=8/8')
-    w_bits, a_bits = parse_setting(setting)
-    return dict(modules=[pattern], w_bits=w_bits, a_bits=a_bits)
-
-
 def _set_json_prefix(runner, prefix: str) -> None:
     """Each setting's devkit json results in its own folder (``<work_dir>/nusc_results/w<W>a<A>``)."""
     for metric in runner.test_loop.evaluator.metrics:
@@ -110,7 +101,7 @@ def main(argv=None) -> List[dict]:
     from qdbev.quant import OBSERVERS
     try:
         settings = [parse_setting(b) for b in args.bits]
-        floors = [_min_bits_rule(r) for r in args.min_bits]
+        floors = [parse_min_bits_rule(r) for r in args.min_bits]
     except ValueError as e:
         raise SystemExit(str(e))
     # registers BEVFormer, its modules and MAC estimators

@@ -6,7 +6,7 @@
                           [--teacher-config configs/experiments/study_learning/s_groups_bev64_stride8.py]
                           [--teacher-iters N]
                           [--qat-iters 200] [--distill-iters 400] [--qat-batch 1] [--seed 0] [--jobs 1]
-                          [--qat-options KEY=VALUE ...]
+                          [--qat-options KEY=VALUE ...] [--min-bits PATTERN=W/A ...]
                           [--until STEP] [--force STEP ...] [--only STEP ...]
 
 Steps (tools/quickstart.py's runner: each skipped when its output exists, re-run when a step it needs ran):
@@ -24,6 +24,9 @@ Steps (tools/quickstart.py's runner: each skipped when its output exists, re-run
   curves             tools/plot_curves.py of qdbev_vgd and progressive
   results            WORK_DIR/results.md and results.json (keys of docs/results.json: ptq, methods, ablation,
                      config, device, seeds)
+``--min-bits PATTERN=W/A`` floors matching modules in every QAT run (e.g.
+``pts_bbox_head.transformer.reference_points=8/8``): each run then trains WORK_DIR/configs/RUN.py, its config with
+the rules put before the config's own ``model.qconfig.min_bits``.
 The QAT runs of the curves (progressive, qdbev_vgd) are evaluated with the devkit at the end of every phase
 (phases.json), the others once at the end. ``--seed`` sets the runs' seed (use another --work-dir per seed, with
 ``--teacher-from FIRST_WORK_DIR/teacher`` to run it on the same teacher). ``--jobs N`` runs up to N independent
@@ -105,11 +108,36 @@ def architecture_options(teacher_config: str, reference: str = ARCH_REFERENCE) -
             if k not in base or base[k] != v]
 
 
+def floored_config(w: str, run: str, config: str, rules: List[dict]) -> str:
+    """Write ``WORK_DIR/configs/RUN.py``: ``config`` with the ``min_bits`` ``rules`` first (then the config's own
+    rules; --cfg-options cannot give a list of dicts). Rewritten on every call (its ``_base_`` is relative, so a
+    work dir moved to another machine keeps working). Returns its path."""
+    from mmengine.config import Config
+    own = [r.to_dict() for r in Config.fromfile(osp.join(ROOT, config)).model.get('qconfig', {}).get('min_bits', [])]
+    out = osp.join(w, 'configs', f'{run}.py')
+    base = osp.relpath(osp.join(ROOT, config), osp.dirname(osp.join(ROOT, out)))
+    text = (f'# written by tools/study.py --min-bits: {config} with these layers floored first\n'
+            f'_base_ = [{base!r}]\n\nmodel = dict(qconfig=dict(min_bits={list(rules) + list(own)!r}))\n')
+    os.makedirs(osp.dirname(osp.join(ROOT, out)), exist_ok=True)
+    atomic_write_bytes(text.encode(), osp.join(ROOT, out))
+    return out
+
+
+def run_config(w: str, run: str, config: str) -> str:
+    """The config run ``run`` trains: its --min-bits config when the study wrote one, else ``config``."""
+    floored = osp.join(w, 'configs', f'{run}.py')
+    return floored if osp.isfile(osp.join(ROOT, floored)) else config
+
+
 def qat_run(name: str, config: str, w: str, args, schedule: Dict, extra: List[str]) -> Step:
     """A tools/train.py step of a distiller config with the teacher, data root, seed, batch and schedule overrides,
-    then ``extra`` options (the teacher's architecture and --qat-options). (``custom_hooks.1`` is the configs'
-    ProgressiveQATHook, after WeightsOnlyCheckpointHook.)"""
+    then ``extra`` options (the teacher's architecture and --qat-options); with --min-bits rules, ``config`` with
+    them (:func:`floored_config`). (``custom_hooks.1`` is the configs' ProgressiveQATHook, after
+    WeightsOnlyCheckpointHook.)"""
     teacher_dir = osp.join(w, 'teacher')
+    rules = getattr(args, 'min_bits_rules', None)
+    if rules:
+        config = floored_config(w, name, config, rules)
     opts = [f'model.teacher_checkpoint={teacher_dir}', f'randomness.seed={args.seed}',
             f'train_dataloader.batch_size={args.qat_batch}']
     opts += data_root_options(args.data_root)
@@ -212,8 +240,9 @@ def adopt_teacher(src: str, w: str) -> str:
 
 
 def saved_config(w: str, run: str, config: str) -> str:
-    """The config file mmengine's Runner saved in run ``run``'s work dir (``config`` with the run's --cfg-options
-    merged), or ``config`` itself when the run has not started."""
+    """The config file mmengine's Runner saved in run ``run``'s work dir (the config the run trains, with its
+    --cfg-options merged), or that config itself when the run has not started."""
+    config = run_config(w, run, config)
     saved = osp.join(w, run, osp.basename(config))
     return saved if osp.isfile(saved) else config
 
@@ -251,8 +280,11 @@ def collect(w: str, seed: int, device: Optional[str] = None) -> dict:
     if device is None:
         import torch
         device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'
-    return dict(ptq=ptq_rows, methods=methods, ablation=ablation, config=QDBEV.format('w4a6'), device=device,
-                seeds=[seed], img_size=sizes[(32, 32)]['img_size'], commands=run_commands(w))
+    from mmengine.config import Config
+    floors = Config.fromfile(saved_config(w, 'qdbev_vgd', QDBEV.format('w4a6'))).model.qconfig.get('min_bits', [])
+    return dict(ptq=ptq_rows, methods=methods, ablation=ablation,
+                config=run_config(w, 'qdbev_vgd', QDBEV.format('w4a6')), min_bits=[r.to_dict() for r in floors],
+                device=device, seeds=[seed], img_size=sizes[(32, 32)]['img_size'], commands=run_commands(w))
 
 
 def run_commands(w: str) -> Dict[str, str]:
@@ -265,8 +297,11 @@ def run_commands(w: str) -> Dict[str, str]:
 def render(res: dict) -> str:
     def f(v):
         return 'n/a' if v is None else f'{v:.4f}'
-    lines = [f"# QD-BEV study ({res['config']}, {res['device']}, seed(s) {res['seeds']})", '',
-             '## PTQ (Table 1 analogue)', '', '| W/A | NDS | mAP |', '|---|---|---|']
+    lines = [f"# QD-BEV study ({res['config']}, {res['device']}, seed(s) {res['seeds']})", '']
+    if res.get('min_bits'):
+        lines += ['QAT runs floor ' + '; '.join(f"{', '.join(r['modules'])} at W{r['w_bits']}A{r['a_bits']}"
+                                                for r in res['min_bits']) + ' (model.qconfig.min_bits)', '']
+    lines += ['## PTQ (Table 1 analogue)', '', '| W/A | NDS | mAP |', '|---|---|---|']
     lines += [f"| {r['w_bits']}/{r['a_bits']} | {f(r['nds'])} | {f(r['map'])} |" for r in res['ptq']]
     lines += ['', f"## Methods (Table 2 analogue; size and TBOPS at 6 cameras, {res['img_size'][0]}x"
                   f"{res['img_size'][1]})", '', '| method | W/A | size (MiB) | TBOPS | NDS | mAP |',
@@ -305,6 +340,9 @@ def main(argv=None) -> int:
     parser.add_argument('--qat-options', nargs='+', default=[], metavar='KEY=VALUE',
                         help='more --cfg-options of every QAT run (after the teacher architecture\'s, which '
                              'the runs get by themselves), e.g. model.distill_losses.vgd.loss_weight=1000')
+    parser.add_argument('--min-bits', nargs='+', default=[], metavar='PATTERN=W/A',
+                        help='floor the matching modules of every QAT run at these widths (e.g. '
+                             'pts_bbox_head.transformer.reference_points=8/8; the runs train WORK_DIR/configs/RUN.py)')
     parser.add_argument('--teacher-from', metavar='DIR',
                         help="another study's finished teacher dir (e.g. work_dirs/study/teacher) to run this "
                              'work dir on, e.g. a second seed')
@@ -321,6 +359,8 @@ def main(argv=None) -> int:
         write_results(args.work_dir, args.seed, args.device_name)
         return 0
     try:
+        from projects.qdbev.ptq import parse_min_bits_rule
+        args.min_bits_rules = [parse_min_bits_rule(r) for r in args.min_bits]
         all_steps = steps(args)
         if args.teacher_from:
             print(f'[study] teacher {adopt_teacher(args.teacher_from, args.work_dir)} from {args.teacher_from}',

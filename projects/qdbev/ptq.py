@@ -15,7 +15,8 @@ from torch import nn
 from qdbev.quant import (bias_correct, calibration, check_bits, cross_layer_equalize, per_channel_fallback,
                          quantize_model, relu_input_mean)
 
-__all__ = ['parse_setting', 'setting_qconfig', 'quantize_for_ptq', 'calibration_batches', 'calibrate_test_mode',
+__all__ = ['parse_setting', 'parse_min_bits_rule', 'setting_qconfig', 'quantize_for_ptq', 'calibration_batches',
+           'calibrate_test_mode',
            'resnet_dfq_pairs', 'quantize_dfq', 'write_results']
 
 _PLAIN_CONVS = ('torch.nn.modules.conv.Conv2d', 'mmcv.cnn.bricks.wrappers.Conv2d')
@@ -28,6 +29,17 @@ def parse_setting(text: str) -> Tuple[int, int]:
         raise ValueError(f'--bits: {text!r} is not W/A (e.g. 4/6; 32/32 = float)')
     w, a = int(parts[0]), int(parts[1])
     return check_bits(w, f'--bits {text} weight'), check_bits(a, f'--bits {text} activation')
+
+
+def parse_min_bits_rule(text: str) -> dict:
+    """``'PATTERN=W/A'`` (a ``--min-bits`` argument) -> a qconfig ``min_bits`` rule
+    ``dict(modules=[PATTERN], w_bits=W, a_bits=A)``: modules matching PATTERN are never narrower than W/A."""
+    pattern, sep, setting = str(text).rpartition('=')
+    if not sep or not pattern:
+        raise ValueError(f'--min-bits {text!r}: expected PATTERN=W/A, e.g. '
+                         f'pts_bbox_head.transformer.reference_points=8/8')
+    w_bits, a_bits = parse_setting(setting)
+    return dict(modules=[pattern], w_bits=w_bits, a_bits=a_bits)
 
 
 def setting_qconfig(base: dict, w_bits: int, a_bits: int, observer: str) -> dict:

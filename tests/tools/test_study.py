@@ -21,10 +21,10 @@ def run_config(step):
     return cfg
 
 
-def parsed_steps():
-    ns = argparse.Namespace(work_dir='w', data_root='/d/study', train_scenes=60, val_scenes=8, scale=0.25, workers=2,
-                            teacher_config=study.TEACHER_CONFIG, teacher_iters=123, qat_iters=7, distill_iters=11,
-                            qat_batch=4, seed=3, jobs=1)
+def parsed_steps(work_dir='w', **more):
+    ns = argparse.Namespace(work_dir=work_dir, data_root='/d/study', train_scenes=60, val_scenes=8, scale=0.25,
+                            workers=2, teacher_config=study.TEACHER_CONFIG, teacher_iters=123, qat_iters=7,
+                            distill_iters=11, qat_batch=4, seed=3, jobs=1, **more)
     return {s.name: s for s in study.steps(ns)}
 
 
@@ -57,6 +57,28 @@ def test_runs_train_the_intended_schedules():
     w4a4 = run_config(steps['w4a4'])
     assert w4a4.model.qconfig.a_bits == 4 and w4a4.model.qconfig.min_bits[0]['w_bits'] == 8
     assert list(build_schedule(w4a4.qat_schedule))[-1].bits['decoder'] == (4, 4)
+
+
+def test_min_bits_floors_every_qat_run_before_its_configs_own_floors(tmp_path):
+    """--min-bits: each QAT run trains WORK_DIR/configs/RUN.py (its config with the rules first; the W4A4 config
+    keeps its own floors after them) and the results name the floors; the teacher is untouched."""
+    from projects.qdbev.ptq import parse_min_bits_rule
+    rule = parse_min_bits_rule('pts_bbox_head.transformer.reference_points=8/8')
+    steps = parsed_steps(str(tmp_path), min_bits_rules=[rule])
+    plain = parsed_steps()
+    for name in ['direct', 'progressive', 'w4a4'] + [f'qdbev_{m}' for m in study.ABLATION_MODES]:
+        assert steps[name].argv[2] == str(tmp_path / 'configs' / f'{name}.py')
+        cfg, own = run_config(steps[name]), run_config(plain[name])
+        assert [r.to_dict() for r in cfg.model.qconfig.min_bits] == [rule] + list(own.model.qconfig.get('min_bits', []))
+        assert cfg.qat_schedule == own.qat_schedule and cfg.model.teacher_checkpoint == f'{tmp_path}/teacher'
+    assert len(run_config(plain['w4a4']).model.qconfig.min_bits) >= 1  # so the W4A4 line above checks an append
+    assert steps['teacher'].argv[2] == study.TEACHER_CONFIG
+    assert study.saved_config(str(tmp_path), 'qdbev_vgd', study.QDBEV.format('w4a6')) == steps['qdbev_vgd'].argv[2]
+    text = study.render(dict(config='c', device='d', seeds=[0], ptq=[], methods=[], ablation=[], img_size=(1, 1),
+                             min_bits=[rule]))
+    assert 'QAT runs floor pts_bbox_head.transformer.reference_points at W8A8' in text
+    with pytest.raises(SystemExit):
+        study.main(['--work-dir', str(tmp_path), '--min-bits', 'reference_points=8'])
 
 
 def test_the_qat_runs_get_the_teachers_architecture():
