@@ -109,9 +109,10 @@ def test_w4a4_config_counts_the_floored_layers_at_8_bits():
     assert others and all((row['w_bits'], row['a_bits']) == (4, 4) for row in others)
 
 
-def test_ref8_config_floors_only_the_reference_point_projection():
-    res = model_size.main([osp.join(ROOT, 'configs/qdbev/qdbev_nano_synth_w4a6_ref8.py'), '--w-bits', '4',
-                           '--a-bits', '6', '--img-size', *map(str, HW)])
+@pytest.mark.parametrize('config', ['qdbev_nano_synth_w4a6_ref8.py', 'qdbev_tiny_w4a6_ref8.py'])
+def test_ref8_config_floors_only_the_reference_point_projection(config):
+    res = model_size.main([osp.join(ROOT, 'configs/qdbev', config), '--w-bits', '4', '--a-bits', '6', '--img-size',
+                           *map(str, HW)])
     layers = {row['name']: row for row in res['layers']}
     assert (layers['pts_bbox_head.transformer.reference_points']['w_bits'],
             layers['pts_bbox_head.transformer.reference_points']['a_bits']) == (8, 8)
