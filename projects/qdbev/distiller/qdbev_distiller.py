@@ -86,6 +86,10 @@ class QDBEVDistiller(BaseModel):
             that dtype (tensor cores; the camera projection stays float32, see ``BEVFormerEncoder.camera_points``),
             and its recorded features are cast back to float32 before the distill terms; None (default): float32.
             The teacher's weights stay float32. Its targets then carry bf16's ~3 significant digits.
+        teacher_compile: compile the frozen teacher's image backbone with ``torch.compile`` (in place,
+            ``nn.Module.compile``: state-dict keys and checkpoints are unchanged; its first call compiles, one graph
+            per image-chunk shape). The teacher's forward is the floor of a QAT+VGD step's cost over an FP step
+            (issue 9, ``docs/benchmarks.md``); the student is left eager (its quantizers observe and learn).
         data_preprocessor: runs once for both detectors; None takes ``architecture['data_preprocessor']``.
     """
 
@@ -95,7 +99,7 @@ class QDBEVDistiller(BaseModel):
                  img_levels: Optional[Sequence[int]] = None, teacher_replay: Sequence[str] = ('grid_mask',),
                  bev_geometry: Optional[dict] = None, log_teacher_losses: bool = False,
                  teacher_img_chunk: Optional[int] = 6, teacher_autocast: Optional[str] = None,
-                 data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None) -> None:
+                 teacher_compile: bool = False, data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None) -> None:
         if not isinstance(architecture, dict) or 'type' not in architecture:
             raise ValueError(f'model.architecture must be the detector config dict (with a type), got '
                              f'{type(architecture).__name__}; e.g. architecture={{{{_base_.model}}}}')
@@ -131,6 +135,10 @@ class QDBEVDistiller(BaseModel):
             raise ValueError(f'model.teacher_autocast must be one of {sorted(k for k in AUTOCAST_DTYPES if k)} or '
                              f'None, got {teacher_autocast!r}')
         self.teacher_autocast = teacher_autocast
+        if not isinstance(teacher_compile, bool):
+            raise ValueError(f'model.teacher_compile must be True or False, got {teacher_compile!r}')
+        if teacher_compile:
+            self.teacher.img_backbone.compile(dynamic=False)
         self.set_distill_mode(distill_mode)
 
     # ------------------------------------------------------------------ configuration

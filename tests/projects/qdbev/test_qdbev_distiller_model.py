@@ -208,6 +208,29 @@ def test_teacher_autocast_runs_the_teacher_in_bf16_and_hands_float_targets(arch,
         build_distiller(arch, None, teacher_autocast='int8')
 
 
+def test_teacher_compile_gives_the_eager_teachers_terms_and_keeps_the_state_dict(arch, teacher_ckpt):
+    """``teacher_compile=True`` compiles the teacher's image backbone in place: the distillation terms are the eager
+    teacher's (inductor may reorder float sums), the state-dict keys are unchanged, the student stays eager."""
+    torch.manual_seed(5)
+    raw = raw_batch(0, batch=1, queue=2)
+    terms, keys = {}, {}
+    for compiled in (False, True):
+        model = build_distiller(arch, teacher_ckpt, qconfig=W4A6, distill_mode='img+bev+vgd', distill_losses=LOSSES,
+                                teacher_compile=compiled)
+        model.calibrate_student([raw])
+        model.eval()
+        losses = model(**model.data_preprocessor(raw, True), mode='loss')
+        terms[compiled] = {k: v for k, v in losses.items() if k.startswith('loss_distill_')}
+        keys[compiled] = list(model.state_dict())
+        assert (model.teacher.img_backbone._compiled_call_impl is not None) == compiled
+        assert model.student.img_backbone._compiled_call_impl is None
+    assert keys[True] == keys[False] and terms[True].keys() == terms[False].keys()
+    for key in terms[False]:
+        assert torch.allclose(terms[False][key], terms[True][key], rtol=1e-4, atol=1e-6), key
+    with pytest.raises(ValueError, match='model.teacher_compile must be True or False'):
+        build_distiller(arch, None, teacher_compile='yes')
+
+
 def test_mode_none_skips_the_teacher_and_modes_switch_at_run_time(arch, teacher_ckpt):
     model = build_distiller(arch, teacher_ckpt, qconfig=W4A6)
     assert model.distill_mode == 'none'
