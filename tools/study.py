@@ -110,17 +110,27 @@ def architecture_options(teacher_config: str, reference: str = ARCH_REFERENCE) -
 
 def floored_config(w: str, run: str, config: str, rules: List[dict]) -> str:
     """Write ``WORK_DIR/configs/RUN.py``: ``config`` with the ``min_bits`` ``rules`` first (then the config's own
-    rules; --cfg-options cannot give a list of dicts). Rewritten on every call (its ``_base_`` is relative, so a
-    work dir moved to another machine keeps working). Returns its path."""
+    rules; --cfg-options cannot give a list of dicts). Its ``_base_`` is relative, so a work dir moved to another
+    machine keeps working. Other rules than those of a run that has started are refused. Returns its path."""
     from mmengine.config import Config
     own = [r.to_dict() for r in Config.fromfile(osp.join(ROOT, config)).model.get('qconfig', {}).get('min_bits', [])]
     out = osp.join(w, 'configs', f'{run}.py')
     base = osp.relpath(osp.join(ROOT, config), osp.dirname(osp.join(ROOT, out)))
     text = (f'# written by tools/study.py --min-bits: {config} with these layers floored first\n'
             f'_base_ = [{base!r}]\n\nmodel = dict(qconfig=dict(min_bits={list(rules) + list(own)!r}))\n')
+    if osp.isdir(osp.join(ROOT, w, run)) and run_config(w, run, config) != out:
+        raise ValueError(f'study: run {osp.join(w, run)} started without --min-bits; use another --work-dir')
+    if osp.isdir(osp.join(ROOT, w, run)) and _read(osp.join(ROOT, out)) != text:
+        raise ValueError(f'study: run {osp.join(w, run)} started with other --min-bits rules ({out}); pass the same '
+                         f'rules or use another --work-dir')
     os.makedirs(osp.dirname(osp.join(ROOT, out)), exist_ok=True)
     atomic_write_bytes(text.encode(), osp.join(ROOT, out))
     return out
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
 
 
 def run_config(w: str, run: str, config: str) -> str:
@@ -138,6 +148,9 @@ def qat_run(name: str, config: str, w: str, args, schedule: Dict, extra: List[st
     rules = getattr(args, 'min_bits_rules', None)
     if rules:
         config = floored_config(w, name, config, rules)
+    elif run_config(w, name, config) != config and osp.isdir(osp.join(ROOT, w, name)):
+        raise ValueError(f'study: run {osp.join(w, name)} started with --min-bits ({run_config(w, name, config)}); '
+                         f'pass the same rules or use another --work-dir')
     opts = [f'model.teacher_checkpoint={teacher_dir}', f'randomness.seed={args.seed}',
             f'train_dataloader.batch_size={args.qat_batch}']
     opts += data_root_options(args.data_root)

@@ -16,8 +16,7 @@ from qdbev.quant import (bias_correct, calibration, check_bits, cross_layer_equa
                          quantize_model, relu_input_mean)
 
 __all__ = ['parse_setting', 'parse_min_bits_rule', 'setting_qconfig', 'quantize_for_ptq', 'calibration_batches',
-           'calibrate_test_mode',
-           'resnet_dfq_pairs', 'quantize_dfq', 'write_results']
+           'calibrate_test_mode', 'resnet_dfq_pairs', 'quantize_dfq', 'write_results']
 
 _PLAIN_CONVS = ('torch.nn.modules.conv.Conv2d', 'mmcv.cnn.bricks.wrappers.Conv2d')
 

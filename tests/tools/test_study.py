@@ -79,6 +79,18 @@ def test_min_bits_floors_every_qat_run_before_its_configs_own_floors(tmp_path):
     assert 'QAT runs floor pts_bbox_head.transformer.reference_points at W8A8' in text
     with pytest.raises(SystemExit):
         study.main(['--work-dir', str(tmp_path), '--min-bits', 'reference_points=8'])
+    # once a run has started, its floors cannot change under it (nor vanish)
+    (tmp_path / 'qdbev_vgd').mkdir()
+    assert parsed_steps(str(tmp_path), min_bits_rules=[rule])['qdbev_vgd'].argv[2].endswith('qdbev_vgd.py')
+    other = parse_min_bits_rule('pts_bbox_head.transformer.reference_points=8/6')
+    with pytest.raises(ValueError, match='started with other --min-bits rules'):
+        parsed_steps(str(tmp_path), min_bits_rules=[other])
+    with pytest.raises(ValueError, match='started with --min-bits'):
+        parsed_steps(str(tmp_path))
+    (tmp_path / 'plain').mkdir()
+    (tmp_path / 'plain' / 'direct').mkdir(parents=True)
+    with pytest.raises(ValueError, match='started without --min-bits'):
+        parsed_steps(str(tmp_path / 'plain'), min_bits_rules=[rule])
 
 
 def test_the_qat_runs_get_the_teachers_architecture():

@@ -99,7 +99,8 @@ class QDBEVDistiller(BaseModel):
                  img_levels: Optional[Sequence[int]] = None, teacher_replay: Sequence[str] = ('grid_mask',),
                  bev_geometry: Optional[dict] = None, log_teacher_losses: bool = False,
                  teacher_img_chunk: Optional[int] = 6, teacher_autocast: Optional[str] = None,
-                 teacher_compile: bool = False, data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None) -> None:
+                 teacher_compile: bool = False, data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
         if not isinstance(architecture, dict) or 'type' not in architecture:
             raise ValueError(f'model.architecture must be the detector config dict (with a type), got '
                              f'{type(architecture).__name__}; e.g. architecture={{{{_base_.model}}}}')
