@@ -7,6 +7,15 @@ import torch
 from qdbev_distiller_helpers import model_cfg
 
 
+@pytest.fixture(autouse=True)
+def mmdet3d_scope():
+    """Every test builds from mmdet3d's registries, whichever default scope an earlier test's Runner left behind
+    (the session-scoped ``arch`` sets it only once, for whichever test uses it first)."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmdet3d'):
+        yield
+
+
 @pytest.fixture(scope='session')
 def arch() -> dict:
     from mmengine.registry import init_default_scope
