@@ -109,28 +109,37 @@ def architecture_options(teacher_config: str, reference: str = ARCH_REFERENCE) -
 
 
 def floored_config(w: str, run: str, config: str, rules: List[dict]) -> str:
-    """Write ``WORK_DIR/configs/RUN.py``: ``config`` with the ``min_bits`` ``rules`` first (then the config's own
-    rules; --cfg-options cannot give a list of dicts). Its ``_base_`` is relative, so a work dir moved to another
-    machine keeps working. Other rules than those of a run that has started are refused. Returns its path."""
+    """The config run ``run`` trains: with ``min_bits`` ``rules``, ``WORK_DIR/configs/RUN.py`` (written here):
+    ``config`` with the rules first, then the config's own (--cfg-options cannot give a list of dicts; its
+    ``_base_`` is relative, so a work dir moved to another machine keeps working); without rules, ``config`` (a
+    file left by an earlier --min-bits invocation whose run never started is removed). A run that has started
+    keeps its floors: other rules, or none, are refused."""
     from mmengine.config import Config
-    own = [r.to_dict() for r in Config.fromfile(osp.join(ROOT, config)).model.get('qconfig', {}).get('min_bits', [])]
     out = osp.join(w, 'configs', f'{run}.py')
-    base = osp.relpath(osp.join(ROOT, config), osp.dirname(osp.join(ROOT, out)))
-    text = (f'# written by tools/study.py --min-bits: {config} with these layers floored first\n'
-            f'_base_ = [{base!r}]\n\nmodel = dict(qconfig=dict(min_bits={list(rules) + list(own)!r}))\n')
-    if osp.isdir(osp.join(ROOT, w, run)) and run_config(w, run, config) != out:
-        raise ValueError(f'study: run {osp.join(w, run)} started without --min-bits; use another --work-dir')
-    if osp.isdir(osp.join(ROOT, w, run)) and _read(osp.join(ROOT, out)) != text:
-        raise ValueError(f'study: run {osp.join(w, run)} started with other --min-bits rules ({out}); pass the same '
-                         f'rules or use another --work-dir')
-    os.makedirs(osp.dirname(osp.join(ROOT, out)), exist_ok=True)
-    atomic_write_bytes(text.encode(), osp.join(ROOT, out))
+    path = osp.join(ROOT, out)
+    text = None
+    if rules:
+        qconfig = Config.fromfile(osp.join(ROOT, config)).model.get('qconfig', {})
+        own = [r.to_dict() for r in qconfig.get('min_bits', [])]
+        base = osp.relpath(osp.join(ROOT, config), osp.dirname(path))
+        text = (f'# written by tools/study.py --min-bits: {config} with these layers floored first\n'
+                f'_base_ = [{base!r}]\n\nmodel = dict(qconfig=dict(min_bits={list(rules) + list(own)!r}))\n')
+    written = None
+    if osp.isfile(path):
+        with open(path) as f:
+            written = f.read()
+    if written != text and osp.isdir(osp.join(ROOT, w, run)):
+        started = ('without --min-bits' if written is None else
+                   'with --min-bits' if text is None else 'with other --min-bits rules')
+        raise ValueError(f'study: run {osp.join(w, run)} started {started} ({out}); pass the same rules or use '
+                         f'another --work-dir')
+    if text is None:
+        if written is not None:
+            os.remove(path)
+        return config
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    atomic_write_bytes(text.encode(), path)
     return out
-
-
-def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read()
 
 
 def run_config(w: str, run: str, config: str) -> str:
@@ -142,15 +151,10 @@ def run_config(w: str, run: str, config: str) -> str:
 def qat_run(name: str, config: str, w: str, args, schedule: Dict, extra: List[str]) -> Step:
     """A tools/train.py step of a distiller config with the teacher, data root, seed, batch and schedule overrides,
     then ``extra`` options (the teacher's architecture and --qat-options); with --min-bits rules, ``config`` with
-    them (:func:`floored_config`). (``custom_hooks.1`` is the configs' ProgressiveQATHook, after
+    them first (:func:`floored_config`). (``custom_hooks.1`` is the configs' ProgressiveQATHook, after
     WeightsOnlyCheckpointHook.)"""
     teacher_dir = osp.join(w, 'teacher')
-    rules = getattr(args, 'min_bits_rules', None)
-    if rules:
-        config = floored_config(w, name, config, rules)
-    elif run_config(w, name, config) != config and osp.isdir(osp.join(ROOT, w, name)):
-        raise ValueError(f'study: run {osp.join(w, name)} started with --min-bits ({run_config(w, name, config)}); '
-                         f'pass the same rules or use another --work-dir')
+    config = floored_config(w, name, config, getattr(args, 'min_bits_rules', None) or [])
     opts = [f'model.teacher_checkpoint={teacher_dir}', f'randomness.seed={args.seed}',
             f'train_dataloader.batch_size={args.qat_batch}']
     opts += data_root_options(args.data_root)
@@ -279,7 +283,8 @@ def collect(w: str, seed: int, device: Optional[str] = None) -> dict:
             methods.append(dict(name=name, w_bits=bits[0], a_bits=bits[1], nds=ev['nds'], map=ev['map']))
     # every row is the w4a6 config's architecture at its widths, except W4A4, whose config floors some layers at 8;
     # measured on the configs the runs saved (with the teacher's architecture options applied)
-    sizes = measure_sizes(saved_config(w, 'qdbev_vgd', QDBEV.format('w4a6')),
+    vgd_config = saved_config(w, 'qdbev_vgd', QDBEV.format('w4a6'))
+    sizes = measure_sizes(vgd_config,
                           sorted({(m['w_bits'], m['a_bits']) for m in methods if m['name'] != 'qdbev_w4a4'}), 6)
     w4a4 = measure_sizes(saved_config(w, 'w4a4', QDBEV.format('w4a4')), [(4, 4)], 6)[(4, 4)]
     for m in methods:
@@ -294,7 +299,7 @@ def collect(w: str, seed: int, device: Optional[str] = None) -> dict:
         import torch
         device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'
     from mmengine.config import Config
-    floors = Config.fromfile(saved_config(w, 'qdbev_vgd', QDBEV.format('w4a6'))).model.qconfig.get('min_bits', [])
+    floors = Config.fromfile(vgd_config).model.qconfig.get('min_bits', [])
     return dict(ptq=ptq_rows, methods=methods, ablation=ablation,
                 config=run_config(w, 'qdbev_vgd', QDBEV.format('w4a6')), min_bits=[r.to_dict() for r in floors],
                 device=device, seeds=[seed], img_size=sizes[(32, 32)]['img_size'], commands=run_commands(w))

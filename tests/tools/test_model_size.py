@@ -97,25 +97,26 @@ def test_paper_convention_counts_every_parameter_at_w_bits(runs):
     assert '126.80 MB' in lines[0] and '62.331 TBOPS' in lines[0]  # the paper's own FP32 tiny figures
 
 
-def test_w4a4_config_counts_the_floored_layers_at_8_bits():
-    res = model_size.main([osp.join(ROOT, 'configs/qdbev/qdbev_nano_synth_w4a4.py'), '--w-bits', '4', '--a-bits', '4',
+def _floored_layers(config: str, w_bits: int, a_bits: int, floored) -> list:
+    """tools/model_size.py's layers of ``configs/qdbev/CONFIG`` at W/A: those ``floored(name)`` selects are at W8A8
+    (there are some), every other quantized layer at W/A (there are some). Returns the floored layers' names."""
+    res = model_size.main([osp.join(ROOT, 'configs/qdbev', config), '--w-bits', str(w_bits), '--a-bits', str(a_bits),
                            '--img-size', *map(str, HW)])
     layers = {row['name']: row for row in res['layers']}
-    floored = [n for n in layers if n == 'img_backbone.conv1' or n.startswith(('pts_bbox_head.cls_branches',
-                                                                               'pts_bbox_head.reg_branches'))]
+    names = [n for n in layers if floored(n)]
+    assert names and all((layers[n]['w_bits'], layers[n]['a_bits']) == (8, 8) for n in names)
+    others = [row for n, row in layers.items() if n not in names and row['w_bits'] != 32]
+    assert others and all((row['w_bits'], row['a_bits']) == (w_bits, a_bits) for row in others)
+    return names
+
+
+def test_w4a4_config_counts_the_floored_layers_at_8_bits():
+    floored = _floored_layers('qdbev_nano_synth_w4a4.py', 4, 4, lambda n: n == 'img_backbone.conv1' or n.startswith(
+        ('pts_bbox_head.cls_branches', 'pts_bbox_head.reg_branches')))
     assert 'img_backbone.conv1' in floored and len(floored) >= 4
-    assert all((layers[n]['w_bits'], layers[n]['a_bits']) == (8, 8) for n in floored)
-    others = [row for n, row in layers.items() if n not in floored and row['w_bits'] != 32]
-    assert others and all((row['w_bits'], row['a_bits']) == (4, 4) for row in others)
 
 
 @pytest.mark.parametrize('config', ['qdbev_nano_synth_w4a6_ref8.py', 'qdbev_tiny_w4a6_ref8.py'])
 def test_ref8_config_floors_only_the_reference_point_projection(config):
-    res = model_size.main([osp.join(ROOT, 'configs/qdbev', config), '--w-bits', '4', '--a-bits', '6', '--img-size',
-                           *map(str, HW)])
-    layers = {row['name']: row for row in res['layers']}
-    assert (layers['pts_bbox_head.transformer.reference_points']['w_bits'],
-            layers['pts_bbox_head.transformer.reference_points']['a_bits']) == (8, 8)
-    others = [row for n, row in layers.items() if n != 'pts_bbox_head.transformer.reference_points'
-              and row['w_bits'] != 32]
-    assert others and all((row['w_bits'], row['a_bits']) == (4, 6) for row in others)
+    ref = 'pts_bbox_head.transformer.reference_points'
+    assert _floored_layers(config, 4, 6, lambda n: n == ref) == [ref]

@@ -187,7 +187,6 @@ def test_keep_fp_group_matching_nothing_is_refused(ptq_run, tmp_path):
     assert "--keep-fp-groups 'pts_bbox_head.no_such_branch' matches no module" in proc.stderr.strip().splitlines()[-1]
 
 
-
 def test_every_row_calibrates_on_the_same_batches(ptq_run, tmp_path):
     """The train pipeline draws random photometric distortions: without re-seeding, each row would calibrate on
     differently augmented batches, and the rows (e.g. the --keep-fp-groups sensitivity rows) would differ by

@@ -87,6 +87,11 @@ def test_min_bits_floors_every_qat_run_before_its_configs_own_floors(tmp_path):
         parsed_steps(str(tmp_path), min_bits_rules=[other])
     with pytest.raises(ValueError, match='started with --min-bits'):
         parsed_steps(str(tmp_path))
+    # floors written for runs that never started do not outlive an invocation without --min-bits
+    parsed_steps(str(tmp_path / 'unstarted'), min_bits_rules=[rule])
+    assert (tmp_path / 'unstarted' / 'configs' / 'direct.py').is_file()
+    assert parsed_steps(str(tmp_path / 'unstarted'))['direct'].argv[2] == plain['direct'].argv[2]
+    assert not (tmp_path / 'unstarted' / 'configs' / 'direct.py').exists()
     (tmp_path / 'plain').mkdir()
     (tmp_path / 'plain' / 'direct').mkdir(parents=True)
     with pytest.raises(ValueError, match='started without --min-bits'):
