@@ -215,14 +215,31 @@ def steps(args) -> List[Step]:
 
 
 def last_eval(work_dir: str) -> Optional[dict]:
-    """The last devkit evaluation of a QAT run (its phases.json), or None when the run is missing."""
+    """The last devkit evaluation of a finished QAT run (its phases.json), or None when the run is missing or has
+    not finished: without its ``done`` marker (a run cut by a time limit) the last evaluation is an earlier phase's,
+    not the method's (see :func:`unfinished_run`)."""
+    if not osp.isfile(osp.join(work_dir, 'done')):
+        return None
+    evals = _evals(work_dir)
+    return evals[-1] if evals else None
+
+
+def unfinished_run(work_dir: str) -> Optional[str]:
+    """``'phase NAME, iteration N'`` of a QAT run that has started but not finished (its last evaluation; ``'no
+    evaluation yet'`` before the first), or None for a finished or never started run."""
+    if osp.isfile(osp.join(work_dir, 'done')) or not osp.isdir(work_dir):
+        return None
+    evals = _evals(work_dir)
+    return f"phase {evals[-1]['name']}, iteration {evals[-1]['iter']}" if evals else 'no evaluation yet'
+
+
+def _evals(work_dir: str) -> List[dict]:
     from tools.summarize_quickstart import phase_metrics
     path = osp.join(work_dir, 'phases.json')
     if not osp.isfile(path):
-        return None
+        return []
     with open(path) as f:
-        evals = phase_metrics(json.load(f))
-    return evals[-1] if evals else None
+        return phase_metrics(json.load(f))
 
 
 def adopt_teacher(src: str, w: str) -> str:
@@ -265,8 +282,9 @@ def saved_config(w: str, run: str, config: str) -> str:
 
 
 def collect(w: str, seed: int, device: Optional[str] = None) -> dict:
-    """``results.json`` content from the runs under ``w`` (rows of missing runs are left out); ``device`` names the
-    GPU the runs ran on (default: this machine's)."""
+    """``results.json`` content from the runs under ``w`` (rows of missing or unfinished runs are left out; the
+    unfinished ones are listed under ``unfinished``); ``device`` names the GPU the runs ran on (default: this
+    machine's)."""
     from tools.summarize_quickstart import measure_sizes, read_json
     ptq = read_json(osp.join(w, 'ptq', 'ptq_results.json'), 'the PTQ sweep')
     ptq_rows = [dict(w_bits=r['w_bits'], a_bits=r['a_bits'], nds=r['nds'], map=r['map'], observer=r.get('observer'))
@@ -276,8 +294,11 @@ def collect(w: str, seed: int, device: Optional[str] = None) -> dict:
     methods = [dict(name='fp_teacher', w_bits=32, a_bits=32, nds=fp['nds'], map=fp['map'])]
     if dfq is not None:
         methods.append(dict(name='dfq_w8a8', w_bits=8, a_bits=8, nds=dfq['nds'], map=dfq['map']))
-    for name, run, bits in (('direct_qat_w4a6', 'direct', (4, 6)), ('progressive_qat_w4a6', 'progressive', (4, 6)),
-                            ('qdbev_w4a6', 'qdbev_vgd', (4, 6)), ('qdbev_w4a4', 'w4a4', (4, 4))):
+    runs = (('direct_qat_w4a6', 'direct', (4, 6)), ('progressive_qat_w4a6', 'progressive', (4, 6)),
+            ('qdbev_w4a6', 'qdbev_vgd', (4, 6)), ('qdbev_w4a4', 'w4a4', (4, 4)))
+    unfinished = {run: u for run in [r for _, r, _ in runs] + [f'qdbev_{m}' for m in ABLATION_MODES if m != 'vgd']
+                  if (u := unfinished_run(osp.join(w, run))) is not None}
+    for name, run, bits in runs:
         ev = last_eval(osp.join(w, run))
         if ev is not None:
             methods.append(dict(name=name, w_bits=bits[0], a_bits=bits[1], nds=ev['nds'], map=ev['map']))
@@ -302,7 +323,8 @@ def collect(w: str, seed: int, device: Optional[str] = None) -> dict:
     floors = Config.fromfile(vgd_config).model.qconfig.get('min_bits', [])
     return dict(ptq=ptq_rows, methods=methods, ablation=ablation,
                 config=run_config(w, 'qdbev_vgd', QDBEV.format('w4a6')), min_bits=[r.to_dict() for r in floors],
-                device=device, seeds=[seed], img_size=sizes[(32, 32)]['img_size'], commands=run_commands(w))
+                device=device, seeds=[seed], img_size=sizes[(32, 32)]['img_size'], commands=run_commands(w),
+                unfinished=unfinished)
 
 
 def run_commands(w: str) -> Dict[str, str]:
@@ -328,6 +350,9 @@ def render(res: dict) -> str:
               f"{f(m['map'])} |" for m in res['methods']]
     lines += ['', '## Distillation ablation at W4A6', '', '| mode | NDS | mAP |', '|---|---|---|']
     lines += [f"| {a['mode']} | {f(a['nds'])} | {f(a['map'])} |" for a in res['ablation']]
+    if res.get('unfinished'):
+        lines += ['', 'Started but not finished (left out of the tables; resume with the same tools/study.py command): '
+                  + '; '.join(f'{run} (last evaluation: {at})' for run, at in res['unfinished'].items())]
     if res.get('commands'):
         lines += ['', '## Commands of the runs', '']
         lines += [f'- {run}: `{cmd}`' for run, cmd in res['commands'].items()]

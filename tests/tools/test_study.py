@@ -148,6 +148,8 @@ def test_results_json_has_the_documented_keys_and_the_runs_numbers(tmp_path):
     for run, (nds, mp) in runs.items():
         (w / run).mkdir()
         (w / run / 'phases.json').write_text(json.dumps(phases(nds, mp)))
+        if run != 'qdbev_img':  # cut by a time limit: its last evaluation is not the method's result
+            (w / run / 'done').write_text('\n')
     (w / 'direct' / 'done').write_text('2026-12-01 13:40:00 tools/train.py configs/qdbev/x.py --work-dir w/direct\n')
     res = study.write_results(str(w), 3, device='NVIDIA H200')  # written off the GPU machine: named, not detected
     assert set(res) >= {'ptq', 'methods', 'ablation', 'config', 'device', 'seeds'} and res['seeds'] == [3]
@@ -164,8 +166,24 @@ def test_results_json_has_the_documented_keys_and_the_runs_numbers(tmp_path):
     assert methods['qdbev_w4a4']['tbops'] < methods['qdbev_w4a6']['tbops']
     assert methods['qdbev_w4a4']['size_mb'] > methods['qdbev_w4a6']['size_mb']
     assert methods['fp_teacher']['tbops'] > methods['dfq_w8a8']['tbops'] > methods['qdbev_w4a6']['tbops']
-    assert [a['mode'] for a in res['ablation']] == ['vgd', 'none', 'img', 'bev']  # img+bev did not run
-    assert '| qdbev_w4a6 | 4/6 |' in (w / 'results.md').read_text()
+    assert [a['mode'] for a in res['ablation']] == ['vgd', 'none', 'bev']  # img unfinished, img+bev did not run
+    assert res['unfinished'] == {'qdbev_img': 'phase vgd, iteration 46'}
+    text = (w / 'results.md').read_text()
+    assert '| qdbev_w4a6 | 4/6 |' in text and 'qdbev_img (last evaluation: phase vgd, iteration 46)' in text
+
+
+def test_a_run_cut_before_its_last_phase_gives_no_method_row(tmp_path):
+    """A QD-BEV run killed during its VGD phase has evaluations up to the decoder phase: that is progressive QAT's
+    result, not QD-BEV's, so the row is left out until the run finishes."""
+    run = tmp_path / 'qdbev_vgd'
+    run.mkdir()
+    assert study.last_eval(str(run)) is None and study.unfinished_run(str(run)) == 'no evaluation yet'
+    (run / 'phases.json').write_text(json.dumps(phases(0.33, 0.30, name='w4a6_decoder')))
+    assert study.last_eval(str(run)) is None
+    assert study.unfinished_run(str(run)) == 'phase w4a6_decoder, iteration 46'
+    (run / 'done').write_text('\n')
+    assert study.last_eval(str(run))['nds'] == 0.33 and study.unfinished_run(str(run)) is None
+    assert study.unfinished_run(str(tmp_path / 'never_started')) is None
 
 
 def test_unknown_step_is_refused(capsys):
