@@ -35,3 +35,18 @@ def test_experiment_config_builds(path):
         assert (head.bev_h, head.bev_w) == (64, 64)
     if 'stride8' in name:
         assert model.img_backbone.out_indices == (1, )
+
+
+def test_tiny_study_teacher_is_the_published_tiny_with_training_time_groups():
+    """configs/study/bevformer_tiny_study_teacher.py: BEVFormer-tiny's model (ResNet-50, BEV 50x50, 900 queries) with
+    Group DETR's 11 groups for training only, on an iteration schedule at the published learning rate."""
+    init_default_scope('mmdet3d')
+    cfg = Config.fromfile(os.path.join(ROOT, 'configs/study/bevformer_tiny_study_teacher.py'))
+    tiny = Config.fromfile(os.path.join(ROOT, 'configs/bevformer/bevformer_tiny_synth.py'))
+    model = MODELS.build(cfg.model)
+    head = model.pts_bbox_head
+    assert model.img_backbone.depth == 50 and (head.bev_h, head.bev_w) == (50, 50) and head.num_query == 900
+    assert head.num_query_groups == 11 and type(head.assigner).__name__ == 'GroupHungarianAssigner'
+    assert cfg.model.img_backbone == tiny.model.img_backbone and cfg.model.img_neck == tiny.model.img_neck
+    assert cfg.train_cfg.type == 'IterBasedTrainLoop' and cfg.param_scheduler[1].end == cfg.train_cfg.max_iters
+    assert cfg.optim_wrapper.optimizer.lr == 2e-4 and cfg.train_dataloader.batch_size == 4
