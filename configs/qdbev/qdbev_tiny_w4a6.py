@@ -10,6 +10,9 @@
 # evaluations (at most 6 epochs), the VGD phase at most 12 (qdbev.schedule.qdbev_default); the VGD weight brings
 # the term to the order of the detection loss (the measured magnitudes are in configs/qdbev/_base_/distill_vgd.py).
 # qat_schedule uses only keys every schedule factory takes, so the baselines built on this file can switch factory.
+# On GPUs add --cfg-options model.teacher_compile=True: the compiled teacher backbone cut the teacher's forward
+# 208 -> 130 ms and the QAT+VGD step 697 -> 588 ms at batch 8 on an H200 (docs/benchmarks.md); off by default
+# because compiling costs start-up time and gained nothing on CPU.
 _base_ = [
     '../bevformer/bevformer_tiny.py',
     './_base_/qconfig_w4a6.py',
