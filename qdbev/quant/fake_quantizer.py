@@ -227,6 +227,15 @@ class FakeQuantizer(nn.Module):
             self._cached_out = fake_quantize(x, self.bits, scale, self.ch_axis, grad_factor=self._grad_factor(x))
         return self._cached_out
 
+    def traceable(self) -> bool:
+        """Whether :meth:`forward` can run under ``torch.compile`` now: off, float, or quantizing with a calibrated
+        (or dynamic minmax) scale. Observing and uncalibrated quantizers must run eagerly."""
+        if self.mode == 'off' or self.bits == FLOAT_BITS:
+            return True
+        if self.mode == 'observe':
+            return False
+        return isinstance(self.observer, MinMaxObserver) if self.dynamic else self._ready
+
     def _traceable_forward(self, x: Tensor) -> Tensor:
         """:meth:`forward` under ``torch.compile``: the same numbers from plain tensor ops
         (:func:`fake_quantize_reference`; torch's fused kernels have no fake-tensor support), without the dynamic
@@ -234,13 +243,13 @@ class FakeQuantizer(nn.Module):
         inductor folds into the graph). Observing and uncalibrated quantizers cannot be compiled."""
         if self.mode == 'off' or self.bits == FLOAT_BITS:
             return x
-        if self.mode == 'observe' or not (self.dynamic or self._ready):
+        if not self.traceable():
+            if self.dynamic and self.mode == 'quantize':
+                raise RuntimeError(f'FakeQuantizer: a dynamic {self.observer.registered_name} scale cannot run '
+                                   f'under torch.compile; use the minmax observer for weights')
             raise RuntimeError('FakeQuantizer: only calibrated quantizers in quantize mode run under torch.compile; '
                                'calibrate (or freeze) before compiling')
         if self.dynamic:
-            if not isinstance(self.observer, MinMaxObserver):
-                raise RuntimeError(f'FakeQuantizer: a dynamic {self.observer.registered_name} scale cannot run '
-                                   f'under torch.compile; use the minmax observer for weights')
             scale = symmetric_scale(x, self.bits, self.ch_axis)
         else:
             scale = self.scale

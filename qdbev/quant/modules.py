@@ -46,8 +46,10 @@ def _static_act_qparams(quantizer: FakeQuantizer, x: Tensor, *params: Optional[T
     must run: autograd off or nothing to differentiate (``x``, ``params``, the scale), autocast (the layer would run
     in another dtype than the recomputation), forward hooks on the quantizer (the fused path does not call it), a
     module other than a :class:`FakeQuantizer` in its place, and every state :meth:`FakeQuantizer.static_qparams`
-    refuses."""
-    if not torch.is_grad_enabled() or not _bypassable(quantizer) or _autocast_on(x):
+    refuses; and under ``torch.compile`` (the quantizer's traceable forward, which inductor fuses itself: torch's
+    fused fake-quant kernels inside these functions have no fake-tensor support)."""
+    if not torch.is_grad_enabled() or torch.compiler.is_compiling() or not _bypassable(quantizer) \
+            or _autocast_on(x):
         return None
     qp = quantizer.static_qparams(x)
     if qp is None or not (x.requires_grad or qp[0].requires_grad or any(p is not None and p.requires_grad

@@ -28,7 +28,7 @@ from mmengine.model import BaseModel
 from torch import Tensor
 
 from qdbev.distill import find_module
-from qdbev.quant import calibration, check_qconfig, quant_state, quantize_model
+from qdbev.quant import FakeQuantizer, calibration, check_qconfig, compile_quantized, quant_state, quantize_model
 
 from .distill_terms import DistillTerms
 from .feature_records import FeatureRecords, resolve_source
@@ -89,7 +89,12 @@ class QDBEVDistiller(BaseModel):
         teacher_compile: compile the frozen teacher's image backbone with ``torch.compile`` (in place,
             ``nn.Module.compile``: state-dict keys and checkpoints are unchanged; its first call compiles, one graph
             per image-chunk shape). The teacher's forward is the floor of a QAT+VGD step's cost over an FP step
-            (issue 9, ``docs/benchmarks.md``); the student is left eager (its quantizers observe and learn).
+            (issue 9, ``docs/benchmarks.md``).
+        student_compile: compile the fake-quantized student's image backbone and neck for training
+            (:func:`qdbev.quant.compile_quantized`: compiled while their quantizers are calibrated, eager while they
+            observe, so calibration at every phase switch still works; in place, checkpoints unchanged). True uses
+            ``torch.compile``'s defaults; a dict gives its arguments (e.g. ``dict(backend='aot_eager')``). Needs
+            ``qconfig``.
         data_preprocessor: runs once for both detectors; None takes ``architecture['data_preprocessor']``.
     """
 
@@ -99,7 +104,8 @@ class QDBEVDistiller(BaseModel):
                  img_levels: Optional[Sequence[int]] = None, teacher_replay: Sequence[str] = ('grid_mask',),
                  bev_geometry: Optional[dict] = None, log_teacher_losses: bool = False,
                  teacher_img_chunk: Optional[int] = 6, teacher_autocast: Optional[str] = None,
-                 teacher_compile: bool = False, data_preprocessor: Optional[dict] = None,
+                 teacher_compile: bool = False, student_compile: Union[bool, dict] = False,
+                 data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         if not isinstance(architecture, dict) or 'type' not in architecture:
             raise ValueError(f'model.architecture must be the detector config dict (with a type), got '
@@ -140,9 +146,25 @@ class QDBEVDistiller(BaseModel):
             raise ValueError(f'model.teacher_compile must be True or False, got {teacher_compile!r}')
         if teacher_compile:
             self.teacher.img_backbone.compile(dynamic=False)
+        self._compile_student(student_compile)
         self.set_distill_mode(distill_mode)
 
     # ------------------------------------------------------------------ configuration
+    def _compile_student(self, option: Union[bool, dict]) -> None:
+        if option is False:
+            return
+        if not (option is True or isinstance(option, dict)):
+            raise ValueError(f'model.student_compile must be True, False or a dict of torch.compile arguments, got '
+                             f'{option!r}')
+        if self.qconfig is None:
+            raise ValueError('model.student_compile needs model.qconfig (it compiles the fake-quantized student); '
+                             'without quantization compile the model with torch.compile')
+        kwargs = dict(dynamic=False) if option is True else dict(option)
+        for name in ('img_backbone', 'img_neck'):
+            module = getattr(self.student, name, None)
+            if module is not None and any(isinstance(m, FakeQuantizer) for m in module.modules()):
+                compile_quantized(module, **kwargs)
+
     def _set_teacher_img_chunk(self, chunk: Optional[int], recorders: dict, replay: Sequence[str]) -> None:
         if chunk is None:
             return

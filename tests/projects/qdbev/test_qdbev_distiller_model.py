@@ -7,6 +7,7 @@ import torch
 
 from qdbev_distiller_helpers import BEV, W4A6, build_distiller, raw_batch
 from qdbev.distill import bev_kl, confidence_guided_loss, image_kl, logit_kd, vgd_loss, view_masks
+from qdbev.quant import CompiledWhenCalibrated
 
 ALL_TERMS = 'img+bev+vgd+head+kd'
 LOSSES = dict(img=dict(tau=2.0, loss_weight=3.0), bev=dict(tau=0.5, loss_weight=5.0),
@@ -229,6 +230,36 @@ def test_teacher_compile_gives_the_eager_teachers_terms_and_keeps_the_state_dict
         assert torch.allclose(terms[False][key], terms[True][key], rtol=1e-4, atol=1e-6), key
     with pytest.raises(ValueError, match='model.teacher_compile must be True or False'):
         build_distiller(arch, None, teacher_compile='yes')
+
+
+def test_student_compile_trains_with_the_eager_students_losses_and_gradients(arch, teacher_ckpt):
+    """``student_compile`` routes the quantized student's backbone and neck through torch.compile once calibrated:
+    calibration still runs (eagerly), and a training step gives the eager student's losses and gradients."""
+    raw = raw_batch(0, batch=1, queue=2)
+    losses, grads = {}, {}
+    for option in (False, dict(backend='aot_eager')):
+        torch.manual_seed(5)
+        model = build_distiller(arch, teacher_ckpt, qconfig=W4A6, distill_mode='vgd', distill_losses=LOSSES,
+                                student_compile=option)
+        model.calibrate_student([raw])
+        model.train()
+        out = model(**model.data_preprocessor(raw, True), mode='loss')
+        sum(v for k, v in out.items() if 'loss' in k).backward()
+        losses[bool(option)] = {k: v.detach() for k, v in out.items() if 'loss' in k}
+        grads[bool(option)] = {n: p.grad.clone() for n, p in model.student.named_parameters() if p.grad is not None}
+        routers = [m.forward for m in (model.student.img_backbone, model.student.img_neck)
+                   if isinstance(m.__dict__.get('forward'), CompiledWhenCalibrated)]
+        assert len(routers) == (2 if option else 0)
+        assert all(r.compiled_calls > 0 for r in routers)  # the calibrated step ran compiled
+    assert losses[True].keys() == losses[False].keys() and grads[True].keys() == grads[False].keys()
+    for k in losses[False]:
+        torch.testing.assert_close(losses[True][k], losses[False][k], rtol=1e-4, atol=1e-6, msg=k)
+    for k in grads[False]:
+        torch.testing.assert_close(grads[True][k], grads[False][k], rtol=1e-3, atol=1e-6, msg=k)
+    with pytest.raises(ValueError, match='model.student_compile must be True, False or a dict'):
+        build_distiller(arch, None, qconfig=W4A6, student_compile='yes')
+    with pytest.raises(ValueError, match='model.student_compile needs model.qconfig'):
+        build_distiller(arch, None, student_compile=True)
 
 
 def test_mode_none_skips_the_teacher_and_modes_switch_at_run_time(arch, teacher_ckpt):

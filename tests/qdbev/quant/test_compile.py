@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from qdbev.quant import FakeQuantizer, QuantConv2d, QuantLinear
+from qdbev.quant import FakeQuantizer, QuantConv2d, QuantLinear, compile_quantized
 
 
 def _calibrated_act(bits=6):
@@ -59,3 +59,61 @@ def test_quantizer_states_under_compile():
         observing = FakeQuantizer(4, sync=False, mode='observe')
         with pytest.raises(Exception, match='only calibrated quantizers in quantize mode'):
             torch.compile(observing, backend='aot_eager', fullgraph=True)(x)
+
+
+def _train_step(net, x):
+    net.zero_grad()
+    out = net(x)
+    out.square().sum().backward()
+    return out.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+
+def _learnable_net():
+    """_net() in training mode with LSQ-learnable activation scales (QAT's state between calibrations)."""
+    net = _net().train()
+    for m in net.modules():
+        if isinstance(m, FakeQuantizer) and not m.dynamic:
+            scale = m.scale.detach().clone()
+            m.learnable, m.scale = True, nn.Parameter(scale)
+    return net
+
+
+@pytest.mark.parametrize('backend', ['aot_eager', 'inductor'])
+def test_compile_quantized_trains_with_the_eager_numbers(backend):
+    """A QAT training step (BN in training mode, dynamic 4-bit weights, learnable activation scales) through
+    compile_quantized gives the eager step's output and every gradient, the scales' LSQ gradients included."""
+    x = torch.randn(2, 3, 12, 10) * 2
+    eager_net, compiled_net = _learnable_net(), _learnable_net()
+    compiled_net.load_state_dict(eager_net.state_dict())
+    router = compile_quantized(compiled_net, backend=backend)
+    for _ in range(2):  # the second step runs the cached graph
+        out_e, grads_e = _train_step(eager_net, x)
+        out_c, grads_c = _train_step(compiled_net, x)
+        torch.testing.assert_close(out_c, out_e, rtol=1e-5, atol=1e-5)
+        assert grads_c.keys() == grads_e.keys() and any('a_quant.scale' in k for k in grads_e)
+        for k in grads_e:
+            torch.testing.assert_close(grads_c[k], grads_e[k], rtol=1e-4, atol=1e-5, msg=k)
+    assert router.compiled_calls == 2
+    assert set(compiled_net.state_dict()) == set(eager_net.state_dict())  # checkpoints unchanged
+
+
+def test_compile_quantized_runs_eagerly_while_a_quantizer_observes():
+    net = _net().train()
+    router = compile_quantized(net, backend='aot_eager')
+    act = net[3].a_quant
+    act.set_mode('observe')
+    act.observer.reset()
+    net(torch.randn(2, 3, 12, 10))
+    assert router.compiled_calls == 0 and bool(act.observer.initialized)  # the recalibration saw the batch
+    act.freeze()
+    net(torch.randn(2, 3, 12, 10))
+    assert router.compiled_calls == 1
+
+
+def test_compile_quantized_refuses_a_float_module_and_a_second_call():
+    with pytest.raises(ValueError, match='has no FakeQuantizer; quantize it first'):
+        compile_quantized(nn.Linear(2, 2))
+    net = _net()
+    compile_quantized(net, backend='aot_eager')
+    with pytest.raises(ValueError, match='compiled already'):
+        compile_quantized(net, backend='aot_eager')

@@ -1,0 +1,51 @@
+"""``torch.compile`` for a fake-quantized module during QAT: compiled once its quantizers are calibrated, eager while
+any of them observes.
+
+QAT calibrates at every phase switch (the quantizers observe a few batches, then freeze) and trains in between. An
+observing quantizer updates Python-side statistics that cannot be traced (:meth:`FakeQuantizer.traceable`), so a
+module compiled in place (``nn.Module.compile``) would fail at the first recalibration. :func:`compile_quantized`
+routes each call instead: to the compiled forward when every quantizer inside is traceable, to the eager forward
+otherwise. Under compilation the quantized layers take the quantizers' traceable forward (plain tensor ops with the
+straight-through and LSQ gradients), which inductor fuses into the neighbouring kernels; a phase switch changes the
+quantizers' bit widths, which dynamo's guards see, so each phase compiles its own graph once.
+"""
+from typing import List
+
+from torch import nn
+
+from .fake_quantizer import FakeQuantizer
+
+
+class CompiledWhenCalibrated:
+    """The ``forward`` of ``module``: compiled with ``torch.compile(**compile_kwargs)`` while all its quantizers are
+    traceable, eager otherwise. Install with :func:`compile_quantized`."""
+
+    def __init__(self, module: nn.Module, **compile_kwargs) -> None:
+        import torch
+        self.eager = module.forward
+        self.compiled = torch.compile(self.eager, **compile_kwargs)
+        self.quantizers: List[FakeQuantizer] = [m for m in module.modules() if isinstance(m, FakeQuantizer)]
+        self.compiled_calls = 0  # calls routed to the compiled forward (tests, logs)
+
+    def ready(self) -> bool:
+        return all(q.traceable() for q in self.quantizers)
+
+    def __call__(self, *args, **kwargs):
+        if self.ready():
+            self.compiled_calls += 1
+            return self.compiled(*args, **kwargs)
+        return self.eager(*args, **kwargs)
+
+
+def compile_quantized(module: nn.Module, **compile_kwargs) -> CompiledWhenCalibrated:
+    """Route ``module``'s forward through :class:`CompiledWhenCalibrated` (in place: parameters, buffers, state-dict
+    keys and hooks are unchanged). Quantize the module first: the quantizers are collected here. Returns the
+    router. ``compile_kwargs`` go to ``torch.compile`` (e.g. ``backend``, ``mode``, ``dynamic``)."""
+    if isinstance(module.__dict__.get('forward'), CompiledWhenCalibrated):
+        raise ValueError(f'compile_quantized: {type(module).__name__} is compiled already')
+    router = CompiledWhenCalibrated(module, **compile_kwargs)
+    if not router.quantizers:
+        raise ValueError(f'compile_quantized: {type(module).__name__} has no FakeQuantizer; quantize it first '
+                         f'(qdbev.quant.quantize_model) or compile it with torch.compile')
+    module.forward = router
+    return router
