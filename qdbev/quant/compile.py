@@ -11,6 +11,7 @@ quantizers' bit widths, which dynamo's guards see, so each phase compiles its ow
 """
 from typing import List
 
+import torch
 from torch import nn
 
 from .fake_quantizer import FakeQuantizer
@@ -21,7 +22,6 @@ class CompiledWhenCalibrated:
     traceable, eager otherwise. Install with :func:`compile_quantized`."""
 
     def __init__(self, module: nn.Module, **compile_kwargs) -> None:
-        import torch
         self.eager = module.forward
         self.compiled = torch.compile(self.eager, **compile_kwargs)
         self.quantizers: List[FakeQuantizer] = [m for m in module.modules() if isinstance(m, FakeQuantizer)]
