@@ -230,10 +230,12 @@ class FakeQuantizer(nn.Module):
     def traceable(self) -> bool:
         """Whether :meth:`forward` can run under ``torch.compile`` now: off, float, or quantizing with a calibrated
         (or dynamic minmax) scale. Observing and uncalibrated quantizers must run eagerly."""
-        if self.mode == 'off' or self.bits == FLOAT_BITS:
+        if self.mode == 'off':
             return True
-        if self.mode == 'observe':
+        if self.mode == 'observe':  # at 32 bits too: it gathers statistics for a later, narrower phase
             return False
+        if self.bits == FLOAT_BITS:
+            return True
         return isinstance(self.observer, MinMaxObserver) if self.dynamic else self._ready
 
     def _traceable_forward(self, x: Tensor) -> Tensor:
@@ -241,14 +243,14 @@ class FakeQuantizer(nn.Module):
         (:func:`fake_quantize_reference`; torch's fused kernels have no fake-tensor support), without the dynamic
         reuse (its weak references and data pointers break graphs: a dynamic weight scale is recomputed, which
         inductor folds into the graph). Observing and uncalibrated quantizers cannot be compiled."""
-        if self.mode == 'off' or self.bits == FLOAT_BITS:
-            return x
         if not self.traceable():
             if self.dynamic and self.mode == 'quantize':
                 raise RuntimeError(f'FakeQuantizer: a dynamic {self.observer.registered_name} scale cannot run '
                                    f'under torch.compile; use the minmax observer for weights')
             raise RuntimeError('FakeQuantizer: only calibrated quantizers in quantize mode run under torch.compile; '
                                'calibrate (or freeze) before compiling')
+        if self.mode == 'off' or self.bits == FLOAT_BITS:
+            return x
         if self.dynamic:
             scale = symmetric_scale(x, self.bits, self.ch_axis)
         else:

@@ -108,6 +108,11 @@ def test_compile_quantized_runs_eagerly_while_a_quantizer_observes():
     act.freeze()
     net(torch.randn(2, 3, 12, 10))
     assert router.compiled_calls == 1
+    act.set_bits(32)  # a float quantizer observing for a later, narrower phase: eager too
+    act.set_mode('observe')
+    act.observer.reset()
+    net(torch.randn(2, 3, 12, 10))
+    assert router.compiled_calls == 1 and bool(act.observer.initialized)
 
 
 def test_compile_quantized_refuses_a_float_module_and_a_second_call():
