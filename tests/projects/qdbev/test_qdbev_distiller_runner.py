@@ -2,13 +2,16 @@
 import copy
 import os
 
+import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 CONFIG = os.path.join(ROOT, 'configs/qdbev/qdbev_nano_synth_vgd_w4a6.py')
 
 
-def test_runner_trains_the_student_and_the_loss_falls(tmp_path, synth_set):
+@pytest.mark.parametrize('student_compile', [False, dict(backend='aot_eager')], ids=['eager', 'student_compile'])
+def test_runner_trains_the_student_and_the_loss_falls(tmp_path, synth_set, student_compile):
+    """With ``student_compile`` the calibration hook's batches run eagerly and every training step compiled."""
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
@@ -40,6 +43,7 @@ def test_runner_trains_the_student_and_the_loss_falls(tmp_path, synth_set):
         'default_hooks.checkpoint.interval': 1000,
         'randomness': dict(seed=0),
         'model.qconfig.a_observer': 'minmax',  # the percentile histograms cost 10 CPU-s here; tested in qdbev.quant
+        'model.student_compile': student_compile,
     })
     cfg.param_scheduler = None
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
@@ -54,6 +58,11 @@ def test_runner_trains_the_student_and_the_loss_falls(tmp_path, synth_set):
     assert total[-1] < 0.9 * total[0], list(total)  # (on the quick-start set: 17.6 -> 17.9 -> 15.3 -> 14.2)
     assert vgd[-1] < vgd[0], list(vgd)  # the student moves towards the teacher
     model = runner.model
+    router = model.student.img_backbone.__dict__.get('forward')  # compile_quantized's router, if any
+    if student_compile:
+        assert router.compiled_calls >= iters  # every training step ran compiled (calibration ran eagerly)
+    else:
+        assert router is None
     assert model.distill_mode == 'vgd' and not model.teacher.training
     assert all(not p.requires_grad for p in model.teacher.parameters())
     # the saved checkpoint holds both detectors and loads with the safe unpickler
