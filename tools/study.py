@@ -28,7 +28,9 @@ Steps (tools/quickstart.py's runner: each skipped when its output exists, re-run
 ``pts_bbox_head.transformer.reference_points=8/8``): each run then trains WORK_DIR/configs/RUN.py, its config with
 the rules put before the config's own ``model.qconfig.min_bits``.
 The QAT runs of the curves (progressive, qdbev_vgd) are evaluated with the devkit at the end of every phase
-(phases.json), the others once at the end. ``--seed`` sets the runs' seed (use another --work-dir per seed, with
+(phases.json), the others at the end and, when they end with a distillation phase, also at its start (the
+ablation table's "gain": what the distillation phase adds within the run, free of the QAT phases' run-to-run
+noise). ``--seed`` sets the runs' seed (use another --work-dir per seed, with
 ``--teacher-from FIRST_WORK_DIR/teacher`` to run it on the same teacher). ``--jobs N`` runs up to N independent
 steps at once (the QAT runs of one GPU are host-bound: several side by side use it better); each step then logs to
 WORK_DIR/logs/STEP.log only.
@@ -61,7 +63,7 @@ QDBEV = 'configs/qdbev/qdbev_nano_synth_{}.py'
 ARCH_REFERENCE = 'configs/bevformer/bevformer_nano_synth.py'  # the model QDBEV's configs take as architecture
 ABLATION_MODES = ('vgd', 'none', 'img', 'bev', 'img+bev', 'vgd+head')  # vgd+head: + Selective-Focus head term
 TEACHER_CONFIG = 'configs/experiments/study_learning/s_groups_bev64_stride8.py'  # docs/results.md section 3
-CURVE_RUNS = ('progressive', 'qdbev_vgd')  # evaluated after every phase; the other QAT runs once at the end
+CURVE_RUNS = ('progressive', 'qdbev_vgd')  # evaluated after every phase; the other QAT runs see qat_run
 
 
 def _leaves(node, prefix: str = '') -> Dict[str, object]:
@@ -159,8 +161,10 @@ def qat_run(name: str, config: str, w: str, args, schedule: Dict, extra: List[st
             f'train_dataloader.batch_size={args.qat_batch}']
     opts += data_root_options(args.data_root)
     opts += [f'qat_schedule.{k}={v}' for k, v in schedule.items()]
-    if name not in CURVE_RUNS:  # one evaluation at the end (the FP teacher's is the PTQ sweep's 32/32 row)
-        opts += ['custom_hooks.1.evaluate_phase_end=last', 'custom_hooks.1.evaluate_start_points=False']
+    if name not in CURVE_RUNS:  # one evaluation at the end (the FP teacher's is the PTQ sweep's 32/32 row), and
+        # at the start of a distillation phase: its gain measured within the run (distill_phase_start)
+        end = 'last_two' if 'distill_length' in schedule else 'last'
+        opts += [f'custom_hooks.1.evaluate_phase_end={end}', 'custom_hooks.1.evaluate_start_points=False']
     opts += extra
     return Step(name, osp.join(w, name, 'done'),
                 [sys.executable, 'tools/train.py', config, '--work-dir', osp.join(w, name), '--resume', '--cfg-options']
@@ -222,6 +226,17 @@ def last_eval(work_dir: str) -> Optional[dict]:
         return None
     evals = _evals(work_dir)
     return evals[-1] if evals else None
+
+
+def distill_phase_start(work_dir: str) -> Optional[dict]:
+    """The evaluation at the end of the phase before a finished run's last (distillation) phase, i.e. the model the
+    distillation started from, or None when that phase was not evaluated (runs before evaluate_phase_end='last_two').
+    The last evaluation minus this one is the distillation phase's gain within one run: unlike a comparison with a
+    separate progressive run, it does not carry the run-to-run noise of the QAT phases."""
+    if last_eval(work_dir) is None:
+        return None
+    evals = _evals(work_dir)
+    return evals[-2] if len(evals) > 1 and evals[-2]['phase'] == evals[-1]['phase'] - 1 else None
 
 
 def unfinished_run(work_dir: str) -> Optional[str]:
@@ -315,7 +330,11 @@ def collect(w: str, seed: int, device: Optional[str] = None) -> dict:
     for mode in ABLATION_MODES:
         ev = last_eval(osp.join(w, f'qdbev_{mode}'))
         if ev is not None:
-            ablation.append(dict(mode=mode, nds=ev['nds'], map=ev['map']))
+            row = dict(mode=mode, nds=ev['nds'], map=ev['map'])
+            start = distill_phase_start(osp.join(w, f'qdbev_{mode}'))
+            if start is not None:
+                row.update(start_nds=start['nds'], start_map=start['map'], gain_nds=ev['nds'] - start['nds'])
+            ablation.append(row)
     if device is None:
         import torch
         device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'
@@ -348,8 +367,10 @@ def render(res: dict) -> str:
               '|---|---|---|---|---|---|']
     lines += [f"| {m['name']} | {m['w_bits']}/{m['a_bits']} | {m['size_mb']:.2f} | {m['tbops']:.3f} | {f(m['nds'])} | "
               f"{f(m['map'])} |" for m in res['methods']]
-    lines += ['', '## Distillation ablation at W4A6', '', '| mode | NDS | mAP |', '|---|---|---|']
-    lines += [f"| {a['mode']} | {f(a['nds'])} | {f(a['map'])} |" for a in res['ablation']]
+    lines += ['', '## Distillation ablation at W4A6', '',
+              '| mode | NDS | mAP | NDS before the distillation phase (same run) | NDS gain in it |', '|---|---|---|---|---|']
+    lines += [f"| {a['mode']} | {f(a['nds'])} | {f(a['map'])} | {f(a.get('start_nds'))} | {f(a.get('gain_nds'))} |"
+              for a in res['ablation']]
     if res.get('unfinished'):
         lines += ['', 'Started but not finished (left out of the tables; resume with the same tools/study.py command): '
                   + '; '.join(f'{run} (last evaluation: {at})' for run, at in res['unfinished'].items())]

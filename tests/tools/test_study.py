@@ -45,10 +45,12 @@ def test_runs_train_the_intended_schedules():
         assert cfg.val_evaluator.ann_file == '/d/study/nuscenes_infos_val.pkl'
         hook = cfg.custom_hooks[1]
         assert hook.type == 'ProgressiveQATHook' and cfg.train_dataloader.batch_size == 4
-        # the curve run is evaluated after every phase, the other ablation runs once at the end
-        assert hook.get('evaluate_phase_end', True) == (True if mode == 'vgd' else 'last')
+        # the curve run is evaluated after every phase, the other ablation runs at the start and end of distillation
+        assert hook.get('evaluate_phase_end', True) == (True if mode == 'vgd' else 'last_two')
         assert hook.get('evaluate_start_points', True) == (mode == 'vgd')
     assert run_config(steps['progressive']).custom_hooks[1].get('evaluate_phase_end', True) is True
+    assert run_config(steps['direct']).custom_hooks[1].evaluate_phase_end == 'last'  # no distillation phase
+    assert run_config(steps['w4a4']).custom_hooks[1].evaluate_phase_end == 'last_two'
     for name in ('teacher', 'direct', 'qdbev_vgd'):  # a time-boxed GPU call's interrupted run is continued
         assert steps[name].resumable and '--resume' in steps[name].argv
     teacher = run_config(steps['teacher'])
@@ -131,9 +133,14 @@ def test_architecture_options_name_only_the_changes_and_refuse_what_options_cann
         study._option_value('k', 'a b')
 
 
-def phases(nds, mp, name='vgd'):
-    return dict(events=[dict(event='eval', phase=1, name='w32a6', iter=7, metrics=dict(NDS=0.0, mAP=0.0)),
-                        dict(event='eval', phase=6, name=name, iter=46, metrics=dict(NDS=nds, mAP=mp))])
+def phases(nds, mp, name='vgd', start=None):
+    """A phases.json with evaluations after phase 1 and the last phase (6), and after phase 5 (the distillation's
+    start) when ``start`` is given."""
+    evals = [dict(event='eval', phase=1, name='w32a6', iter=7, metrics=dict(NDS=0.0, mAP=0.0))]
+    if start is not None:
+        evals.append(dict(event='eval', phase=5, name='w4a6_decoder', iter=35, metrics=dict(NDS=start, mAP=0.2)))
+    evals.append(dict(event='eval', phase=6, name=name, iter=46, metrics=dict(NDS=nds, mAP=mp)))
+    return dict(events=evals)
 
 
 def test_results_json_has_the_documented_keys_and_the_runs_numbers(tmp_path):
@@ -147,7 +154,7 @@ def test_results_json_has_the_documented_keys_and_the_runs_numbers(tmp_path):
                 qdbev_none=(0.34, 0.23), qdbev_img=(0.36, 0.25), qdbev_bev=(0.37, 0.26))
     for run, (nds, mp) in runs.items():
         (w / run).mkdir()
-        (w / run / 'phases.json').write_text(json.dumps(phases(nds, mp)))
+        (w / run / 'phases.json').write_text(json.dumps(phases(nds, mp, start=0.31 if run == 'qdbev_none' else None)))
         if run != 'qdbev_img':  # cut by a time limit: its last evaluation is not the method's result
             (w / run / 'done').write_text('\n')
     (w / 'direct' / 'done').write_text('2026-12-01 13:40:00 tools/train.py configs/qdbev/x.py --work-dir w/direct\n')
@@ -168,6 +175,10 @@ def test_results_json_has_the_documented_keys_and_the_runs_numbers(tmp_path):
     assert methods['fp_teacher']['tbops'] > methods['dfq_w8a8']['tbops'] > methods['qdbev_w4a6']['tbops']
     assert [a['mode'] for a in res['ablation']] == ['vgd', 'none', 'bev']  # img unfinished, img+bev did not run
     assert res['unfinished'] == {'qdbev_img': 'phase vgd, iteration 46'}
+    ablation = {a['mode']: a for a in res['ablation']}
+    assert ablation['none']['start_nds'] == 0.31 and ablation['none']['gain_nds'] == pytest.approx(0.03)
+    assert 'gain_nds' not in ablation['vgd']  # its phase 5 was not evaluated: no gain claimed
+    assert '| none | 0.3400 | 0.2300 | 0.3100 | 0.0300 |' in (w / 'results.md').read_text()
     text = (w / 'results.md').read_text()
     assert '| qdbev_w4a6 | 4/6 |' in text and 'qdbev_img (last evaluation: phase vgd, iteration 46)' in text
 

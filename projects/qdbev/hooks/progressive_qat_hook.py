@@ -100,8 +100,10 @@ class ProgressiveQATHook(Hook):
         eval_interval: plateau phases are evaluated every ``eval_interval`` of their units (epochs / iters).
         plateau_metric: val metric the plateau tracker follows (higher is better), e.g. 'NDS'.
         plateau_min_delta: improvement below this does not count.
-        evaluate_phase_end: run the val loop at the end of every fixed-length phase (True), of none (False), or
-            of the last phase only ('last': one final evaluation, e.g. for ablation runs without curves).
+        evaluate_phase_end: run the val loop at the end of every fixed-length phase (True), of none (False), of
+            the last phase only ('last': one final evaluation, e.g. for ablation runs without curves), or of the
+            last two ('last_two': also the start of the final phase, so that a distillation phase's gain is
+            measured within one run).
         evaluate_start_points: also evaluate length-0 phases (the FP teacher, a PTQ step).
         warmup_ratio: linear warm-up starts at ``warmup_ratio`` x lr (BEVFormer: 1/3).
         lr_decay, eta_min_ratio: 'constant' or 'cosine' (to ``eta_min_ratio`` x lr at the phase end / cap).
@@ -133,8 +135,8 @@ class ProgressiveQATHook(Hook):
         self.eval_interval = eval_interval
         self.plateau_metric = plateau_metric
         self.plateau_min_delta = float(plateau_min_delta)
-        if evaluate_phase_end not in (True, False, 'last'):
-            raise ValueError(f"ProgressiveQATHook evaluate_phase_end must be True, False or 'last', "
+        if evaluate_phase_end not in (True, False, 'last', 'last_two'):
+            raise ValueError(f"ProgressiveQATHook evaluate_phase_end must be True, False, 'last' or 'last_two', "
                              f'got {evaluate_phase_end!r}')
         self.evaluate_phase_end = evaluate_phase_end
         self.evaluate_start_points = evaluate_start_points
@@ -382,8 +384,8 @@ class ProgressiveQATHook(Hook):
         span = self.plan.spans[index]
         if span.iters == 0:
             wants_eval = self.evaluate_start_points
-        elif self.evaluate_phase_end == 'last':
-            wants_eval = index == len(self.schedule) - 1
+        elif self.evaluate_phase_end in ('last', 'last_two'):
+            wants_eval = index >= len(self.schedule) - (1 if self.evaluate_phase_end == 'last' else 2)
         else:
             wants_eval = self.evaluate_phase_end
         value = None

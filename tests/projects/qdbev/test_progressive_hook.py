@@ -61,8 +61,8 @@ def test_phases_set_bits_lr_and_optimizer_state(tmp_path):
     assert [e['iter'] for e in evals] == [0, 3, 6, 9, 12, 15] and evals[0]['metrics'] == {'NDS': 0.5, 'mAP': 0.25}
 
 
-@pytest.mark.parametrize('evaluate, iters', [('last', [15]), (False, [])])
-def test_phase_end_evaluation_can_be_limited_to_the_last_phase_or_none(tmp_path, evaluate, iters):
+@pytest.mark.parametrize('evaluate, iters', [('last', [15]), ('last_two', [12, 15]), (False, [])])
+def test_phase_end_evaluation_can_be_limited_to_the_last_phases_or_none(tmp_path, evaluate, iters):
     runner = make_runner(str(tmp_path), SCHEDULE, hook_kwargs=dict(evaluate_phase_end=evaluate,
                                                                    evaluate_start_points=False))
     runner.train()
@@ -71,7 +71,7 @@ def test_phase_end_evaluation_can_be_limited_to_the_last_phase_or_none(tmp_path,
 
 def test_an_unknown_phase_end_evaluation_is_refused():
     from projects.qdbev.hooks import ProgressiveQATHook
-    with pytest.raises(ValueError, match="evaluate_phase_end must be True, False or 'last'"):
+    with pytest.raises(ValueError, match="evaluate_phase_end must be True, False, 'last' or 'last_two'"):
         ProgressiveQATHook(evaluate_phase_end='first')
 
 
