@@ -187,3 +187,16 @@ def test_two_ranks_through_every_phase_and_exact_resume(derived_config, tmp_path
     different = [k for k in expected if not torch.equal(expected[k], got[k])]
     assert not different, f'{len(different)} tensors differ after resume, e.g. {different[:3]}'
     assert _hash_lines(broken, 0)[-1] == rank0[-1] and _hash_lines(broken, 1)[-1] == rank1[-1]
+
+
+def test_two_ranks_with_the_compiled_student_agree_at_every_phase_end(derived_config, tmp_path):
+    """``model.student_compile`` under DDP: each rank recalibrates eagerly at the phase switches and trains compiled
+    in between; the ranks still hold identical weights, scales and buffers at every phase end."""
+    config = tmp_path / 'compiled_student.py'
+    config.write_text(f"_base_ = [{derived_config!r}]\nmodel = dict(student_compile=dict(backend='aot_eager'))\n")
+    work = str(tmp_path / 'compiled')
+    _wait(_launch(str(config), work), work)
+    rank0, rank1 = _hash_lines(work, 0), _hash_lines(work, 1)
+    assert [(h['event'], h['phase']) for h in rank0] == [('end', i) for i in range(7)] + [('after_train', 6)]
+    assert rank0 == rank1
+    assert len({h['quant'] for h in rank0}) > 3
