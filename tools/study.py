@@ -218,24 +218,25 @@ def steps(args) -> List[Step]:
     return out
 
 
+def finished_evals(work_dir: str) -> List[dict]:
+    """The devkit evaluations of a finished QAT run (its phases.json: the last of each evaluated phase, in phase
+    order), or [] when the run is missing or has not finished: without its ``done`` marker (a run cut by a time
+    limit) the last evaluation is an earlier phase's, not the method's (see :func:`unfinished_run`)."""
+    return _evals(work_dir) if osp.isfile(osp.join(work_dir, 'done')) else []
+
+
 def last_eval(work_dir: str) -> Optional[dict]:
-    """The last devkit evaluation of a finished QAT run (its phases.json), or None when the run is missing or has
-    not finished: without its ``done`` marker (a run cut by a time limit) the last evaluation is an earlier phase's,
-    not the method's (see :func:`unfinished_run`)."""
-    if not osp.isfile(osp.join(work_dir, 'done')):
-        return None
-    evals = _evals(work_dir)
+    """The last devkit evaluation of a finished QAT run (:func:`finished_evals`), or None."""
+    evals = finished_evals(work_dir)
     return evals[-1] if evals else None
 
 
-def distill_phase_start(work_dir: str) -> Optional[dict]:
-    """The evaluation at the end of the phase before a finished run's last (distillation) phase, i.e. the model the
-    distillation started from, or None when that phase was not evaluated (runs before evaluate_phase_end='last_two').
-    The last evaluation minus this one is the distillation phase's gain within one run: unlike a comparison with a
-    separate progressive run, it does not carry the run-to-run noise of the QAT phases."""
-    if last_eval(work_dir) is None:
-        return None
-    evals = _evals(work_dir)
+def distill_phase_start(evals: List[dict]) -> Optional[dict]:
+    """Of a finished run's ``evals`` (:func:`finished_evals`), the evaluation at the end of the phase before the last
+    (distillation) phase, i.e. the model the distillation started from, or None when that phase was not evaluated
+    (runs before evaluate_phase_end='last_two'). The last evaluation minus this one is the distillation phase's gain
+    within one run: unlike a comparison with a separate progressive run, it does not carry the run-to-run noise of
+    the QAT phases."""
     return evals[-2] if len(evals) > 1 and evals[-2]['phase'] == evals[-1]['phase'] - 1 else None
 
 
@@ -328,12 +329,12 @@ def collect(w: str, seed: int, device: Optional[str] = None) -> dict:
         m.update(size_mb=s['size_mb'], tbops=s['gbops'] / 1e3)
     ablation = []
     for mode in ABLATION_MODES:
-        ev = last_eval(osp.join(w, f'qdbev_{mode}'))
-        if ev is not None:
-            row = dict(mode=mode, nds=ev['nds'], map=ev['map'])
-            start = distill_phase_start(osp.join(w, f'qdbev_{mode}'))
+        evals = finished_evals(osp.join(w, f'qdbev_{mode}'))
+        if evals:
+            row = dict(mode=mode, nds=evals[-1]['nds'], map=evals[-1]['map'])
+            start = distill_phase_start(evals)
             if start is not None:
-                row.update(start_nds=start['nds'], start_map=start['map'], gain_nds=ev['nds'] - start['nds'])
+                row.update(start_nds=start['nds'], start_map=start['map'], gain_nds=row['nds'] - start['nds'])
             ablation.append(row)
     if device is None:
         import torch
@@ -368,7 +369,8 @@ def render(res: dict) -> str:
     lines += [f"| {m['name']} | {m['w_bits']}/{m['a_bits']} | {m['size_mb']:.2f} | {m['tbops']:.3f} | {f(m['nds'])} | "
               f"{f(m['map'])} |" for m in res['methods']]
     lines += ['', '## Distillation ablation at W4A6', '',
-              '| mode | NDS | mAP | NDS before the distillation phase (same run) | NDS gain in it |', '|---|---|---|---|---|']
+              '| mode | NDS | mAP | NDS before the distillation phase (same run) | NDS gain in it |',
+              '|---|---|---|---|---|']
     lines += [f"| {a['mode']} | {f(a['nds'])} | {f(a['map'])} | {f(a.get('start_nds'))} | {f(a.get('gain_nds'))} |"
               for a in res['ablation']]
     if res.get('unfinished'):

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .fake_quantizer import FakeQuantizer
+from .transforms import quantizers
 
 
 class CompiledWhenCalibrated:
@@ -24,7 +25,7 @@ class CompiledWhenCalibrated:
     def __init__(self, module: nn.Module, **compile_kwargs) -> None:
         self.eager = module.forward
         self.compiled = torch.compile(self.eager, **compile_kwargs)
-        self.quantizers: List[FakeQuantizer] = [m for m in module.modules() if isinstance(m, FakeQuantizer)]
+        self.quantizers: List[FakeQuantizer] = [q for _, q in quantizers(module)]
         self.compiled_calls = 0  # calls routed to the compiled forward (tests, logs)
 
     def ready(self) -> bool:

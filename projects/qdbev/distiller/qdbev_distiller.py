@@ -28,7 +28,7 @@ from mmengine.model import BaseModel
 from torch import Tensor
 
 from qdbev.distill import find_module
-from qdbev.quant import FakeQuantizer, calibration, check_qconfig, compile_quantized, quant_state, quantize_model
+from qdbev.quant import calibration, check_qconfig, compile_quantized, quant_state, quantize_model, quantizers
 
 from .distill_terms import DistillTerms
 from .feature_records import FeatureRecords, resolve_source
@@ -162,7 +162,7 @@ class QDBEVDistiller(BaseModel):
         kwargs = dict(dynamic=False) if option is True else dict(option)
         for name in ('img_backbone', 'img_neck'):
             module = getattr(self.student, name, None)
-            if module is not None and any(isinstance(m, FakeQuantizer) for m in module.modules()):
+            if module is not None and next(quantizers(module), None) is not None:
                 compile_quantized(module, **kwargs)
 
     def _set_teacher_img_chunk(self, chunk: Optional[int], recorders: dict, replay: Sequence[str]) -> None:

@@ -60,6 +60,7 @@ from .stage_calibration import calibrate_stages
 STATE_KEY = 'qdbev_progressive'
 STATE_VERSION = 1
 CKPT_BACKEND = dict(backend='atomic_local')  # projects.common.checkpoint: temp file + rename
+LAST_PHASES = {'last': 1, 'last_two': 2}  # evaluate_phase_end values: how many final phases are evaluated
 
 
 def file_sha256(path: str, chunk: int = 1 << 20) -> str:
@@ -135,7 +136,7 @@ class ProgressiveQATHook(Hook):
         self.eval_interval = eval_interval
         self.plateau_metric = plateau_metric
         self.plateau_min_delta = float(plateau_min_delta)
-        if evaluate_phase_end not in (True, False, 'last', 'last_two'):
+        if evaluate_phase_end not in (True, False, *LAST_PHASES):
             raise ValueError(f"ProgressiveQATHook evaluate_phase_end must be True, False, 'last' or 'last_two', "
                              f'got {evaluate_phase_end!r}')
         self.evaluate_phase_end = evaluate_phase_end
@@ -384,8 +385,8 @@ class ProgressiveQATHook(Hook):
         span = self.plan.spans[index]
         if span.iters == 0:
             wants_eval = self.evaluate_start_points
-        elif self.evaluate_phase_end in ('last', 'last_two'):
-            wants_eval = index >= len(self.schedule) - (1 if self.evaluate_phase_end == 'last' else 2)
+        elif self.evaluate_phase_end in LAST_PHASES:
+            wants_eval = index >= len(self.schedule) - LAST_PHASES[self.evaluate_phase_end]
         else:
             wants_eval = self.evaluate_phase_end
         value = None
