@@ -262,7 +262,9 @@ def adopt_teacher(src: str, w: str) -> str:
     """Give work dir ``w`` the finished teacher of another study work dir's ``src`` (e.g. a second seed's runs on
     the first seed's teacher): its checkpoint, ``last_checkpoint`` and ``done`` marker, so the teacher step counts as
     done. The checkpoint is hard-linked where the file system allows, else copied (to a temporary name first).
-    Adopting the same teacher again does nothing; an unfinished ``src`` or a ``w`` with another teacher is refused.
+    Adopting the same teacher again does nothing, and adopts it anew where ``w`` lost the checkpoint (a work dir
+    brought back from a GPU machine without its .pth files); an unfinished ``src`` or a ``w`` with another teacher is
+    refused.
     Returns the adopted checkpoint's path."""
     ckpt = read_last_checkpoint(osp.join(ROOT, src))
     if ckpt and not osp.isfile(osp.join(ROOT, ckpt)):
@@ -275,7 +277,11 @@ def adopt_teacher(src: str, w: str) -> str:
     if osp.exists(osp.join(ROOT, dst, 'done')):
         if osp.isfile(osp.join(ROOT, target)) and filecmp.cmp(osp.join(ROOT, target), osp.join(ROOT, ckpt), False):
             return target  # adopted by an earlier invocation (e.g. one cut by a GPU call's time limit)
-        raise ValueError(f'study: {dst} already has another teacher; drop --teacher-from or use another --work-dir')
+        if osp.isfile(osp.join(ROOT, target)) or not filecmp.cmp(osp.join(ROOT, dst, 'done'),
+                                                                 osp.join(ROOT, src, 'done'), False):
+            raise ValueError(f'study: {dst} already has another teacher; drop --teacher-from or use another '
+                             f'--work-dir')
+        # the same teacher adopted before, its checkpoint left behind (a work dir copied without its .pth files)
     os.makedirs(osp.join(ROOT, dst), exist_ok=True)
     tmp = osp.join(ROOT, target + '.tmp')
     try:

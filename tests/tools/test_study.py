@@ -228,8 +228,8 @@ def test_sizes_are_measured_on_the_config_a_run_saved(tmp_path):
 
 def test_a_second_seed_adopts_the_first_seeds_teacher(tmp_path, monkeypatch):
     """--teacher-from: the second work dir gets the checkpoint (linked or copied), a last_checkpoint naming it and the
-    done marker, so its teacher step counts as done; again, nothing happens; an unfinished source or a work dir with
-    another teacher is refused."""
+    done marker, so its teacher step counts as done; again, nothing happens (or the checkpoint comes back where the
+    work dir lost it); an unfinished source or a work dir with another teacher is refused."""
     monkeypatch.setattr(study, 'ROOT', str(tmp_path))
     src = tmp_path / 'a' / 'teacher'
     src.mkdir(parents=True)
@@ -245,6 +245,15 @@ def test_a_second_seed_adopts_the_first_seeds_teacher(tmp_path, monkeypatch):
     assert (dst / 'done').read_text() == (src / 'done').read_text()
     assert sorted(p.name for p in dst.iterdir()) == ['done', 'iter_700.pth', 'last_checkpoint']  # no temporary left
     assert study.adopt_teacher('a/teacher', 'b') == 'b/teacher/iter_700.pth'  # a re-run: nothing to do
+    (dst / 'iter_700.pth').unlink()  # the work dir brought back without its checkpoints: adopted anew
+    assert study.adopt_teacher('a/teacher', 'b') == 'b/teacher/iter_700.pth'
+    assert (dst / 'iter_700.pth').read_bytes() == b'weights'
+    (dst / 'iter_700.pth').unlink()
+    (dst / 'done').write_text('2026-12-01 20:00:00 tools/train.py other.py --work-dir b/teacher\n')
+    with pytest.raises(ValueError, match='already has another teacher'):  # lost, but it was another teacher
+        study.adopt_teacher('a/teacher', 'b')
+    (dst / 'done').write_text((src / 'done').read_text())
+    assert study.adopt_teacher('a/teacher', 'b') == 'b/teacher/iter_700.pth'
     (src / 'iter_700.pth').unlink()  # a new file (the adopted one may be a hard link of the old)
     (src / 'iter_700.pth').write_bytes(b'other weights')
     with pytest.raises(ValueError, match='already has another teacher'):
