@@ -1,0 +1,187 @@
+#!/usr/bin/env python
+"""One study setting run with several seeds, merged: per-seed columns, mean and spread, and paired gains.
+
+    python tools/study_seeds.py WORK_DIR [WORK_DIR ...] [--out PREFIX]
+
+Each WORK_DIR is one seed of the same setting (``tools/study.py --work-dir WORK_DIR --seed N ...``, on the same
+teacher through ``--teacher-from``) and holds the ``results.json`` that ``tools/study.py --write-results`` writes.
+Printed, and with ``--out`` written atomically to PREFIX.md / PREFIX.json:
+
+- methods (Table-2 analogue): NDS / mAP of each seed, their mean and sample standard deviation;
+- the distillation ablation: each mode's NDS before its distillation phase and the gain within the run (``gain_nds``,
+  free of the QAT phases' run-to-run noise), and, for every mode against ``none`` (the same iterations without
+  distillation), the difference of the two gains seed by seed: the paired comparison of the study.
+
+A method or mode missing from a work dir (not run, or unfinished: ``results.json`` ``unfinished``) is left out of
+that row's mean, which names the seeds it has. Work dirs whose QAT runs had different ``--min-bits`` floors are
+different settings and are refused.
+"""
+import argparse
+import json
+import os.path as osp
+import statistics
+import sys
+from typing import Dict, List, Optional, Sequence
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from qdbev.fileio import atomic_write_bytes  # noqa: E402
+
+BASELINE_MODE = 'none'
+
+
+def load_results(work_dir: str) -> dict:
+    """``WORK_DIR/results.json``, with a one-line error when it is missing or not the study's."""
+    path = osp.join(work_dir, 'results.json')
+    if not osp.isfile(path):
+        raise ValueError(f'{path} not found; write it with `python tools/study.py --work-dir {work_dir} '
+                         f'--write-results --seed N`')
+    with open(path) as f:
+        res = json.load(f)
+    for key in ('methods', 'ablation', 'seeds'):
+        if key not in res:
+            raise ValueError(f'{path}: no "{key}" field; is it a results.json of tools/study.py?')
+    return res
+
+
+def spread(values: Sequence[float]) -> Dict[str, Optional[float]]:
+    """Mean and sample standard deviation (None for fewer than two values) of ``values``."""
+    return dict(mean=statistics.mean(values), sd=statistics.stdev(values) if len(values) > 1 else None)
+
+
+def seed_label(res: dict, work_dir: str) -> str:
+    seeds = res['seeds']
+    return f'seed {seeds[0]}' if len(seeds) == 1 else f'{work_dir} (seeds {seeds})'
+
+
+def merge_rows(results: List[dict], labels: List[str], key: str, name_field: str,
+               fields: Sequence[str]) -> List[dict]:
+    """The ``key`` rows (``methods`` or ``ablation``) of every work dir, merged by ``name_field``: per field, the
+    values by work dir label, and their mean and sd. Rows keep the order in which they first appear."""
+    merged: Dict[str, dict] = {}
+    for res, label in zip(results, labels):
+        for row in res[key]:
+            out = merged.setdefault(row[name_field], {name_field: row[name_field], 'runs': []})
+            for extra in ('w_bits', 'a_bits', 'size_mb', 'tbops'):
+                if extra in row:
+                    out.setdefault(extra, row[extra])
+            out['runs'].append(dict({f: row[f] for f in fields if row.get(f) is not None}, run=label))
+    for out in merged.values():
+        for f in fields:
+            values = [r[f] for r in out['runs'] if f in r]
+            if values:
+                s = spread(values)
+                out[f], out[f + '_sd'] = s['mean'], s['sd']
+    return list(merged.values())
+
+
+def paired_gains(ablation: List[dict], baseline: str = BASELINE_MODE) -> List[dict]:
+    """For each distillation mode against ``baseline``: the difference of the two modes' gains within their runs,
+    per work dir that has both (QD-BEV's paired comparison: same seed, same quantized start up to run-to-run noise,
+    the same iterations with and without the distillation term)."""
+    base = {r['run']: r['gain_nds'] for row in ablation if row['mode'] == baseline
+            for r in row['runs'] if 'gain_nds' in r}
+    out = []
+    for row in ablation:
+        if row['mode'] == baseline:
+            continue
+        diffs = [dict(run=r['run'], diff_nds=r['gain_nds'] - base[r['run']])
+                 for r in row['runs'] if 'gain_nds' in r and r['run'] in base]
+        if diffs:
+            values = [d['diff_nds'] for d in diffs]
+            out.append(dict(mode=row['mode'], minus=baseline, runs=diffs, **{
+                'diff_nds': statistics.mean(values), 'larger_in': sum(v > 0 for v in values), 'of': len(values)}))
+    return out
+
+
+def merge(work_dirs: List[str]) -> dict:
+    results = [load_results(w) for w in work_dirs]
+    floors = {json.dumps(r.get('min_bits', []), sort_keys=True) for r in results}
+    if len(floors) > 1:
+        raise ValueError('results.json "min_bits" differ between ' + ', '.join(work_dirs) +
+                         ': their QAT runs had different floors, so they are not seeds of one setting')
+    labels = [seed_label(r, w) for r, w in zip(results, work_dirs)]
+    if len(set(labels)) < len(labels):
+        labels = [f'{label} ({w})' for label, w in zip(labels, work_dirs)]
+    ablation = merge_rows(results, labels, 'ablation', 'mode', ('nds', 'map', 'start_nds', 'gain_nds'))
+    return dict(
+        work_dirs=work_dirs, runs=labels, min_bits=results[0].get('min_bits', []),
+        device=sorted({r.get('device') for r in results if r.get('device')}),
+        seeds=[s for r in results for s in r['seeds']],
+        methods=merge_rows(results, labels, 'methods', 'name', ('nds', 'map')),
+        ablation=ablation, paired=paired_gains(ablation),
+        unfinished={label: r['unfinished'] for label, r in zip(labels, results) if r.get('unfinished')})
+
+
+def _value(row: dict, label: str, fields: Sequence[str], fmt: str = '{:.4f}') -> str:
+    run = [r for r in row['runs'] if r['run'] == label]
+    if not run or fields[0] not in run[0]:
+        return '-'
+    return ' / '.join(fmt.format(run[0][f]) for f in fields if f in run[0])
+
+
+def _mean(row: dict, fields: Sequence[str]) -> str:
+    text = ' / '.join(f'{row[f]:.4f}' for f in fields if f in row)
+    sd = row.get(fields[0] + '_sd')
+    seeds = len([r for r in row['runs'] if fields[0] in r])
+    return f'{text} ({sd:.4f}, {seeds} runs)' if sd is not None else f'{text} (1 run)'
+
+
+def render(m: dict) -> str:
+    runs = m['runs']
+    head = '| {} | ' + ' | '.join(runs) + ' | mean (sd of NDS) |\n|' + '---|' * (len(runs) + 2) + '\n'
+    lines = [f"# One study setting over {len(runs)} runs ({', '.join(m['work_dirs'])})", '']
+    if m['min_bits']:
+        lines += ['QAT floors: ' + '; '.join(f"{', '.join(r['modules'])} at W{r['w_bits']}A{r['a_bits']}"
+                                              for r in m['min_bits']), '']
+    lines += ['## Methods (val NDS / mAP)', '', head.format('method').rstrip('\n')]
+    for row in m['methods']:
+        lines.append(f"| {row['name']} | " + ' | '.join(_value(row, r, ('nds', 'map')) for r in runs) +
+                     f" | {_mean(row, ('nds', 'map'))} |")
+    if m['ablation']:
+        lines += ['', '## Distillation phase within each run (NDS before -> after, gain)', '',
+                  head.format('mode').replace('mean (sd of NDS)', 'mean gain (sd)').rstrip('\n')]
+        for row in m['ablation']:
+            cells = []
+            for r in runs:
+                run = [x for x in row['runs'] if x['run'] == r]
+                if run and 'gain_nds' in run[0]:
+                    cells.append(f"{run[0]['start_nds']:.4f} -> {run[0]['nds']:.4f} ({run[0]['gain_nds']:+.4f})")
+                else:
+                    cells.append(_value(row, r, ('nds',)) + (' (no start evaluation)' if run else ''))
+            gain = (f"{row['gain_nds']:+.4f} ({row['gain_nds_sd']:.4f})" if row.get('gain_nds_sd') is not None
+                    else f"{row['gain_nds']:+.4f}" if 'gain_nds' in row else '-')
+            lines.append(f"| {row['mode']} | " + ' | '.join(cells) + f' | {gain} |')
+        for p in m['paired']:
+            per = {d['run']: d['diff_nds'] for d in p['runs']}
+            lines.append(f"| {p['mode']} - {p['minus']} | " +
+                         ' | '.join(f'{per[r]:+.4f}' if r in per else '-' for r in runs) +
+                         f" | {p['diff_nds']:+.4f} (larger in {p['larger_in']} of {p['of']}) |")
+    if m['unfinished']:
+        lines += ['', 'Unfinished runs, left out: ' + '; '.join(
+            f'{label}: ' + ', '.join(f'{run} (last evaluation: {at})' for run, at in runs.items())
+            for label, runs in m['unfinished'].items())]
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('work_dirs', nargs='+', metavar='WORK_DIR')
+    parser.add_argument('--out', metavar='PREFIX', help='write PREFIX.md and PREFIX.json')
+    args = parser.parse_args(argv)
+    try:
+        m = merge(args.work_dirs)
+    except ValueError as err:
+        parser.error(str(err))
+    text = render(m)
+    print(text, end='')
+    if args.out:
+        atomic_write_bytes(text.encode(), args.out + '.md')
+        atomic_write_bytes(json.dumps(m, indent=1).encode(), args.out + '.json')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
