@@ -131,18 +131,20 @@ def _mean(row: dict, fields: Sequence[str]) -> str:
 
 def render(m: dict) -> str:
     runs = m['runs']
-    head = '| {} | ' + ' | '.join(runs) + ' | mean (sd of NDS) |\n|' + '---|' * (len(runs) + 2) + '\n'
+    def head(first: str, last: str) -> List[str]:
+        return ['| ' + ' | '.join([first, *runs, last]) + ' |', '|' + '---|' * (len(runs) + 2)]
+
     lines = [f"# One study setting over {len(runs)} runs ({', '.join(m['work_dirs'])})", '']
     if m['min_bits']:
-        lines += ['QAT floors: ' + '; '.join(f"{', '.join(r['modules'])} at W{r['w_bits']}A{r['a_bits']}"
-                                              for r in m['min_bits']), '']
-    lines += ['## Methods (val NDS / mAP)', '', head.format('method').rstrip('\n')]
+        floors = [f"{', '.join(r['modules'])} at W{r['w_bits']}A{r['a_bits']}" for r in m['min_bits']]
+        lines += ['QAT floors: ' + '; '.join(floors), '']
+    lines += ['## Methods (val NDS / mAP)', '', *head('method', 'mean (sd of NDS)')]
     for row in m['methods']:
         lines.append(f"| {row['name']} | " + ' | '.join(_value(row, r, ('nds', 'map')) for r in runs) +
                      f" | {_mean(row, ('nds', 'map'))} |")
     if m['ablation']:
         lines += ['', '## Distillation phase within each run (NDS before -> after, gain)', '',
-                  head.format('mode').replace('mean (sd of NDS)', 'mean gain (sd)').rstrip('\n')]
+                  *head('mode', 'mean gain (sd)')]
         for row in m['ablation']:
             cells = []
             for r in runs:

@@ -45,8 +45,9 @@ def test_means_spreads_and_paired_gains_over_three_seeds(tmp_path, capsys):
     assert (paired['larger_in'], paired['of']) == (2, 2) and paired['diff_nds'] == pytest.approx(0.02)
     text = open(out + '.md').read()
     assert text == capsys.readouterr().out
-    assert '| direct_qat_w4a6 | 0.3000 / 0.2000 | 0.3200 / 0.2200 | 0.3400 / 0.2400 | 0.3200 / 0.2200 (0.0200, 3 runs) |' \
-        in text
+    assert ('| direct_qat_w4a6 | 0.3000 / 0.2000 | 0.3200 / 0.2200 | 0.3400 / 0.2400 '
+            '| 0.3200 / 0.2200 (0.0200, 3 runs) |') in text
+    assert '| method | seed 0 | seed 1 | seed 2 | mean (sd of NDS) |\n|---|---|---|---|---|\n' in text
     assert '| qdbev_w4a6 | 0.3300 / 0.2500 | 0.3500 / 0.2700 | - |' in text
     assert '| vgd | 0.3100 -> 0.3300 (+0.0200) | 0.3200 -> 0.3500 (+0.0300) | - | +0.0250 (0.0071) |' in text
     assert '| vgd - none | +0.0100 | +0.0300 | - | +0.0200 (larger in 2 of 2) |' in text
