@@ -131,6 +131,7 @@ def _mean(row: dict, fields: Sequence[str]) -> str:
 
 def render(m: dict) -> str:
     runs = m['runs']
+
     def head(first: str, last: str) -> List[str]:
         return ['| ' + ' | '.join([first, *runs, last]) + ' |', '|' + '---|' * (len(runs) + 2)]
 
