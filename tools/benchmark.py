@@ -21,7 +21,9 @@ The JSON (``--out-json``) keeps one run per device under ``runs`` (a CPU run and
 run of the same device replaces the old, keeping the items it did not measure) and repeats the headline figures of
 the newest GPU run (else the newest run) at the top: ``device``, ``qat_vgd_step_over_fp_step``,
 ``qat_vgd_memory_over_fp``, ``fakequant_infer_over_fp``, ``deform_attn_ours_over_mmcv`` and the milliseconds / MiB
-behind them. ``--out-md`` rewrites the block between
+behind them. Each run records the machine's state before and after (load average; on CUDA, the other processes on the GPU) and
+lists under ``noisy`` (and prints) every timing whose median is more than 1.10x its fastest repetition: a figure
+measured on a machine that was not quiet, to be re-run before it is quoted. ``--out-md`` rewrites the block between
 ``<!-- benchmark:begin -->`` and ``<!-- benchmark:end -->`` of the markdown file (the rest is kept).
 """
 import argparse
@@ -40,6 +42,7 @@ import torch  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
 
 from projects.qdbev import benchmark as bm  # noqa: E402
+from qdbev.fileio import atomic_write_bytes  # noqa: E402
 
 ITEMS = ('P1', 'P2', 'P3', 'P4', 'match', 'data', 'eval')
 BEGIN, END = '<!-- benchmark:begin -->', '<!-- benchmark:end -->'
@@ -97,7 +100,7 @@ def run(args) -> dict:
     device = torch.device(args.device)
     record = dict(device=bm.device_name(device), quick=bool(args.quick), reps=args.reps, warmup=args.warmup,
                   command='python tools/benchmark.py ' + ' '.join(shlex.quote(a) for a in sys.argv[1:]),
-                  **bm.environment())
+                  machine_before=bm.machine_state(device), **bm.environment())
     want_train, want_infer = bool(args.only & {'P1', 'P2'}), 'P3' in args.only
     if want_train or want_infer:
         dcfg, fcfg, queue, optim = bm.load_configs(args.qdbev_config, args.fp_config, quick=args.quick,
@@ -140,6 +143,12 @@ def run(args) -> dict:
             with tempfile.TemporaryDirectory() as tmp:
                 record['devkit_eval'] = bm.bench_devkit_eval(args.data_root, tmp) if info_ok else note
             print(json.dumps(record['devkit_eval']), flush=True)
+    record['machine_after'] = bm.machine_state(device)
+    record['noisy'] = bm.noisy_timings(record)
+    if record['noisy']:
+        print(f'[benchmark] noisy timings (machine before: {record["machine_before"]}, after: '
+              f'{record["machine_after"]}); re-run on a quiet machine before quoting them:', file=sys.stderr)
+        print('\n'.join(f'[benchmark]   {line}' for line in record['noisy']), file=sys.stderr, flush=True)
     return record
 
 
@@ -155,9 +164,7 @@ def write_outputs(record: dict, out_json, out_md) -> dict:
     merged = bm.merge_runs(existing, record)
     if out_json:
         os.makedirs(osp.dirname(osp.abspath(out_json)), exist_ok=True)
-        with open(out_json, 'w') as f:
-            json.dump(merged, f, indent=1)
-            f.write('\n')
+        atomic_write_bytes((json.dumps(merged, indent=1) + '\n').encode(), out_json)
     if out_md:
         text = MD_HEADER + f'\n{BEGIN}\n{END}\n'
         if osp.isfile(out_md):
@@ -169,8 +176,7 @@ def write_outputs(record: dict, out_json, out_md) -> dict:
         tail = rest.split(END, 1)[1]
         block = f'{BEGIN}\n## Results\n\n{bm.render_markdown(merged)}\n{END}'
         os.makedirs(osp.dirname(osp.abspath(out_md)), exist_ok=True)
-        with open(out_md, 'w') as f:
-            f.write(head + block + tail)
+        atomic_write_bytes((head + block + tail).encode(), out_md)
     return merged
 
 

@@ -21,9 +21,10 @@ import os
 import os.path as osp
 import platform
 import statistics
+import subprocess
 import tempfile
 import time
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -627,6 +628,10 @@ def render_markdown(merged: dict) -> str:
         elif ev:
             lines.append(f'| devkit evaluation ({ev["samples"]} val samples, GT as predictions, NDS {ev["nds"]}) '
                          f'| {ev["seconds"]:g} s | | | |')
+        if run.get('noisy'):
+            lines += ['', f'Noisy timings (machine before: {run.get("machine_before")}, after: '
+                          f'{run.get("machine_after")}); re-run on a quiet machine before quoting them:']
+            lines += [f'- {line}' for line in run['noisy']]
         for item, src in sorted(run.get('carried', {}).items()):
             lines += ['', f'`{item}` rows from an earlier run: `{src.get("command")}` ({src.get("time")})']
         lines.append('')
@@ -639,3 +644,45 @@ def now() -> str:
 
 def environment() -> Dict[str, str]:
     return dict(torch=torch.__version__, time=now())
+
+
+def gpu_processes() -> Optional[List[Dict[str, str]]]:
+    """Other processes holding the GPU (``nvidia-smi --query-compute-apps``; this process left out), or None where
+    nvidia-smi is missing or fails."""
+    try:
+        out = subprocess.run(['nvidia-smi', '--query-compute-apps=pid,process_name,used_memory',
+                              '--format=csv,noheader,nounits'], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    procs = []
+    for line in out.stdout.splitlines():
+        fields = [f.strip() for f in line.split(',')]
+        if len(fields) == 3 and fields[0] != str(os.getpid()):
+            procs.append(dict(pid=fields[0], name=fields[1], used_mib=fields[2]))
+    return procs
+
+
+def machine_state(device: torch.device) -> Dict[str, object]:
+    """What else loads the machine now: the 1-minute load average (beside the CPU count) and, on CUDA, the other
+    processes on the GPU. Recorded before and after a run, so that a disturbed measurement shows in its record."""
+    state: Dict[str, object] = dict(loadavg_1m=round(os.getloadavg()[0], 2), cpus=os.cpu_count())
+    if device.type == 'cuda':
+        state['other_gpu_processes'] = gpu_processes()
+    return state
+
+
+def noisy_timings(record: dict, limit: float = 1.10, path: str = '') -> List[str]:
+    """Every timing of ``record`` (a ``median_ms`` / ``min_ms`` pair, at any depth) whose median exceeds its fastest
+    repetition by more than ``limit``: one line each, naming where it is. A quiet machine repeats a step within a
+    few per cent; a wider spread means the median is not the step's cost."""
+    found = []
+    if isinstance(record, dict):
+        med, low = record.get('median_ms'), record.get('min_ms')
+        if isinstance(med, (int, float)) and isinstance(low, (int, float)) and low > 0 and med / low > limit:
+            found.append(f'{path}: median {med:g} ms is {med / low:.2f}x the fastest of {record.get("reps")} '
+                         f'({low:g} ms)')
+        for key, value in record.items():
+            found += noisy_timings(value, limit, f'{path}.{key}' if path else str(key))
+    return found

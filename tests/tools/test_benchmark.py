@@ -48,6 +48,10 @@ def test_quick_cpu_run_writes_json_and_markdown(tmp_path, synth_set):
     # data loading read 3 samples of the train pipeline; the devkit scored the val GT fed back as predictions
     assert run['data_loading']['samples'] == 3 and run['data_loading']['samples_per_s'] > 0
     assert run['devkit_eval']['samples'] == 6 and run['devkit_eval']['nds'] > 0.99
+    # the machine's state before and after is recorded; one repetition has no spread, so nothing is flagged
+    for when in ('machine_before', 'machine_after'):
+        assert run[when]['loadavg_1m'] >= 0 and run[when]['cpus'] >= 1 and 'other_gpu_processes' not in run[when]
+    assert run['noisy'] == []
     md = out_md.read_text()
     assert md.startswith('# Benchmarks\n\nhand-written notes stay\n')
     assert f'### {res["device"]}' in md and '| P1 QAT+VGD step / FP step' in md and 'n/a' in md
@@ -217,3 +221,36 @@ def test_group_matching_times_both_assigners_and_renders_a_row():
     assert row['grouped_over_per_group'] == round(row['grouped']['median_ms'] / row['per_group']['median_ms'], 3)
     text = bm.render_markdown(dict(runs={'cpu': dict(device='cpu', group_matching=row)}))
     assert '2 samples x 1 layers x 3 groups of 10 queries, 4 boxes' in text
+
+
+def test_a_timing_far_above_its_fastest_repetition_is_flagged_and_rendered():
+    run = _run('cuda: X', 1.5, '1')
+    run['train']['1']['fp_step'] = dict(median_ms=105.0, min_ms=100.0, reps=7)  # 5 %: a quiet machine
+    run['train']['1']['qat_vgd_step'] = dict(median_ms=709.6, min_ms=499.5, reps=7)  # session 10's disturbed run
+    run['noisy'] = bm.noisy_timings(run)
+    assert run['noisy'] == ['train.1.qat_vgd_step: median 709.6 ms is 1.42x the fastest of 7 (499.5 ms)']
+    assert bm.noisy_timings(run, limit=1.5) == []
+    run.update(machine_before=dict(loadavg_1m=9.5, cpus=16), machine_after=dict(loadavg_1m=3.0, cpus=16))
+    text = bm.render_markdown(bm.merge_runs(None, run))
+    assert "Noisy timings (machine before: {'loadavg_1m': 9.5, 'cpus': 16}" in text
+    assert '- train.1.qat_vgd_step: median 709.6 ms is 1.42x' in text
+
+
+def test_machine_state_lists_the_other_gpu_processes(monkeypatch):
+    import os
+    import subprocess
+
+    class Done:
+        returncode = 0
+        stdout = f'{os.getpid()}, python3, 20000\n4242, python3, 11635\n'
+
+    monkeypatch.setattr(bm.subprocess, 'run', lambda *a, **k: Done())
+    state = bm.machine_state(torch.device('cuda'))
+    assert state['other_gpu_processes'] == [dict(pid='4242', name='python3', used_mib='11635')]  # not this one
+
+    def missing(*a, **k):
+        raise FileNotFoundError('nvidia-smi')
+    monkeypatch.setattr(bm.subprocess, 'run', missing)
+    assert bm.gpu_processes() is None
+    monkeypatch.setattr(bm.subprocess, 'run', lambda *a, **k: (_ for _ in ()).throw(subprocess.TimeoutExpired('x', 1)))
+    assert bm.gpu_processes() is None
