@@ -26,7 +26,8 @@ def synth_set(tmp_path_factory):
 @pytest.fixture(scope='module')
 def one_thread():
     """One intra-op thread for a module of small-op tests (restored afterwards): on a shared 2-core machine two
-    OpenMP threads mostly wait for each other. Request it with ``pytestmark = pytest.mark.usefixtures('one_thread')``."""
+    OpenMP threads mostly wait for each other. Request it with
+    ``pytestmark = pytest.mark.usefixtures('one_thread')``."""
     import torch
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

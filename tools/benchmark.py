@@ -21,10 +21,11 @@ The JSON (``--out-json``) keeps one run per device under ``runs`` (a CPU run and
 run of the same device replaces the old, keeping the items it did not measure) and repeats the headline figures of
 the newest GPU run (else the newest run) at the top: ``device``, ``qat_vgd_step_over_fp_step``,
 ``qat_vgd_memory_over_fp``, ``fakequant_infer_over_fp``, ``deform_attn_ours_over_mmcv`` and the milliseconds / MiB
-behind them. Each run records the machine's state before and after (load average; on CUDA, the other processes on the GPU) and
-lists under ``noisy`` (and prints) every timing whose median is more than 1.10x its fastest repetition: a figure
-measured on a machine that was not quiet, to be re-run before it is quoted. ``--out-md`` rewrites the block between
-``<!-- benchmark:begin -->`` and ``<!-- benchmark:end -->`` of the markdown file (the rest is kept).
+behind them. Each run records the machine's state before and after (load average; on CUDA, the other processes on
+the GPU) and lists under ``noisy`` (and prints) every timing whose median is more than 1.10x its fastest
+repetition: a figure measured on a machine that was not quiet, to be re-run before it is quoted. ``--out-md``
+rewrites the block between ``<!-- benchmark:begin -->`` and ``<!-- benchmark:end -->`` of the markdown file (the
+rest is kept).
 """
 import argparse
 import json

@@ -28,8 +28,9 @@ def ground_truth_results(ann_file: str, data_root: str) -> List[dict]:
     ``NuScenesDataset`` (LiDAR boxes with velocity, box_dim 9)."""
     from mmdet3d.datasets import NuScenesDataset
     from mmdet3d.structures import LiDARInstance3DBoxes
-    ds = NuScenesDataset(data_root=osp.abspath(data_root), ann_file=osp.abspath(ann_file), pipeline=[], filter_empty_gt=False,
-                         modality=dict(use_camera=True, use_lidar=False), with_velocity=True, serialize_data=False)
+    ds = NuScenesDataset(data_root=osp.abspath(data_root), ann_file=osp.abspath(ann_file), pipeline=[],
+                         filter_empty_gt=False, modality=dict(use_camera=True, use_lidar=False), with_velocity=True,
+                         serialize_data=False)
     results = []
     for i in range(len(ds)):
         info = ds.get_data_info(i)

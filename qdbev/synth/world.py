@@ -15,7 +15,8 @@ from .city import LANE_EDGE, PARK_CENTER, SIDEWALK_MID, SIDEWALK_OUT, City
 from .route import EgoTrajectory
 
 EGO_LENGTH, EGO_WIDTH = 4.6, 1.9
-ANNOTATION_RANGE = 60.0  # m (the devkit evaluates up to 50 m): instances are annotated while this close to the ego (contiguously)
+# m (the devkit evaluates up to 50 m): instances are annotated while this close to the ego (contiguously)
+ANNOTATION_RANGE = 60.0
 ROAD_EDGE_IN = 6.7  # m from the centre line: cones just inside the road edge
 CHECK_STEP = 0.1  # s between the times at which overlaps are tested
 

@@ -83,8 +83,8 @@ def test_a_partial_gpu_run_takes_the_missing_headline_figures_from_the_older_gpu
     merged = bm.merge_runs(bm.merge_runs(None, old), new)
     assert merged['device'] == 'cuda: H200' and merged['qat_vgd_step_over_fp_step'] == 1.8
     assert merged['deform_attn_ours_over_mmcv'] == 5.1 and merged['deform_attn_mmcv_ms'] == 2.25
-    assert merged['headline_from'] == {k: 'cuda: H100' for k in ('deform_attn_ours_over_mmcv', 'deform_attn_ours_ms',
-                                                                  'deform_attn_mmcv_ms')}
+    assert merged['headline_from'] == {
+        k: 'cuda: H100' for k in ('deform_attn_ours_over_mmcv', 'deform_attn_ours_ms', 'deform_attn_mmcv_ms')}
     assert 'headline_from' not in bm.merge_runs(None, new)
 
 

@@ -122,7 +122,8 @@ def test_ref8_config_floors_only_the_reference_point_projection(config):
     assert _floored_layers(config, 4, 6, lambda n: n == ref) == [ref]
 
 
-@pytest.mark.parametrize('config,decoder_layers', [('qdbev_nano_synth_w4a6_pos8.py', 3), ('qdbev_tiny_w4a6_pos8.py', 6)])
+@pytest.mark.parametrize('config,decoder_layers',
+                         [('qdbev_nano_synth_w4a6_pos8.py', 3), ('qdbev_tiny_w4a6_pos8.py', 6)])
 def test_pos8_config_floors_the_reference_points_and_each_box_branchs_last_layer(config, decoder_layers):
     ref = 'pts_bbox_head.transformer.reference_points'
     floored = _floored_layers(config, 4, 6, lambda n: n == ref or (

@@ -20,7 +20,8 @@ def test_a_fresh_run_does_everything_and_a_finished_one_nothing():
 
 
 def test_a_rerun_continues_after_the_last_finished_step():
-    assert plan(done={'data', 'infos', 'visualize', 'gt_eval', 'teacher', 'ptq'}) == ['qdbev', 'curves', 'masks', 'summary']
+    assert plan(done={'data', 'infos', 'visualize', 'gt_eval', 'teacher', 'ptq'}) == [
+        'qdbev', 'curves', 'masks', 'summary']
 
 
 def test_forcing_a_step_repeats_exactly_what_depends_on_it():

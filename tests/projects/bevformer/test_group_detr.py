@@ -27,6 +27,7 @@ def build_grouped(groups: int):
     model.init_weights()
     return model
 
+
 def test_group_assigner_equals_mmdet_assign_block_by_block():
     cfg = Config.fromfile(NANO).model.train_cfg.pts.assigner
     plain = TASK_UTILS.build(cfg)

@@ -124,8 +124,8 @@ def test_losses_zero_when_student_equals_teacher(arch, teacher_ckpt):
     assert torch.allclose(losses['loss_bbox'], losses['teacher_bbox'])
 
 
-@pytest.mark.parametrize('mode, decoder_runs', [('vgd', False), ('img+bev', False), ('vgd+head', True),
-                                                 ('kd', True)])
+@pytest.mark.parametrize('mode, decoder_runs',
+                         [('vgd', False), ('img+bev', False), ('vgd+head', True), ('kd', True)])
 def test_the_teacher_runs_only_what_the_terms_read(arch, teacher_ckpt, mode, decoder_runs):
     """Without teacher loss logging (the default) the teacher skips its decoder for feature terms and its
     matching and losses always; the distillation terms are the same numbers as with the full teacher pass."""

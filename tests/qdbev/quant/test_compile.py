@@ -19,8 +19,8 @@ def _calibrated_act(bits=6):
 
 def _net():
     torch.manual_seed(0)
-    conv1 = QuantConv2d.from_float(nn.Conv2d(3, 8, 3, padding=1), FakeQuantizer(4, ch_axis=0, dynamic=True,
-                                                                                  sync=False), _calibrated_act())
+    conv1 = QuantConv2d.from_float(nn.Conv2d(3, 8, 3, padding=1),
+                                   FakeQuantizer(4, ch_axis=0, dynamic=True, sync=False), _calibrated_act())
     conv2 = QuantConv2d.from_float(nn.Conv2d(8, 8, 3, padding=1, stride=2),
                                    FakeQuantizer(4, ch_axis=0, dynamic=True, sync=False), _calibrated_act())
     fc = QuantLinear.from_float(nn.Linear(8, 5), FakeQuantizer(8, ch_axis=0, dynamic=True, sync=False),

@@ -87,8 +87,9 @@ def test_changed_stages():
 
 
 def test_fingerprint_matches_hand_built_json_and_round_trip():
-    s = Schedule([Phase('t', length=0), Phase('q', {'backbone': (4, 6)}, length=until_plateau(2, 5),
-                                                  distill='vgd', recalibrate=True, calib_batches=8)])
+    s = Schedule([Phase('t', length=0),
+                  Phase('q', {'backbone': (4, 6)}, length=until_plateau(2, 5), distill='vgd', recalibrate=True,
+                        calib_batches=8)])
     expected_dict = {
         'progressive': True,
         'phases': [
