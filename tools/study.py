@@ -275,10 +275,11 @@ def adopt_teacher(src: str, w: str) -> str:
     dst = osp.join(w, 'teacher')
     target = osp.join(dst, osp.basename(ckpt))
     if osp.exists(osp.join(ROOT, dst, 'done')):
-        if osp.isfile(osp.join(ROOT, target)) and filecmp.cmp(osp.join(ROOT, target), osp.join(ROOT, ckpt), False):
+        same_run = filecmp.cmp(osp.join(ROOT, dst, 'done'), osp.join(ROOT, src, 'done'), False)  # time + command
+        has_ckpt = osp.isfile(osp.join(ROOT, target))
+        if same_run and has_ckpt and filecmp.cmp(osp.join(ROOT, target), osp.join(ROOT, ckpt), False):
             return target  # adopted by an earlier invocation (e.g. one cut by a GPU call's time limit)
-        if osp.isfile(osp.join(ROOT, target)) or not filecmp.cmp(osp.join(ROOT, dst, 'done'),
-                                                                 osp.join(ROOT, src, 'done'), False):
+        if has_ckpt or not same_run:
             raise ValueError(f'study: {dst} already has another teacher; drop --teacher-from or use another '
                              f'--work-dir')
         # the same teacher adopted before, its checkpoint left behind (a work dir copied without its .pth files)

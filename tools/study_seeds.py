@@ -13,8 +13,8 @@ Printed, and with ``--out`` written atomically to PREFIX.md / PREFIX.json:
   distillation), the difference of the two gains seed by seed: the paired comparison of the study.
 
 A method or mode missing from a work dir (not run, or unfinished: ``results.json`` ``unfinished``) is left out of
-that row's mean, which names the seeds it has. Work dirs whose QAT runs had different ``--min-bits`` floors are
-different settings and are refused.
+that row's mean, which names the seeds it has. Work dirs whose QAT runs had different ``--min-bits`` floors or
+another teacher (``commands.teacher``) are different settings and are refused, as is a work dir given twice.
 """
 import argparse
 import json
@@ -39,7 +39,10 @@ def load_results(work_dir: str) -> dict:
         raise ValueError(f'{path} not found; write it with `python tools/study.py --work-dir {work_dir} '
                          f'--write-results --seed N`')
     with open(path) as f:
-        res = json.load(f)
+        try:
+            res = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f'{path}: not valid JSON ({err}); write it again with tools/study.py --write-results')
     for key in ('methods', 'ablation', 'seeds'):
         if key not in res:
             raise ValueError(f'{path}: no "{key}" field; is it a results.json of tools/study.py?')
@@ -91,17 +94,25 @@ def paired_gains(ablation: List[dict], baseline: str = BASELINE_MODE) -> List[di
                  for r in row['runs'] if 'gain_nds' in r and r['run'] in base]
         if diffs:
             values = [d['diff_nds'] for d in diffs]
-            out.append(dict(mode=row['mode'], minus=baseline, runs=diffs, **{
-                'diff_nds': statistics.mean(values), 'larger_in': sum(v > 0 for v in values), 'of': len(values)}))
+            s = spread(values)
+            out.append(dict(mode=row['mode'], minus=baseline, runs=diffs, diff_nds=s['mean'], diff_nds_sd=s['sd'],
+                            larger_in=sum(v > 0 for v in values), of=len(values)))
     return out
 
 
 def merge(work_dirs: List[str]) -> dict:
+    real = [osp.realpath(w) for w in work_dirs]
+    twice = sorted({w for w, r in zip(work_dirs, real) if real.count(r) > 1})
+    if twice:
+        raise ValueError(f'{", ".join(twice)}: the same work dir given twice would count its runs twice')
     results = [load_results(w) for w in work_dirs]
-    floors = {json.dumps(r.get('min_bits', []), sort_keys=True) for r in results}
-    if len(floors) > 1:
-        raise ValueError('results.json "min_bits" differ between ' + ', '.join(work_dirs) +
-                         ': their QAT runs had different floors, so they are not seeds of one setting')
+    for field, what in (('min_bits', 'their QAT runs had different floors'),
+                        ('teacher', 'their QAT runs distilled from different teachers')):
+        values = {json.dumps(r.get('min_bits', []) if field == 'min_bits' else r.get('commands', {}).get(field),
+                             sort_keys=True) for r in results}
+        if len(values) > 1:
+            raise ValueError(f'results.json "{field}" differs between {", ".join(work_dirs)}: {what}, so they are '
+                             f'not seeds of one setting')
     labels = [seed_label(r, w) for r, w in zip(results, work_dirs)]
     if len(set(labels)) < len(labels):
         labels = [f'{label} ({w})' for label, w in zip(labels, work_dirs)]
@@ -123,10 +134,12 @@ def _value(row: dict, label: str, fields: Sequence[str], fmt: str = '{:.4f}') ->
 
 
 def _mean(row: dict, fields: Sequence[str]) -> str:
+    count = len([r for r in row['runs'] if fields[0] in r])
+    if not count:
+        return '-'
     text = ' / '.join(f'{row[f]:.4f}' for f in fields if f in row)
     sd = row.get(fields[0] + '_sd')
-    seeds = len([r for r in row['runs'] if fields[0] in r])
-    return f'{text} ({sd:.4f}, {seeds} runs)' if sd is not None else f'{text} (1 run)'
+    return f'{text} ({sd:.4f}, {count} runs)' if sd is not None else f'{text} ({count} run)'
 
 
 def render(m: dict) -> str:
@@ -161,7 +174,8 @@ def render(m: dict) -> str:
             per = {d['run']: d['diff_nds'] for d in p['runs']}
             lines.append(f"| {p['mode']} - {p['minus']} | " +
                          ' | '.join(f'{per[r]:+.4f}' if r in per else '-' for r in runs) +
-                         f" | {p['diff_nds']:+.4f} (larger in {p['larger_in']} of {p['of']}) |")
+                         f" | {p['diff_nds']:+.4f}" + (f" ({p['diff_nds_sd']:.4f})" if p['diff_nds_sd'] is not None
+                                                       else '') + f", larger in {p['larger_in']} of {p['of']} |")
     if m['unfinished']:
         lines += ['', 'Unfinished runs, left out: ' + '; '.join(
             f'{label}: ' + ', '.join(f'{run} (last evaluation: {at})' for run, at in runs.items())

@@ -529,11 +529,15 @@ def carry_items(earlier: Optional[dict], run: Dict[str, object]) -> Dict[str, ob
         return run
     out = dict(run)
     carried = dict(run.get('carried', {}))
+    noisy = list(run.get('noisy', []))
     for item in RUN_ITEMS:
         if item in earlier and item not in run:
             out[item] = earlier[item]
             carried[item] = earlier.get('carried', {}).get(item) or dict(command=earlier.get('command'),
                                                                          time=earlier.get('time'))
+            noisy += [line for line in earlier.get('noisy', []) if line.startswith(item + '.')]
+    if noisy:
+        out['noisy'] = noisy
     if carried:
         out['carried'] = carried
     return out
@@ -647,8 +651,9 @@ def environment() -> Dict[str, str]:
 
 
 def gpu_processes() -> Optional[List[Dict[str, str]]]:
-    """Other processes holding the GPU (``nvidia-smi --query-compute-apps``; this process left out), or None where
-    nvidia-smi is missing or fails."""
+    """Other processes holding the GPU (``nvidia-smi --query-compute-apps``; this process left out by its PID, which
+    in a container may not be the PID nvidia-smi reports, so after CUDA use this process can appear too), or None
+    where nvidia-smi is missing or fails."""
     try:
         out = subprocess.run(['nvidia-smi', '--query-compute-apps=pid,process_name,used_memory',
                               '--format=csv,noheader,nounits'], capture_output=True, text=True, timeout=20)
@@ -666,7 +671,8 @@ def gpu_processes() -> Optional[List[Dict[str, str]]]:
 
 def machine_state(device: torch.device) -> Dict[str, object]:
     """What else loads the machine now: the 1-minute load average (beside the CPU count) and, on CUDA, the other
-    processes on the GPU. Recorded before and after a run, so that a disturbed measurement shows in its record."""
+    processes on the GPU. Recorded before and after a run, so that a disturbed measurement shows in its record (the
+    load average after a run includes the run's own load)."""
     state: Dict[str, object] = dict(loadavg_1m=round(os.getloadavg()[0], 2), cpus=os.cpu_count())
     if device.type == 'cuda':
         state['other_gpu_processes'] = gpu_processes()

@@ -254,6 +254,11 @@ def test_a_second_seed_adopts_the_first_seeds_teacher(tmp_path, monkeypatch):
         study.adopt_teacher('a/teacher', 'b')
     (dst / 'done').write_text((src / 'done').read_text())
     assert study.adopt_teacher('a/teacher', 'b') == 'b/teacher/iter_700.pth'
+    done = (src / 'done').read_text()
+    (src / 'done').write_text('2026-12-02 09:00:00 tools/train.py cfg.py --work-dir a/teacher\n')  # trained again
+    with pytest.raises(ValueError, match='already has another teacher'):  # even where the (linked) file is equal
+        study.adopt_teacher('a/teacher', 'b')
+    (src / 'done').write_text(done)
     (src / 'iter_700.pth').unlink()  # a new file (the adopted one may be a hard link of the old)
     (src / 'iter_700.pth').write_bytes(b'other weights')
     with pytest.raises(ValueError, match='already has another teacher'):

@@ -8,10 +8,11 @@ from tools import study_seeds
 FLOORS = [dict(modules=['pts_bbox_head.transformer.reference_points'], w_bits=8, a_bits=8)]
 
 
-def _work_dir(tmp_path, name, seed, methods, ablation, min_bits=FLOORS, unfinished=None):
+def _work_dir(tmp_path, name, seed, methods, ablation, min_bits=FLOORS, unfinished=None, teacher='train.py t'):
     w = tmp_path / name
     w.mkdir()
     res = dict(ptq=[], seeds=[seed], min_bits=min_bits, device='NVIDIA H200', unfinished=unfinished or {},
+               commands=dict(teacher=teacher),
                methods=[dict(name=n, w_bits=4, a_bits=6, size_mb=2.9, tbops=0.24, nds=nds, map=mp)
                         for n, (nds, mp) in methods.items()],
                ablation=[dict(mode=mode, nds=end, map=0.3, **({} if start is None else
@@ -43,6 +44,7 @@ def test_means_spreads_and_paired_gains_over_three_seeds(tmp_path, capsys):
     assert [d['run'] for d in paired['runs']] == ['seed 0', 'seed 1']  # seed 2 has no VGD run: no pair
     assert [d['diff_nds'] for d in paired['runs']] == pytest.approx([0.01, 0.03])
     assert (paired['larger_in'], paired['of']) == (2, 2) and paired['diff_nds'] == pytest.approx(0.02)
+    assert paired['diff_nds_sd'] == pytest.approx(0.0141, abs=1e-4)
     text = open(out + '.md').read()
     assert text == capsys.readouterr().out
     assert ('| direct_qat_w4a6 | 0.3000 / 0.2000 | 0.3200 / 0.2200 | 0.3400 / 0.2400 '
@@ -50,7 +52,7 @@ def test_means_spreads_and_paired_gains_over_three_seeds(tmp_path, capsys):
     assert '| method | seed 0 | seed 1 | seed 2 | mean (sd of NDS) |\n|---|---|---|---|---|\n' in text
     assert '| qdbev_w4a6 | 0.3300 / 0.2500 | 0.3500 / 0.2700 | - |' in text
     assert '| vgd | 0.3100 -> 0.3300 (+0.0200) | 0.3200 -> 0.3500 (+0.0300) | - | +0.0250 (0.0071) |' in text
-    assert '| vgd - none | +0.0100 | +0.0300 | - | +0.0200 (larger in 2 of 2) |' in text
+    assert '| vgd - none | +0.0100 | +0.0300 | - | +0.0200 (0.0141), larger in 2 of 2 |' in text
     assert 'seed 2: qdbev_vgd (last evaluation: phase w4a6_decoder, iteration 100)' in text
 
 
@@ -70,16 +72,27 @@ def test_two_work_dirs_of_one_seed_are_told_apart(tmp_path):
     assert m['methods'][0]['nds'] == pytest.approx(0.32)
 
 
-def test_other_floors_or_a_missing_results_file_are_refused_in_one_line(tmp_path, capsys):
+def _refused(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exc:
+        study_seeds.main(argv)
+    assert exc.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_other_floors_teachers_the_same_dir_twice_or_a_bad_results_file_are_refused_in_one_line(tmp_path, capsys):
     a = _work_dir(tmp_path, 'a', 0, {}, {})
     b = _work_dir(tmp_path, 'b', 1, {}, {}, min_bits=[])
-    with pytest.raises(SystemExit) as exc:
-        study_seeds.main([a, b])
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert '"min_bits" differ' in err and 'not seeds of one setting' in err
-    with pytest.raises(SystemExit):
-        study_seeds.main([a, str(tmp_path / 'nothing')])
-    err = capsys.readouterr().err.strip().splitlines()[-1]
+    c = _work_dir(tmp_path, 'c', 2, {}, {}, teacher='train.py other')
+    err = _refused([a, b], capsys)
+    assert '"min_bits" differs' in err and 'different floors' in err and 'not seeds of one setting' in err
+    err = _refused([a, c], capsys)
+    assert '"teacher" differs' in err and 'different teachers' in err
+    err = _refused([a, a + '/'], capsys)
+    assert 'given twice' in err and a in err
+    (tmp_path / 'd').mkdir()
+    (tmp_path / 'd' / 'results.json').write_text('{"methods": [')  # cut while written by hand
+    err = _refused([a, str(tmp_path / 'd')], capsys)
+    assert 'd/results.json: not valid JSON' in err
+    err = _refused([a, str(tmp_path / 'nothing')], capsys)
     assert 'nothing/results.json not found' in err and '--write-results' in err
     assert not list(tmp_path.glob('*.md'))
