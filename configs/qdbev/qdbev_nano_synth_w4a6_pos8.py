@@ -1,7 +1,7 @@
 # QD-BEV W4A6 with both position layers of the decoder floored at 8 bits (weights and activations): the
 # reference-point projection (as qdbev_nano_synth_w4a6_ref8.py) and each box branch's last linear layer (128 -> 10,
 # the refinement that moves a query's reference point between decoder layers). On the synthetic GPU study
-# (docs/results.md section 3, "Session 9" and "Session 10"; 2.90 MiB, +1.9 KiB over W4A6 without floors) three seeds
+# (docs/results.md section 3, "Session 9" and "Session 10"; 2.90 MiB, 2.1 KiB more than W4A6 without floors) three seeds
 # reach 0.3319 NDS against the FP teacher's 0.3359, the best W4A6 row of the study. Everything else is
 # qdbev_nano_synth_w4a6.py (progressive QAT, then VGD).
 #   python tools/train.py configs/qdbev/qdbev_nano_synth_w4a6_pos8.py
