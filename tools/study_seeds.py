@@ -30,6 +30,10 @@ if ROOT not in sys.path:
 from qdbev.fileio import atomic_write_bytes  # noqa: E402
 
 BASELINE_MODE = 'none'
+# what one setting's seeds share: results.json field, how to read it, what a difference means
+SETTING = (('min_bits', lambda res: res.get('min_bits', []), 'their QAT runs had different floors'),
+           ('teacher', lambda res: res.get('commands', {}).get('teacher'),
+            'their QAT runs distilled from different teachers'))
 
 
 def load_results(work_dir: str) -> dict:
@@ -106,11 +110,8 @@ def merge(work_dirs: List[str]) -> dict:
     if twice:
         raise ValueError(f'{", ".join(twice)}: the same work dir given twice would count its runs twice')
     results = [load_results(w) for w in work_dirs]
-    for field, what in (('min_bits', 'their QAT runs had different floors'),
-                        ('teacher', 'their QAT runs distilled from different teachers')):
-        values = {json.dumps(r.get('min_bits', []) if field == 'min_bits' else r.get('commands', {}).get(field),
-                             sort_keys=True) for r in results}
-        if len(values) > 1:
+    for field, read, what in SETTING:
+        if len({json.dumps(read(r), sort_keys=True) for r in results}) > 1:
             raise ValueError(f'results.json "{field}" differs between {", ".join(work_dirs)}: {what}, so they are '
                              f'not seeds of one setting')
     labels = [seed_label(r, w) for r, w in zip(results, work_dirs)]
@@ -126,11 +127,16 @@ def merge(work_dirs: List[str]) -> dict:
         unfinished={label: r['unfinished'] for label, r in zip(labels, results) if r.get('unfinished')})
 
 
-def _value(row: dict, label: str, fields: Sequence[str], fmt: str = '{:.4f}') -> str:
-    run = [r for r in row['runs'] if r['run'] == label]
-    if not run or fields[0] not in run[0]:
+def _run(row: dict, label: str) -> Optional[dict]:
+    """The values of merged ``row`` from the work dir labelled ``label``, or None."""
+    return next((r for r in row['runs'] if r['run'] == label), None)
+
+
+def _value(row: dict, label: str, fields: Sequence[str]) -> str:
+    run = _run(row, label)
+    if run is None or fields[0] not in run:
         return '-'
-    return ' / '.join(fmt.format(run[0][f]) for f in fields if f in run[0])
+    return ' / '.join(f'{run[f]:.4f}' for f in fields if f in run)
 
 
 def _mean(row: dict, fields: Sequence[str]) -> str:
@@ -162,11 +168,11 @@ def render(m: dict) -> str:
         for row in m['ablation']:
             cells = []
             for r in runs:
-                run = [x for x in row['runs'] if x['run'] == r]
-                if run and 'gain_nds' in run[0]:
-                    cells.append(f"{run[0]['start_nds']:.4f} -> {run[0]['nds']:.4f} ({run[0]['gain_nds']:+.4f})")
+                run = _run(row, r)
+                if run is not None and 'gain_nds' in run:
+                    cells.append(f"{run['start_nds']:.4f} -> {run['nds']:.4f} ({run['gain_nds']:+.4f})")
                 else:
-                    cells.append(_value(row, r, ('nds',)) + (' (no start evaluation)' if run else ''))
+                    cells.append(_value(row, r, ('nds',)) + (' (no start evaluation)' if run is not None else ''))
             gain = (f"{row['gain_nds']:+.4f} ({row['gain_nds_sd']:.4f})" if row.get('gain_nds_sd') is not None
                     else f"{row['gain_nds']:+.4f}" if 'gain_nds' in row else '-')
             lines.append(f"| {row['mode']} | " + ' | '.join(cells) + f' | {gain} |')
@@ -178,8 +184,8 @@ def render(m: dict) -> str:
                                                        else '') + f", larger in {p['larger_in']} of {p['of']} |")
     if m['unfinished']:
         lines += ['', 'Unfinished runs, left out: ' + '; '.join(
-            f'{label}: ' + ', '.join(f'{run} (last evaluation: {at})' for run, at in runs.items())
-            for label, runs in m['unfinished'].items())]
+            f'{label}: ' + ', '.join(f'{run} (last evaluation: {at})' for run, at in cut.items())
+            for label, cut in m['unfinished'].items())]
     return '\n'.join(lines) + '\n'
 
 
