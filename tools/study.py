@@ -7,7 +7,7 @@
                           [--teacher-iters N]
                           [--qat-iters 200] [--distill-iters 400] [--qat-batch 1] [--seed 0] [--jobs 1]
                           [--qat-options KEY=VALUE ...] [--min-bits PATTERN=W/A ...]
-                          [--until STEP] [--force STEP ...] [--only STEP ...]
+                          [--branch] [--until STEP] [--force STEP ...] [--only STEP ...]
 
 Steps (tools/quickstart.py's runner: each skipped when its output exists, re-run when a step it needs ran):
   data, infos        a v1.0-trainval synthetic set (tools/create_synthetic_nuscenes.py, tools/create_data.py)
@@ -19,7 +19,9 @@ Steps (tools/quickstart.py's runner: each skipped when its output exists, re-run
   qdbev_MODE         progressive QAT then --distill-iters of distillation MODE (..._w4a6.py with
                      qat_schedule.distill=MODE) for MODE in vgd (QD-BEV), none, img, bev, img+bev (the ablation)
                      and vgd+head (VGD plus the Selective-Focus term on the last decoder layer's class/box outputs,
-                     which reaches the decoder's own quantization error; VGD's terms stop at the decoder's inputs)
+                     which reaches the decoder's own quantization error; VGD's terms stop at the decoder's inputs);
+                     with --branch every mode starts from the progressive run's final checkpoint instead of
+                     repeating its QAT phases (one start point: the modes are paired exactly, in half the time)
   w4a4               QD-BEV at W4A4 with the first conv and class/box branches at 8 bits (..._w4a4.py)
   curves             tools/plot_curves.py of qdbev_vgd and progressive
   results            WORK_DIR/results.md and results.json (keys of docs/results.json: ptq, methods, ablation,
@@ -150,11 +152,23 @@ def run_config(w: str, run: str, config: str) -> str:
     return floored if osp.isfile(osp.join(ROOT, floored)) else config
 
 
-def qat_run(name: str, config: str, w: str, args, schedule: Dict, extra: List[str]) -> Step:
+def final_phase_checkpoint(work_dir: str) -> str:
+    """The checkpoint a finished QAT run saved at the end of its last phase (``phase_<i>_<name>.pth``, highest i)."""
+    found = glob.glob(osp.join(ROOT, work_dir, 'phase_*_*.pth'))
+    if not osp.isfile(osp.join(ROOT, work_dir, 'done')) or not found:
+        raise SystemExit(f'study: {work_dir} has no finished run with phase checkpoints to branch from; run that '
+                         f'step first (its .pth files stay on the machine that trained it)')
+    return max(found, key=lambda p: int(osp.basename(p).split('_')[1]))
+
+
+def qat_run(name: str, config: str, w: str, args, schedule: Dict, extra: List[str],
+            branch_from: Optional[str] = None) -> Step:
     """A tools/train.py step of a distiller config with the teacher, data root, seed, batch and schedule overrides,
     then ``extra`` options (the teacher's architecture and --qat-options); with --min-bits rules, ``config`` with
     them first (:func:`floored_config`). (``custom_hooks.1`` is the configs' ProgressiveQATHook, after
-    WeightsOnlyCheckpointHook.)"""
+    WeightsOnlyCheckpointHook.) With ``branch_from`` (a run under ``w`` whose schedule this one's starts with),
+    the run starts from that run's final checkpoint (ProgressiveQATHook's branch) instead of repeating its phases,
+    and resumes its own checkpoints once it has some."""
     teacher_dir = osp.join(w, 'teacher')
     config = floored_config(w, name, config, getattr(args, 'min_bits_rules', None) or [])
     opts = [f'model.teacher_checkpoint={teacher_dir}', f'randomness.seed={args.seed}',
@@ -166,9 +180,16 @@ def qat_run(name: str, config: str, w: str, args, schedule: Dict, extra: List[st
         end = 'last_two' if 'distill_length' in schedule else 'last'
         opts += [f'custom_hooks.1.evaluate_phase_end={end}', 'custom_hooks.1.evaluate_start_points=False']
     opts += extra
-    return Step(name, osp.join(w, name, 'done'),
-                [sys.executable, 'tools/train.py', config, '--work-dir', osp.join(w, name), '--resume', '--cfg-options']
-                + opts, osp.join(w, name), marker=True, needs=('teacher', ), resumable=True)
+    run_dir = osp.join(w, name)
+
+    def argv() -> List[str]:
+        own = read_last_checkpoint(osp.join(ROOT, run_dir))
+        start = [] if branch_from is None or own else [final_phase_checkpoint(osp.join(w, branch_from))]
+        return [sys.executable, 'tools/train.py', config, '--work-dir', run_dir, '--resume', *start,
+                '--cfg-options'] + opts
+
+    return Step(name, osp.join(run_dir, 'done'), argv if branch_from else argv(), run_dir, marker=True,
+                needs=('teacher', ) + ((branch_from, ) if branch_from else ()), resumable=True)
 
 
 def steps(args) -> List[Step]:
@@ -205,7 +226,8 @@ def steps(args) -> List[Step]:
     ]
     for mode in ABLATION_MODES:
         out.append(qat_run(f'qdbev_{mode}', QDBEV.format('w4a6'), w, args,
-                           dict(qat, distill=mode, distill_length=args.distill_iters), extra))
+                           dict(qat, distill=mode, distill_length=args.distill_iters), extra,
+                           branch_from='progressive' if getattr(args, 'branch', False) else None))
     out += [
         qat_run('w4a4', QDBEV.format('w4a4'), w, args, dict(qat, distill_length=args.distill_iters), extra),
         Step('curves', osp.join(w, 'curves_qdbev.png'),
@@ -247,6 +269,15 @@ def unfinished_run(work_dir: str) -> Optional[str]:
         return None
     evals = _evals(work_dir)
     return f"phase {evals[-1]['name']}, iteration {evals[-1]['iter']}" if evals else 'no evaluation yet'
+
+
+def branched(work_dir: str) -> bool:
+    """True when the run in ``work_dir`` started from another run's final checkpoint (a ``branch`` event)."""
+    path = osp.join(work_dir, 'phases.json')
+    if not osp.isfile(path):
+        return False
+    with open(path) as f:
+        return any(e.get('event') == 'branch' for e in json.load(f).get('events', []))
 
 
 def _evals(work_dir: str) -> List[dict]:
@@ -334,10 +365,11 @@ def collect(w: str, seed: int, device: Optional[str] = None) -> dict:
     for m in methods:
         s = w4a4 if m['name'] == 'qdbev_w4a4' else sizes[(m['w_bits'], m['a_bits'])]
         m.update(size_mb=s['size_mb'], tbops=s['gbops'] / 1e3)
-    ablation = []
+    ablation, starts = [], set()
     for mode in ABLATION_MODES:
         evals = finished_evals(osp.join(w, f'qdbev_{mode}'))
         if evals:
+            starts.add('progressive' if branched(osp.join(w, f'qdbev_{mode}')) else 'own')
             row = dict(mode=mode, nds=evals[-1]['nds'], map=evals[-1]['map'])
             start = distill_phase_start(evals)
             if start is not None:
@@ -351,7 +383,7 @@ def collect(w: str, seed: int, device: Optional[str] = None) -> dict:
     return dict(ptq=ptq_rows, methods=methods, ablation=ablation,
                 config=run_config(w, 'qdbev_vgd', QDBEV.format('w4a6')), min_bits=[r.to_dict() for r in floors],
                 device=device, seeds=[seed], img_size=sizes[(32, 32)]['img_size'], commands=run_commands(w),
-                unfinished=unfinished)
+                unfinished=unfinished, ablation_start='+'.join(sorted(starts)) or None)
 
 
 def run_commands(w: str) -> Dict[str, str]:
@@ -375,7 +407,9 @@ def render(res: dict) -> str:
               '|---|---|---|---|---|---|']
     lines += [f"| {m['name']} | {m['w_bits']}/{m['a_bits']} | {m['size_mb']:.2f} | {m['tbops']:.3f} | {f(m['nds'])} | "
               f"{f(m['map'])} |" for m in res['methods']]
-    lines += ['', '## Distillation ablation at W4A6', '',
+    start = {'progressive': ' (every mode continues the progressive run: one start point)',
+             'own': ' (each mode repeats the progressive QAT phases)'}.get(res.get('ablation_start'), '')
+    lines += ['', f'## Distillation ablation at W4A6{start}', '',
               '| mode | NDS | mAP | NDS before the distillation phase (same run) | NDS gain in it |',
               '|---|---|---|---|---|']
     lines += [f"| {a['mode']} | {f(a['nds'])} | {f(a['map'])} | {f(a.get('start_nds'))} | {f(a.get('gain_nds'))} |"
@@ -419,6 +453,10 @@ def main(argv=None) -> int:
     parser.add_argument('--teacher-from', metavar='DIR',
                         help="another study's finished teacher dir (e.g. work_dirs/study/teacher) to run this "
                              'work dir on, e.g. a second seed')
+    parser.add_argument('--branch', action='store_true',
+                        help='the qdbev_MODE runs start from the progressive run\'s final checkpoint (its QAT phases '
+                             'are theirs) instead of repeating them: every mode starts from the same model, and the '
+                             'ablation takes about half the time')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--jobs', type=int, default=1, help='independent steps run at once')
     parser.add_argument('--force', nargs='*', default=[], help='steps to re-run even if done')

@@ -33,7 +33,9 @@ BASELINE_MODE = 'none'
 # what one setting's seeds share: results.json field, how to read it, what a difference means
 SETTING = (('min_bits', lambda res: res.get('min_bits', []), 'their QAT runs had different floors'),
            ('teacher', lambda res: res.get('commands', {}).get('teacher'),
-            'their QAT runs distilled from different teachers'))
+            'their QAT runs distilled from different teachers'),
+           ('ablation_start', lambda res: res.get('ablation_start'),
+            'one ablation continued its progressive run (--branch), another repeated the QAT phases'))
 
 
 def load_results(work_dir: str) -> dict:

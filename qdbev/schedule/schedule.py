@@ -127,6 +127,18 @@ class Schedule:
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(',', ':'))
         return hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]
 
+    def prefix(self, n: int) -> 'Schedule':
+        """The schedule of the first ``n`` phases (same ``progressive`` flag): a run of it that finished can be
+        continued into this one's later phases (see :meth:`extends`)."""
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(self.phases):
+            raise ValueError(f'Schedule.prefix: n must be an int in [1, {len(self.phases)}], got {n!r}')
+        return Schedule(self.phases[:n], progressive=self.progressive)
+
+    def extends(self, fingerprint: str, n: int) -> bool:
+        """True when this schedule starts with the ``n`` phases of the schedule whose fingerprint is ``fingerprint``
+        and has more after them: a run that finished that schedule may go on into the rest of this one."""
+        return 1 <= n < len(self.phases) and self.prefix(n).fingerprint() == fingerprint
+
     def check_resume(self, fingerprint: str) -> None:
         """Raise when a checkpoint's schedule fingerprint differs from this schedule's."""
         if fingerprint != self.fingerprint():

@@ -174,6 +174,8 @@ def test_results_json_has_the_documented_keys_and_the_runs_numbers(tmp_path):
     assert methods['qdbev_w4a4']['size_mb'] > methods['qdbev_w4a6']['size_mb']
     assert methods['fp_teacher']['tbops'] > methods['dfq_w8a8']['tbops'] > methods['qdbev_w4a6']['tbops']
     assert [a['mode'] for a in res['ablation']] == ['vgd', 'none', 'bev']  # img unfinished, img+bev did not run
+    assert res['ablation_start'] == 'own' and 'each mode repeats the progressive QAT phases' in (
+        w / 'results.md').read_text()
     assert res['unfinished'] == {'qdbev_img': 'phase vgd, iteration 46'}
     ablation = {a['mode']: a for a in res['ablation']}
     assert ablation['none']['start_nds'] == 0.31 and ablation['none']['gain_nds'] == pytest.approx(0.03)
@@ -291,3 +293,42 @@ def test_a_teacher_of_the_default_config_loads_into_every_qat_runs_distiller(tmp
         ref = teacher.state_dict()['pts_bbox_head.bev_embedding.weight']
         assert torch.equal(distiller.student.pts_bbox_head.bev_embedding.weight, ref), name
         assert distiller.student.pts_bbox_head.num_query_groups == 11
+
+
+def test_branch_starts_every_mode_from_the_progressive_runs_final_checkpoint(tmp_path):
+    from projects.qdbev.hooks.schedule_config import build_schedule
+    w = str(tmp_path / 'w')
+    steps = parsed_steps(work_dir=w, branch=True)
+    prog = build_schedule(run_config(parsed_steps()['progressive']).qat_schedule)
+    for mode in study.ABLATION_MODES:
+        step = steps[f'qdbev_{mode}']
+        assert step.needs == ('teacher', 'progressive') and callable(step.argv)
+        with pytest.raises(SystemExit, match='w/progressive has no finished run with phase checkpoints'):
+            step.argv()
+    run = tmp_path / 'w' / 'progressive'
+    run.mkdir(parents=True)
+    for name in ('phase_1_w32a6.pth', 'phase_5_w4a6_decoder.pth', 'phase_2_w4a6_backbone.pth', 'done'):
+        (run / name).write_text('')
+    argv = steps['qdbev_img'].argv()
+    at = argv.index('--resume')
+    assert argv[at + 1] == str(run / 'phase_5_w4a6_decoder.pth') and argv[at + 2] == '--cfg-options'
+    # the ProgressiveQATHook accepts it as a branch: the mode's schedule starts with the progressive run's phases
+    cfg = run_config(parsed_steps()['qdbev_img'])
+    assert build_schedule(cfg.qat_schedule).extends(prog.fingerprint(), len(prog))
+    own = tmp_path / 'w' / 'qdbev_img'
+    own.mkdir()
+    (own / 'last_checkpoint').write_text(str(own / 'iter_90.pth'))
+    argv = steps['qdbev_img'].argv()  # interrupted after it started: continue its own checkpoints
+    assert argv[argv.index('--resume') + 1] == '--cfg-options'
+    assert not callable(parsed_steps()['qdbev_img'].argv)  # without --branch each mode repeats the QAT phases
+
+
+def test_results_say_where_the_ablation_started(tmp_path):
+    run = tmp_path / 'qdbev_none'
+    run.mkdir()
+    log = phases(0.34, 0.23, start=0.31)
+    (run / 'phases.json').write_text(json.dumps(log))
+    assert not study.branched(str(run))
+    log['events'].insert(0, dict(event='branch', phase=5, iter=46, source='w/progressive/phases.json'))
+    (run / 'phases.json').write_text(json.dumps(log))
+    assert study.branched(str(run)) and not study.branched(str(tmp_path / 'missing'))

@@ -8,10 +8,12 @@ from tools import study_seeds
 FLOORS = [dict(modules=['pts_bbox_head.transformer.reference_points'], w_bits=8, a_bits=8)]
 
 
-def _work_dir(tmp_path, name, seed, methods, ablation, min_bits=FLOORS, unfinished=None, teacher='train.py t'):
+def _work_dir(tmp_path, name, seed, methods, ablation, min_bits=FLOORS, unfinished=None, teacher='train.py t',
+              start='own'):
     w = tmp_path / name
     w.mkdir()
     res = dict(ptq=[], seeds=[seed], min_bits=min_bits, device='NVIDIA H200', unfinished=unfinished or {},
+               ablation_start=start,
                commands=dict(teacher=teacher),
                methods=[dict(name=n, w_bits=4, a_bits=6, size_mb=2.9, tbops=0.24, nds=nds, map=mp)
                         for n, (nds, mp) in methods.items()],
@@ -87,6 +89,8 @@ def test_other_floors_teachers_the_same_dir_twice_or_a_bad_results_file_are_refu
     assert '"min_bits" differs' in err and 'different floors' in err and 'not seeds of one setting' in err
     err = _refused([a, c], capsys)
     assert '"teacher" differs' in err and 'different teachers' in err
+    err = _refused([a, _work_dir(tmp_path, 'e', 3, {}, {}, start='progressive')], capsys)
+    assert '"ablation_start" differs' in err and '--branch' in err
     err = _refused([a, a + '/'], capsys)
     assert 'given twice' in err and a in err
     (tmp_path / 'd').mkdir()

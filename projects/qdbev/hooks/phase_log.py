@@ -56,11 +56,13 @@ class PhaseLog:
         del self.events[length:]
         self.flush()
 
-    def load_existing(self) -> None:
-        """Take over the events of an earlier (interrupted) run in the same work dir, if any."""
-        if os.path.isfile(self.path):
+    def load_existing(self, source: Optional[str] = None) -> None:
+        """Take over the events of an earlier (interrupted) run in the same work dir, if any; or those of another
+        run's log ``source`` (a finished run this one continues in a new work dir)."""
+        path = self.path if source is None else source
+        if os.path.isfile(path):
             try:
-                with open(self.path) as f:
+                with open(path) as f:
                     self.events = list(json.load(f).get('events', []))
             except (OSError, ValueError):
                 self.events = []

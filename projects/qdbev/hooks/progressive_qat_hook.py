@@ -18,7 +18,10 @@ W32A6 -> W4A6 backbone -> + neck -> + encoder -> + decoder -> VGD). The schedule
 * checkpoints carry ``qdbev_progressive``: phase index, its start, quantizer state, tracker and guard state,
   schedule fingerprint + iteration layout, teacher sha256 and the phase-log length. ``--resume`` restores the bits
   and scales in ``after_load_checkpoint`` (before the state dict is loaded) and refuses a changed schedule unless
-  ``qat_allow_schedule_change=True``.
+  ``qat_allow_schedule_change=True``. One change is always allowed, a branch: ``--resume`` from the last checkpoint
+  of a finished run whose schedule this one starts with continues into the next phase (in a new work dir, its
+  ``phases.json`` starts with that run's events), e.g. every distillation mode of an ablation from one
+  progressive-QAT run.
 * stability: with :class:`.GuardedOptimWrapper`, a roll-back request restores the last checkpoint (weights,
   optimizer, phase state, iteration) and the guard's reduced learning rate applies from then on.
 * exact resume: each iteration reseeds python/numpy/torch from (seed, iteration, rank), so the random stream of a
@@ -248,6 +251,11 @@ class ProgressiveQATHook(Hook):
                              'start a new work_dir, or use load_from to start a schedule from its weights')
         index = st['phase']
         changed = st['fingerprint'] != self.schedule.fingerprint() or list(st['layout']) != self.plan.layout()
+        branch = changed and not self._rolling_back and self._continues(st)
+        if branch:
+            changed = False  # the phases done so far are this schedule's own: resume in the same index
+            self._info(runner, f"the checkpoint finished a schedule of {len(st['layout'])} phases that this one "
+                               f"starts with: continuing into phase {index + 1} '{self.schedule[index + 1].name}'")
         if changed and not self.allow_schedule_change:
             raise ValueError(f"qat_schedule changed since this run started (fingerprint {st['fingerprint']} -> "
                              f"{self.schedule.fingerprint()}, iterations {list(st['layout'])} -> "
@@ -285,13 +293,34 @@ class ProgressiveQATHook(Hook):
         if not self._rolling_back:
             if guard is not None and st.get('guard'):
                 guard.load_state_dict(st['guard'])
-            self.log.load_existing()
+            source = self._source_log(runner)
+            self.log.load_existing(source)
             self.log.truncate(int(st.get('log_len', len(self.log.events))))
-            self.log.add('resume', phase=index, iter=int(checkpoint.get('meta', {}).get('iter', 0)))
+            self.log.add('branch' if branch else 'resume', phase=index,
+                         iter=int(checkpoint.get('meta', {}).get('iter', 0)),
+                         **({} if source is None else dict(source=source)))
             self._resumed = True
         name = None if index is None else self.schedule[index].name
         self._info(runner, f"restored phase {index} '{name}' (started at iteration {self.phase_start}, "
                            f"{'ended' if self.finished else 'running'}) with its bits and quantizer scales")
+
+    def _continues(self, st: dict) -> bool:
+        """True when the checkpoint state ``st`` ends a finished schedule that this one starts with (same phases and
+        iterations): a branch, e.g. a distillation phase after a progressive-QAT run's last phase, which starts
+        exactly where that run stopped (weights, scales, optimizer, iteration and random stream)."""
+        n = len(st['layout'])
+        return (bool(st['done']) and st['phase'] == n - 1 and self.schedule.extends(st['fingerprint'], n)
+                and self.plan.layout()[:n] == list(st['layout']))
+
+    def _source_log(self, runner) -> Optional[str]:
+        """The phase log of the run resumed from when its checkpoint lies in another work dir (a branch, or a run
+        copied elsewhere) and this work dir has no log yet; None otherwise (this run's own log is continued)."""
+        ckpt = getattr(runner, '_load_from', None)
+        if not ckpt or osp.isfile(self.log.path):
+            return None
+        source = osp.join(osp.dirname(osp.abspath(ckpt)), self.log_file)
+        same = osp.abspath(osp.dirname(source)) == osp.abspath(runner.work_dir)
+        return None if same or not osp.isfile(source) else source
 
     def _save_phase_checkpoint(self, runner, index: int) -> str:
         filename = f'phase_{index}_{self.schedule[index].name}.pth'

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from qdbev.schedule import LRPolicy, Phase, Schedule, until_plateau
+from qdbev.schedule import LRPolicy, Phase, Schedule, progressive_no_distill, qdbev_default, until_plateau
 
 FP = (32, 32)
 
@@ -116,3 +116,14 @@ def test_fingerprint_matches_hand_built_json_and_round_trip():
         s.check_resume(changed.fingerprint())
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['phase'\]"):
         Schedule.from_dict({'phases': [], 'phase': []})
+
+
+def test_qdbev_default_extends_progressive_qat_by_its_distillation_phase():
+    qdbev, progressive = qdbev_default(length=3, unit='iter'), progressive_no_distill(length=3, unit='iter')
+    n = len(progressive)
+    assert len(qdbev) == n + 1 and qdbev.prefix(n).to_dict() == progressive.to_dict()
+    assert qdbev.extends(progressive.fingerprint(), n)
+    assert not qdbev.extends(progressive_no_distill(length=4, unit='iter').fingerprint(), n)  # other lengths
+    assert not progressive.extends(progressive.fingerprint(), n)  # nothing after: a plain resume, not a branch
+    with pytest.raises(ValueError, match=r'n must be an int in \[1, 7\]'):
+        qdbev.prefix(0)
