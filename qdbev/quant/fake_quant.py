@@ -105,8 +105,8 @@ class _FakeQuantRef(torch.autograd.Function):
     def forward(ctx, x: Tensor, scale: Tensor, qmin: int, qmax: int, grad_factor: float) -> Tensor:
         inv = torch.reciprocal(scale)
         q = torch.round(x * inv)
-        inside = (q >= qmin) & (q <= qmax)
         qc = q.clamp(qmin, qmax)
+        inside = q == qc  # qmin <= q <= qmax (NaN: False): one kernel, no python bound turned into a tensor
         if ctx.needs_input_grad[1]:
             ctx.save_for_backward(inside, x, scale, inv, qc)
         else:  # no scale gradient: the straight-through mask is all the backward needs
@@ -118,7 +118,7 @@ class _FakeQuantRef(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         inside = ctx.saved_tensors[0]
-        grad_x = grad * inside.to(grad.dtype)
+        grad_x = grad * inside  # bool promoted inside the multiply: no float copy of the mask on CUDA
         grad_scale = None
         if ctx.needs_input_grad[1]:
             _, x, scale, inv, qc = ctx.saved_tensors
