@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from qdbev.quant import check_bits, fake_quantize, fake_quantize_reference, qrange, quantize_codes, symmetric_scale
+from qdbev.quant import (check_bits, fake_quantize, fake_quantize_reference, qrange, quantize_codes, scale_from_absmax,
+                         symmetric_scale)
 
 
 def test_eq1_scale_and_clamp_hand_checked():
@@ -89,6 +90,31 @@ def test_fused_equals_reference_values_and_gradients():
                 grads.append((xx.grad, ss.grad))
             assert torch.equal(grads[0][0], grads[1][0])
             assert torch.allclose(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_scale_from_absmax_is_eq1_bit_for_bit(dtype):
+    g = torch.Generator().manual_seed(0)
+    absmax = (torch.rand(10000, generator=g) * 10.0 ** torch.randint(-30, 30, (10000, ), generator=g)).to(dtype)
+    absmax[:3] = torch.tensor([0.0, 1e-40, 3.0])  # zero (floored), a float32 subnormal, an exact case
+    for bits in range(2, 17):  # S = 2 |r_max| / (2^k - 1) as printed, floored at 1e-12
+        assert torch.equal(scale_from_absmax(absmax, bits), (2.0 * absmax / float(2 ** bits - 1)).clamp_min(1e-12))
+
+
+def test_reference_straight_through_mask_matches_torch_with_non_finite_inputs():
+    # k = 4, S = 0.25: codes [nan, inf, -inf, 7, 7.5 -> 8, -8, -8.4 -> -8, 1.2 -> 1]; outside [-8, 7] and non-finite
+    # inputs get no gradient, as in torch's per-channel kernel
+    x = torch.tensor([[float('nan'), float('inf'), -float('inf'), 1.75, 1.875, -2.0, -2.1, 0.3]])
+    s = torch.tensor([0.25])
+    zp = torch.zeros(1, dtype=torch.int32)
+    grads = []
+    for fq in (lambda t: fake_quantize_reference(t, 4, s, 0),
+               lambda t: torch.fake_quantize_per_channel_affine(t, s, zp, 0, -8, 7)):
+        xx = x.clone().requires_grad_()
+        fq(xx).backward(torch.full_like(x, 3.0))
+        grads.append(xx.grad)
+    assert grads[0].tolist() == [[0.0, 0.0, 0.0, 3.0, 0.0, 3.0, 3.0, 3.0]]
+    assert torch.equal(grads[0], grads[1])
 
 
 def test_bits_validation_and_float_identity():
