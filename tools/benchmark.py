@@ -23,7 +23,9 @@ the newest GPU run (else the newest run) at the top: ``device``, ``qat_vgd_step_
 ``qat_vgd_memory_over_fp``, ``fakequant_infer_over_fp``, ``deform_attn_ours_over_mmcv`` and the milliseconds / MiB
 behind them. Each run records the machine's state before and after (load average; on CUDA, the other processes on
 the GPU) and lists under ``noisy`` (and prints) every timing whose median is more than 1.10x its fastest
-repetition: a figure measured on a machine that was not quiet, to be re-run before it is quoted. ``--out-md``
+repetition (a figure measured on a machine that was not quiet, to be re-run before it is quoted) or during which
+``torch.compile`` compiled a graph; each timing keeps its repetitions (``times_ms``) and, with compiled models, the
+process's compile counts (graphs, graph breaks). ``--out-md``
 rewrites the block between ``<!-- benchmark:begin -->`` and ``<!-- benchmark:end -->`` of the markdown file (the
 rest is kept).
 """

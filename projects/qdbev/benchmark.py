@@ -69,13 +69,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def compile_counts() -> Dict[str, int]:
+    """``torch.compile``'s running totals in this process: frames compiled, distinct graphs, graph breaks."""
+    from torch._dynamo.utils import counters
+    return dict(frames=int(counters['frames']['ok']), graphs=int(counters['stats']['unique_graphs']),
+                graph_breaks=int(sum(counters['graph_break'].values())))
+
+
 def median_ms(fn: Callable[[], object], reps: int, warmup: int, device: torch.device) -> Dict[str, object]:
     """Median wall time of ``fn`` in milliseconds over ``reps`` calls after ``warmup`` calls (CUDA synchronised
-    before and after each call). Returns ``dict(median_ms, min_ms, reps)``."""
+    before and after each call). Returns ``dict(median_ms, min_ms, reps, times_ms)`` and, when ``torch.compile``
+    compiled anything by the end, ``compile``: the process's totals (:func:`compile_counts`) and
+    ``compiled_while_timed``, the graphs compiled during the timed calls (0 unless a guard failed after warm-up:
+    a recompilation inside the timing)."""
     if reps < 1:
         raise ValueError(f'--reps must be >= 1, got {reps}')
     for _ in range(warmup):
         fn()
+    before = compile_counts()
     times = []
     for _ in range(reps):
         _sync(device)
@@ -83,7 +94,12 @@ def median_ms(fn: Callable[[], object], reps: int, warmup: int, device: torch.de
         fn()
         _sync(device)
         times.append((time.perf_counter() - t0) * 1e3)
-    return dict(median_ms=round(statistics.median(times), 3), min_ms=round(min(times), 3), reps=reps)
+    out = dict(median_ms=round(statistics.median(times), 3), min_ms=round(min(times), 3), reps=reps,
+               times_ms=[round(t, 1) for t in times])
+    after = compile_counts()
+    if after['frames']:
+        out['compile'] = dict(after, compiled_while_timed=after['graphs'] - before['graphs'])
+    return out
 
 
 def peak_mib(fn: Callable[[], object], device: torch.device) -> Optional[float]:
@@ -681,14 +697,18 @@ def machine_state(device: torch.device) -> Dict[str, object]:
 
 def noisy_timings(record: dict, limit: float = 1.10, path: str = '') -> List[str]:
     """Every timing of ``record`` (a ``median_ms`` / ``min_ms`` pair, at any depth) whose median exceeds its fastest
-    repetition by more than ``limit``: one line each, naming where it is. A quiet machine repeats a step within a
-    few per cent; a wider spread means the median is not the step's cost."""
+    repetition by more than ``limit``, or during which ``torch.compile`` compiled a graph: one line each, naming
+    where it is. A quiet machine repeats a step within a few per cent; a wider spread means the median is not the
+    step's cost."""
     found = []
     if isinstance(record, dict):
         med, low = record.get('median_ms'), record.get('min_ms')
         if isinstance(med, (int, float)) and isinstance(low, (int, float)) and low > 0 and med / low > limit:
             found.append(f'{path}: median {med:g} ms is {med / low:.2f}x the fastest of {record.get("reps")} '
                          f'({low:g} ms)')
+        recompiled = (record.get('compile') or {}).get('compiled_while_timed', 0) if 'median_ms' in record else 0
+        if recompiled:
+            found.append(f'{path}: torch.compile compiled {recompiled} graph(s) during the timed calls')
         for key, value in record.items():
             found += noisy_timings(value, limit, f'{path}.{key}' if path else str(key))
     return found

@@ -257,3 +257,20 @@ def test_machine_state_lists_the_other_gpu_processes(monkeypatch):
     assert bm.gpu_processes() is None
     monkeypatch.setattr(bm.subprocess, 'run', lambda *a, **k: (_ for _ in ()).throw(subprocess.TimeoutExpired('x', 1)))
     assert bm.gpu_processes() is None
+
+
+def test_a_recompilation_inside_the_timed_calls_is_counted_and_flagged():
+    """median_ms records every repetition and, once torch.compile has compiled in this process, the graphs it
+    compiled during the timed calls: a guard that fails after warm-up (here a python int that changes every call)
+    shows up there, and noisy_timings names it; a stable input compiles nothing while timed."""
+    def scaled(x, k):
+        return (x * k).sin()
+
+    compiled, x, calls = torch.compile(scaled, backend='eager', dynamic=False), torch.randn(8), iter(range(2, 100))
+    stable = bm.median_ms(lambda: compiled(x, 1), reps=3, warmup=1, device=torch.device('cpu'))
+    assert len(stable['times_ms']) == 3 and abs(min(stable['times_ms']) - stable['min_ms']) <= 0.05
+    assert stable['compile']['compiled_while_timed'] == 0 and stable['compile']['graphs'] >= 1
+    changing = bm.median_ms(lambda: compiled(x, next(calls)), reps=3, warmup=1, device=torch.device('cpu'))
+    assert changing['compile']['compiled_while_timed'] == 3
+    lines = bm.noisy_timings(dict(train=dict(step=dict(changing, median_ms=1.0, min_ms=1.0))))
+    assert lines == ['train.step: torch.compile compiled 3 graph(s) during the timed calls']
