@@ -35,6 +35,9 @@ def test_experiment_config_builds(path):
         assert (head.bev_h, head.bev_w) == (64, 64)
     if 'stride8' in name:
         assert model.img_backbone.out_indices == (1, )
+    if 'ms3' in name:  # C3-C5 through the FPN, sampled by the encoder's spatial cross-attention
+        assert model.img_backbone.out_indices == (1, 2, 3) and len(model.img_neck.lateral_convs) == 3
+        assert {m.num_levels for n, m in model.named_modules() if type(m).__name__ == 'MSDeformableAttention3D'} == {3}
 
 
 def test_tiny_study_teacher_is_the_published_tiny_with_training_time_groups():
