@@ -125,6 +125,17 @@ class InterruptHook(Hook):
             raise KeyboardInterrupt(f'interrupted after {self.at} iterations')
 
 
+def student_state(runner) -> dict:
+    """A copy of the toy student's tensors (weights, quantizer scales and observers' buffers)."""
+    return {k: v.clone() for k, v in runner.model.student.state_dict().items() if torch.is_tensor(v)}
+
+
+def phase_events(work_dir) -> List[dict]:
+    """The events of ``WORK_DIR/phases.json``."""
+    with open(osp.join(work_dir, 'phases.json')) as f:
+        return json.load(f)['events']
+
+
 _COUNT = [0]
 
 

@@ -4,30 +4,18 @@ its phases (QD-BEV's distillation phase after progressive QAT) equals running th
 Toy student of :mod:`progressive_toy`; every schedule has 3-iteration QAT phases, so the progressive run ends at
 iteration 15 and the distillation phase runs 15..19.
 """
-import json
-import os.path as osp
-
 import pytest
 import torch
 
 import projects.common  # noqa: F401  (WeightsOnlyCheckpointHook, atomic_local backend)
 import projects.qdbev.hooks  # noqa: F401
-from progressive_toy import InterruptHook, make_runner
+from progressive_toy import InterruptHook, make_runner, phase_events, student_state
 
 COMMON = dict(length=3, unit='iter', calib_batches=2, lr=dict(optimizer='reset', warmup_iters=2, lr_scale=1.0))
 PROGRESSIVE = dict(factory='progressive_no_distill', **COMMON)
 QDBEV = dict(factory='qdbev_default', distill='vgd', distill_length=4,
              distill_lr=dict(optimizer='keep', warmup_iters=0, lr_scale=0.5), **COMMON)
 LAST = 'phase_5_w4a6_decoder.pth'  # the progressive run's last phase checkpoint
-
-
-def _state(runner):
-    return {k: v.clone() for k, v in runner.model.student.state_dict().items() if torch.is_tensor(v)}
-
-
-def _events(work_dir):
-    with open(osp.join(work_dir, 'phases.json')) as f:
-        return json.load(f)['events']
 
 
 def test_a_branch_from_a_finished_run_equals_the_whole_schedule(tmp_path):
@@ -38,19 +26,19 @@ def test_a_branch_from_a_finished_run_equals_the_whole_schedule(tmp_path):
     branch = make_runner(str(tmp_path / 'vgd'), QDBEV, resume=True, load_from=source)
     branch.train()
 
-    expected, got = _state(whole), _state(branch)
+    expected, got = student_state(whole), student_state(branch)
     assert got.keys() == expected.keys()
     assert all(torch.equal(got[k], expected[k]) for k in expected)  # weights, scales: bit for bit
     assert branch.iter == whole.iter == 19
     assert branch.model.distill_modes == ['none', 'vgd']  # restored in the decoder phase, then the new phase
 
-    ev = _events(tmp_path / 'vgd')
+    ev = phase_events(tmp_path / 'vgd')
     kinds = [e['event'] for e in ev]
     at = kinds.index('branch')
     assert ev[at]['source'] == str(tmp_path / 'progressive' / 'phases.json') and ev[at]['iter'] == 15
-    assert ev[:at] == _events(tmp_path / 'progressive')[:at]  # the source's log up to its last checkpoint
+    assert ev[:at] == phase_events(tmp_path / 'progressive')[:at]  # the source's log up to its last checkpoint
     evals = [(e['name'], e['iter']) for e in ev if e['event'] == 'eval']
-    assert evals == [(e['name'], e['iter']) for e in _events(tmp_path / 'whole') if e['event'] == 'eval']
+    assert evals == [(e['name'], e['iter']) for e in phase_events(tmp_path / 'whole') if e['event'] == 'eval']
     assert evals[-2:] == [('w4a6_decoder', 15), ('vgd', 19)]  # the start point is the source's evaluation
     ends = [(e['name'], e['iter']) for e in ev[at:] if e['event'] == 'end']
     assert ends == [('vgd', 19)]

@@ -2,9 +2,7 @@
 
 Expected bits, learning rates, phase boundaries and scales are written out by hand from the schedule.
 """
-import json
 import os
-import os.path as osp
 
 import pytest
 import torch
@@ -12,7 +10,8 @@ from mmengine.hooks import Hook
 
 import projects.common  # noqa: F401  (WeightsOnlyCheckpointHook, atomic_local backend)
 import projects.qdbev.hooks  # noqa: F401
-from progressive_toy import STAGE_MODULES, InterruptHook, RecordHook, ToyDistiller, make_runner
+from progressive_toy import (STAGE_MODULES, InterruptHook, RecordHook, ToyDistiller, make_runner, phase_events,
+                             student_state)
 from projects.qdbev.hooks import STATE_KEY
 
 BASE_LR = 0.05
@@ -20,15 +19,6 @@ BASE_LR = 0.05
 SCHEDULE = dict(factory='progressive_no_distill', length=3, unit='iter', calib_batches=2,
                 lr=dict(optimizer='reset', warmup_iters=2, lr_scale=1.0))
 PHASES = ['fp_teacher', 'w32a6', 'w4a6_backbone', 'w4a6_neck', 'w4a6_encoder', 'w4a6_decoder']
-
-
-def _student_state(runner):
-    return {k: v.clone() for k, v in runner.model.student.state_dict().items() if torch.is_tensor(v)}
-
-
-def _events(work_dir):
-    with open(osp.join(work_dir, 'phases.json')) as f:
-        return json.load(f)['events']
 
 
 def test_phases_set_bits_lr_and_optimizer_state(tmp_path):
@@ -55,9 +45,9 @@ def test_phases_set_bits_lr_and_optimizer_state(tmp_path):
         assert ckpt['meta']['iter'] == 3 * i and state['phase_start'] == max(0, 3 * (i - 1))
     last = torch.load((tmp_path / 'last_checkpoint').read_text(), map_location='cpu')[STATE_KEY]
     assert (last['phase'], last['finished'], last['done']) == (5, True, True)
-    ends = [(e['name'], e['iter'], e['reason']) for e in _events(tmp_path) if e['event'] == 'end']
+    ends = [(e['name'], e['iter'], e['reason']) for e in phase_events(tmp_path) if e['event'] == 'end']
     assert ends == [('fp_teacher', 0, 'start point')] + [(n, 3 * i, 'length') for i, n in enumerate(PHASES)][1:]
-    evals = [e for e in _events(tmp_path) if e['event'] == 'eval']
+    evals = [e for e in phase_events(tmp_path) if e['event'] == 'eval']
     assert [e['iter'] for e in evals] == [0, 3, 6, 9, 12, 15] and evals[0]['metrics'] == {'NDS': 0.5, 'mAP': 0.25}
 
 
@@ -66,7 +56,7 @@ def test_phase_end_evaluation_can_be_limited_to_the_last_phases_or_none(tmp_path
     runner = make_runner(str(tmp_path), SCHEDULE, hook_kwargs=dict(evaluate_phase_end=evaluate,
                                                                    evaluate_start_points=False))
     runner.train()
-    assert [e['iter'] for e in _events(tmp_path) if e['event'] == 'eval'] == iters
+    assert [e['iter'] for e in phase_events(tmp_path) if e['event'] == 'eval'] == iters
 
 
 def test_an_unknown_phase_end_evaluation_is_refused():
@@ -126,7 +116,7 @@ def test_until_plateau_phase_ends_on_the_metric(tmp_path):
                          hook_kwargs=dict(eval_interval=2))
     runner.train()
     assert runner.train_loop.max_iters == 12 and runner.iter == 10
-    ev = _events(tmp_path)
+    ev = phase_events(tmp_path)
     assert [(e['iter'], e['metric']) for e in ev if e['event'] == 'eval'] == [
         (0, 0.5), (2, 0.1), (4, 0.2), (6, 0.2), (8, 0.15), (10, 0.3)]
     assert [(e['name'], e['iter'], e['reason']) for e in ev if e['event'] == 'end'] == [
@@ -138,18 +128,18 @@ def test_until_plateau_phase_ends_on_the_metric(tmp_path):
 def test_resume_mid_phase_equals_the_uninterrupted_run(tmp_path):
     full = make_runner(str(tmp_path / 'full'), SCHEDULE)
     full.train()
-    expected = _student_state(full)
+    expected = student_state(full)
     # crash after 5 iterations (phase w4a6_backbone runs 3..6); the last periodic checkpoint is iter_4
     crashed = make_runner(str(tmp_path / 'crash'), SCHEDULE, hooks=[InterruptHook(5)], ckpt_interval=4)
     with pytest.raises(KeyboardInterrupt):
         crashed.train()
     resumed = make_runner(str(tmp_path / 'crash'), SCHEDULE, ckpt_interval=4, resume=True)
     resumed.train()
-    got = _student_state(resumed)
+    got = student_state(resumed)
     assert got.keys() == expected.keys()
     assert all(torch.equal(got[k], expected[k]) for k in expected)
-    kinds = [(e['event'], e.get('name'), e['iter']) for e in _events(tmp_path / 'crash') if e['event'] != 'eval']
-    ref = [(e['event'], e.get('name'), e['iter']) for e in _events(tmp_path / 'full') if e['event'] != 'eval']
+    kinds = [(e['event'], e.get('name'), e['iter']) for e in phase_events(tmp_path / 'crash') if e['event'] != 'eval']
+    ref = [(e['event'], e.get('name'), e['iter']) for e in phase_events(tmp_path / 'full') if e['event'] != 'eval']
     resume_at = kinds.index(('resume', None, 4))
     assert kinds[:resume_at] + kinds[resume_at + 1:] == ref  # the killed run's later events were dropped
 
@@ -163,7 +153,7 @@ def test_resume_from_a_phase_checkpoint_enters_the_next_phase(tmp_path):
     ckpt = str(tmp_path / 'crash' / 'phase_2_w4a6_backbone.pth')  # ended phase 2 at iteration 6
     resumed = make_runner(str(tmp_path / 'crash'), SCHEDULE, resume=True, load_from=ckpt)
     resumed.train()
-    expected, got = _student_state(full), _student_state(resumed)
+    expected, got = student_state(full), student_state(resumed)
     assert all(torch.equal(got[k], expected[k]) for k in expected)
 
 
@@ -178,7 +168,7 @@ def test_changed_schedule_is_refused_unless_allowed(tmp_path):
                          cfg=dict(qat_allow_schedule_change=True))
     runner.train()
     # resumed in w4a6_backbone (started at 3), now 4 iterations per phase: 3..7, 7..11, 11..15, 15..19
-    ends = [(e['name'], e['iter']) for e in _events(tmp_path) if e['event'] == 'end']
+    ends = [(e['name'], e['iter']) for e in phase_events(tmp_path) if e['event'] == 'end']
     assert ends[-4:] == [('w4a6_backbone', 7), ('w4a6_neck', 11), ('w4a6_encoder', 15), ('w4a6_decoder', 19)]
     assert runner.iter == 19
 
@@ -231,7 +221,7 @@ def test_ptq_schedule_calibrates_and_evaluates_without_training(tmp_path):
                          metric_values=[0.5, 0.4])
     runner.train()
     assert runner.train_loop.max_iters == 0 and runner.iter == 0
-    evals = [(e['name'], e['metric']) for e in _events(tmp_path) if e['event'] == 'eval']
+    evals = [(e['name'], e['metric']) for e in phase_events(tmp_path) if e['event'] == 'eval']
     assert evals == [('fp_teacher', 0.5), ('w4a6_ptq', 0.4)]
     student = runner.model.student
     x = torch.stack([runner.train_dataloader.dataset[i]['inputs'] for i in range(16)])
