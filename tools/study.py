@@ -183,7 +183,8 @@ def qat_run(name: str, config: str, w: str, args, schedule: Dict, extra: List[st
     run_dir = osp.join(w, name)
 
     def argv() -> List[str]:
-        own = read_last_checkpoint(osp.join(ROOT, run_dir))
+        own = read_last_checkpoint(osp.join(ROOT, run_dir))  # named and present (work dirs come back without .pth)
+        own = own if own and osp.isfile(osp.join(ROOT, own)) else None
         start = [] if branch_from is None or own else [final_phase_checkpoint(osp.join(w, branch_from))]
         return [sys.executable, 'tools/train.py', config, '--work-dir', run_dir, '--resume', *start,
                 '--cfg-options'] + opts

@@ -34,8 +34,9 @@ BASELINE_MODE = 'none'
 SETTING = (('min_bits', lambda res: res.get('min_bits', []), 'their QAT runs had different floors'),
            ('teacher', lambda res: res.get('commands', {}).get('teacher'),
             'their QAT runs distilled from different teachers'),
-           ('ablation_start', lambda res: res.get('ablation_start'),
-            'one ablation continued its progressive run (--branch), another repeated the QAT phases'))
+           ('ablation_start', lambda res: res.get('ablation_start', 'own'),  # before --branch every mode repeated
+            'their ablation runs started differently ("own": each mode repeats the progressive QAT phases; '
+            '"progressive": every mode continues the progressive run, --branch)'))
 
 
 def load_results(work_dir: str) -> dict:
@@ -113,7 +114,7 @@ def merge(work_dirs: List[str]) -> dict:
         raise ValueError(f'{", ".join(twice)}: the same work dir given twice would count its runs twice')
     results = [load_results(w) for w in work_dirs]
     for field, read, what in SETTING:
-        if len({json.dumps(read(r), sort_keys=True) for r in results}) > 1:
+        if len({json.dumps(read(r), sort_keys=True) for r in results if read(r) is not None}) > 1:  # None: unknown
             raise ValueError(f'results.json "{field}" differs between {", ".join(work_dirs)}: {what}, so they are '
                              f'not seeds of one setting')
     labels = [seed_label(r, w) for r, w in zip(results, work_dirs)]

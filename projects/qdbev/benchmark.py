@@ -81,7 +81,8 @@ def median_ms(fn: Callable[[], object], reps: int, warmup: int, device: torch.de
     before and after each call). Returns ``dict(median_ms, min_ms, reps, times_ms)`` and, when ``torch.compile``
     compiled anything by the end, ``compile``: the process's totals (:func:`compile_counts`) and
     ``compiled_while_timed``, the graphs compiled during the timed calls (0 unless a guard failed after warm-up:
-    a recompilation inside the timing)."""
+    a recompilation inside the timing; a frame past dynamo's recompile limit runs eager and compiles nothing, so a
+    guard failing on every call shows as 0 once the limit is reached)."""
     if reps < 1:
         raise ValueError(f'--reps must be >= 1, got {reps}')
     for _ in range(warmup):
@@ -95,7 +96,7 @@ def median_ms(fn: Callable[[], object], reps: int, warmup: int, device: torch.de
         _sync(device)
         times.append((time.perf_counter() - t0) * 1e3)
     out = dict(median_ms=round(statistics.median(times), 3), min_ms=round(min(times), 3), reps=reps,
-               times_ms=[round(t, 1) for t in times])
+               times_ms=[round(t, 3) for t in times])
     after = compile_counts()
     if after['frames']:
         out['compile'] = dict(after, compiled_while_timed=after['graphs'] - before['graphs'])

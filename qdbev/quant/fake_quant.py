@@ -64,8 +64,8 @@ def qrange(bits: int) -> Tuple[int, int]:
 def scale_from_absmax(absmax: Tensor, bits: int) -> Tensor:
     """QD-BEV Eq. 1 scale ``S = 2 |r_max| / (2^k - 1)`` from a clip value ``|r_max|`` (any shape), floored at 1e-12."""
     check_bits(bits)
-    # |r_max| / ((2^k - 1) / 2): the correctly rounded quotient of 2 |r_max| / (2^k - 1) (doubling is exact),
-    # one kernel and one python scalar fewer
+    # |r_max| / ((2^k - 1) / 2) equals 2 |r_max| / (2^k - 1) wherever 2 |r_max| does not overflow (doubling and
+    # halving are exact; beyond, this form stays finite), in one kernel and with one python scalar fewer
     return (absmax / ((2 ** bits - 1) / 2)).clamp_min(SCALE_EPS)
 
 

@@ -318,6 +318,9 @@ def test_branch_starts_every_mode_from_the_progressive_runs_final_checkpoint(tmp
     own = tmp_path / 'w' / 'qdbev_img'
     own.mkdir()
     (own / 'last_checkpoint').write_text(str(own / 'iter_90.pth'))
+    argv = steps['qdbev_img'].argv()  # named but not there (brought back without .pth): branch again
+    assert argv[argv.index('--resume') + 1] == str(run / 'phase_5_w4a6_decoder.pth')
+    (own / 'iter_90.pth').write_text('')
     argv = steps['qdbev_img'].argv()  # interrupted after it started: continue its own checkpoints
     assert argv[argv.index('--resume') + 1] == '--cfg-options'
     assert not callable(parsed_steps()['qdbev_img'].argv)  # without --branch each mode repeats the QAT phases

@@ -91,6 +91,8 @@ def test_other_floors_teachers_the_same_dir_twice_or_a_bad_results_file_are_refu
     assert '"teacher" differs' in err and 'different teachers' in err
     err = _refused([a, _work_dir(tmp_path, 'e', 3, {}, {}, start='progressive')], capsys)
     assert '"ablation_start" differs' in err and '--branch' in err
+    unknown = _work_dir(tmp_path, 'f', 4, {}, {}, start=None)  # no finished ablation run: nothing to compare
+    assert study_seeds.merge([a, unknown])['seeds'] == [0, 4]
     err = _refused([a, a + '/'], capsys)
     assert 'given twice' in err and a in err
     (tmp_path / 'd').mkdir()

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from mmengine.dataset import DefaultSampler
 from mmengine.dist import get_rank, is_main_process
-from mmengine.hooks import Hook
+from mmengine.hooks import Hook, IterTimerHook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
@@ -155,6 +155,7 @@ class ProgressiveQATHook(Hook):
         self._active = False
         self._rolling_back = False
         self._resumed = False
+        self._branch_source: Optional[str] = None  # the checkpoint a branch started from (its roll-back point)
         self._in_iter = False
         self.schedule = self.plan = self.log = None
         self.phase: Optional[int] = None  # index of the current phase
@@ -251,11 +252,19 @@ class ProgressiveQATHook(Hook):
                              'start a new work_dir, or use load_from to start a schedule from its weights')
         index = st['phase']
         changed = st['fingerprint'] != self.schedule.fingerprint() or list(st['layout']) != self.plan.layout()
-        branch = changed and not self._rolling_back and self._continues(st)
+        branch = changed and self._continues(st)  # also when rolling back to the checkpoint a branch started from
         if branch:
             changed = False  # the phases done so far are this schedule's own: resume in the same index
-            self._info(runner, f"the checkpoint finished a schedule of {len(st['layout'])} phases that this one "
-                               f"starts with: continuing into phase {index + 1} '{self.schedule[index + 1].name}'")
+            if not self._rolling_back:
+                self._branch_source = getattr(runner, '_load_from', None)
+                self._info(runner, f"the checkpoint finished a schedule of {len(st['layout'])} phases that this "
+                                   f"one starts with: continuing into phase {index + 1} "
+                                   f"'{self.schedule[index + 1].name}'")
+        if changed and st.get('done') and not self.allow_schedule_change:
+            raise ValueError(f"qat_schedule changed since this run started: the checkpoint ends a finished schedule "
+                             f"(iterations {list(st['layout'])}) that is not the start of this one (iterations "
+                             f'{self.plan.layout()}), so this is not a branch; keep its phases and lengths up to its '
+                             f'last phase, or start a new work_dir')
         if changed and not self.allow_schedule_change:
             raise ValueError(f"qat_schedule changed since this run started (fingerprint {st['fingerprint']} -> "
                              f"{self.schedule.fingerprint()}, iterations {list(st['layout'])} -> "
@@ -293,12 +302,13 @@ class ProgressiveQATHook(Hook):
         if not self._rolling_back:
             if guard is not None and st.get('guard'):
                 guard.load_state_dict(st['guard'])
-            source = self._source_log(runner)
-            self.log.load_existing(source)
+            self.log.load_existing(self._source_log(runner))
             self.log.truncate(int(st.get('log_len', len(self.log.events))))
+            origin = {}
+            if branch and self._branch_source:
+                origin = dict(source=osp.join(osp.dirname(osp.abspath(self._branch_source)), self.log_file))
             self.log.add('branch' if branch else 'resume', phase=index,
-                         iter=int(checkpoint.get('meta', {}).get('iter', 0)),
-                         **({} if source is None else dict(source=source)))
+                         iter=int(checkpoint.get('meta', {}).get('iter', 0)), **origin)
             self._resumed = True
         name = None if index is None else self.schedule[index].name
         self._info(runner, f"restored phase {index} '{name}' (started at iteration {self.phase_start}, "
@@ -528,7 +538,8 @@ class ProgressiveQATHook(Hook):
             self._in_iter = False
 
     def _rollback(self, runner, decision) -> None:
-        path = find_latest_checkpoint(runner.work_dir)
+        # a branch's own work dir has no checkpoint before its first save: it rolls back to where it started
+        path = find_latest_checkpoint(runner.work_dir) or self._branch_source
         guard = runner.optim_wrapper.guard
         if path is None or not osp.isfile(path):
             self._info(runner, f'{guard.max_consecutive} bad steps in a row but no checkpoint to roll back to; '
@@ -550,6 +561,9 @@ class ProgressiveQATHook(Hook):
         self.log.add('rollback', phase=self.phase, iter=back_to, from_iter=self._completed(runner),
                      checkpoint=osp.basename(path), lr_scale=decision.lr_scale)
         runner.train_loop._iter = back_to - 1  # the loop counts the current iteration after this hook
+        for hook in runner.hooks:  # a branch can roll back to the iteration it started at: keep the ETA finite
+            if isinstance(hook, IterTimerHook):
+                hook.start_iter = min(hook.start_iter, back_to - 1)
         if self.finished:
             self._in_iter = False
             runner.train_loop._iter = back_to

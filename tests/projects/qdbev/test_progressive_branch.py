@@ -10,6 +10,7 @@ import torch
 import projects.common  # noqa: F401  (WeightsOnlyCheckpointHook, atomic_local backend)
 import projects.qdbev.hooks  # noqa: F401
 from progressive_toy import InterruptHook, make_runner, phase_events, student_state
+from projects.qdbev.hooks import FaultInjectionHook
 
 COMMON = dict(length=3, unit='iter', calib_batches=2, lr=dict(optimizer='reset', warmup_iters=2, lr_scale=1.0))
 PROGRESSIVE = dict(factory='progressive_no_distill', **COMMON)
@@ -54,5 +55,36 @@ def test_a_branch_needs_a_finished_run_with_the_same_phases(tmp_path):
 
     make_runner(str(tmp_path / 'done'), PROGRESSIVE).train()
     other = dict(QDBEV, length=4)  # its QAT phases are longer than the finished run's
-    with pytest.raises(ValueError, match='qat_schedule changed since this run started'):
+    with pytest.raises(ValueError, match=r'ends a finished schedule \(iterations \[0, 3, 3, 3, 3, 3\]\) that is not '
+                                         r'the start of this one .* so this is not a branch'):
         make_runner(str(tmp_path / 'b'), other, resume=True, load_from=str(tmp_path / 'done' / LAST)).train()
+
+
+def test_a_branch_rolls_back_to_where_it_started_like_the_whole_run(tmp_path):
+    """Two poisoned steps in the distillation phase (iterations 15 and 16): the whole run rolls back to its decoder
+    phase checkpoint; the branch has no checkpoint of its own yet and rolls back to the one it started from."""
+    guard = dict(max_consecutive=2, lr_factor=0.5)
+    whole = make_runner(str(tmp_path / 'whole'), QDBEV, hooks=[FaultInjectionHook(nan_loss_iters=[15, 16])],
+                        optim=guard)
+    whole.train()
+    make_runner(str(tmp_path / 'progressive'), PROGRESSIVE, optim=guard).train()
+    branch = make_runner(str(tmp_path / 'vgd'), QDBEV, hooks=[FaultInjectionHook(nan_loss_iters=[15, 16])],
+                         optim=guard, resume=True, load_from=str(tmp_path / 'progressive' / LAST))
+    branch.train()
+    expected, got = student_state(whole), student_state(branch)
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+    for run in ('whole', 'vgd'):
+        rb = [(e['iter'], e['checkpoint']) for e in phase_events(tmp_path / run) if e['event'] == 'rollback']
+        assert rb == [(15, LAST)]
+
+
+def test_an_interrupted_branch_started_again_from_its_source_still_names_it(tmp_path):
+    make_runner(str(tmp_path / 'progressive'), PROGRESSIVE).train()
+    source = str(tmp_path / 'progressive' / LAST)
+    cut = make_runner(str(tmp_path / 'vgd'), QDBEV, hooks=[InterruptHook(17)], resume=True, load_from=source)
+    with pytest.raises(KeyboardInterrupt):
+        cut.train()  # before any checkpoint of its own: its log exists, its last_checkpoint does not
+    make_runner(str(tmp_path / 'vgd'), QDBEV, resume=True, load_from=source).train()
+    ev = phase_events(tmp_path / 'vgd')
+    assert [e.get('source') for e in ev if e['event'] == 'branch'] == [str(tmp_path / 'progressive' / 'phases.json')]
+    assert [(e['name'], e['iter']) for e in ev if e['event'] == 'end'][-1] == ('vgd', 19)

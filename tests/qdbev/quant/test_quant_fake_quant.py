@@ -99,6 +99,10 @@ def test_scale_from_absmax_is_eq1_bit_for_bit(dtype):
     absmax[:3] = torch.tensor([0.0, 1e-40, 3.0])  # zero (floored), a float32 subnormal, an exact case
     for bits in range(2, 17):  # S = 2 |r_max| / (2^k - 1) as printed, floored at 1e-12
         assert torch.equal(scale_from_absmax(absmax, bits), (2.0 * absmax / float(2 ** bits - 1)).clamp_min(1e-12))
+    # where 2 |r_max| overflows, the printed form gives inf and this one the finite quotient
+    near_max = torch.tensor([torch.finfo(dtype).max * 0.9], dtype=dtype)
+    assert torch.isinf(2.0 * near_max / 15.0).all()
+    assert torch.equal(scale_from_absmax(near_max, 4), (near_max.double() / 7.5).to(dtype))
 
 
 def test_reference_straight_through_mask_matches_torch_with_non_finite_inputs():
