@@ -10,7 +10,8 @@ Printed, and with ``--out`` written atomically to PREFIX.md / PREFIX.json:
 - methods (Table-2 analogue): NDS / mAP of each seed, their mean and sample standard deviation;
 - the distillation ablation: each mode's NDS before its distillation phase and the gain within the run (``gain_nds``,
   free of the QAT phases' run-to-run noise), and, for every mode against ``none`` (the same iterations without
-  distillation), the difference of the two gains seed by seed: the paired comparison of the study.
+  distillation), the difference of the two gains seed by seed: the paired comparison of the study (with ``--out``
+  also drawn, PREFIX.png: each mode's difference per seed, its mean and sample standard deviation).
 
 A method or mode missing from a work dir (not run, or unfinished: ``results.json`` ``unfinished``) is left out of
 that row's mean, which names the seeds it has. Work dirs whose QAT runs had different ``--min-bits`` floors or
@@ -192,10 +193,42 @@ def render(m: dict) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def plot_paired(m: dict, path: str) -> None:
+    """PREFIX.png of :func:`main`: for each mode paired with ``none``, its NDS difference in every run (one marker
+    per run) and their mean with the sample standard deviation, around a zero line (written atomically)."""
+    import io
+
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    pairs = m['paired']
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(pairs), 4.2))
+    markers = 'osD^v<>p*h'
+    for k, run in enumerate(m['runs']):
+        pts = [(i, d['diff_nds']) for i, p in enumerate(pairs) for d in p['runs'] if d['run'] == run]
+        ax.plot([x + 0.08 * (k - (len(m['runs']) - 1) / 2) for x, _ in pts], [y for _, y in pts],
+                markers[k % len(markers)], linestyle='none', label=run, alpha=0.8)
+    for i, p in enumerate(pairs):
+        ax.errorbar(i + 0.35, p['diff_nds'], yerr=p['diff_nds_sd'] or 0.0, fmt='_', color='k', markersize=18,
+                    capsize=4, label='mean (sd)' if i == 0 else None)
+    ax.axhline(0.0, color='0.4', linewidth=0.8)
+    ax.set_xticks(range(len(pairs)), [p['mode'] for p in pairs])
+    ax.set_ylabel(f"distillation phase's NDS gain minus {BASELINE_MODE}'s")
+    ax.set_title(f'Distillation modes against {len(pairs) and pairs[0]["minus"]}, paired by run', fontsize=10)
+    ax.grid(alpha=0.3, axis='y')
+    ax.legend(fontsize=8, loc='best')
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(buf.getvalue(), path)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('work_dirs', nargs='+', metavar='WORK_DIR')
-    parser.add_argument('--out', metavar='PREFIX', help='write PREFIX.md and PREFIX.json')
+    parser.add_argument('--out', metavar='PREFIX', help='write PREFIX.md and PREFIX.json (and PREFIX.png: the paired '
+                                                        'differences, when there are any)')
     args = parser.parse_args(argv)
     try:
         m = merge(args.work_dirs)
@@ -206,6 +239,8 @@ def main(argv=None) -> int:
     if args.out:
         atomic_write_bytes(text.encode(), args.out + '.md')
         atomic_write_bytes(json.dumps(m, indent=1).encode(), args.out + '.json')
+        if m['paired']:
+            plot_paired(m, args.out + '.png')
     return 0
 
 

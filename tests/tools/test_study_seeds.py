@@ -56,6 +56,11 @@ def test_means_spreads_and_paired_gains_over_three_seeds(tmp_path, capsys):
     assert '| vgd | 0.3100 -> 0.3300 (+0.0200) | 0.3200 -> 0.3500 (+0.0300) | - | +0.0250 (0.0071) |' in text
     assert '| vgd - none | +0.0100 | +0.0300 | - | +0.0200 (0.0141), larger in 2 of 2 |' in text
     assert 'seed 2: qdbev_vgd (last evaluation: phase w4a6_decoder, iteration 100)' in text
+    with open(out + '.png', 'rb') as f:  # the paired differences, drawn
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    no_pairs = [_work_dir(tmp_path, f'p{i}', i, {'direct_qat_w4a6': (0.3, 0.2)}, {}) for i in range(2)]
+    assert study_seeds.main(no_pairs + ['--out', str(tmp_path / 'plain')]) == 0
+    assert (tmp_path / 'plain.md').is_file() and not (tmp_path / 'plain.png').exists()
 
 
 def test_a_mode_without_a_start_evaluation_has_no_gain(tmp_path):
