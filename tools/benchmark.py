@@ -31,7 +31,6 @@ rest is kept).
 """
 import argparse
 import json
-import os
 import os.path as osp
 import shlex
 import sys
@@ -166,7 +165,6 @@ def write_outputs(record: dict, out_json, out_md) -> dict:
                 raise SystemExit(f'{out_json}: not valid JSON ({err}); delete it or pass another --out-json')
     merged = bm.merge_runs(existing, record)
     if out_json:
-        os.makedirs(osp.dirname(osp.abspath(out_json)), exist_ok=True)
         atomic_write_bytes((json.dumps(merged, indent=1) + '\n').encode(), out_json)
     if out_md:
         text = MD_HEADER + f'\n{BEGIN}\n{END}\n'
@@ -178,7 +176,6 @@ def write_outputs(record: dict, out_json, out_md) -> dict:
         head, rest = text.split(BEGIN, 1)
         tail = rest.split(END, 1)[1]
         block = f'{BEGIN}\n## Results\n\n{bm.render_markdown(merged)}\n{END}'
-        os.makedirs(osp.dirname(osp.abspath(out_md)), exist_ok=True)
         atomic_write_bytes((head + block + tail).encode(), out_md)
     return merged
 

@@ -141,8 +141,7 @@ def floored_config(w: str, run: str, config: str, rules: List[dict]) -> str:
         if written is not None:
             os.remove(path)
         return config
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    atomic_write_bytes(text.encode(), path)
+    atomic_write_bytes(text.encode(), path)  # (creates the folder)
     return out
 
 
@@ -274,20 +273,22 @@ def unfinished_run(work_dir: str) -> Optional[str]:
 
 def branched(work_dir: str) -> bool:
     """True when the run in ``work_dir`` started from another run's final checkpoint (a ``branch`` event)."""
+    return any(e.get('event') == 'branch' for e in _phase_log(work_dir).get('events', []))
+
+
+def _phase_log(work_dir: str) -> dict:
+    """A QAT run's parsed ``phases.json`` ({} when it has none)."""
     path = osp.join(work_dir, 'phases.json')
     if not osp.isfile(path):
-        return False
+        return {}
     with open(path) as f:
-        return any(e.get('event') == 'branch' for e in json.load(f).get('events', []))
+        return json.load(f)
 
 
 def _evals(work_dir: str) -> List[dict]:
     from tools.summarize_quickstart import phase_metrics
-    path = osp.join(work_dir, 'phases.json')
-    if not osp.isfile(path):
-        return []
-    with open(path) as f:
-        return phase_metrics(json.load(f))
+    log = _phase_log(work_dir)
+    return phase_metrics(log) if log else []
 
 
 def adopt_teacher(src: str, w: str) -> str:

@@ -115,7 +115,8 @@ def merge(work_dirs: List[str]) -> dict:
         raise ValueError(f'{", ".join(twice)}: the same work dir given twice would count its runs twice')
     results = [load_results(w) for w in work_dirs]
     for field, read, what in SETTING:
-        if len({json.dumps(read(r), sort_keys=True) for r in results if read(r) is not None}) > 1:  # None: unknown
+        known = [value for value in map(read, results) if value is not None]  # None: unknown, not compared
+        if len({json.dumps(value, sort_keys=True) for value in known}) > 1:
             raise ValueError(f'results.json "{field}" differs between {", ".join(work_dirs)}: {what}, so they are '
                              f'not seeds of one setting')
     labels = [seed_label(r, w) for r, w in zip(results, work_dirs)]

@@ -304,9 +304,7 @@ class ProgressiveQATHook(Hook):
                 guard.load_state_dict(st['guard'])
             self.log.load_existing(self._source_log(runner))
             self.log.truncate(int(st.get('log_len', len(self.log.events))))
-            origin = {}
-            if branch and self._branch_source:
-                origin = dict(source=osp.join(osp.dirname(osp.abspath(self._branch_source)), self.log_file))
+            origin = dict(source=self._log_beside(self._branch_source)) if branch and self._branch_source else {}
             self.log.add('branch' if branch else 'resume', phase=index,
                          iter=int(checkpoint.get('meta', {}).get('iter', 0)), **origin)
             self._resumed = True
@@ -328,9 +326,13 @@ class ProgressiveQATHook(Hook):
         ckpt = getattr(runner, '_load_from', None)
         if not ckpt or osp.isfile(self.log.path):
             return None
-        source = osp.join(osp.dirname(osp.abspath(ckpt)), self.log_file)
-        same = osp.abspath(osp.dirname(source)) == osp.abspath(runner.work_dir)
+        source = self._log_beside(ckpt)
+        same = osp.dirname(source) == osp.abspath(runner.work_dir)
         return None if same or not osp.isfile(source) else source
+
+    def _log_beside(self, checkpoint: str) -> str:
+        """The phase log of the run that saved ``checkpoint`` (absolute path)."""
+        return osp.join(osp.dirname(osp.abspath(checkpoint)), self.log_file)
 
     def _save_phase_checkpoint(self, runner, index: int) -> str:
         filename = f'phase_{index}_{self.schedule[index].name}.pth'
