@@ -1,9 +1,10 @@
 """Files written whole or not at all (plain Python: usable from qdbev, projects and tools alike)."""
+import hashlib
 import os
 import tempfile
 from typing import Union
 
-__all__ = ['atomic_write_bytes']
+__all__ = ['atomic_write_bytes', 'file_sha256']
 
 
 def atomic_write_bytes(data: bytes, path: Union[str, os.PathLike]) -> None:
@@ -29,3 +30,12 @@ def atomic_write_bytes(data: bytes, path: Union[str, os.PathLike]) -> None:
             raise OSError(err.errno, f'writing {path} failed ({err.strerror or err}); the previous version of the '
                                      f'file, if any, is unchanged') from None
         raise
+
+
+def file_sha256(path: Union[str, os.PathLike], chunk: int = 1 << 20) -> str:
+    """The SHA-256 hex digest of the file at ``path``, read in ``chunk``-byte blocks."""
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(chunk), b''):
+            h.update(block)
+    return h.hexdigest()

@@ -33,7 +33,8 @@ The QAT runs of the curves (progressive, qdbev_vgd) are evaluated with the devki
 (phases.json), the others at the end and, when they end with a distillation phase, also at its start (the
 ablation table's "gain": what the distillation phase adds within the run, free of the QAT phases' run-to-run
 noise). ``--seed`` sets the runs' seed (use another --work-dir per seed, with
-``--teacher-from FIRST_WORK_DIR/teacher`` to run it on the same teacher). ``--jobs N`` runs up to N independent
+``--teacher-from FIRST_WORK_DIR/teacher`` to run it on the same teacher, or ``--teacher-from FILE.pth``: a teacher
+published with tools/publish_checkpoint.py, e.g. one carried from an earlier machine). ``--jobs N`` runs up to N independent
 steps at once (the QAT runs of one GPU are host-bound: several side by side use it better); each step then logs to
 WORK_DIR/logs/STEP.log only.
 The training steps (teacher and QAT runs) resume from their latest checkpoint when an earlier invocation was
@@ -56,7 +57,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from qdbev.fileio import atomic_write_bytes  # noqa: E402
+from qdbev.fileio import atomic_write_bytes, file_sha256  # noqa: E402
 from tools._launch import last_checkpoint as read_last_checkpoint  # noqa: E402  (None when missing)
 from tools.quickstart import (PTQ_BITS, Step, check_step_names, data_root_options, last_checkpoint,  # noqa: E402
                               marker_command, run_steps)
@@ -291,24 +292,37 @@ def _evals(work_dir: str) -> List[dict]:
     return phase_metrics(log) if log else []
 
 
-def adopt_teacher(src: str, w: str) -> str:
-    """Give work dir ``w`` the finished teacher of another study work dir's ``src`` (e.g. a second seed's runs on
-    the first seed's teacher): its checkpoint, ``last_checkpoint`` and ``done`` marker, so the teacher step counts as
-    done. The checkpoint is hard-linked where the file system allows, else copied (to a temporary name first).
-    Adopting the same teacher again does nothing, and adopts it anew where ``w`` lost the checkpoint (a work dir
-    brought back from a GPU machine without its .pth files); an unfinished ``src`` or a ``w`` with another teacher is
-    refused.
-    Returns the adopted checkpoint's path."""
+def _teacher_source(src: str):
+    """(checkpoint path, ``done`` marker bytes) of a ``--teacher-from`` source: a finished teacher work dir (its
+    ``last_checkpoint`` and ``done``) or a checkpoint file (tools/publish_checkpoint.py; its marker names the file
+    and its SHA-256, so another file is another teacher)."""
+    if osp.isfile(osp.join(ROOT, src)):
+        return src, f'adopted {src} sha256 {file_sha256(osp.join(ROOT, src))}\n'.encode()
     ckpt = read_last_checkpoint(osp.join(ROOT, src))
     if ckpt and not osp.isfile(osp.join(ROOT, ckpt)):
         ckpt = osp.join(src, osp.basename(ckpt))  # a moved work dir (another machine): the checkpoint beside it
     if not (ckpt and osp.isfile(osp.join(ROOT, ckpt)) and osp.isfile(osp.join(ROOT, src, 'done'))):
-        raise ValueError(f'study: --teacher-from {src} is not a finished teacher work dir (needs done, '
-                         f'last_checkpoint and the checkpoint it names)')
+        raise ValueError(f'study: --teacher-from {src} is neither a checkpoint file nor a finished teacher work dir '
+                         f'(needs done, last_checkpoint and the checkpoint it names)')
+    with open(osp.join(ROOT, src, 'done'), 'rb') as f:
+        return ckpt, f.read()
+
+
+def adopt_teacher(src: str, w: str) -> str:
+    """Give work dir ``w`` a finished teacher: another study work dir's ``src`` (e.g. a second seed's runs on the
+    first seed's teacher) or a published checkpoint file (``src`` ending in .pth). ``w/teacher`` gets the checkpoint,
+    a ``last_checkpoint`` and a ``done`` marker, so the teacher step counts as done. The checkpoint is hard-linked
+    where the file system allows, else copied (to a temporary name first).
+    Adopting the same teacher again does nothing, and adopts it anew where ``w`` lost the checkpoint (a work dir
+    brought back from a GPU machine without its .pth files); an unfinished ``src`` or a ``w`` with another teacher is
+    refused.
+    Returns the adopted checkpoint's path."""
+    ckpt, done = _teacher_source(src)
     dst = osp.join(w, 'teacher')
     target = osp.join(dst, osp.basename(ckpt))
     if osp.exists(osp.join(ROOT, dst, 'done')):
-        same_run = filecmp.cmp(osp.join(ROOT, dst, 'done'), osp.join(ROOT, src, 'done'), False)  # time + command
+        with open(osp.join(ROOT, dst, 'done'), 'rb') as f:
+            same_run = f.read() == done  # time + command, or file + hash
         has_ckpt = osp.isfile(osp.join(ROOT, target))
         if same_run and has_ckpt and filecmp.cmp(osp.join(ROOT, target), osp.join(ROOT, ckpt), False):
             return target  # adopted by an earlier invocation (e.g. one cut by a GPU call's time limit)
@@ -324,8 +338,7 @@ def adopt_teacher(src: str, w: str) -> str:
         shutil.copyfile(osp.join(ROOT, ckpt), tmp)
     os.replace(tmp, osp.join(ROOT, target))
     atomic_write_bytes(f'{target}\n'.encode(), osp.join(ROOT, dst, 'last_checkpoint'))
-    with open(osp.join(ROOT, src, 'done'), 'rb') as f:
-        atomic_write_bytes(f.read(), osp.join(ROOT, dst, 'done'))
+    atomic_write_bytes(done, osp.join(ROOT, dst, 'done'))
     return target
 
 
@@ -452,9 +465,10 @@ def main(argv=None) -> int:
     parser.add_argument('--min-bits', nargs='+', default=[], metavar='PATTERN=W/A',
                         help='floor the matching modules of every QAT run at these widths (e.g. '
                              'pts_bbox_head.transformer.reference_points=8/8; the runs train WORK_DIR/configs/RUN.py)')
-    parser.add_argument('--teacher-from', metavar='DIR',
+    parser.add_argument('--teacher-from', metavar='DIR|FILE.pth',
                         help="another study's finished teacher dir (e.g. work_dirs/study/teacher) to run this "
-                             'work dir on, e.g. a second seed')
+                             'work dir on, e.g. a second seed, or a teacher checkpoint published with '
+                             'tools/publish_checkpoint.py')
     parser.add_argument('--branch', action='store_true',
                         help='the qdbev_MODE runs start from the progressive run\'s final checkpoint (its QAT phases '
                              'are theirs) instead of repeating them: every mode starts from the same model, and the '

@@ -237,7 +237,7 @@ def test_a_second_seed_adopts_the_first_seeds_teacher(tmp_path, monkeypatch):
     src.mkdir(parents=True)
     (src / 'iter_700.pth').write_bytes(b'weights')
     (src / 'last_checkpoint').write_text('/elsewhere/work_dirs/a/teacher/iter_700.pth')  # written on another machine
-    with pytest.raises(ValueError, match='not a finished teacher work dir'):
+    with pytest.raises(ValueError, match='nor a finished teacher work dir'):
         study.adopt_teacher('a/teacher', 'b')
     (src / 'done').write_text('2026-12-01 21:14:00 tools/train.py cfg.py --work-dir a/teacher\n')
     assert study.adopt_teacher('a/teacher', 'b') == 'b/teacher/iter_700.pth'
@@ -335,3 +335,26 @@ def test_results_say_where_the_ablation_started(tmp_path):
     log['events'].insert(0, dict(event='branch', phase=5, iter=46, source='w/progressive/phases.json'))
     (run / 'phases.json').write_text(json.dumps(log))
     assert study.branched(str(run)) and not study.branched(str(tmp_path / 'missing'))
+
+
+def test_a_published_checkpoint_file_is_adopted_as_the_teacher(tmp_path, monkeypatch):
+    """--teacher-from FILE.pth (tools/publish_checkpoint.py): the work dir gets the file, a last_checkpoint naming it
+    and a done marker naming the file and its SHA-256; adopting it again does nothing, another file with the same
+    name is another teacher."""
+    import hashlib
+    monkeypatch.setattr(study, 'ROOT', str(tmp_path))
+    (tmp_path / 'ckpts').mkdir()
+    (tmp_path / 'ckpts' / 'teacher.pth').write_bytes(b'weights')
+    assert study.adopt_teacher('ckpts/teacher.pth', 'w') == 'w/teacher/teacher.pth'
+    dst = tmp_path / 'w' / 'teacher'
+    assert (dst / 'teacher.pth').read_bytes() == b'weights'
+    assert (dst / 'last_checkpoint').read_text().strip() == 'w/teacher/teacher.pth'
+    sha = hashlib.sha256(b'weights').hexdigest()
+    assert (dst / 'done').read_text() == f'adopted ckpts/teacher.pth sha256 {sha}\n'
+    assert study.adopt_teacher('ckpts/teacher.pth', 'w') == 'w/teacher/teacher.pth'
+    (tmp_path / 'ckpts' / 'teacher.pth').unlink()
+    (tmp_path / 'ckpts' / 'teacher.pth').write_bytes(b'other weights')
+    with pytest.raises(ValueError, match='already has another teacher'):
+        study.adopt_teacher('ckpts/teacher.pth', 'w')
+    with pytest.raises(ValueError, match='neither a checkpoint file nor a finished teacher work dir'):
+        study.adopt_teacher('ckpts/missing.pth', 'w2')

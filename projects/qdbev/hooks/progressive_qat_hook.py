@@ -29,7 +29,6 @@ W32A6 -> W4A6 backbone -> + neck -> + encoder -> + decoder -> VGD). The schedule
 * DDP: digests of the student's parameters and quantizer state are compared across ranks after each
   calibration and every ``sync_check_interval`` iterations (:mod:`.rank_sync`).
 """
-import hashlib
 import json
 import os
 import os.path as osp
@@ -50,6 +49,7 @@ from mmengine.runner.checkpoint import find_latest_checkpoint
 from torch.utils.data import DataLoader
 
 from projects.common.checkpoint import atomic_write_bytes
+from qdbev.fileio import file_sha256
 from qdbev.quant import load_quant_state, quant_layers, quant_state, set_bits
 from qdbev.schedule import STAGES, Phase
 
@@ -64,14 +64,6 @@ STATE_KEY = 'qdbev_progressive'
 STATE_VERSION = 1
 CKPT_BACKEND = dict(backend='atomic_local')  # projects.common.checkpoint: temp file + rename
 LAST_PHASES = {'last': 1, 'last_two': 2}  # evaluate_phase_end values: how many final phases are evaluated
-
-
-def file_sha256(path: str, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(chunk), b''):
-            h.update(block)
-    return h.hexdigest()
 
 
 def teacher_file(path: str) -> str:

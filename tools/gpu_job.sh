@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Long GPU work in short remote calls: background jobs that outlive one call on a machine that stays up between calls
+# (a lent GPU box reached by a per-call command runner), with the OpenMMLab stack installed once per machine.
+#
+#   bash tools/gpu_job.sh setup [DIR]               install mmengine/mmcv(CUDA ops)/mmdet/mmdet3d/devkit if missing
+#                                                   (DIR/gpu/setup.sh; DIR defaults to shared/, then ../shared/)
+#   bash tools/gpu_job.sh start NAME CMD [ARG...]   run CMD in its own session in the background; its output goes to
+#                                                   work_dirs/gpu_jobs/NAME.log, its exit status to NAME.rc
+#   bash tools/gpu_job.sh wait SECONDS [NAME...]    wait until the named jobs (default: all started) have ended or
+#                                                   SECONDS have passed; prints each job's state and last log lines;
+#                                                   exit 0 when all have ended with status 0, 1 on a failure, 2 while
+#                                                   some still run, 3 at once when no job was ever started here (a
+#                                                   fresh machine: the jobs of earlier calls are gone)
+#   bash tools/gpu_job.sh stop [NAME...]            stop the named jobs (default: all) and their children
+#   bash tools/gpu_job.sh pack OUT_DIR PATH...      OUT_DIR/results.tgz of the small files under PATH (no
+#                                                   checkpoints, no data), to bring results back from the machine
+#
+# A job whose NAME.rc exists has ended; starting a NAME that still runs is refused. The job files live in
+# $QDBEV_GPU_JOBS (default work_dirs/gpu_jobs, relative to the repository root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JOBS=${QDBEV_GPU_JOBS:-work_dirs/gpu_jobs}
+mkdir -p "$JOBS"
+
+running() {  # NAME -> status 0 while its process group is alive and it has no rc file
+  [ -f "$JOBS/$1.pid" ] && [ ! -f "$JOBS/$1.rc" ] || return 1
+  local pid; pid=$(cat "$JOBS/$1.pid")
+  kill -0 -- "-$pid" 2>/dev/null || kill -0 "$pid" 2>/dev/null  # its group, or itself before setsid ran
+}
+
+names() {  # the NAMEs given, or every job started on this machine
+  if [ $# -gt 0 ]; then printf '%s\n' "$@"; else for f in "$JOBS"/*.pid; do [ -e "$f" ] && basename "$f" .pid; done; fi
+}
+
+cmd=${1:-}; shift || true
+case "$cmd" in
+  setup)
+    for s in "$@" shared ../shared; do
+      if [ -f "$s/gpu/setup.sh" ]; then bash "$s/gpu/setup.sh"; exit; fi
+    done
+    echo "gpu_job: no gpu/setup.sh under ${1:-shared/ or ../shared/} from $(pwd); name the folder that holds it" >&2
+    exit 1 ;;
+  start)
+    [ $# -ge 2 ] || { echo "gpu_job: usage: start NAME CMD [ARG...]" >&2; exit 64; }
+    name=$1; shift
+    if running "$name"; then echo "gpu_job: job $name is still running; wait for it or stop it" >&2; exit 1; fi
+    rm -f "$JOBS/$name.rc"
+    # setsid: the job's own process group, so that the end of the call that started it does not end it; no stdio
+    # shared with the caller, whose output pipe would otherwise stay open until the job ends
+    setsid bash -c '"$@" > "$0.log" 2>&1; echo $? > "$0.rc"' "$JOBS/$name" "$@" < /dev/null > /dev/null 2>&1 &
+    echo $! > "$JOBS/$name.pid"
+    echo "gpu_job: started $name (pid $!): $*" ;;
+  wait)
+    [ $# -ge 1 ] || { echo "gpu_job: usage: wait SECONDS [NAME...]" >&2; exit 64; }
+    deadline=$(( $(date +%s) + $1 )); shift
+    mapfile -t todo < <(names "$@")
+    if [ ${#todo[@]} = 0 ] || [ ! -f "$JOBS/${todo[0]}.pid" ]; then
+      echo "gpu_job: no job ${1:-}${1:+ }was started on this machine (a fresh one? jobs of earlier calls are gone)" >&2
+      exit 3
+    fi
+    while :; do
+      alive=0
+      for n in "${todo[@]}"; do if running "$n"; then alive=1; fi; done
+      [ $alive = 0 ] || [ "$(date +%s)" -ge $deadline ] && break
+      sleep 5
+    done
+    status=0
+    for n in "${todo[@]}"; do
+      if [ -f "$JOBS/$n.rc" ]; then state="ended, status $(cat "$JOBS/$n.rc")"; [ "$(cat "$JOBS/$n.rc")" = 0 ] || status=1
+      elif running "$n"; then state=running; [ $status = 1 ] || status=2
+      else state="gone without a status (killed?)"; status=1; fi
+      echo "== $n: $state"
+      tail -n 4 "$JOBS/$n.log" 2>/dev/null | cut -c1-300
+    done
+    exit $status ;;
+  stop)
+    for n in $(names "$@"); do
+      if running "$n"; then kill -- "-$(cat "$JOBS/$n.pid")" && echo "gpu_job: stopped $n"; fi
+    done ;;
+  pack)
+    [ $# -ge 2 ] || { echo "gpu_job: usage: pack OUT_DIR PATH..." >&2; exit 64; }
+    out=$1; shift
+    mkdir -p "$out"
+    find "$@" -type f ! -name '*.pth' ! -name '*.pkl' ! -name '*.tmp' -size -2M -print0 2>/dev/null \
+      | tar czf "$out/results.tgz.tmp" --null -T -
+    mv "$out/results.tgz.tmp" "$out/results.tgz"
+    echo "gpu_job: packed $(tar tzf "$out/results.tgz" | wc -l) files into $out/results.tgz" ;;
+  *)
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    [ -z "$cmd" ] || [ "$cmd" = -h ] || [ "$cmd" = --help ] || exit 64 ;;
+esac
