@@ -34,9 +34,9 @@ The QAT runs of the curves (progressive, qdbev_vgd) are evaluated with the devki
 ablation table's "gain": what the distillation phase adds within the run, free of the QAT phases' run-to-run
 noise). ``--seed`` sets the runs' seed (use another --work-dir per seed, with
 ``--teacher-from FIRST_WORK_DIR/teacher`` to run it on the same teacher, or ``--teacher-from FILE.pth``: a teacher
-published with tools/publish_checkpoint.py, e.g. one carried from an earlier machine). ``--jobs N`` runs up to N independent
-steps at once (the QAT runs of one GPU are host-bound: several side by side use it better); each step then logs to
-WORK_DIR/logs/STEP.log only.
+published with tools/publish_checkpoint.py, e.g. one carried from an earlier machine). ``--jobs N`` runs up to N
+independent steps at once (the QAT runs of one GPU are host-bound: several side by side use it better); each step
+then logs to WORK_DIR/logs/STEP.log only.
 The training steps (teacher and QAT runs) resume from their latest checkpoint when an earlier invocation was
 interrupted (e.g. a GPU call's time limit; the teacher checkpoints every 250 iterations), and start over when forced
 or when a step they need ran. On a fresh GPU machine, regenerate data and infos with the same arguments (the
