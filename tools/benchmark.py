@@ -4,6 +4,7 @@ P4 deformable attention, Group DETR matching (``match``), data loading and devki
 
     python tools/benchmark.py [--device cuda|cpu] [--quick] [--only P1 P2 P3 P4 match data eval] [--batch 1 4]
                               [--reps 10] [--warmup 3] [--img-size 450 800] [--data-root DIR] [--compile-infer]
+                              [--compile-fp-train]
                               [--out-json docs/benchmarks.json] [--out-md docs/benchmarks.md]
 
 The models are built from ``--qdbev-config`` (default configs/qdbev/qdbev_tiny_w4a6.py: distiller, VGD mode) and
@@ -16,6 +17,8 @@ needs a GPU (n/a on CPU); P2 on CPU reads the peak from torch.profiler's memory 
 ``--quick`` shrinks the configs (ResNet-18, BEV 16x16, 1 encoder / 2 decoder layers, 50 queries), the images to
 64x96 and the repetitions, for a smoke run of well under 2 minutes on CPU. ``--compile-infer`` times P3 with both
 models' image backbone and neck under ``torch.compile`` (the first, untimed warm-up call compiles).
+``--compile-fp-train`` compiles the FP model's image backbone and neck for its training step (P1/P2 only), as
+``--qdbev-options model.student_compile=True`` compiles the student's: with both, P1 compares like with like.
 
 The JSON (``--out-json``) keeps one run per device under ``runs`` (a CPU run and a GPU run live side by side; a new
 run of the same device replaces the old, keeping the items it did not measure) and repeats the headline figures of
@@ -75,6 +78,9 @@ def parse_args(argv=None):
     p.add_argument('--compile-infer', action='store_true',
                    help='P3 with torch.compile of both models\' image backbone and neck (the fake quantization '
                         'fuses into the element-wise ops before each quantized layer)')
+    p.add_argument('--compile-fp-train', action='store_true',
+                   help='P1/P2 with the FP model\'s image backbone and neck compiled as model.student_compile=True '
+                        'compiles the student\'s: the baseline for a compiled student (not with P3)')
     p.add_argument('--profile', default=None, metavar='DIR',
                    help='write torch.profiler tables of one call of each P1/P3 function to DIR')
     p.add_argument('--out-json', default=None)
@@ -90,6 +96,9 @@ def parse_args(argv=None):
         p.error('--reps must be >= 1 and --warmup >= 0')
     args.img_size = tuple(args.img_size or ((64, 96) if args.quick else (450, 800)))
     args.only = set(args.only or ITEMS)
+    if args.compile_fp_train and 'P3' in args.only:
+        p.error('--compile-fp-train compiles the FP model for its training step, which P3 would then time: '
+                'run P3 separately (--only P1 P2 here)')
     return args
 
 
@@ -113,7 +122,8 @@ def run(args) -> dict:
             try:
                 res = bm.bench_training(dcfg, fcfg, queue, optim, device, args.img_size, b, args.reps, args.warmup,
                                         with_infer=want_infer, with_train=want_train,
-                                        profile_dir=args.profile, compile_infer=args.compile_infer)
+                                        profile_dir=args.profile, compile_infer=args.compile_infer,
+                                        compile_fp_train=args.compile_fp_train)
             except RuntimeError as err:
                 if not bm.is_oom(err):
                     raise

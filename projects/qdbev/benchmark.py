@@ -306,6 +306,16 @@ def compile_image_features(detector) -> None:
             setattr(detector, name, torch.compile(module))
 
 
+def compile_for_training(detector) -> None:
+    """Compile ``detector``'s image backbone and neck in place with ``torch.compile(dynamic=False)``, as
+    ``model.student_compile=True`` does for the fake-quantized student: the FP step to set beside a compiled
+    student's QAT+VGD step, so that P1 does not count the compiler's gain as a saving of QAT+VGD."""
+    for name in ('img_backbone', 'img_neck'):
+        module = getattr(detector, name, None)
+        if module is not None:
+            module.compile(dynamic=False)
+
+
 def calibrate(distiller, raw: dict) -> None:
     """Calibrate the student's activation quantizers on one batch (as ``QuantCalibrationHook`` does)."""
     distiller.calibrate_student([raw])
@@ -315,10 +325,12 @@ def calibrate(distiller, raw: dict) -> None:
 def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dict, device: torch.device,
                    img_hw: Tuple[int, int], batch: int, reps: int, warmup: int, num_cams: int = 6,
                    with_infer: bool = True, with_train: bool = True, profile_dir: Optional[str] = None,
-                   compile_infer: bool = False) -> Dict[str, object]:
+                   compile_infer: bool = False, compile_fp_train: bool = False) -> Dict[str, object]:
     """P1, P2 and P3 at one batch size; each model is alone on the device while it is measured. ``profile_dir``:
     also write ``torch.profiler`` tables of one call of each (``<what>_b<batch>.txt``). ``compile_infer``: P3 runs
-    both models with ``torch.compile``d image backbone and neck (:func:`compile_image_features`)."""
+    both models with ``torch.compile``d image backbone and neck (:func:`compile_image_features`).
+    ``compile_fp_train``: the FP step runs with its image backbone and neck compiled (:func:`compile_for_training`),
+    the baseline for a distiller with ``student_compile``."""
     def profiled(fn, what):
         if profile_dir:
             profile_table(fn, device, osp.join(profile_dir, f'{what}_b{batch}.txt'))
@@ -352,6 +364,8 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
             torch.cuda.empty_cache()
 
     fp.to(device)
+    if compile_fp_train and with_train:
+        compile_for_training(fp)
     measure(fp, fp, 'fp_step', 'fp_infer')
     del fp
     distiller.to(device)
@@ -359,6 +373,7 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
     measure(distiller, distiller.student, 'qat_vgd_step', 'fakequant_infer', teacher=True)
     del distiller
     if with_train:
+        out['fp_step_compiled'] = bool(compile_fp_train)
         out['qat_vgd_step_over_fp_step'] = ratio(out['qat_vgd_step']['median_ms'], out['fp_step']['median_ms'])
         # the least a QAT+VGD step can cost: the FP step plus the teacher's forward of the whole queue
         out['qat_vgd_step_floor'] = ratio(out['fp_step']['median_ms'] + out['teacher_forward']['median_ms'],

@@ -274,3 +274,21 @@ def test_a_recompilation_inside_the_timed_calls_is_counted_and_flagged():
     assert changing['compile']['compiled_while_timed'] == 3
     lines = bm.noisy_timings(dict(train=dict(step=dict(changing, median_ms=1.0, min_ms=1.0))))
     assert lines == ['train.step: torch.compile compiled 3 graph(s) during the timed calls']
+
+
+def test_compile_fp_train_compiles_the_fp_image_path_in_place_and_refuses_p3():
+    """--compile-fp-train: the FP model's backbone and neck are compiled in place (state-dict keys unchanged), as
+    student_compile compiles the student's, and the option cannot be combined with P3, which would time them."""
+    class Detector(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.img_backbone, self.img_neck, self.pts_bbox_head = (torch.nn.Linear(2, 2) for _ in range(3))
+    det = Detector()
+    keys = list(det.state_dict())
+    bm.compile_for_training(det)
+    assert det.img_backbone._compiled_call_impl is not None and det.img_neck._compiled_call_impl is not None
+    assert det.pts_bbox_head._compiled_call_impl is None
+    assert list(det.state_dict()) == keys
+    assert tool.parse_args(['--device', 'cpu', '--only', 'P1', 'P2', '--compile-fp-train']).compile_fp_train
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--device', 'cpu', '--compile-fp-train'])  # all items: P3 included

@@ -1,0 +1,76 @@
+"""tools/study_gpu_chain.sh, run with a stand-in ``python`` that records each command and writes the file the
+command would: the order of the steps, the teacher published before any QAT run, one adoption per work dir before
+the parallel runs, the variants sharing their seed's progressive run, and a re-run that skips the finished teacher."""
+import os
+import stat
+import subprocess
+
+from tools.study import ROOT
+
+SHIM = r'''#!/usr/bin/env bash
+echo "$*" >> "$CHAIN_LOG"
+args=" $* "
+case "$args" in
+  *" tools/publish_checkpoint.py "*) mkdir -p "$(dirname "$3")"; echo weights > "$3" ;;
+  *" tools/train.py "*teacher_stage1*) mkdir -p "$STUDY_WORK/teacher_stage1"; : > "$STUDY_WORK/teacher_stage1/iter_750.pth" ;;
+esac
+exit 0
+'''
+
+
+def run_chain(tmp_path, *args, **env):
+    bindir = tmp_path / 'bin'
+    bindir.mkdir(exist_ok=True)
+    shim = bindir / 'python'
+    shim.write_text(SHIM)
+    shim.chmod(shim.stat().st_mode | stat.S_IEXEC)
+    log = tmp_path / 'calls.log'
+    full = dict(os.environ, PATH=f'{bindir}:{os.environ["PATH"]}', CHAIN_LOG=str(log),
+                STUDY_WORK=str(tmp_path / 'study'), **env)
+    res = subprocess.run(['bash', os.path.join(ROOT, 'tools', 'study_gpu_chain.sh'), *args], env=full,
+                         capture_output=True, text=True, timeout=60)
+    calls = log.read_text().splitlines() if log.exists() else []
+    log.unlink(missing_ok=True)
+    return res, calls
+
+
+def test_the_chain_trains_publishes_then_runs_every_seed_and_variant(tmp_path):
+    w = str(tmp_path / 'study')
+    os.makedirs(f'{w}/progressive')  # what the stand-in's progressive run would leave for the variant's link
+    (tmp_path / 'study' / 'progressive' / 'phase_5_w4a6_decoder.pth').write_text('ckpt')
+    res, calls = run_chain(tmp_path, SEEDS='0 1', VARIANTS='w1100:model.distill_losses.vgd.loss_weight=1100')
+    assert res.returncode == 0, res.stdout + res.stderr
+    tools = [c.split()[0] for c in calls]
+    assert tools[:4] == ['tools/study.py', 'tools/train.py', 'tools/train.py', 'tools/publish_checkpoint.py']
+    assert '--until infos' in calls[0]
+    assert 'iter_750.pth' in calls[2] and 'teacher_train' in calls[2]
+    adoptions = [c for c in calls if '--only teacher' in c]
+    assert [c.split('--work-dir ')[1].split()[0] for c in adoptions] == [w, f'{w}_s1']
+    assert calls.index(adoptions[-1]) < min(i for i, c in enumerate(calls) if '--only progressive' in c)
+    assert all(f'--teacher-from {w}/teacher.pth' in c for c in calls if c.startswith('tools/study.py --data-root'))
+    assert sum('--only progressive' in c for c in calls) == 2 and sum('--only ptq' in c for c in calls) == 1
+    modes = [c for c in calls if '--only qdbev_none qdbev_img qdbev_vgd' in c]
+    assert len(modes) == 2 and all('--branch' in c and '--jobs 3' in c for c in modes)
+    variant = [c for c in calls if '--qat-options model.distill_losses.vgd.loss_weight=1100' in c]
+    assert [c.split('--work-dir ')[1].split()[0] for c in variant] == [f'{w}w1100', f'{w}_s1w1100']
+    linked = tmp_path / 'studyw1100' / 'progressive' / 'phase_5_w4a6_decoder.pth'
+    assert linked.read_text() == 'ckpt' and linked.stat().st_nlink == 2  # a hard link, not a copy
+    assert '[chain]' in res.stdout and 'distillation modes and variants' in res.stdout
+
+    res, calls = run_chain(tmp_path, SEEDS='0 1')  # again: the published teacher is there, no data or training
+    assert res.returncode == 0
+    assert not any(c.startswith(('tools/train.py', 'tools/publish_checkpoint.py')) or '--until' in c for c in calls)
+
+
+def test_a_given_teacher_is_used_and_a_failing_step_stops_the_chain(tmp_path):
+    given = tmp_path / 'carried.pth'
+    given.write_text('carried')
+    res, calls = run_chain(tmp_path, str(given), SEEDS='3')
+    assert res.returncode == 0
+    assert (tmp_path / 'study' / 'teacher.pth').read_text() == 'carried'
+    assert not any(c.startswith('tools/train.py') for c in calls)
+    (tmp_path / 'bin' / 'python').write_text('#!/usr/bin/env bash\nexit 1\n')
+    res = subprocess.run(['bash', os.path.join(ROOT, 'tools', 'study_gpu_chain.sh')], capture_output=True, text=True,
+                         env=dict(os.environ, PATH=f'{tmp_path / "bin"}:{os.environ["PATH"]}',
+                                  STUDY_WORK=str(tmp_path / 'fresh')), timeout=60)
+    assert res.returncode == 1 and 'FAILED: data' in res.stdout

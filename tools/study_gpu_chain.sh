@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The GPU study as one background chain, for a lent GPU machine that is reached by short remote calls:
+#
+#   bash tools/gpu_job.sh start main bash tools/study_gpu_chain.sh [TEACHER.pth]    (first call)
+#   bash tools/gpu_job.sh wait 550 main; cp -f $STUDY_WORK/teacher.pth $OUT/ 2>/dev/null;
+#     bash tools/gpu_job.sh pack $OUT work_dirs/gpu_jobs ${STUDY_WORK}*                 (every later call)
+#
+# Steps, each skipped when its output exists (so a chain restarted on the same machine continues):
+#   1. the study set and its infos (tools/study.py --until infos; the generator writes the same bytes every time);
+#   2. the FP teacher, unless TEACHER.pth is given: session 6's two-stage recipe of
+#      configs/experiments/study_learning/s_groups_bev64_stride8.py (750 iterations at the peak rate, then 700 with a
+#      fresh warm-up and cosine; val NDS 0.336 / mAP 0.318 in session 6), published with tools/publish_checkpoint.py
+#      as $STUDY_WORK/teacher.pth: 7.8 MiB, so a call can bring it back and later sessions start from it;
+#   3. for every seed, the progressive QAT run (and the PTQ sweep of the first seed's work dir), side by side;
+#   4. for every seed, the distillation modes $MODES branched from that seed's progressive run (tools/study.py
+#      --branch), and each variant of $VARIANTS ("NAME:KEY=VALUE ..."; the work dir ${wd}NAME shares the seed's
+#      progressive run through hard links and runs qdbev_vgd with --qat-options KEY=VALUE).
+# Settings (environment): STUDY_WORK (work_dirs/study), SEEDS ("0 1 2"), MODES ("qdbev_none qdbev_img qdbev_vgd"),
+# VARIANTS (""), QAT_ITERS (20), DISTILL_ITERS (100), DATA (data/synthetic/study); the min-bits floors are the
+# study's (both position layers at W8A8). Progress lines start with "[chain] SECONDS s:".
+set -u
+cd "$(dirname "$0")/.."
+W=${STUDY_WORK:-work_dirs/study}
+D=${DATA:-data/synthetic/study}
+SEEDS=${SEEDS:-0 1 2}
+MODES=${MODES:-qdbev_none qdbev_img qdbev_vgd}
+VARIANTS=${VARIANTS:-}
+TEACHER_CONFIG=configs/experiments/study_learning/s_groups_bev64_stride8.py
+ROOTS="train_dataloader.dataset.data_root=$D/ val_dataloader.dataset.data_root=$D/ \
+test_dataloader.dataset.data_root=$D/ val_evaluator.data_root=$D/ val_evaluator.ann_file=$D/nuscenes_infos_val.pkl \
+test_evaluator.data_root=$D/ test_evaluator.ann_file=$D/nuscenes_infos_val.pkl"
+t0=$(date +%s)
+stamp() { echo "[chain] $(( $(date +%s) - t0 )) s: $*"; }
+fail() { stamp "FAILED: $*"; exit 1; }
+wd() { if [ "$1" = "$(set -- $SEEDS; echo $1)" ]; then echo "$W"; else echo "${W}_s$1"; fi; }
+
+if [ ! -f "$W/teacher.pth" ]; then
+  python tools/study.py --work-dir "$W" --data-root "$D" --train-scenes 60 --val-scenes 6 --workers 16 --until infos \
+    || fail data
+  stamp 'study set ready'
+fi
+if [ $# -ge 1 ]; then
+  [ -f "$W/teacher.pth" ] || { mkdir -p "$W" && cp "$1" "$W/teacher.pth"; } || fail "copy the teacher $1"
+elif [ ! -f "$W/teacher.pth" ]; then
+  [ -f "$W/teacher_stage1/iter_750.pth" ] || python tools/train.py $TEACHER_CONFIG --work-dir "$W/teacher_stage1" \
+    --resume --cfg-options train_cfg.max_iters=750 param_scheduler.1.end=6750 param_scheduler.1.T_max=6750 \
+    train_dataloader.num_workers=14 $ROOTS || fail 'teacher stage 1'
+  stamp 'teacher stage 1'
+  python tools/train.py $TEACHER_CONFIG --work-dir "$W/teacher_train" --resume --cfg-options \
+    load_from="$W/teacher_stage1/iter_750.pth" train_cfg.max_iters=700 param_scheduler.0.end=50 \
+    param_scheduler.1.end=700 param_scheduler.1.T_max=700 train_dataloader.num_workers=14 $ROOTS \
+    || fail 'teacher stage 2'
+  python tools/publish_checkpoint.py "$W/teacher_train" "$W/teacher.pth" || fail publish
+  stamp 'teacher published'
+fi
+
+S="python tools/study.py --data-root $D --train-scenes 60 --val-scenes 6 --workers 16 --qat-batch 4 \
+--teacher-from $W/teacher.pth --qat-iters ${QAT_ITERS:-20} --distill-iters ${DISTILL_ITERS:-100} --branch \
+--min-bits pts_bbox_head.transformer.reference_points=8/8 pts_bbox_head.reg_branches.*.4=8/8"
+for s in $SEEDS; do  # adopt the teacher one work dir at a time, before anything runs side by side
+  $S --work-dir "$(wd "$s")" --seed "$s" --only teacher > /dev/null || fail "adopt the teacher in $(wd "$s")"
+done
+pids=()
+for s in $SEEDS; do
+  $S --work-dir "$(wd "$s")" --seed "$s" --only progressive > "/tmp/chain_progressive_$s.log" 2>&1 & pids+=($!)
+done
+first=$(set -- $SEEDS; echo $1)
+$S --work-dir "$W" --seed "$first" --only ptq > /tmp/chain_ptq.log 2>&1 &
+ptq=$!
+for p in "${pids[@]}"; do wait "$p" || fail 'a progressive run (see /tmp/chain_progressive_*.log)'; done
+stamp 'progressive runs'
+
+pids=()
+for s in $SEEDS; do
+  w=$(wd "$s")
+  n=$(echo $MODES | wc -w)
+  $S --work-dir "$w" --seed "$s" --jobs "$n" --only $MODES > "/tmp/chain_modes_$s.log" 2>&1 & pids+=($!)
+  for v in $VARIANTS; do
+    name=${v%%:*}; opts=${v#*:}
+    mkdir -p "$w$name"
+    [ -d "$w$name/progressive" ] || cp -al "$w/progressive" "$w$name/progressive"
+    $S --work-dir "$w$name" --seed "$s" --qat-options ${opts//,/ } --only qdbev_vgd \
+      > "/tmp/chain_${name}_$s.log" 2>&1 & pids+=($!)
+  done
+done
+for p in "${pids[@]}"; do wait "$p" || fail 'a distillation run (see /tmp/chain_*.log)'; done
+wait "$ptq" || fail 'the PTQ sweep (see /tmp/chain_ptq.log)'
+stamp 'distillation modes and variants'
