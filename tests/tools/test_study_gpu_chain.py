@@ -12,7 +12,8 @@ echo "$*" >> "$CHAIN_LOG"
 args=" $* "
 case "$args" in
   *" tools/publish_checkpoint.py "*) mkdir -p "$(dirname "$3")"; echo weights > "$3" ;;
-  *" tools/train.py "*teacher_stage1*) mkdir -p "$STUDY_WORK/teacher_stage1"; : > "$STUDY_WORK/teacher_stage1/iter_750.pth" ;;
+  *" tools/train.py "*teacher_stage1*)
+    mkdir -p "$STUDY_WORK/teacher_stage1"; : > "$STUDY_WORK/teacher_stage1/iter_750.pth" ;;
 esac
 exit 0
 '''
