@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# The GPU study as one background chain, for a lent GPU machine that is reached by short remote calls:
+# The GPU study as one background chain, for a lent GPU machine that is reached by short remote calls. Every call runs
+# the same line, which starts the chain where it is not running yet (a first call, or a fresh machine after the last
+# one was given back), waits, and brings back what exists:
 #
-#   bash tools/gpu_job.sh start main bash tools/study_gpu_chain.sh [TEACHER.pth]    (first call)
-#   bash tools/gpu_job.sh wait 550 main; cp -f $STUDY_WORK/teacher.pth $OUT/ 2>/dev/null;
-#     bash tools/gpu_job.sh pack $OUT work_dirs/gpu_jobs ${STUDY_WORK}*                 (every later call)
+#   bash tools/study_gpu_chain.sh --call OUT_DIR SECONDS [TEACHER.pth]
+#
+# i.e. tools/gpu_job.sh setup (SHARED_DIR, default shared/ or ../shared/), start the chain as job "study" unless it
+# runs or has finished, wait up to SECONDS for it, then copy STUDY_WORK/teacher.pth into OUT_DIR (once it exists)
+# and pack the small files of work_dirs/gpu_jobs and STUDY_WORK* into OUT_DIR/results.tgz. The chain itself:
+#
+#   bash tools/study_gpu_chain.sh [TEACHER.pth]
 #
 # Steps, each skipped when its output exists (so a chain restarted on the same machine continues):
 #   1. the study set and its infos (tools/study.py --until infos; the generator writes the same bytes every time);
@@ -32,6 +38,25 @@ test_evaluator.data_root=$D/ test_evaluator.ann_file=$D/nuscenes_infos_val.pkl"
 t0=$(date +%s)
 stamp() { echo "[chain] $(( $(date +%s) - t0 )) s: $*"; }
 fail() { stamp "FAILED: $*"; exit 1; }
+
+if [ "${1:-}" = --call ]; then
+  [ $# -ge 3 ] || { echo "study_gpu_chain: usage: --call OUT_DIR SECONDS [TEACHER.pth]" >&2; exit 64; }
+  out=$2; secs=$3; shift 3
+  bash tools/gpu_job.sh setup ${SHARED_DIR:-} > /tmp/chain_setup.log 2>&1 || { tail -n 5 /tmp/chain_setup.log; exit 1; }
+  bash tools/gpu_job.sh wait 0 study > /dev/null 2>&1
+  case $? in
+    0) echo "[chain] finished earlier on this machine" ;;
+    2) echo "[chain] running" ;;
+    *) bash tools/gpu_job.sh start study env STUDY_WORK="$W" bash tools/study_gpu_chain.sh "$@" ;;
+  esac
+  bash tools/gpu_job.sh wait "$secs" study
+  rc=$?
+  grep -h '^\[chain\]' work_dirs/gpu_jobs/study.log 2>/dev/null
+  mkdir -p "$out"
+  [ ! -f "$W/teacher.pth" ] || cp -f "$W/teacher.pth" "$out/teacher.pth"
+  bash tools/gpu_job.sh pack "$out" work_dirs/gpu_jobs "$W"*
+  exit $rc
+fi
 wd() { if [ "$1" = "$(set -- $SEEDS; echo $1)" ]; then echo "$W"; else echo "${W}_s$1"; fi; }
 
 if [ ! -f "$W/teacher.pth" ]; then

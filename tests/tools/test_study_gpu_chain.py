@@ -28,7 +28,7 @@ def run_chain(tmp_path, *args, **env):
     log = tmp_path / 'calls.log'
     full = dict(os.environ, PATH=f'{bindir}:{os.environ["PATH"]}', CHAIN_LOG=str(log),
                 STUDY_WORK=str(tmp_path / 'study'), **env)
-    res = subprocess.run(['bash', os.path.join(ROOT, 'tools', 'study_gpu_chain.sh'), *args], env=full,
+    res = subprocess.run(['bash', os.path.join(ROOT, 'tools', 'study_gpu_chain.sh'), *map(str, args)], env=full,
                          capture_output=True, text=True, timeout=60)
     calls = log.read_text().splitlines() if log.exists() else []
     log.unlink(missing_ok=True)
@@ -75,3 +75,21 @@ def test_a_given_teacher_is_used_and_a_failing_step_stops_the_chain(tmp_path):
                          env=dict(os.environ, PATH=f'{tmp_path / "bin"}:{os.environ["PATH"]}',
                                   STUDY_WORK=str(tmp_path / 'fresh')), timeout=60)
     assert res.returncode == 1 and 'FAILED: data' in res.stdout
+
+
+def test_every_call_starts_the_chain_where_it_is_not_running_and_brings_back_the_teacher(tmp_path):
+    """--call: on a machine without the job it starts the chain (here it finishes at once with the stand-in python),
+    waits, copies the published teacher and packs the results; the next call finds it finished and starts nothing."""
+    shared = tmp_path / 'shared' / 'gpu'
+    shared.mkdir(parents=True)
+    (shared / 'setup.sh').write_text('echo stack ready\n')
+    env = dict(SEEDS='0', SHARED_DIR=str(tmp_path / 'shared'), QDBEV_GPU_JOBS=str(tmp_path / 'jobs'))
+    out = tmp_path / 'out'
+    res, calls = run_chain(tmp_path, '--call', out, 30, **env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert 'started study' in res.stdout and '[chain]' in res.stdout
+    assert any(c.startswith('tools/publish_checkpoint.py') for c in calls)
+    assert (out / 'teacher.pth').read_text() == 'weights\n' and (out / 'results.tgz').is_file()
+    res, calls = run_chain(tmp_path, '--call', out, 30, **env)
+    assert res.returncode == 0 and 'finished earlier on this machine' in res.stdout and calls == []
+    assert run_chain(tmp_path, '--call', out)[0].returncode == 64
