@@ -51,7 +51,7 @@ import os
 import os.path as osp
 import shutil
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
@@ -292,7 +292,7 @@ def _evals(work_dir: str) -> List[dict]:
     return phase_metrics(log) if log else []
 
 
-def _teacher_source(src: str):
+def _teacher_source(src: str) -> Tuple[str, bytes]:
     """(checkpoint path, ``done`` marker bytes) of a ``--teacher-from`` source: a finished teacher work dir (its
     ``last_checkpoint`` and ``done``) or a checkpoint file (tools/publish_checkpoint.py; its marker names the file
     and its SHA-256, so another file is another teacher)."""
@@ -310,7 +310,7 @@ def _teacher_source(src: str):
 
 def adopt_teacher(src: str, w: str) -> str:
     """Give work dir ``w`` a finished teacher: another study work dir's ``src`` (e.g. a second seed's runs on the
-    first seed's teacher) or a published checkpoint file (``src`` ending in .pth). ``w/teacher`` gets the checkpoint,
+    first seed's teacher) or a checkpoint file (tools/publish_checkpoint.py). ``w/teacher`` gets the checkpoint,
     a ``last_checkpoint`` and a ``done`` marker, so the teacher step counts as done. The checkpoint is hard-linked
     where the file system allows, else copied (to a temporary name first).
     Adopting the same teacher again does nothing, and adopts it anew where ``w`` lost the checkpoint (a work dir

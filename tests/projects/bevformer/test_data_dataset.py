@@ -306,3 +306,31 @@ def test_contiguous_sampler_splits_without_padding(n, world, lengths):
     collected = [i for i in chain.from_iterable(zip_longest(*parts)) if i is not None][:n]
     assert sorted(collected) == list(range(n))
     assert [len(p) for p in parts] == lengths
+
+
+def bevformer_order(pipeline):
+    """The train pipeline in BEVFormer's order: load float32, distort at full resolution, ..., scale last."""
+    steps = {s['type']: s for s in pipeline}
+    return [dict(steps['LoadMultiViewImageFromFiles'], to_float32=True), steps['MultiViewWrapper'],
+            *[s for s in pipeline if s['type'] not in ('LoadMultiViewImageFromFiles', 'MultiViewWrapper',
+                                                       'ScaleMultiViewImage', 'Pack3DDetInputs')],
+            dict(steps['ScaleMultiViewImage'], to_float32=False), steps['Pack3DDetInputs']]
+
+
+def test_at_scale_one_scaling_first_gives_bevformers_order_bit_for_bit(data_root):
+    """The train pipeline scales (uint8) before the photometric distortion. At scale 1.0 (every synthetic config:
+    the quick start and the GPU study) that gives the tensors of BEVFormer's order bit for bit with the same random
+    draws (test_data_transforms.py checks scale 0.5 on a textured image)."""
+    scale = 1.0
+
+    def sample(ordered):
+        cfg = config_dataset(data_root, 'train', photometric=True)
+        pipeline = [dict(s, scale=scale) if s['type'] == 'ScaleMultiViewImage' else s for s in cfg.pipeline]
+        cfg.pipeline = bevformer_order(pipeline) if ordered else pipeline
+        init_default_scope('mmdet3d')
+        ds = DATASETS.build(cfg)
+        random.seed(3)
+        np.random.seed(3)
+        return ds[3]['inputs']['img']
+    ours, theirs = sample(False), sample(True)
+    assert ours.dtype == theirs.dtype == torch.float32 and torch.equal(ours, theirs)

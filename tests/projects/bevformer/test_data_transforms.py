@@ -76,3 +76,53 @@ def test_refuses_bad_input():
         ScaleMultiViewImage(0.5)(mixed)
     with pytest.raises(ValueError, match='LoadMultiViewImageFromFiles'):
         ScaleMultiViewImage(0.5)(dict(img=np.zeros((10, 20, 3)), lidar2img=np.eye(4)[None]))
+
+
+def test_to_float32_converts_after_resizing_uint8_images():
+    """The training pipeline scales uint8 images and converts them here (to_float32) for the photometric
+    distortion that follows: float32 images of the scaled size, equal to resizing the uint8 image and converting."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (180, 320, 3), dtype=np.uint8)
+    out = ScaleMultiViewImage(0.5, to_float32=True)(results_for([img]))
+    assert all(im.dtype == np.float32 and im.shape == (90, 160, 3) for im in out['img'])
+    plain = ScaleMultiViewImage(0.5)(results_for([img]))
+    assert plain['img'][0].dtype == np.uint8
+    np.testing.assert_array_equal(out['img'][0], plain['img'][0].astype(np.float32))
+    same = ScaleMultiViewImage(1.0, to_float32=True)(results_for([img]))  # no resize: still converted
+    assert same['img'][0].dtype == np.float32 and same['img'][0].shape == img.shape
+
+
+def test_train_pipeline_scales_before_the_photometric_distortion():
+    """The dataset config's training pipeline loads uint8, scales (to float32), then distorts: the distortion works
+    on the scaled images, not the full-resolution ones."""
+    import os.path as osp
+
+    from mmengine.config import Config
+    root = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+    cfg = Config.fromfile(osp.join(root, 'configs/bevformer/bevformer_tiny.py'))
+    types = [step['type'] for step in cfg.train_dataloader.dataset.pipeline]
+    assert types.index('ScaleMultiViewImage') < types.index('MultiViewWrapper')
+    load, scale = cfg.train_dataloader.dataset.pipeline[:2]
+    assert load['to_float32'] is False and scale['to_float32'] is True and scale['scale'] == 0.5
+
+
+def test_distorting_the_scaled_image_is_the_same_augmentation():
+    """Scale 0.5 then distort (the train pipeline) against distort then scale (BEVFormer's order), with the same
+    random draws, on a smooth textured image: brightness and contrast are affine per pixel and commute with the
+    bilinear resize; saturation and hue go through HSV, so the two differ by a fraction of a grey level on average."""
+    from mmdet3d.datasets.transforms import PhotoMetricDistortion3D
+    yy, xx = np.mgrid[0:180, 0:320]
+    img = np.stack([127 + 100 * np.sin(xx / 9.0), 127 + 100 * np.cos(yy / 7.0), 127 + 60 * np.sin((xx + yy) / 13.0)],
+                   -1).astype(np.uint8)
+
+    def distort(image, seed):
+        np.random.seed(seed)
+        return PhotoMetricDistortion3D()(dict(img=image))['img']
+
+    for seed in range(6):
+        theirs = ScaleMultiViewImage(0.5)(results_for([distort(img.astype(np.float32), seed)], n_cam=1))['img'][0]
+        scaled = ScaleMultiViewImage(0.5, to_float32=True)(results_for([img], n_cam=1))['img'][0]
+        ours = distort(scaled, seed)
+        diff = np.abs(ours - theirs)
+        assert ours.shape == theirs.shape == (90, 160, 3)
+        assert diff.mean() < 1.0 and np.percentile(diff, 99) < 4.0, (seed, diff.mean(), diff.max())

@@ -32,8 +32,13 @@ meta_keys = ('sample_idx', 'token', 'scene_token', 'frame_idx', 'timestamp', 'li
              'img_shape', 'ori_shape', 'pad_shape', 'scale_factor', 'can_bus', 'num_cams', 'box_type_3d',
              'box_mode_3d', 'img_path')
 
+# BEVFormer's order is load (float32) -> distortion -> ... -> scale; here the images are scaled first, on uint8, and the
+# distortion (per-pixel brightness, contrast, saturation, hue, channel order) runs on the scaled float32 images: the
+# same augmentation (the affine parts commute with the bilinear resize; HSV only differs by the resize's rounding),
+# at a quarter of the pixels for tiny's 0.5 (docs/benchmarks.md, data loading)
 train_pipeline = [
-    dict(type='LoadMultiViewImageFromFiles', to_float32=True, num_views=6, backend_args=backend_args),
+    dict(type='LoadMultiViewImageFromFiles', to_float32=False, num_views=6, backend_args=backend_args),
+    dict(type='ScaleMultiViewImage', scale=img_scale, to_float32=True),
     # BEVFormer's PhotoMetricDistortionMultiViewImage (mmdet3d 1.4 has none): mmdet3d's single-image distortion
     # applied to each camera with its own random draw
     dict(type='MultiViewWrapper', transforms=[dict(type='PhotoMetricDistortion3D')], override_aug_config=False,
@@ -41,7 +46,6 @@ train_pipeline = [
     dict(type='LoadAnnotations3D', with_bbox_3d=True, with_label_3d=True, with_attr_label=False),
     dict(type='ObjectRangeFilter', point_cloud_range=object_range),
     dict(type='ObjectNameFilter', classes=object_classes),
-    dict(type='ScaleMultiViewImage', scale=img_scale),
     dict(type='Pack3DDetInputs', keys=['img', 'gt_bboxes_3d', 'gt_labels_3d'], meta_keys=meta_keys),
 ]
 test_pipeline = [
