@@ -19,8 +19,8 @@
 #      as $STUDY_WORK/teacher.pth: 7.8 MiB, so a call can bring it back and later sessions start from it;
 #   3. for every seed, the progressive QAT run (and the PTQ sweep of the first seed's work dir), side by side;
 #   4. for every seed, the distillation modes $MODES branched from that seed's progressive run (tools/study.py
-#      --branch), and each variant of $VARIANTS ("NAME:KEY=VALUE ..."; the work dir ${wd}NAME shares the seed's
-#      progressive run through hard links and runs qdbev_vgd with --qat-options KEY=VALUE).
+#      --branch), and each variant of $VARIANTS ("NAME:KEY=VALUE[,KEY=VALUE]" ...; the work dir ${wd}NAME shares the
+#      seed's progressive run through hard links, and its floored config, and runs qdbev_vgd with --qat-options).
 # Settings (environment): STUDY_WORK (work_dirs/study), SEEDS ("0 1 2"), MODES ("qdbev_none qdbev_img qdbev_vgd"),
 # VARIANTS (""), QAT_ITERS (20), DISTILL_ITERS (100), DATA (data/synthetic/study); the min-bits floors are the
 # study's (both position layers at W8A8). Progress lines start with "[chain] SECONDS s:".
@@ -102,8 +102,10 @@ for s in $SEEDS; do
   $S --work-dir "$w" --seed "$s" --jobs "$n" --only $MODES > "/tmp/chain_modes_$s.log" 2>&1 & pids+=($!)
   for v in $VARIANTS; do
     name=${v%%:*}; opts=${v#*:}
-    mkdir -p "$w$name"
+    mkdir -p "$w$name/configs"
     [ -d "$w$name/progressive" ] || cp -al "$w/progressive" "$w$name/progressive"
+    # the run's --min-bits config (same folder depth, so the same relative _base_), which marks it as floored
+    [ ! -f "$w/configs/progressive.py" ] || cp -f "$w/configs/progressive.py" "$w$name/configs/progressive.py"
     $S --work-dir "$w$name" --seed "$s" --qat-options ${opts//,/ } --only qdbev_vgd \
       > "/tmp/chain_${name}_$s.log" 2>&1 & pids+=($!)
   done

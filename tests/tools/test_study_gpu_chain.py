@@ -39,6 +39,8 @@ def test_the_chain_trains_publishes_then_runs_every_seed_and_variant(tmp_path):
     w = str(tmp_path / 'study')
     os.makedirs(f'{w}/progressive')  # what the stand-in's progressive run would leave for the variant's link
     (tmp_path / 'study' / 'progressive' / 'phase_5_w4a6_decoder.pth').write_text('ckpt')
+    os.makedirs(f'{w}/configs')
+    (tmp_path / 'study' / 'configs' / 'progressive.py').write_text('# floored')
     res, calls = run_chain(tmp_path, SEEDS='0 1', VARIANTS='w1100:model.distill_losses.vgd.loss_weight=1100')
     assert res.returncode == 0, res.stdout + res.stderr
     tools = [c.split()[0] for c in calls]
@@ -56,6 +58,7 @@ def test_the_chain_trains_publishes_then_runs_every_seed_and_variant(tmp_path):
     assert [c.split('--work-dir ')[1].split()[0] for c in variant] == [f'{w}w1100', f'{w}_s1w1100']
     linked = tmp_path / 'studyw1100' / 'progressive' / 'phase_5_w4a6_decoder.pth'
     assert linked.read_text() == 'ckpt' and linked.stat().st_nlink == 2  # a hard link, not a copy
+    assert (tmp_path / 'studyw1100' / 'configs' / 'progressive.py').read_text() == '# floored'  # study.py checks it
     assert '[chain]' in res.stdout and 'distillation modes and variants' in res.stdout
 
     res, calls = run_chain(tmp_path, SEEDS='0 1')  # again: the published teacher is there, no data or training
