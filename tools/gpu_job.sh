@@ -22,10 +22,11 @@ cd "$(dirname "$0")/.."
 JOBS=${QDBEV_GPU_JOBS:-work_dirs/gpu_jobs}
 mkdir -p "$JOBS"
 
-running() {  # NAME -> status 0 while its process group is alive and it has no rc file
-  [ -f "$JOBS/$1.pid" ] && [ ! -f "$JOBS/$1.rc" ] || return 1
+running() {  # NAME -> status 0 while a process of its group is alive (not a zombie), or, before setsid ran, itself
+  [ -f "$JOBS/$1.pid" ] || return 1
   local pid; pid=$(cat "$JOBS/$1.pid")
-  kill -0 -- "-$pid" 2>/dev/null || kill -0 "$pid" 2>/dev/null  # its group, or itself before setsid ran
+  ps -e -o pgid=,stat= | awk -v g="$pid" '$1 == g && $2 !~ /^Z/ {found = 1} END {exit !found}' && return 0
+  [ ! -f "$JOBS/$1.rc" ] && [ -d "/proc/$pid" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null
 }
 
 names() {  # the NAMEs given, or every job started on this machine
@@ -47,7 +48,8 @@ case "$cmd" in
     rm -f "$JOBS/$name.rc"
     # setsid: the job's own process group, so that the end of the call that started it does not end it; no stdio
     # shared with the caller, whose output pipe would otherwise stay open until the job ends
-    setsid bash -c '"$@" > "$0.log" 2>&1; echo $? > "$0.rc"' "$JOBS/$name" "$@" < /dev/null > /dev/null 2>&1 &
+    setsid bash -c '"$@" > "$0.log" 2>&1; echo $? > "$0.rc.tmp" && mv "$0.rc.tmp" "$0.rc"' "$JOBS/$name" "$@" \
+      < /dev/null > /dev/null 2>&1 &
     echo $! > "$JOBS/$name.pid"
     echo "gpu_job: started $name (pid $!): $*" ;;
   wait)
@@ -66,11 +68,11 @@ case "$cmd" in
     done
     status=0
     for n in "${todo[@]}"; do
-      if [ -f "$JOBS/$n.rc" ]; then state="ended, status $(cat "$JOBS/$n.rc")"; [ "$(cat "$JOBS/$n.rc")" = 0 ] || status=1
-      elif running "$n"; then state=running; [ $status = 1 ] || status=2
+      if running "$n"; then state=running; [ $status = 1 ] || status=2  # (with an rc: processes it left behind)
+      elif [ -f "$JOBS/$n.rc" ]; then state="ended, status $(cat "$JOBS/$n.rc")"; [ "$(cat "$JOBS/$n.rc")" = 0 ] || status=1
       else state="gone without a status (killed?)"; status=1; fi
       echo "== $n: $state"
-      tail -n 4 "$JOBS/$n.log" 2>/dev/null | cut -c1-300
+      { tail -n 4 "$JOBS/$n.log" 2>/dev/null || true; } | cut -c1-300
     done
     exit $status ;;
   stop)
@@ -81,8 +83,15 @@ case "$cmd" in
     [ $# -ge 2 ] || { echo "gpu_job: usage: pack OUT_DIR PATH..." >&2; exit 64; }
     out=$1; shift
     mkdir -p "$out"
-    find "$@" -type f ! -name '*.pth' ! -name '*.pkl' ! -name '*.tmp' -size -2M -print0 2>/dev/null \
-      | tar czf "$out/results.tgz.tmp" --null -T -
+    found=()
+    for p in "$@"; do if [ -e "$p" ]; then found+=("$p"); else echo "gpu_job: pack: $p does not exist, skipped" >&2; fi; done
+    # files under 2 MiB (in bytes: find rounds -size -2M up to whole MiB), no checkpoints, data or temporaries; files
+    # that change or vanish while a job still writes them do not stop the packing
+    { [ ${#found[@]} = 0 ] || find "${found[@]}" -type f ! -name '*.pth' ! -name '*.pkl' ! -name '*.tmp' \
+        -size -2097152c -print0 2>/dev/null || true; } > "$out/.pack_list"
+    tar czf "$out/results.tgz.tmp" --null -T "$out/.pack_list" --ignore-failed-read --warning=no-file-changed \
+      || [ $? = 1 ]
+    rm -f "$out/.pack_list"
     mv "$out/results.tgz.tmp" "$out/results.tgz"
     echo "gpu_job: packed $(tar tzf "$out/results.tgz" | wc -l) files into $out/results.tgz" ;;
   *)

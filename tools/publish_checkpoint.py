@@ -51,12 +51,13 @@ def main(argv=None) -> int:
     parser.add_argument('src', help='checkpoint file, or a work dir with last_checkpoint')
     parser.add_argument('dst', help='the published .pth to write')
     args = parser.parse_args(argv)
-    if osp.abspath(args.src) == osp.abspath(args.dst):
-        parser.error('SRC and DST are the same file; write the published checkpoint beside it')
     try:
+        src = resolve_checkpoint_path(args.src, 'publish_checkpoint: SRC')
+        if osp.abspath(src) == osp.abspath(args.dst) or (osp.exists(args.dst) and osp.samefile(src, args.dst)):
+            parser.error(f'{args.dst} is the checkpoint to publish itself; write the published checkpoint beside it')
         sha = publish(args.src, args.dst)
-    except TeacherCheckpointError as err:
-        parser.error(str(err))
+    except (TeacherCheckpointError, OSError) as err:
+        parser.error(f'{type(err).__name__}: {err}' if isinstance(err, OSError) else str(err))
     print(f'{args.dst}: {osp.getsize(args.dst) / 2**20:.2f} MiB, sha256 {sha}')
     return 0
 

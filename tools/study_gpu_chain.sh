@@ -37,7 +37,13 @@ test_dataloader.dataset.data_root=$D/ val_evaluator.data_root=$D/ val_evaluator.
 test_evaluator.data_root=$D/ test_evaluator.ann_file=$D/nuscenes_infos_val.pkl"
 t0=$(date +%s)
 stamp() { echo "[chain] $(( $(date +%s) - t0 )) s: $*"; }
-fail() { stamp "FAILED: $*"; exit 1; }
+J=${QDBEV_GPU_JOBS:-work_dirs/gpu_jobs}  # tools/gpu_job.sh's job files
+fail() {  # stop the runs started side by side (study.py and the trainings it started) before giving up
+  stamp "FAILED: $*"
+  pkill -TERM -g "$(ps -o pgid= -p $$ | tr -d ' ')" -f 'tools/(study|train|ptq)[.]py' 2>/dev/null
+  wait
+  exit 1
+}
 
 if [ "${1:-}" = --call ]; then
   [ $# -ge 3 ] || { echo "study_gpu_chain: usage: --call OUT_DIR SECONDS [TEACHER.pth]" >&2; exit 64; }
@@ -51,26 +57,31 @@ if [ "${1:-}" = --call ]; then
   esac
   bash tools/gpu_job.sh wait "$secs" study
   rc=$?
-  grep -h '^\[chain\]' work_dirs/gpu_jobs/study.log 2>/dev/null
+  grep -h '^\[chain\]' "$J/study.log" 2>/dev/null
   mkdir -p "$out"
   [ ! -f "$W/teacher.pth" ] || cp -f "$W/teacher.pth" "$out/teacher.pth"
-  bash tools/gpu_job.sh pack "$out" work_dirs/gpu_jobs "$W"*
+  bash tools/gpu_job.sh pack "$out" "$J" "$W"*
   exit $rc
 fi
 wd() { if [ "$1" = "$(set -- $SEEDS; echo $1)" ]; then echo "$W"; else echo "${W}_s$1"; fi; }
 
-if [ ! -f "$W/teacher.pth" ]; then
-  python tools/study.py --work-dir "$W" --data-root "$D" --train-scenes 60 --val-scenes 6 --workers 16 --until infos \
-    || fail data
-  stamp 'study set ready'
-fi
+set -f  # no globbing from here on: the --min-bits patterns below hold a '*'
+python tools/study.py --work-dir "$W" --data-root "$D" --train-scenes 60 --val-scenes 6 --workers 16 --until infos \
+  || fail data  # (skipped in seconds once the set exists)
+stamp 'study set ready'
 if [ $# -ge 1 ]; then
-  [ -f "$W/teacher.pth" ] || { mkdir -p "$W" && cp "$1" "$W/teacher.pth"; } || fail "copy the teacher $1"
+  if [ ! -f "$W/teacher.pth" ]; then
+    mkdir -p "$W" && cp "$1" "$W/.teacher.pth.tmp" && mv "$W/.teacher.pth.tmp" "$W/teacher.pth" \
+      || fail "copy the teacher $1"
+  elif ! cmp -s "$1" "$W/teacher.pth"; then
+    fail "$W/teacher.pth is another teacher than $1; use another STUDY_WORK"
+  fi
 elif [ ! -f "$W/teacher.pth" ]; then
   [ -f "$W/teacher_stage1/iter_750.pth" ] || python tools/train.py $TEACHER_CONFIG --work-dir "$W/teacher_stage1" \
     --resume --cfg-options train_cfg.max_iters=750 param_scheduler.1.end=6750 param_scheduler.1.T_max=6750 \
     train_dataloader.num_workers=14 $ROOTS || fail 'teacher stage 1'
   stamp 'teacher stage 1'
+  # --resume continues stage 2's own checkpoints after a restart; the first time, load_from initialises it
   python tools/train.py $TEACHER_CONFIG --work-dir "$W/teacher_train" --resume --cfg-options \
     load_from="$W/teacher_stage1/iter_750.pth" train_cfg.max_iters=700 param_scheduler.0.end=50 \
     param_scheduler.1.end=700 param_scheduler.1.T_max=700 train_dataloader.num_workers=14 $ROOTS \

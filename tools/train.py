@@ -28,7 +28,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train a detector (mmengine Runner)')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
-                        help='resume from CKPT, or from the latest checkpoint in the work dir when no CKPT is given')
+                        help='resume from CKPT, or from the latest checkpoint in the work dir when no CKPT is given '
+                             '(none there: start as the config says, from load_from if it names one)')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision (needs a CUDA GPU)')
     add_common_args(parser)
     return parse(parser, argv)
@@ -48,19 +49,21 @@ def set_amp(cfg) -> None:
 
 
 def set_resume(cfg, resume) -> None:
-    """``--resume``: the given checkpoint, or the work dir's latest (none there: start from scratch, as mmengine);
-    either must be an intact torch checkpoint."""
+    """``--resume``: the given checkpoint, or the work dir's latest; with none there, the run starts as the config
+    says, i.e. from ``load_from`` (initial weights, e.g. a first training stage) when it names one, else from scratch.
+    A checkpoint to resume must be an intact torch checkpoint."""
     if resume is None:
         return
-    cfg.resume = True
     if resume == 'auto':
-        cfg.load_from = None
         latest = last_checkpoint(cfg.work_dir)
-        if latest is not None:
-            check_checkpoint_file(latest, f'--resume (latest checkpoint of {cfg.work_dir})')
+        if latest is None:
+            cfg.resume = False  # nothing of this run yet: load_from (if any) initialises the weights, as without
+            return
+        check_checkpoint_file(latest, f'--resume (latest checkpoint of {cfg.work_dir})')
+        cfg.resume, cfg.load_from = True, None  # the runner finds and resumes the work dir's latest checkpoint
         return
     check_checkpoint_file(resume, '--resume')
-    cfg.load_from = resume
+    cfg.resume, cfg.load_from = True, resume
 
 
 def main(argv=None) -> None:

@@ -44,7 +44,8 @@ def test_pack_brings_back_small_results_only(tmp_path):
     (run / 'infos.pkl').write_bytes(b'0')
     (run / 'big.log').write_bytes(b'0' * (3 << 20))
     out = tmp_path / 'out'
-    assert gpu_job(tmp_path, 'pack', out, tmp_path / 'w').returncode == 0
+    packed = gpu_job(tmp_path, 'pack', out, tmp_path / 'w', tmp_path / 'missing')
+    assert packed.returncode == 0 and 'missing does not exist, skipped' in packed.stderr
     with tarfile.open(out / 'results.tgz') as tar:
         names = [os.path.basename(n) for n in tar.getnames()]
     assert names == ['phases.json']

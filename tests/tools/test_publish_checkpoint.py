@@ -55,5 +55,12 @@ def test_bad_input_is_refused_in_one_line_and_nothing_is_written(tmp_path, capsy
     assert 'does not exist' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         publish_checkpoint.main([str(tmp_path / 'broken.pth'), str(tmp_path / 'broken.pth')])
-    assert 'same file' in capsys.readouterr().err
+    assert 'is the checkpoint to publish itself' in capsys.readouterr().err
+    training_checkpoint(tmp_path / 'iter_700.pth')  # a work dir whose last checkpoint is DST: refused, not overwritten
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_700.pth'))
+    before = (tmp_path / 'iter_700.pth').read_bytes()
+    with pytest.raises(SystemExit):
+        publish_checkpoint.main([str(tmp_path), str(tmp_path / 'iter_700.pth')])
+    assert 'is the checkpoint to publish itself' in capsys.readouterr().err
+    assert (tmp_path / 'iter_700.pth').read_bytes() == before
     assert not (tmp_path / 'out.pth').exists()

@@ -4,6 +4,7 @@ the parallel runs, the variants sharing their seed's progressive run, and a re-r
 import os
 import stat
 import subprocess
+import tarfile
 
 from tools.study import ROOT
 
@@ -61,9 +62,9 @@ def test_the_chain_trains_publishes_then_runs_every_seed_and_variant(tmp_path):
     assert (tmp_path / 'studyw1100' / 'configs' / 'progressive.py').read_text() == '# floored'  # study.py checks it
     assert '[chain]' in res.stdout and 'distillation modes and variants' in res.stdout
 
-    res, calls = run_chain(tmp_path, SEEDS='0 1')  # again: the published teacher is there, no data or training
+    res, calls = run_chain(tmp_path, SEEDS='0 1')  # again: the published teacher is there, no training
     assert res.returncode == 0
-    assert not any(c.startswith(('tools/train.py', 'tools/publish_checkpoint.py')) or '--until' in c for c in calls)
+    assert not any(c.startswith(('tools/train.py', 'tools/publish_checkpoint.py')) for c in calls)
 
 
 def test_a_given_teacher_is_used_and_a_failing_step_stops_the_chain(tmp_path):
@@ -73,6 +74,9 @@ def test_a_given_teacher_is_used_and_a_failing_step_stops_the_chain(tmp_path):
     assert res.returncode == 0
     assert (tmp_path / 'study' / 'teacher.pth').read_text() == 'carried'
     assert not any(c.startswith('tools/train.py') for c in calls)
+    given.write_text('another teacher')  # the work dir has one: another is refused, not silently ignored
+    res, calls = run_chain(tmp_path, str(given), SEEDS='3')
+    assert res.returncode == 1 and 'is another teacher than' in res.stdout
     (tmp_path / 'bin' / 'python').write_text('#!/usr/bin/env bash\nexit 1\n')
     res = subprocess.run(['bash', os.path.join(ROOT, 'tools', 'study_gpu_chain.sh')], capture_output=True, text=True,
                          env=dict(os.environ, PATH=f'{tmp_path / "bin"}:{os.environ["PATH"]}',
@@ -92,7 +96,9 @@ def test_every_call_starts_the_chain_where_it_is_not_running_and_brings_back_the
     assert res.returncode == 0, res.stdout + res.stderr
     assert 'started study' in res.stdout and '[chain]' in res.stdout
     assert any(c.startswith('tools/publish_checkpoint.py') for c in calls)
-    assert (out / 'teacher.pth').read_text() == 'weights\n' and (out / 'results.tgz').is_file()
+    assert (out / 'teacher.pth').read_text() == 'weights\n'
+    with tarfile.open(out / 'results.tgz') as tar:
+        assert any(n.endswith('jobs/study.log') for n in tar.getnames())  # the chain's log, from QDBEV_GPU_JOBS
     res, calls = run_chain(tmp_path, '--call', out, 30, **env)
     assert res.returncode == 0 and 'finished earlier on this machine' in res.stdout and calls == []
     assert run_chain(tmp_path, '--call', out)[0].returncode == 64

@@ -97,3 +97,27 @@ def test_bad_paths_give_one_line(tmp_path):
                           capture_output=True, text=True, cwd=str(tmp_path))
     assert proc.returncode != 0 and 'no/such/config.py: no such file' in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_resume_without_a_checkpoint_keeps_load_from_as_the_initial_weights(tmp_path):
+    """--resume in a work dir without checkpoints starts as the config says: a load_from (e.g. a first training
+    stage) initialises the weights and is not resumed (no optimizer / iteration taken from it); once the work dir
+    has a checkpoint, the runner resumes that one and load_from is dropped."""
+    import torch
+    from mmengine.config import Config
+
+    from tools.train import set_resume
+    stage1 = tmp_path / 'stage1.pth'
+    torch.save({'state_dict': {'w': torch.ones(1)}}, stage1)
+    cfg = Config(dict(work_dir=str(tmp_path / 'stage2'), load_from=str(stage1), resume=False))
+    set_resume(cfg, 'auto')
+    assert cfg.resume is False and cfg.load_from == str(stage1)
+    (tmp_path / 'stage2').mkdir()
+    torch.save({'state_dict': {'w': torch.ones(1)}, 'meta': {}}, tmp_path / 'stage2' / 'iter_250.pth')
+    (tmp_path / 'stage2' / 'last_checkpoint').write_text(str(tmp_path / 'stage2' / 'iter_250.pth'))
+    cfg = Config(dict(work_dir=str(tmp_path / 'stage2'), load_from=str(stage1), resume=False))
+    set_resume(cfg, 'auto')
+    assert cfg.resume is True and cfg.load_from is None
+    cfg = Config(dict(work_dir=str(tmp_path / 'other'), load_from=None, resume=False))
+    set_resume(cfg, str(stage1))
+    assert cfg.resume is True and cfg.load_from == str(stage1)
