@@ -620,7 +620,8 @@ def render_markdown(merged: dict) -> str:
             hw = 'x'.join(str(v) for v in t['img_hw'])
             tag = f'batch {bs}, {t["num_cams"]} cams {hw}, queue {t["queue"]}'
             if 'qat_vgd_step' in t:
-                lines.append(f'| P1 QAT+VGD step / FP step ({tag}) | {t["qat_vgd_step"]["median_ms"]:g} ms | '
+                fp_tag = ', FP step compiled' if t.get('fp_step_compiled') else ''
+                lines.append(f'| P1 QAT+VGD step / FP step ({tag}{fp_tag}) | {t["qat_vgd_step"]["median_ms"]:g} ms | '
                              f'{t["fp_step"]["median_ms"]:g} ms | {_fmt(t["qat_vgd_step_over_fp_step"])} | ≤ 1.45 |')
                 if 'teacher_forward' in t:
                     lines.append(f'| P1 floor: (FP step + teacher forward of the queue) / FP step | '
