@@ -22,11 +22,21 @@ cd "$(dirname "$0")/.."
 JOBS=${QDBEV_GPU_JOBS:-work_dirs/gpu_jobs}
 mkdir -p "$JOBS"
 
-running() {  # NAME -> status 0 while a process of its group is alive (not a zombie), or, before setsid ran, itself
+group_alive() {  # PGID -> status 0 while a process of that group lives and is not a zombie (read from /proc)
+  local pgid=$1 st line fields
+  for st in /proc/[0-9]*/stat; do
+    read -r line < "$st" 2>/dev/null || continue
+    read -r -a fields <<< "${line##*) }"  # after the command name: state ppid pgrp ...
+    [ "${fields[2]:-}" = "$pgid" ] && [ "${fields[0]:-}" != Z ] && return 0
+  done
+  return 1
+}
+
+running() {  # NAME -> status 0 while a process of its group is alive, or, before setsid ran, the job itself
   [ -f "$JOBS/$1.pid" ] || return 1
   local pid; pid=$(cat "$JOBS/$1.pid")
-  ps -e -o pgid=,stat= | awk -v g="$pid" '$1 == g && $2 !~ /^Z/ {found = 1} END {exit !found}' && return 0
-  [ ! -f "$JOBS/$1.rc" ] && [ -d "/proc/$pid" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null
+  group_alive "$pid" && return 0
+  [ ! -f "$JOBS/$1.rc" ] && [ -r "/proc/$pid/stat" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null
 }
 
 names() {  # the NAMEs given, or every job started on this machine

@@ -55,3 +55,17 @@ def test_pack_brings_back_small_results_only(tmp_path):
 @pytest.mark.parametrize('args', [['start', 'only-a-name'], ['wait'], ['pack', 'out'], ['nonsense']])
 def test_usage_errors(tmp_path, args):
     assert gpu_job(tmp_path, *args).returncode == 64
+
+
+def test_a_job_that_left_a_process_behind_still_runs_until_stopped(tmp_path):
+    """A job whose command ended (status written) while a process it started lives on counts as running, so that a
+    later call does not start the same work beside it; stop ends the whole group."""
+    assert gpu_job(tmp_path, 'start', 'leaky', 'bash', '-c', 'sleep 30 & exit 0').returncode == 0
+    time.sleep(1)
+    assert (tmp_path / 'jobs' / 'leaky.rc').read_text().strip() == '0'
+    waited = gpu_job(tmp_path, 'wait', 1, 'leaky')
+    assert waited.returncode == 2 and '== leaky: running' in waited.stdout
+    assert gpu_job(tmp_path, 'start', 'leaky', 'true').returncode == 1
+    assert 'stopped leaky' in gpu_job(tmp_path, 'stop', 'leaky').stdout
+    time.sleep(0.5)
+    assert gpu_job(tmp_path, 'wait', 1, 'leaky').returncode == 0  # ended with status 0, nothing left
