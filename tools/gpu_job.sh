@@ -15,7 +15,8 @@
 #   bash tools/gpu_job.sh pack OUT_DIR PATH...      OUT_DIR/results.tgz of the small files under PATH (no
 #                                                   checkpoints, no data), to bring results back from the machine
 #
-# A job whose NAME.rc exists has ended; starting a NAME that still runs is refused. The job files live in
+# A job has ended when its NAME.rc exists and no process of its group lives on (read from /proc; zombies do not
+# count); starting a NAME that still runs is refused. The job files live in
 # $QDBEV_GPU_JOBS (default work_dirs/gpu_jobs, relative to the repository root).
 set -euo pipefail
 cd "$(dirname "$0")/.."

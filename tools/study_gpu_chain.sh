@@ -40,7 +40,8 @@ stamp() { echo "[chain] $(( $(date +%s) - t0 )) s: $*"; }
 J=${QDBEV_GPU_JOBS:-work_dirs/gpu_jobs}  # tools/gpu_job.sh's job files
 fail() {  # stop the runs started side by side (study.py and the trainings it started) before giving up
   stamp "FAILED: $*"
-  pkill -TERM -g "$(ps -o pgid= -p $$ | tr -d ' ')" -f 'tools/(study|train|ptq)[.]py' 2>/dev/null
+  kill $(jobs -p) 2>/dev/null
+  pkill -TERM -g "$(ps -o pgid= -p $$ | tr -d ' ')" -f '(^|/)python[0-9.]* tools/(study|train|ptq)[.]py' 2>/dev/null
   wait
   exit 1
 }
