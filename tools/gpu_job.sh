@@ -80,7 +80,8 @@ case "$cmd" in
     status=0
     for n in "${todo[@]}"; do
       if running "$n"; then state=running; [ $status = 1 ] || status=2  # (with an rc: processes it left behind)
-      elif [ -f "$JOBS/$n.rc" ]; then state="ended, status $(cat "$JOBS/$n.rc")"; [ "$(cat "$JOBS/$n.rc")" = 0 ] || status=1
+      elif [ -f "$JOBS/$n.rc" ]; then
+        rc=$(cat "$JOBS/$n.rc"); state="ended, status $rc"; [ "$rc" = 0 ] || status=1
       else state="gone without a status (killed?)"; status=1; fi
       echo "== $n: $state"
       { tail -n 4 "$JOBS/$n.log" 2>/dev/null || true; } | cut -c1-300
@@ -95,7 +96,9 @@ case "$cmd" in
     out=$1; shift
     mkdir -p "$out"
     found=()
-    for p in "$@"; do if [ -e "$p" ]; then found+=("$p"); else echo "gpu_job: pack: $p does not exist, skipped" >&2; fi; done
+    for p in "$@"; do
+      if [ -e "$p" ]; then found+=("$p"); else echo "gpu_job: pack: $p does not exist, skipped" >&2; fi
+    done
     # files under 2 MiB (in bytes: find rounds -size -2M up to whole MiB), no checkpoints, data or temporaries; files
     # that change or vanish while a job still writes them do not stop the packing
     { [ ${#found[@]} = 0 ] || find "${found[@]}" -type f ! -name '*.pth' ! -name '*.pkl' ! -name '*.tmp' \
