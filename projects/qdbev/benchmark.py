@@ -8,9 +8,10 @@ Measurements (all in one process, on one device):
 * P2 ``qat_vgd_memory_over_fp``: peak GPU memory of the same two steps (weights, optimizer state and activations;
   each model alone on the device). GPU only.
 * P3 ``fakequant_infer_over_fp``: test-mode ``predict`` of the calibrated W4A6 student over the FP model.
-* P4 ``deform_attn_ours_over_mmcv``: forward+backward of the project's pure-PyTorch deformable attention sampling
-  (mmcv's ``multi_scale_deformable_attn_pytorch``, what :func:`multi_scale_deform_attn` runs without the kernel)
-  over mmcv's CUDA ``MultiScaleDeformableAttnFunction``. GPU only.
+* P4 ``deform_attn_ours_over_mmcv``: forward+backward of the project's deformable attention sampling as the model
+  calls it (``multi_scale_deform_attn``: mmcv's kernel where it runs, with the float32 and contiguity conversions
+  around it) over mmcv's CUDA ``MultiScaleDeformableAttnFunction`` called directly; beside it the pure-PyTorch
+  fallback (mmcv's ``multi_scale_deformable_attn_pytorch``, what the model runs without the kernel). GPU only.
 
 Timing: ``warmup`` untimed calls, then ``reps`` timed calls, each bracketed by ``torch.cuda.synchronize``; the
 median is reported. Batches are made directly as tensors and ``Det3DDataSample`` s (no dataset), already run through
@@ -424,22 +425,32 @@ def deform_inputs(shape, device: torch.device, seed: int = 0):
 
 def bench_deform_attn(device: torch.device, reps: int, warmup: int,
                       names: Sequence[str] = tuple(DEFORM_SHAPES)) -> Dict[str, object]:
-    """P4: forward+backward (sum of the output) of the pure-PyTorch path over mmcv's CUDA kernel per shape."""
+    """P4 per shape: forward+backward (sum of the output) of the project's path (``multi_scale_deform_attn``, what
+    the attentions call), of mmcv's CUDA kernel called directly, and of the pure-PyTorch fallback; ``ours_path``
+    says which implementation the project's path ran."""
     if device.type != 'cuda':
         return dict(skipped='P4 needs a GPU: mmcv\'s CUDA MultiScaleDeformableAttnFunction has no CPU kernel')
     from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttnFunction,
                                                   multi_scale_deformable_attn_pytorch)
+
+    from projects.bevformer.bevformer.ms_deform_attn import cuda_kernel_available, multi_scale_deform_attn
     out: Dict[str, object] = {}
     for name in names:
         args = deform_inputs(DEFORM_SHAPES[name], device)  # value, spatial_shapes, level_start_index, loc, weights
 
-        def ours(value=args[0], shapes=args[1], loc=args[3], weights=args[4]):
-            multi_scale_deformable_attn_pytorch(value, shapes, loc, weights).sum().backward()
+        def ours(value=args[0], shapes=args[1], start=args[2], loc=args[3], weights=args[4]):
+            multi_scale_deform_attn(value, shapes, start, loc, weights).sum().backward()
 
         def mmcv_cuda(value=args[0], shapes=args[1], start=args[2], loc=args[3], weights=args[4]):
             MultiScaleDeformableAttnFunction.apply(value, shapes, start, loc, weights, 64).sum().backward()
-        row = dict(ours=median_ms(ours, reps, warmup, device), mmcv=median_ms(mmcv_cuda, reps, warmup, device))
+
+        def fallback(value=args[0], shapes=args[1], loc=args[3], weights=args[4]):
+            multi_scale_deformable_attn_pytorch(value, shapes, loc, weights).sum().backward()
+        row = dict(ours=median_ms(ours, reps, warmup, device), mmcv=median_ms(mmcv_cuda, reps, warmup, device),
+                   fallback=median_ms(fallback, reps, warmup, device),
+                   ours_path='mmcv CUDA kernel' if cuda_kernel_available() else 'pure PyTorch')
         row['ours_over_mmcv'] = ratio(row['ours']['median_ms'], row['mmcv']['median_ms'])
+        row['fallback_over_mmcv'] = ratio(row['fallback']['median_ms'], row['mmcv']['median_ms'])
         out[name] = row
     return out
 
@@ -641,10 +652,19 @@ def render_markdown(merged: dict) -> str:
             lines.append(f'| P4 deformable attention | {deform["skipped"]} | | n/a | ≤ 1.10 |')
         else:
             for name, row in deform.items():
-                lines.append(f'| P4 deform. attn fwd+bwd {name} {DEFORM_SHAPES[name][:4]} levels '
-                             f'{DEFORM_SHAPES[name][4]} points {DEFORM_SHAPES[name][5]}: pure PyTorch / mmcv CUDA | '
-                             f'{row["ours"]["median_ms"]:g} ms | {row["mmcv"]["median_ms"]:g} ms | '
-                             f'{_fmt(row["ours_over_mmcv"])} | ≤ 1.10 |')
+                shape = (f'{name} {DEFORM_SHAPES[name][:4]} levels {DEFORM_SHAPES[name][4]} points '
+                         f'{DEFORM_SHAPES[name][5]}')
+                if 'fallback' in row:  # since session 12: the project's path, and the fallback beside it
+                    lines.append(f'| P4 deform. attn fwd+bwd {shape}: project\'s path ({row["ours_path"]}) / mmcv '
+                                 f'CUDA | {row["ours"]["median_ms"]:g} ms | {row["mmcv"]["median_ms"]:g} ms | '
+                                 f'{_fmt(row["ours_over_mmcv"])} | ≤ 1.10 |')
+                    lines.append(f'| P4 {name}: pure-PyTorch fallback / mmcv CUDA | '
+                                 f'{row["fallback"]["median_ms"]:g} ms | {row["mmcv"]["median_ms"]:g} ms | '
+                                 f'{_fmt(row["fallback_over_mmcv"])} | |')
+                else:  # earlier runs timed the fallback as "ours"
+                    lines.append(f'| P4 deform. attn fwd+bwd {shape}: pure PyTorch / mmcv CUDA | '
+                                 f'{row["ours"]["median_ms"]:g} ms | {row["mmcv"]["median_ms"]:g} ms | '
+                                 f'{_fmt(row["ours_over_mmcv"])} | ≤ 1.10 |')
         match = run.get('group_matching')
         if match:
             sh = match['shape']

@@ -292,3 +292,19 @@ def test_compile_fp_train_compiles_the_fp_image_path_in_place_and_refuses_p3():
     assert tool.parse_args(['--device', 'cpu', '--only', 'P1', 'P2', '--compile-fp-train']).compile_fp_train
     with pytest.raises(SystemExit):
         tool.parse_args(['--device', 'cpu', '--compile-fp-train'])  # all items: P3 included
+
+
+def test_p4_rows_name_the_projects_path_and_the_fallback_and_read_older_runs():
+    """P4 times the project's path (what the attentions call: the kernel where it runs) over mmcv's kernel, with the
+    pure-PyTorch fallback beside it; runs recorded before that (the fallback as "ours") still render, as such."""
+    def t(ms):
+        return dict(median_ms=ms, min_ms=ms, reps=1)
+    new = dict(ours=t(2.3), mmcv=t(2.2), fallback=t(11.5), ours_path='mmcv CUDA kernel', ours_over_mmcv=1.045,
+               fallback_over_mmcv=5.227)
+    old = dict(ours=t(11.5), mmcv=t(2.2), ours_over_mmcv=5.227)
+    text = bm.render_markdown(dict(runs={'cuda: new': dict(device='cuda', deform_attn=dict(tiny_sca=new)),
+                                         'cuda: old': dict(device='cuda', deform_attn=dict(tiny_sca=old))}))
+    assert "project's path (mmcv CUDA kernel) / mmcv CUDA | 2.3 ms | 2.2 ms | 1.045 | ≤ 1.10 |" in text
+    assert '| P4 tiny_sca: pure-PyTorch fallback / mmcv CUDA | 11.5 ms | 2.2 ms | 5.227 | |' in text
+    assert 'points 32: pure PyTorch / mmcv CUDA | 11.5 ms | 2.2 ms | 5.227 | ≤ 1.10 |' in text
+    assert bm.headline(dict(device='cuda', deform_attn=dict(tiny_sca=new)))['deform_attn_ours_over_mmcv'] == 1.045
