@@ -22,8 +22,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from projects.qdbev.distiller.teacher_checkpoint import (TeacherCheckpointError, read_state_dict,  # noqa: E402
-                                                         resolve_checkpoint_path)
+from projects.qdbev.distiller.teacher_checkpoint import (TeacherCheckpointError, load_checkpoint_file,  # noqa: E402
+                                                         resolve_checkpoint_path, state_dict_of)
 from qdbev.fileio import atomic_write_bytes  # noqa: E402
 
 
@@ -31,8 +31,9 @@ def published(src: str) -> dict:
     """``{'meta': ..., 'state_dict': ...}`` of the checkpoint at ``src`` (file or work dir); ``meta`` only where
     the checkpoint has one. Raises ``TeacherCheckpointError`` (one line naming ``src``) for anything that is not a
     model checkpoint."""
-    state = read_state_dict(src, what=f'publish_checkpoint: {src}')  # checked: a mapping of tensors
-    ckpt = torch.load(resolve_checkpoint_path(src), map_location='cpu', weights_only=True)  # for its meta
+    what = f'publish_checkpoint: {src}'
+    file, ckpt = load_checkpoint_file(src, what)  # read once: its state dict (checked: tensors) and its meta
+    state = state_dict_of(ckpt, file, what)
     meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
     return dict(meta=meta, state_dict=state) if meta is not None else dict(state_dict=state)
 

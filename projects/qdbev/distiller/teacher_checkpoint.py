@@ -1,6 +1,6 @@
 """Read the FP teacher's checkpoint (weights-only safe) and refuse one that does not fit the architecture."""
 import os
-from typing import Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Tuple
 
 import torch
 from mmengine.runner import CheckpointLoader
@@ -32,15 +32,11 @@ def resolve_checkpoint_path(path: str, what: str = 'model.teacher_checkpoint') -
     return named if os.path.isabs(named) or os.path.isfile(named) else os.path.join(path, os.path.basename(named))
 
 
-def read_state_dict(path: str, what: str = 'model.teacher_checkpoint') -> Dict[str, Tensor]:
-    """The model state dict stored in an mmengine (``{'state_dict': ...}``) or plain checkpoint at ``path`` (a file,
-    or a work dir: its ``last_checkpoint``).
-
-    Loaded through mmengine's ``CheckpointLoader`` on CPU, i.e. ``torch.load`` with torch's default
-    ``weights_only=True`` (no arbitrary code runs). A ``module.`` prefix (DDP) is stripped.
-    Raises :class:`TeacherCheckpointError` with one line (naming ``what``) when the file is missing, truncated or
-    not a checkpoint.
-    """
+def load_checkpoint_file(path: str, what: str = 'model.teacher_checkpoint') -> Tuple[str, Any]:
+    """``(file, checkpoint)``: the checkpoint at ``path`` (a file, or a work dir: its ``last_checkpoint``), loaded
+    through mmengine's ``CheckpointLoader`` on CPU, i.e. ``torch.load`` with torch's default ``weights_only=True``
+    (no arbitrary code runs). Raises :class:`TeacherCheckpointError` with one line (naming ``what``) when the file
+    is missing, truncated or not a checkpoint."""
     if not isinstance(path, (str, os.PathLike)) or not str(path):
         raise TeacherCheckpointError(f'{what} must be the path of a checkpoint, got {path!r}')
     path = resolve_checkpoint_path(os.fspath(path), what)
@@ -48,11 +44,17 @@ def read_state_dict(path: str, what: str = 'model.teacher_checkpoint') -> Dict[s
         raise TeacherCheckpointError(f"{what} '{path}' does not exist: train the FP teacher first "
                                      f'(tools/train.py configs/bevformer/...) or point teacher_checkpoint at its .pth')
     try:
-        ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu', logger='silent')
+        return path, CheckpointLoader.load_checkpoint(path, map_location='cpu', logger='silent')
     except Exception as err:  # truncated zip, pickle errors, weights-only refusals ...
         raise TeacherCheckpointError(f"{what} '{path}' cannot be read ({type(err).__name__}: "
                                      f'{_first_line(err)}); the file is truncated or not a torch checkpoint saved '
                                      f'with WeightsOnlyCheckpointHook: re-save or re-train the teacher') from None
+
+
+def state_dict_of(ckpt, path: str, what: str = 'model.teacher_checkpoint') -> Dict[str, Tensor]:
+    """The model state dict in a loaded mmengine (``{'state_dict': ...}``) or plain checkpoint ``ckpt`` (read from
+    ``path``); a ``module.`` prefix (DDP) is stripped. Raises :class:`TeacherCheckpointError` (one line naming
+    ``what``) when it holds none."""
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, Mapping) else None
     if not isinstance(state, Mapping) or not any(torch.is_tensor(v) for v in state.values()) or \
             not all(torch.is_tensor(v) or k.endswith('_extra_state') for k, v in state.items()):
@@ -61,6 +63,14 @@ def read_state_dict(path: str, what: str = 'model.teacher_checkpoint') -> Dict[s
     if all(k.startswith('module.') for k in state):
         state = {k[len('module.'):]: v for k, v in state.items()}
     return dict(state)
+
+
+def read_state_dict(path: str, what: str = 'model.teacher_checkpoint') -> Dict[str, Tensor]:
+    """The model state dict stored in the checkpoint at ``path`` (a file, or a work dir: its ``last_checkpoint``):
+    :func:`load_checkpoint_file`, then :func:`state_dict_of`; every failure is one :class:`TeacherCheckpointError`
+    line naming ``what``."""
+    file, ckpt = load_checkpoint_file(path, what)
+    return state_dict_of(ckpt, file, what)
 
 
 def _examples(keys: List[str]) -> str:
