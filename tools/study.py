@@ -404,8 +404,17 @@ def collect(w: str, seed: int, device: Optional[str] = None) -> dict:
 def run_commands(w: str) -> Dict[str, str]:
     """``{run: command line}`` of the finished training runs under ``w``, from their ``done`` markers
     (:func:`tools.quickstart.marker_command`)."""
-    commands = {osp.basename(osp.dirname(m)): marker_command(m) for m in sorted(glob.glob(osp.join(w, '*', 'done')))}
-    return {run: cmd for run, cmd in commands.items() if cmd is not None}
+    commands = {}
+    for m in sorted(glob.glob(osp.join(w, '*', 'done'))):
+        with open(m) as f:
+            adopted = f.read().split()
+        if len(adopted) == 4 and adopted[0] == 'adopted' and adopted[2] == 'sha256':  # see _teacher_source
+            cmd = f'python tools/study.py --teacher-from {adopted[1]}  # sha256 {adopted[3]}'
+        else:
+            cmd = marker_command(m)
+        if cmd is not None:
+            commands[osp.basename(osp.dirname(m))] = cmd
+    return commands
 
 
 def render(res: dict) -> str:

@@ -41,7 +41,7 @@ def test_distill_scale_measures_the_terms_against_detection(synth_set, tmp_path)
         res = json.load(f)
     s = res['summary']
     assert set(s) == {'detection', 'img', 'vgd'} and res['batches'] == 2 and res['calib_batches'] == 1
-    assert res['widths'].get('4/6', 0) > 0 and s['vgd']['weight'] == 5000.0 and s['img']['weight'] == 1000.0
+    assert res['widths'].get('4/6', 0) > 0 and s['vgd']['weight'] == 1100.0 and s['img']['weight'] == 1000.0
     for term in ('img', 'vgd'):
         per_batch = [b[term]['grad_norm'] for b in res['per_batch']]
         assert all(g > 0 for g in per_batch) and abs(s[term]['grad_norm'] - sum(per_batch) / 2) < 1e-6 * sum(per_batch)

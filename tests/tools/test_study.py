@@ -351,6 +351,8 @@ def test_a_published_checkpoint_file_is_adopted_as_the_teacher(tmp_path, monkeyp
     assert (dst / 'last_checkpoint').read_text().strip() == 'w/teacher/teacher.pth'
     sha = hashlib.sha256(b'weights').hexdigest()
     assert (dst / 'done').read_text() == f'adopted ckpts/teacher.pth sha256 {sha}\n'
+    assert study.run_commands(str(tmp_path / 'w')) == {  # the study's results name where the teacher came from
+        'teacher': f'python tools/study.py --teacher-from ckpts/teacher.pth  # sha256 {sha}'}
     assert study.adopt_teacher('ckpts/teacher.pth', 'w') == 'w/teacher/teacher.pth'
     (tmp_path / 'ckpts' / 'teacher.pth').unlink()
     (tmp_path / 'ckpts' / 'teacher.pth').write_bytes(b'other weights')
