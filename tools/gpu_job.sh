@@ -14,11 +14,24 @@
 #   bash tools/gpu_job.sh stop [NAME...]            stop the named jobs (default: all) and their children
 #   bash tools/gpu_job.sh pack OUT_DIR PATH...      OUT_DIR/results.tgz of the small files under PATH (no
 #                                                   checkpoints, no data), to bring results back from the machine
+#   bash tools/gpu_job.sh ensure NAME [--after|--after-ended DEP[,DEP...]] CMD [ARG...]
+#                                                   start NAME unless it runs or has ended on this machine; with
+#                                                   --after, the job first waits for the jobs DEP to end with status
+#                                                   0 (and fails, running nothing, when one fails); with
+#                                                   --after-ended, for them to end whatever their status (an order,
+#                                                   not a dependency)
+#   bash tools/gpu_job.sh call OUT_DIR SECONDS PLAN [PATH...]
+#                                                   one remote call of a plan: setup (DIR from $SHARED_DIR), run the
+#                                                   PLAN file's `ensure` lines, wait up to SECONDS for all jobs, then
+#                                                   pack the job logs and PATHs into OUT_DIR. The same line serves
+#                                                   every call: on a fresh machine (the last one given back) the
+#                                                   plan starts again, on a warm one it goes on
 #
 # A job has ended when its NAME.rc exists and no process of its group lives on (read from /proc; zombies do not
 # count); starting a NAME that still runs is refused. The job files live in
 # $QDBEV_GPU_JOBS (default work_dirs/gpu_jobs, relative to the repository root).
 set -euo pipefail
+SELF=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
 cd "$(dirname "$0")/.."
 JOBS=${QDBEV_GPU_JOBS:-work_dirs/gpu_jobs}
 mkdir -p "$JOBS"
@@ -108,7 +121,43 @@ case "$cmd" in
     rm -f "$out/.pack_list"
     mv "$out/results.tgz.tmp" "$out/results.tgz"
     echo "gpu_job: packed $(tar tzf "$out/results.tgz" | wc -l) files into $out/results.tgz" ;;
+  ensure)
+    usage="gpu_job: usage: ensure NAME [--after|--after-ended DEP[,DEP...]] CMD [ARG...]"
+    [ $# -ge 2 ] || { echo "$usage" >&2; exit 64; }
+    name=$1; shift
+    dep=()
+    case "$1" in --after|--after-ended) [ $# -lt 3 ] || { dep=(after "$2" "${1#--after}"); shift 2; } ;; esac
+    case "$1 $name" in --after*|*" --after"*) echo "$usage" >&2; exit 64 ;; esac
+    if running "$name"; then echo "gpu_job: $name is running"; exit 0; fi
+    if [ -f "$JOBS/$name.rc" ]; then
+      echo "gpu_job: $name ended earlier on this machine, status $(cat "$JOBS/$name.rc")"; exit 0
+    fi
+    if [ ${#dep[@]} -gt 0 ]; then exec bash "$SELF" start "$name" bash "$SELF" "${dep[@]}" "$@"; fi
+    exec bash "$SELF" start "$name" "$@" ;;
+  after)  # (inside a job) after DEP[,DEP...] [-ended] CMD...: wait for the jobs to end (with status 0), then run CMD
+    IFS=, read -r -a deps <<< "$1"; any=$2; shift 2
+    for dep in "${deps[@]}"; do
+      while :; do rc=0; bash "$SELF" wait 600 "$dep" > /dev/null 2>&1 || rc=$?; [ $rc = 2 ] || break; done
+      if [ $rc != 0 ] && { [ -z "$any" ] || [ $rc = 3 ]; }; then
+        echo "gpu_job: job $dep did not end with status 0 (wait: $rc); not running: $*" >&2; exit 1
+      fi
+      echo "gpu_job: $dep ended (wait: $rc)"
+    done
+    echo "gpu_job: running: $*"
+    exec "$@" ;;
+  call)
+    [ $# -ge 3 ] || { echo "gpu_job: usage: call OUT_DIR SECONDS PLAN [PATH...]" >&2; exit 64; }
+    out=$1; secs=$2; plan=$3; shift 3
+    paths=("$@")
+    [ -f "$plan" ] || { echo "gpu_job: call: no plan file $plan" >&2; exit 64; }
+    bash "$SELF" setup ${SHARED_DIR:-} > "$JOBS/setup.log" 2>&1 || { tail -n 5 "$JOBS/setup.log"; exit 1; }
+    ensure() { bash "$SELF" ensure "$@"; }
+    # shellcheck source=/dev/null
+    source "$plan"
+    rc=0; bash "$SELF" wait "$secs" || rc=$?
+    bash "$SELF" pack "$out" "$JOBS" ${paths[@]+"${paths[@]}"}
+    exit $rc ;;
   *)
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'
     [ -z "$cmd" ] || [ "$cmd" = -h ] || [ "$cmd" = --help ] || exit 64 ;;
 esac

@@ -22,7 +22,8 @@
 #      --branch), and each variant of $VARIANTS ("NAME:KEY=VALUE[,KEY=VALUE]" ...; the work dir ${wd}NAME shares the
 #      seed's progressive run through hard links, and its floored config, and runs qdbev_vgd with --qat-options).
 # Settings (environment): STUDY_WORK (work_dirs/study), SEEDS ("0 1 2"), MODES ("qdbev_none qdbev_img qdbev_vgd"),
-# VARIANTS (""), QAT_ITERS (20), DISTILL_ITERS (100), DATA (data/synthetic/study); the min-bits floors are the
+# VARIANTS (""), QAT_ITERS (20), DISTILL_ITERS (100), DATA (data/synthetic/study), PTQ (1; 0 leaves out the PTQ
+# sweep, e.g. for a teacher whose sweep is known); the min-bits floors are the
 # study's (both position layers at W8A8). Progress lines start with "[chain] SECONDS s:".
 set -u
 cd "$(dirname "$0")/.."
@@ -102,8 +103,8 @@ for s in $SEEDS; do
   $S --work-dir "$(wd "$s")" --seed "$s" --only progressive > "/tmp/chain_progressive_$s.log" 2>&1 & pids+=($!)
 done
 first=$(set -- $SEEDS; echo $1)
-$S --work-dir "$W" --seed "$first" --only ptq > /tmp/chain_ptq.log 2>&1 &
-ptq=$!
+ptq=
+if [ "${PTQ:-1}" != 0 ]; then $S --work-dir "$W" --seed "$first" --only ptq > /tmp/chain_ptq.log 2>&1 & ptq=$!; fi
 for p in "${pids[@]}"; do wait "$p" || fail 'a progressive run (see /tmp/chain_progressive_*.log)'; done
 stamp 'progressive runs'
 
@@ -123,5 +124,5 @@ for s in $SEEDS; do
   done
 done
 for p in "${pids[@]}"; do wait "$p" || fail 'a distillation run (see /tmp/chain_*.log)'; done
-wait "$ptq" || fail 'the PTQ sweep (see /tmp/chain_ptq.log)'
+[ -z "$ptq" ] || wait "$ptq" || fail 'the PTQ sweep (see /tmp/chain_ptq.log)'
 stamp 'distillation modes and variants'

@@ -69,3 +69,66 @@ def test_a_job_that_left_a_process_behind_still_runs_until_stopped(tmp_path):
     assert 'stopped leaky' in gpu_job(tmp_path, 'stop', 'leaky').stdout
     time.sleep(0.5)
     assert gpu_job(tmp_path, 'wait', 1, 'leaky').returncode == 0  # ended with status 0, nothing left
+
+
+def test_ensure_starts_a_job_once_and_after_waits_for_its_dependency(tmp_path):
+    """ensure starts NAME unless it runs or has ended on this machine (so every remote call can repeat the same
+    lines); --after DEP runs the command only once DEP has ended with status 0, and fails without running it when
+    DEP fails."""
+    order = tmp_path / 'order'
+    assert gpu_job(tmp_path, 'ensure', 'first', 'bash', '-c', f'sleep 2; echo first >> {order}').returncode == 0
+    assert gpu_job(tmp_path, 'ensure', 'second', '--after', 'first', 'bash', '-c',
+                   f'echo second >> {order}').returncode == 0
+    again = gpu_job(tmp_path, 'ensure', 'first', 'bash', '-c', f'echo again >> {order}')
+    assert again.returncode == 0 and 'first is running' in again.stdout
+    assert gpu_job(tmp_path, 'wait', 30).returncode == 0
+    assert order.read_text() == 'first\nsecond\n'
+    done = gpu_job(tmp_path, 'ensure', 'first', 'bash', '-c', f'echo again >> {order}')
+    assert 'first ended earlier on this machine, status 0' in done.stdout
+    assert gpu_job(tmp_path, 'ensure', 'bad', 'false').returncode == 0
+    assert gpu_job(tmp_path, 'ensure', 'never', '--after', 'bad', 'bash', '-c',
+                   f'echo never >> {order}').returncode == 0
+    assert gpu_job(tmp_path, 'wait', 30, 'never').returncode == 1
+    assert order.read_text() == 'first\nsecond\n'
+    assert 'job bad did not end with status 0' in (tmp_path / 'jobs' / 'never.log').read_text()
+    # --after-ended: an order only, whatever the status
+    assert gpu_job(tmp_path, 'ensure', 'anyway', '--after-ended', 'bad', 'bash', '-c',
+                   f'echo anyway >> {order}').returncode == 0
+    assert gpu_job(tmp_path, 'wait', 30, 'anyway').returncode == 0
+    assert order.read_text() == 'first\nsecond\nanyway\n'
+    assert gpu_job(tmp_path, 'ensure', 'slow', 'sleep', 2).returncode == 0
+    assert gpu_job(tmp_path, 'ensure', 'last', '--after', 'slow,first', 'bash', '-c',
+                   f'echo last >> {order}').returncode == 0  # several dependencies
+    assert gpu_job(tmp_path, 'wait', 1, 'last').returncode == 2  # still waiting for slow
+    assert gpu_job(tmp_path, 'wait', 30, 'last').returncode == 0
+    assert order.read_text() == 'first\nsecond\nanyway\nlast\n'
+    assert gpu_job(tmp_path, 'ensure', 'orphan', '--after-ended', 'unknown', 'true').returncode == 0
+    assert gpu_job(tmp_path, 'wait', 30, 'orphan').returncode == 1  # a job never started is not waited for
+    for args in (['x', '--after'], ['x', '--after', 'first'], ['x', '--after-ended'], ['--after', 'first', 'true']):
+        assert gpu_job(tmp_path, 'ensure', *args).returncode == 64, args
+
+
+def test_call_runs_a_plan_and_brings_back_its_results(tmp_path):
+    """call OUT SECONDS PLAN PATH...: set up, start the plan's jobs, wait, pack the job logs and the PATHs; the same
+    call again on the same machine starts nothing twice."""
+    shared = tmp_path / 'shared' / 'gpu'
+    shared.mkdir(parents=True)
+    (shared / 'setup.sh').write_text(f'echo setup >> {tmp_path / "setups"}\n')
+    res = tmp_path / 'res'
+    plan = tmp_path / 'plan.sh'
+    plan.write_text(f'ensure a bash -c "mkdir -p {res}; echo a >> {res}/a.txt"\n'
+                    f'ensure b --after a bash -c "echo b >> {res}/b.txt"\n')
+    env = dict(os.environ, QDBEV_GPU_JOBS=str(tmp_path / 'jobs'), SHARED_DIR=str(tmp_path / 'shared'))
+    for _ in range(2):
+        out = tmp_path / 'out'
+        called = subprocess.run(['bash', SCRIPT, 'call', out, '30', plan, res], env=env, capture_output=True,
+                                text=True, timeout=60)
+        assert called.returncode == 0, called.stdout + called.stderr
+        with tarfile.open(out / 'results.tgz') as tar:
+            names = sorted(os.path.basename(n) for n in tar.getnames())
+        assert {'a.txt', 'b.txt', 'a.log', 'b.log', 'setup.log'} <= set(names)
+    assert (res / 'a.txt').read_text() == 'a\n' and (res / 'b.txt').read_text() == 'b\n'
+    assert (tmp_path / 'setups').read_text() == 'setup\nsetup\n'
+    missing = subprocess.run(['bash', SCRIPT, 'call', tmp_path / 'out', '1', tmp_path / 'nope.sh'], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 64 and 'no plan file' in missing.stderr

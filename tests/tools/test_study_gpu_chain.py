@@ -65,6 +65,9 @@ def test_the_chain_trains_publishes_then_runs_every_seed_and_variant(tmp_path):
     res, calls = run_chain(tmp_path, SEEDS='0 1')  # again: the published teacher is there, no training
     assert res.returncode == 0
     assert not any(c.startswith(('tools/train.py', 'tools/publish_checkpoint.py')) for c in calls)
+    res, calls = run_chain(tmp_path, SEEDS='0 1', PTQ='0')  # the PTQ sweep left out
+    assert res.returncode == 0 and not any('--only ptq' in c for c in calls)
+    assert sum('--only progressive' in c for c in calls) == 2
 
 
 def test_a_given_teacher_is_used_and_a_failing_step_stops_the_chain(tmp_path):
