@@ -2,7 +2,8 @@
 """DDP scaling of a training config through tools/dist_train.sh (issue 11): throughput on N GPUs over N x one GPU.
 
     python tools/ddp_scaling.py CONFIG --gpus 1 2 [4] [--skip 20] [--work-dir work_dirs/ddp_scaling]
-                                [--data-root DIR] [--out-json docs/benchmarks.json] [--cfg-options k=v ...]
+                                [--data-root DIR] [--teacher-config CONFIG] [--out-json docs/benchmarks.json]
+                                [--cfg-options k=v ...]
 
 For each N it runs ``tools/dist_train.sh CONFIG N --work-dir WORK_DIR/gpusN --cfg-options ...`` (torchrun: NCCL on
 GPUs, gloo processes on a CPU), with the batch per GPU of the config, so N GPUs process N times the samples per
@@ -10,7 +11,9 @@ iteration. The length comes from ``--cfg-options`` (``train_cfg.max_iters=...`` 
 ``qat_schedule.*`` for a QD-BEV one). From mmengine's ``scalars.json`` of rank 0 it takes the median iteration
 ``time`` after the first ``--skip`` iterations, and for a progressive-QAT config only the iterations of the last
 phase (the QAT+VGD step when the last phase distils). ``--data-root`` points the nano configs' loaders and
-evaluators at another synthetic set (as tools/study.py does). Efficiency at N is ``time(1) / time(N)``
+evaluators at another synthetic set (as tools/study.py does); ``--teacher-config`` gives a QD-BEV config the
+architecture of the teacher that config trained (``model.architecture.*`` options, as tools/study.py gives its QAT
+runs), so that a teacher checkpoint of that config loads. Efficiency at N is ``time(1) / time(N)``
 (= throughput(N) / (N x throughput(1))).
 
 For QD-BEV configs the runs also dump every rank's state hashes at each phase end (``ProgressiveQATHook
@@ -131,8 +134,18 @@ def main(argv=None) -> int:
     parser.add_argument('--work-dir', default='work_dirs/ddp_scaling')
     parser.add_argument('--out-json', help='merge ddp_efficiency / ddp_scaling into this JSON (docs/benchmarks.json)')
     parser.add_argument('--data-root', help="another data root for the config's loaders and evaluators")
+    parser.add_argument('--teacher-config', help="the teacher's training config: its model becomes the QD-BEV "
+                        "config's model.architecture")
     parser.add_argument('--cfg-options', nargs='*', default=[], help='passed to every run (e.g. the length)')
     args = parser.parse_args(argv)
+    if args.teacher_config:
+        if not osp.isfile(args.teacher_config):
+            parser.error(f'--teacher-config {args.teacher_config}: config not found')
+        from tools.study import architecture_options
+        try:
+            args.cfg_options = architecture_options(osp.abspath(args.teacher_config)) + list(args.cfg_options)
+        except ValueError as err:
+            parser.error(str(err))
     if args.data_root:
         from tools.quickstart import data_root_options
         args.cfg_options = data_root_options(args.data_root) + list(args.cfg_options)

@@ -16,7 +16,7 @@
 #   2. the FP teacher, unless TEACHER.pth is given: session 6's two-stage recipe of
 #      configs/experiments/study_learning/s_groups_bev64_stride8.py (750 iterations at the peak rate, then 700 with a
 #      fresh warm-up and cosine; val NDS 0.336 / mAP 0.318 in session 6), published with tools/publish_checkpoint.py
-#      as $STUDY_WORK/teacher.pth: 8.9 MiB, so a call can bring it back and later sessions start from it;
+#      as $STUDY_WORK/teacher.pth: 8.4 MiB, so a call can bring it back and later sessions start from it;
 #   3. for every seed, the progressive QAT run (and the PTQ sweep of the first seed's work dir), side by side;
 #   4. for every seed, the distillation modes $MODES branched from that seed's progressive run (tools/study.py
 #      --branch), and each variant of $VARIANTS ("NAME:KEY=VALUE[,KEY=VALUE]" ...; the work dir ${wd}NAME shares the

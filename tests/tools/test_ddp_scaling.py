@@ -2,6 +2,8 @@
 tools/dist_train.sh on the small nano config."""
 import json
 
+import pytest
+
 from tests.tools.small_nano import ROOT, run_tool, write_config
 from tools import ddp_scaling
 
@@ -55,3 +57,24 @@ def test_one_and_two_gloo_processes_give_an_efficiency(synth_set, tmp_path):
     assert res['ddp_efficiency']['2'] == round(runs['1']['median_iter_s'] / runs['2']['median_iter_s'], 3) > 0
     assert runs['1']['ranks'] is None  # an FP config dumps no state hashes
     assert '| 2 |' in out and 'efficiency' in out
+
+
+def test_teacher_config_gives_the_runs_its_architecture(monkeypatch, tmp_path):
+    """--teacher-config: the QD-BEV runs get the teacher config's model as model.architecture options (as the
+    study's QAT runs do), before the data roots and the user's options; a missing config is one line."""
+    seen = {}
+
+    def measure(args):
+        seen['opts'] = args.cfg_options
+        return {'ddp_efficiency': {}, 'ddp_scaling': {}}
+    monkeypatch.setattr(ddp_scaling, 'measure', measure)
+    monkeypatch.setattr(ddp_scaling, 'render', lambda res: '')
+    teacher = f'{ROOT}/configs/experiments/study_learning/s_groups_bev64_stride8.py'
+    ddp_scaling.main([f'{ROOT}/configs/qdbev/qdbev_nano_synth_w4a6_pos8.py', '--teacher-config', teacher,
+                      '--data-root', 'data/x', '--cfg-options', 'qat_schedule.length=3'])
+    opts = seen['opts']
+    assert 'model.architecture.img_backbone.num_stages=2' in opts
+    assert 'model.architecture.pts_bbox_head.bev_h=64' in opts
+    assert opts[-1] == 'qat_schedule.length=3' and 'train_dataloader.dataset.data_root=data/x/' in opts
+    with pytest.raises(SystemExit):
+        ddp_scaling.main([f'{ROOT}/configs/qdbev/qdbev_nano_synth_w4a6_pos8.py', '--teacher-config', 'nope.py'])

@@ -64,3 +64,32 @@ def test_bad_input_is_refused_in_one_line_and_nothing_is_written(tmp_path, capsy
     assert 'is the checkpoint to publish itself' in capsys.readouterr().err
     assert (tmp_path / 'iter_700.pth').read_bytes() == before
     assert not (tmp_path / 'out.pth').exists()
+
+
+def test_config_fits_the_weights_to_the_model_it_builds(tmp_path, capsys):
+    """--config drops the keys the config's model lacks (here the third backbone stage that the stride-8 study
+    config built, unused, before session 13), the result loads strictly into that model, and a checkpoint of
+    another architecture is refused in one line."""
+    from mmengine.config import Config
+
+    from tools.model_size import build_model
+    from tools.study import ROOT
+    config = f'{ROOT}/configs/experiments/study_learning/s_groups_bev64_stride8.py'
+    old = Config.fromfile(config).model
+    old.img_backbone.update(num_stages=3, strides=(1, 2, 2), dilations=(1, 1, 1))
+    torch.manual_seed(0)
+    state = build_model(old.to_dict()).state_dict()
+    torch.save(dict(meta=dict(iter=700), state_dict=state), tmp_path / 'old.pth')
+    assert publish_checkpoint.main([str(tmp_path / 'old.pth'), str(tmp_path / 'new.pth'), '--config', config]) == 0
+    assert 'dropped 30 keys' in capsys.readouterr().out
+    new = torch.load(tmp_path / 'new.pth', weights_only=True)['state_dict']
+    assert sorted(set(state) - set(new)) == sorted(k for k in state if k.startswith('img_backbone.layer3.'))
+    model = build_model(Config.fromfile(config).model.to_dict())
+    model.load_state_dict(new, strict=True)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    with pytest.raises(SystemExit):  # the 32x32-BEV nano teacher: another architecture, nothing to drop
+        publish_checkpoint.main([str(tmp_path / 'old.pth'), str(tmp_path / 'other.pth'), '--config',
+                                 f'{ROOT}/configs/bevformer/bevformer_nano_synth.py'])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert 'publish_checkpoint --config:' in err and 'shape mismatches' in err
+    assert not (tmp_path / 'other.pth').exists()

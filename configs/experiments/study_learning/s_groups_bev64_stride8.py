@@ -8,4 +8,8 @@
 #       load_from=W1/iter_750.pth train_cfg.max_iters=700 param_scheduler.0.end=50 param_scheduler.1.end=700 \
 #       param_scheduler.1.T_max=700 train_dataloader.num_workers=14 <data roots>
 _base_ = ['./s_groups_bev64.py']
-model = dict(img_backbone=dict(out_indices=(1, )), img_neck=dict(in_channels=[32]))
+# The backbone ends at that stage (num_stages=2): a third stage would be computed and never used (its output
+# reaches no loss, which DistributedDataParallel refuses, and it adds size and BOPS); until session 13 it was
+# built, and checkpoints of then carry its keys (tools/publish_checkpoint.py --config drops them).
+model = dict(img_backbone=dict(num_stages=2, strides=(1, 2), dilations=(1, 1), out_indices=(1, )),
+             img_neck=dict(in_channels=[32]))

@@ -78,9 +78,11 @@ def _examples(keys: List[str]) -> str:
     return f'{len(keys)} (e.g. {shown})' if keys else '0'
 
 
-def check_state_dict(state: Mapping[str, Tensor], reference: Mapping[str, Tensor], path: str) -> None:
+def check_state_dict(state: Mapping[str, Tensor], reference: Mapping[str, Tensor], path: str,
+                     what: str = 'model.teacher_checkpoint') -> None:
     """Refuse ``state`` unless it has exactly the keys and shapes of ``reference`` (the FP architecture's own
-    ``state_dict()``); the error counts missing / unexpected / shape-mismatched keys with examples."""
+    ``state_dict()``); the error (naming ``what``) counts missing / unexpected / shape-mismatched keys with
+    examples."""
     missing = sorted(set(reference) - set(state))
     unexpected = sorted(set(state) - set(reference))
     mismatched = sorted(f'{k} {tuple(state[k].shape)}!={tuple(reference[k].shape)}' for k in set(state) & set(reference)
@@ -90,7 +92,7 @@ def check_state_dict(state: Mapping[str, Tensor], reference: Mapping[str, Tensor
         if any(k.startswith(('teacher.', 'student.')) for k in unexpected):
             hint = ' (this is a distiller checkpoint: export its student first, or use load_from/resume)'
         raise TeacherCheckpointError(
-            f"model.teacher_checkpoint '{path}' does not match the student architecture: missing keys "
+            f"{what} '{path}' does not match the student architecture: missing keys "
             f'{_examples(missing)}; unexpected keys {_examples(unexpected)}; shape mismatches '
             f'{_examples(mismatched)}{hint}; train the teacher with the same model config (model.architecture)')
 
