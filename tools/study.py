@@ -403,7 +403,8 @@ def collect(w: str, seed: int, device: Optional[str] = None) -> dict:
 
 def run_commands(w: str) -> Dict[str, str]:
     """``{run: command line}`` of the finished training runs under ``w``, from their ``done`` markers
-    (:func:`tools.quickstart.marker_command`)."""
+    (:func:`tools.quickstart.marker_command`); a teacher adopted from a checkpoint file (its marker names the file and
+    its SHA-256, :func:`_teacher_source`) as the adopting option and the hash."""
     commands = {}
     for m in sorted(glob.glob(osp.join(w, '*', 'done'))):
         with open(m) as f:
