@@ -19,11 +19,14 @@
 #                                                   --after, the job first waits for the jobs DEP to end with status
 #                                                   0 (and fails, running nothing, when one fails); with
 #                                                   --after-ended, for them to end whatever their status (an order,
-#                                                   not a dependency)
+#                                                   not a dependency). A job's DEPs must be ensured before it. The
+#                                                   job's command sees its NAME in $GPU_JOB
+#   bash tools/gpu_job.sh forget NAME...            let ensure start ended jobs again (e.g. after fixing a plan line)
 #   bash tools/gpu_job.sh call OUT_DIR SECONDS PLAN [PATH...]
 #                                                   one remote call of a plan: setup (DIR from $SHARED_DIR), run the
-#                                                   PLAN file's `ensure` lines, wait up to SECONDS for all jobs, then
-#                                                   pack the job logs and PATHs into OUT_DIR. The same line serves
+#                                                   PLAN file's `ensure` lines, wait for all jobs until SECONDS after
+#                                                   the call began, then pack the job logs and PATHs into OUT_DIR
+#                                                   (also when a plan line failed). The same line serves
 #                                                   every call: on a fresh machine (the last one given back) the
 #                                                   plan starts again, on a warm one it goes on
 #
@@ -39,7 +42,7 @@ mkdir -p "$JOBS"
 group_alive() {  # PGID -> status 0 while a process of that group lives and is not a zombie (read from /proc)
   local pgid=$1 st line fields
   for st in /proc/[0-9]*/stat; do
-    read -r line < "$st" 2>/dev/null || continue
+    { read -r line < "$st"; } 2>/dev/null || continue  # (a process that ended meanwhile)
     read -r -a fields <<< "${line##*) }"  # after the command name: state ppid pgrp ...
     [ "${fields[2]:-}" = "$pgid" ] && [ "${fields[0]:-}" != Z ] && return 0
   done
@@ -72,7 +75,8 @@ case "$cmd" in
     rm -f "$JOBS/$name.rc"
     # setsid: the job's own process group, so that the end of the call that started it does not end it; no stdio
     # shared with the caller, whose output pipe would otherwise stay open until the job ends
-    setsid bash -c '"$@" > "$0.log" 2>&1; echo $? > "$0.rc.tmp" && mv "$0.rc.tmp" "$0.rc"' "$JOBS/$name" "$@" \
+    GPU_JOB=$name setsid bash -c '"$@" > "$0.log" 2>&1; echo $? > "$0.rc.tmp" && mv "$0.rc.tmp" "$0.rc"' \
+      "$JOBS/$name" "$@" \
       < /dev/null > /dev/null 2>&1 &
     echo $! > "$JOBS/$name.pid"
     echo "gpu_job: started $name (pid $!): $*" ;;
@@ -134,6 +138,12 @@ case "$cmd" in
     fi
     if [ ${#dep[@]} -gt 0 ]; then exec bash "$SELF" start "$name" bash "$SELF" "${dep[@]}" "$@"; fi
     exec bash "$SELF" start "$name" "$@" ;;
+  forget)
+    [ $# -ge 1 ] || { echo "gpu_job: usage: forget NAME..." >&2; exit 64; }
+    for n in "$@"; do
+      if running "$n"; then echo "gpu_job: $n is running; stop it first" >&2; exit 1; fi
+      rm -f "$JOBS/$n.rc" "$JOBS/$n.pid" && echo "gpu_job: forgot $n (ensure starts it again)"
+    done ;;
   after)  # (inside a job) after DEP[,DEP...] [-ended] CMD...: wait for the jobs to end (with status 0), then run CMD
     IFS=, read -r -a deps <<< "$1"; any=$2; shift 2
     for dep in "${deps[@]}"; do
@@ -147,17 +157,21 @@ case "$cmd" in
     exec "$@" ;;
   call)
     [ $# -ge 3 ] || { echo "gpu_job: usage: call OUT_DIR SECONDS PLAN [PATH...]" >&2; exit 64; }
-    out=$1; secs=$2; plan=$3; shift 3
+    deadline=$(( $(date +%s) + $2 ))  # SECONDS counts from here: set-up and the plan's starts included
+    out=$1; plan=$3; shift 3
     paths=("$@")
+    case "$plan" in */*) ;; *) plan=./$plan ;; esac  # (source would search $PATH for a bare name)
     [ -f "$plan" ] || { echo "gpu_job: call: no plan file $plan" >&2; exit 64; }
     bash "$SELF" setup ${SHARED_DIR:-} > "$JOBS/setup.log" 2>&1 || { tail -n 5 "$JOBS/setup.log"; exit 1; }
     ensure() { bash "$SELF" ensure "$@"; }
+    rc=0
     # shellcheck source=/dev/null
-    source "$plan"
-    rc=0; bash "$SELF" wait "$secs" || rc=$?
+    ( source "$plan" ) || { rc=$?; echo "gpu_job: call: the plan $plan stopped with status $rc" >&2; }
+    left=$(( deadline - $(date +%s) )); [ $left -gt 0 ] || left=0
+    bash "$SELF" wait "$left" || { r=$?; [ $rc != 0 ] || rc=$r; }
     bash "$SELF" pack "$out" "$JOBS" ${paths[@]+"${paths[@]}"}
     exit $rc ;;
   *)
-    sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'
     [ -z "$cmd" ] || [ "$cmd" = -h ] || [ "$cmd" = --help ] || exit 64 ;;
 esac

@@ -52,7 +52,7 @@ def test_pack_brings_back_small_results_only(tmp_path):
     assert sorted(os.listdir(out)) == ['results.tgz']
 
 
-@pytest.mark.parametrize('args', [['start', 'only-a-name'], ['wait'], ['pack', 'out'], ['nonsense']])
+@pytest.mark.parametrize('args', [['start', 'only-a-name'], ['wait'], ['pack', 'out'], ['forget'], ['nonsense']])
 def test_usage_errors(tmp_path, args):
     assert gpu_job(tmp_path, *args).returncode == 64
 
@@ -85,6 +85,11 @@ def test_ensure_starts_a_job_once_and_after_waits_for_its_dependency(tmp_path):
     assert order.read_text() == 'first\nsecond\n'
     done = gpu_job(tmp_path, 'ensure', 'first', 'bash', '-c', f'echo again >> {order}')
     assert 'first ended earlier on this machine, status 0' in done.stdout
+    assert gpu_job(tmp_path, 'ensure', 'named', 'bash', '-c', 'echo "job $GPU_JOB"').returncode == 0
+    assert gpu_job(tmp_path, 'wait', 30, 'named').returncode == 0
+    assert (tmp_path / 'jobs' / 'named.log').read_text() == 'job named\n'  # the command sees its job's name
+    assert 'forgot named' in gpu_job(tmp_path, 'forget', 'named').stdout  # ensure starts it again
+    assert 'started named' in gpu_job(tmp_path, 'ensure', 'named', 'true').stdout
     assert gpu_job(tmp_path, 'ensure', 'bad', 'false').returncode == 0
     assert gpu_job(tmp_path, 'ensure', 'never', '--after', 'bad', 'bash', '-c',
                    f'echo never >> {order}').returncode == 0
@@ -132,3 +137,21 @@ def test_call_runs_a_plan_and_brings_back_its_results(tmp_path):
     missing = subprocess.run(['bash', SCRIPT, 'call', tmp_path / 'out', '1', tmp_path / 'nope.sh'], env=env,
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 64 and 'no plan file' in missing.stderr
+    # a plan line that fails (here a usage error) does not keep the call from waiting and packing
+    bad = tmp_path / 'bad.sh'
+    bad.write_text(f'ensure c bash -c "echo c >> {res}/c.txt"\nensure d --after\n')
+    out2 = tmp_path / 'out2'
+    called = subprocess.run(['bash', SCRIPT, 'call', out2, '30', bad, res], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert called.returncode == 64 and 'the plan' in called.stderr and 'stopped with status 64' in called.stderr
+    with tarfile.open(out2 / 'results.tgz') as tar:
+        assert 'c.txt' in [os.path.basename(n) for n in tar.getnames()]
+    # SECONDS counts from the start of the call: a plan that takes 6 s to start leaves nothing of 4 for waiting
+    # (waiting 4 s more would take another 5 s: wait polls every 5 s)
+    slow = tmp_path / 'slow.sh'
+    slow.write_text('sleep 6\nensure long sleep 30\n')
+    start = time.time()
+    called = subprocess.run(['bash', SCRIPT, 'call', tmp_path / 'out3', '4', slow], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert called.returncode == 2 and time.time() - start < 9
+    gpu_job(tmp_path, 'stop', 'long')

@@ -86,6 +86,9 @@ def test_config_fits_the_weights_to_the_model_it_builds(tmp_path, capsys):
     assert sorted(set(state) - set(new)) == sorted(k for k in state if k.startswith('img_backbone.layer3.'))
     model = build_model(Config.fromfile(config).model.to_dict())
     model.load_state_dict(new, strict=True)
+    from projects.qdbev.distiller.teacher_checkpoint import TeacherCheckpointError, check_state_dict
+    with pytest.raises(TeacherCheckpointError, match='fit the checkpoint with tools/publish_checkpoint.py'):
+        check_state_dict(state, model.state_dict(), 'old.pth')  # the old file as a teacher: told how to fit it
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     with pytest.raises(SystemExit):  # the 32x32-BEV nano teacher: another architecture, nothing to drop
         publish_checkpoint.main([str(tmp_path / 'old.pth'), str(tmp_path / 'other.pth'), '--config',

@@ -25,7 +25,8 @@ distill_recorders = dict(
 # VGD's weight is 1100 since session 13 (5000 before): the weight that gives it the image term's gradient share
 # (~0.49x the detection loss's). Three seeds, each branched from one progressive run (docs/results.md section 3,
 # "Session 13"): VGD at 1100 ended above VGD at 5000 in 3 of 3 seeds (+0.0058 NDS) and above img in 3 of 3
-# (+0.0036). Rows of earlier sessions ran at 5000: add --cfg-options model.distill_losses.vgd.loss_weight=5000.
+# (+0.0036). Rows of earlier sessions ran at 5000: add --cfg-options model.distill_losses.vgd.loss_weight=5000 to
+# tools/train.py (tools/study.py: --qat-options model.distill_losses.vgd.loss_weight=5000).
 distill_losses = dict(
     img=dict(tau=1.0, loss_weight=1000.0),       # Eq. 3, summed over cameras (and FPN levels)
     bev=dict(tau=1.0, loss_weight=1.0),          # Eq. 4, summed over BEV cells, batch mean

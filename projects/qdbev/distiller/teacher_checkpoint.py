@@ -91,6 +91,9 @@ def check_state_dict(state: Mapping[str, Tensor], reference: Mapping[str, Tensor
         hint = ''
         if any(k.startswith(('teacher.', 'student.')) for k in unexpected):
             hint = ' (this is a distiller checkpoint: export its student first, or use load_from/resume)'
+        elif unexpected and not missing and not mismatched:
+            hint = (' (only extra keys, e.g. a backbone stage this config no longer builds: fit the checkpoint with '
+                    'tools/publish_checkpoint.py SRC DST --config CONFIG)')
         raise TeacherCheckpointError(
             f"{what} '{path}' does not match the student architecture: missing keys "
             f'{_examples(missing)}; unexpected keys {_examples(unexpected)}; shape mismatches '
