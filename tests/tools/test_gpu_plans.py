@@ -17,7 +17,8 @@ import pytest
 from tools.study import ROOT
 
 SHIM = r'''#!/usr/bin/env bash
-{ printf '%s\t' "${GPU_JOB:-}"; printf '%q ' "$@"; echo; } >> "$PLAN_LOG"
+line="$(printf '%s\t' "${GPU_JOB:-}"; printf '%q ' "$@")"
+printf '%s\n' "$line" >> "$PLAN_LOG"  # one write: jobs side by side append to the same log
 for a in "$@"; do
   case "$a" in
     tools/*.py|configs/*.py|checkpoints/*) [ -e "$QDBEV_ROOT/$a" ] || { echo "missing $a" >&2; exit 9; } ;;
