@@ -177,11 +177,10 @@ def _finished(step: Step, argv: List[str], work_dir: str, seconds: float) -> Non
     record_timing(osp.join(ROOT, work_dir, 'logs', 'timings.json'), step.name, seconds)
 
 
-def marker_command(path: str) -> Optional[str]:
-    """The command line a marker step's ``done`` file records (written by :func:`_finished` as
-    ``<date> <time> <tool and arguments>``), as ``python <tool and arguments>``; None for another file."""
-    with open(path) as f:
-        parts = f.read().strip().split(' ', 2)
+def marker_command(marker: str) -> Optional[str]:
+    """The command line a marker step's ``done`` file text ``marker`` records (written by :func:`_finished` as
+    ``<date> <time> <tool and arguments>``), as ``python <tool and arguments>``; None for another text."""
+    parts = marker.strip().split(' ', 2)
     return 'python ' + parts[2] if len(parts) == 3 else None
 
 

@@ -292,12 +292,24 @@ def _evals(work_dir: str) -> List[dict]:
     return phase_metrics(log) if log else []
 
 
+ADOPTED = 'adopted'  # first word of the done marker of a teacher adopted from a checkpoint file
+
+
+def adoption_command(marker: str) -> Optional[str]:
+    """The command a teacher's ``done`` marker ``marker`` records when the teacher was adopted from a checkpoint
+    file (:func:`_teacher_source`: ``adopted FILE sha256 HASH``), with the file's hash; None for another marker."""
+    words = marker.split()
+    if len(words) == 4 and words[0] == ADOPTED and words[2] == 'sha256':
+        return f'python tools/study.py --teacher-from {words[1]}  # sha256 {words[3]}'
+    return None
+
+
 def _teacher_source(src: str) -> Tuple[str, bytes]:
     """(checkpoint path, ``done`` marker bytes) of a ``--teacher-from`` source: a finished teacher work dir (its
     ``last_checkpoint`` and ``done``) or a checkpoint file (tools/publish_checkpoint.py; its marker names the file
     and its SHA-256, so another file is another teacher)."""
     if osp.isfile(osp.join(ROOT, src)):
-        return src, f'adopted {src} sha256 {file_sha256(osp.join(ROOT, src))}\n'.encode()
+        return src, f'{ADOPTED} {src} sha256 {file_sha256(osp.join(ROOT, src))}\n'.encode()
     ckpt = read_last_checkpoint(osp.join(ROOT, src))
     if ckpt and not osp.isfile(osp.join(ROOT, ckpt)):
         ckpt = osp.join(src, osp.basename(ckpt))  # a moved work dir (another machine): the checkpoint beside it
@@ -403,16 +415,13 @@ def collect(w: str, seed: int, device: Optional[str] = None) -> dict:
 
 def run_commands(w: str) -> Dict[str, str]:
     """``{run: command line}`` of the finished training runs under ``w``, from their ``done`` markers
-    (:func:`tools.quickstart.marker_command`); a teacher adopted from a checkpoint file (its marker names the file and
-    its SHA-256, :func:`_teacher_source`) as the adopting option and the hash."""
+    (:func:`tools.quickstart.marker_command`); a teacher adopted from a checkpoint file as the adopting option and
+    the file's hash (:func:`adoption_command`)."""
     commands = {}
     for m in sorted(glob.glob(osp.join(w, '*', 'done'))):
         with open(m) as f:
-            adopted = f.read().split()
-        if len(adopted) == 4 and adopted[0] == 'adopted' and adopted[2] == 'sha256':  # see _teacher_source
-            cmd = f'python tools/study.py --teacher-from {adopted[1]}  # sha256 {adopted[3]}'
-        else:
-            cmd = marker_command(m)
+            marker = f.read()
+        cmd = adoption_command(marker) or marker_command(marker)
         if cmd is not None:
             commands[osp.basename(osp.dirname(m))] = cmd
     return commands

@@ -654,17 +654,16 @@ def render_markdown(merged: dict) -> str:
             for name, row in deform.items():
                 shape = (f'{name} {DEFORM_SHAPES[name][:4]} levels {DEFORM_SHAPES[name][4]} points '
                          f'{DEFORM_SHAPES[name][5]}')
-                if 'fallback' in row:  # since session 12: the project's path, and the fallback beside it
-                    lines.append(f'| P4 deform. attn fwd+bwd {shape}: project\'s path ({row["ours_path"]}) / mmcv '
-                                 f'CUDA | {row["ours"]["median_ms"]:g} ms | {row["mmcv"]["median_ms"]:g} ms | '
-                                 f'{_fmt(row["ours_over_mmcv"])} | ≤ 1.10 |')
+                # since session 12 "ours" is the project's path, with the fallback beside it; earlier runs timed
+                # the fallback as "ours"
+                ours = f'project\'s path ({row["ours_path"]})' if 'fallback' in row else 'pure PyTorch'
+                lines.append(f'| P4 deform. attn fwd+bwd {shape}: {ours} / mmcv CUDA | '
+                             f'{row["ours"]["median_ms"]:g} ms | {row["mmcv"]["median_ms"]:g} ms | '
+                             f'{_fmt(row["ours_over_mmcv"])} | ≤ 1.10 |')
+                if 'fallback' in row:
                     lines.append(f'| P4 {name}: pure-PyTorch fallback / mmcv CUDA | '
                                  f'{row["fallback"]["median_ms"]:g} ms | {row["mmcv"]["median_ms"]:g} ms | '
                                  f'{_fmt(row["fallback_over_mmcv"])} | |')
-                else:  # earlier runs timed the fallback as "ours"
-                    lines.append(f'| P4 deform. attn fwd+bwd {shape}: pure PyTorch / mmcv CUDA | '
-                                 f'{row["ours"]["median_ms"]:g} ms | {row["mmcv"]["median_ms"]:g} ms | '
-                                 f'{_fmt(row["ours_over_mmcv"])} | ≤ 1.10 |')
         match = run.get('group_matching')
         if match:
             sh = match['shape']
