@@ -13,7 +13,9 @@
 #                                                   fresh machine: the jobs of earlier calls are gone)
 #   bash tools/gpu_job.sh stop [NAME...]            stop the named jobs (default: all) and their children
 #   bash tools/gpu_job.sh pack OUT_DIR PATH...      OUT_DIR/results.tgz of the small files under PATH (no
-#                                                   checkpoints, no data), to bring results back from the machine
+#                                                   checkpoints, no data), to bring results back from the machine;
+#                                                   a quoted glob ('work_dirs/study14*') is expanded when packing,
+#                                                   so it finds the folders the jobs made during the call
 #   bash tools/gpu_job.sh ensure NAME [--after|--after-ended DEP[,DEP...]] CMD [ARG...]
 #                                                   start NAME unless it runs or has ended on this machine; with
 #                                                   --after, the job first waits for the jobs DEP to end with status
@@ -114,7 +116,10 @@ case "$cmd" in
     mkdir -p "$out"
     found=()
     for p in "$@"; do
-      if [ -e "$p" ]; then found+=("$p"); else echo "gpu_job: pack: $p does not exist, skipped" >&2; fi
+      if [ -e "$p" ]; then found+=("$p"); continue; fi
+      matches=(); while IFS= read -r m; do matches+=("$m"); done < <(compgen -G "$p" || true)
+      if [ ${#matches[@]} -gt 0 ]; then found+=("${matches[@]}")
+      else echo "gpu_job: pack: $p does not exist, skipped" >&2; fi
     done
     # files under 2 MiB (in bytes: find rounds -size -2M up to whole MiB), no checkpoints, data or temporaries; files
     # that change or vanish while a job still writes them do not stop the packing

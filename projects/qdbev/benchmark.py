@@ -543,22 +543,35 @@ def bench_devkit_eval(data_root: str, workdir: str) -> Dict[str, object]:
 
 
 # ---------------------------------------------------------------------------------------------------- results
+def _train_entries(run: Dict[str, object]) -> List[dict]:
+    """The run's P1-P3 entries, the ones this run measured first (batch 1 before others), then those carried from
+    an earlier run of the device (``carried['train.<batch>']``)."""
+    train, carried = run.get('train', {}), run.get('carried', {})
+    order = sorted(train, key=lambda b: (f'train.{b}' in carried, b != '1', int(b)))
+    return [train[b] for b in order if isinstance(train[b], dict) and 'error' not in train[b]]
+
+
 def headline(run: Dict[str, object]) -> Dict[str, object]:
-    """The four ratios and the absolute figures behind them, from one run's raw results (batch 1 entry)."""
-    train = run.get('train', {}).get('1') or next(iter(run.get('train', {}).values()), {})
+    """The four ratios and the absolute figures behind them, from one run's raw results: P1/P2 and P3 each from the
+    first entry of :func:`_train_entries` that measured them, so a ``--only P1 P2`` run heads the table with its own
+    training figures and keeps the device's earlier P3."""
+    entries = _train_entries(run)
+    step = next((t for t in entries if 'qat_vgd_step' in t), {})
+    infer = next((t for t in entries if 'fakequant_infer' in t), {})
     out: Dict[str, object] = dict(device=run['device'])
-    for key in ('qat_vgd_step_over_fp_step', 'qat_vgd_memory_over_fp', 'fakequant_infer_over_fp'):
-        out[key] = train.get(key) if isinstance(train, dict) else None
+    out['qat_vgd_step_over_fp_step'] = step.get('qat_vgd_step_over_fp_step')
+    out['qat_vgd_memory_over_fp'] = step.get('qat_vgd_memory_over_fp')
+    out['fakequant_infer_over_fp'] = infer.get('fakequant_infer_over_fp')
     out['deform_attn_ours_over_mmcv'] = None
     deform = run.get('deform_attn', {})
     if 'tiny_sca' in deform:
         out['deform_attn_ours_over_mmcv'] = deform['tiny_sca']['ours_over_mmcv']
-    if isinstance(train, dict):
-        for k in ('fp_step', 'qat_vgd_step', 'fp_infer', 'fakequant_infer'):
-            if k in train:
-                out[f'{k}_ms'] = train[k]['median_ms']
-        out['fp_step_peak_mib'] = train.get('fp_step_peak_mib')
-        out['qat_vgd_step_peak_mib'] = train.get('qat_vgd_step_peak_mib')
+    for k, entry in (('fp_step', step), ('qat_vgd_step', step), ('fp_infer', infer), ('fakequant_infer', infer)):
+        if k in entry:
+            out[f'{k}_ms'] = entry[k]['median_ms']
+    if step:
+        out['fp_step_peak_mib'] = step.get('fp_step_peak_mib')
+        out['qat_vgd_step_peak_mib'] = step.get('qat_vgd_step_peak_mib')
     if 'tiny_sca' in deform:
         out['deform_attn_ours_ms'] = deform['tiny_sca']['ours']['median_ms']
         out['deform_attn_mmcv_ms'] = deform['tiny_sca']['mmcv']['median_ms']
@@ -567,18 +580,32 @@ def headline(run: Dict[str, object]) -> Dict[str, object]:
 
 def carry_items(earlier: Optional[dict], run: Dict[str, object]) -> Dict[str, object]:
     """``run`` with the items it did not measure (e.g. a ``--only match`` run after a P1-P3 run) taken from
-    ``earlier``, the same device's previous record; ``run['carried']`` names each carried item's command and time."""
+    ``earlier``, the same device's previous record; ``run['carried']`` names each carried item's command and time;
+    a ``train`` run at some batches keeps the earlier entries at the other batches (``carried['train.<batch>']``)."""
     if not earlier:
         return run
     out = dict(run)
     carried = dict(run.get('carried', {}))
     noisy = list(run.get('noisy', []))
+
+    def carry(key: str) -> None:
+        before = earlier.get('carried', {})
+        carried[key] = (before.get(key) or before.get(key.split('.')[0])
+                        or dict(command=earlier.get('command'), time=earlier.get('time')))
+        noisy.extend(line for line in earlier.get('noisy', []) if line.startswith(key + '.'))
+
     for item in RUN_ITEMS:
         if item in earlier and item not in run:
             out[item] = earlier[item]
-            carried[item] = earlier.get('carried', {}).get(item) or dict(command=earlier.get('command'),
-                                                                         time=earlier.get('time'))
-            noisy += [line for line in earlier.get('noisy', []) if line.startswith(item + '.')]
+            carry(item)
+            carried.update({k: v for k, v in earlier.get('carried', {}).items() if k.startswith(item + '.')})
+    if 'train' in run and 'train' in earlier and 'train' not in carried:
+        # a run at some batches keeps the device's earlier entries at the others (P1-P3 rows per batch)
+        out['train'] = dict(run['train'])
+        for batch, entry in earlier['train'].items():
+            if batch not in out['train']:
+                out['train'][batch] = entry
+                carry(f'train.{batch}')
     if noisy:
         out['noisy'] = noisy
     if carried:

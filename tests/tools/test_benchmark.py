@@ -308,3 +308,35 @@ def test_p4_rows_name_the_projects_path_and_the_fallback_and_read_older_runs():
     assert '| P4 tiny_sca: pure-PyTorch fallback / mmcv CUDA | 11.5 ms | 2.2 ms | 5.227 | |' in text
     assert 'points 32: pure PyTorch / mmcv CUDA | 11.5 ms | 2.2 ms | 5.227 | ≤ 1.10 |' in text
     assert bm.headline(dict(device='cuda', deform_attn=dict(tiny_sca=new)))['deform_attn_ours_over_mmcv'] == 1.045
+
+
+def test_a_run_at_some_batches_keeps_the_devices_other_batches_and_heads_with_its_own_figures():
+    old = _run('cuda: H200', 2.6, '1')
+    old['train']['1'].update(fp_infer=dict(median_ms=40.0), fakequant_infer=dict(median_ms=50.0),
+                             fakequant_infer_over_fp=1.25)
+    old['train']['8'] = dict(_run('cuda: H200', 2.0, '1')['train']['1'], batch=8)
+    old['noisy'] = ['train.1.fp_step: median ...', 'train.8.fp_step: median ...']
+    new = dict(_run('cuda: H200', 1.7, '2'), command='benchmark --only P1 P2 --batch 8', noisy=[])
+    new['train'] = {'8': dict(new['train'].pop('1'), batch=8)}
+    merged = bm.merge_runs(bm.merge_runs(None, dict(old, command='benchmark --batch 1 8')), new)
+    run = merged['runs']['cuda: H200']
+    assert sorted(run['train']) == ['1', '8'] and run['train']['8'] == new['train']['8']
+    assert run['train']['1'] == old['train']['1']
+    assert run['carried'] == {'train.1': dict(command='benchmark --batch 1 8', time='1')}
+    assert run['noisy'] == ['train.1.fp_step: median ...']  # batch 8's old flag went with its entry
+    # P1 from the new batch-8 entry, P3 from the carried batch-1 entry of the same device
+    assert merged['qat_vgd_step_over_fp_step'] == 1.7 and merged['fakequant_infer_over_fp'] == 1.25
+    assert 'headline_from' not in merged
+    assert '`train.1` rows from an earlier run: `benchmark --batch 1 8`' in bm.render_markdown(merged)
+    # a run of other items (P4) keeps both, each named by the run that measured it, and the same headline
+    p4 = dict(device='cuda: H200', time='2.5', command='benchmark --only P4', noisy=[], deform_attn=dict(
+        tiny_sca=dict(ours_over_mmcv=1.02, ours=dict(median_ms=2.1), mmcv=dict(median_ms=2.1))))
+    after_p4 = bm.merge_runs(merged, p4)
+    assert after_p4['runs']['cuda: H200']['carried'] == {
+        'train': dict(command='benchmark --only P1 P2 --batch 8', time='2'),
+        'train.1': dict(command='benchmark --batch 1 8', time='1')}
+    assert after_p4['qat_vgd_step_over_fp_step'] == 1.7 and after_p4['deform_attn_ours_over_mmcv'] == 1.02
+    # a third run at batch 1 keeps batch 8 and names the run that measured it, not the one that carried batch 1
+    third = dict(_run('cuda: H200', 2.5, '3'), command='benchmark --batch 1', noisy=[])
+    run = bm.merge_runs(merged, third)['runs']['cuda: H200']
+    assert run['carried'] == {'train.8': dict(command='benchmark --only P1 P2 --batch 8', time='2')}

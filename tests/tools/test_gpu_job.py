@@ -50,6 +50,13 @@ def test_pack_brings_back_small_results_only(tmp_path):
         names = [os.path.basename(n) for n in tar.getnames()]
     assert names == ['phases.json']
     assert sorted(os.listdir(out)) == ['results.tgz']
+    # a quoted glob is expanded when packing: a call names the folders its jobs are still to make
+    (tmp_path / 'w' / 'run2').mkdir()
+    (tmp_path / 'w' / 'run2' / 'log.json').write_text('{}')
+    packed = gpu_job(tmp_path, 'pack', out, str(tmp_path / 'w' / 'run*'), str(tmp_path / 'w' / 'none*'))
+    assert packed.returncode == 0 and 'none* does not exist, skipped' in packed.stderr
+    with tarfile.open(out / 'results.tgz') as tar:
+        assert sorted(os.path.basename(n) for n in tar.getnames()) == ['log.json', 'phases.json']
 
 
 @pytest.mark.parametrize('args', [['start', 'only-a-name'], ['wait'], ['pack', 'out'], ['forget'], ['nonsense']])

@@ -2,7 +2,7 @@
 # of shared/gpu, on every call; see README "On a GPU machine reached by short remote calls"):
 #
 #   SHARED_DIR=.gpu bash tools/gpu_job.sh call $OUT 540 tools/gpu_plans/session14.sh work_dirs/bench14 \
-#       work_dirs/study14* work_dirs/tiny14
+#       'work_dirs/study14*' work_dirs/tiny14
 #
 # A call on a fresh machine starts the plan again; on a warm one it waits for what runs. What it brings back:
 # the job logs, the benchmark files, the small files of the study work dirs and of the tiny teacher's run.
