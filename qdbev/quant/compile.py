@@ -9,7 +9,7 @@ otherwise. Under compilation the quantized layers take the quantizers' traceable
 straight-through and LSQ gradients), which inductor fuses into the neighbouring kernels; a phase switch changes the
 quantizers' bit widths, which dynamo's guards see, so each phase compiles its own graph once.
 """
-from typing import List
+from typing import List, Optional
 
 import torch
 from torch import nn
@@ -20,28 +20,42 @@ from .transforms import quantizers
 
 class CompiledWhenCalibrated:
     """The ``forward`` of ``module``: compiled with ``torch.compile(**compile_kwargs)`` while all its quantizers are
-    traceable, eager otherwise. Install with :func:`compile_quantized`."""
+    traceable, eager otherwise. Install with :func:`compile_quantized`.
 
-    def __init__(self, module: nn.Module, **compile_kwargs) -> None:
+    ``activation_memory_budget`` (0 < b <= 1, None: torch's default of 1) is the fraction of the default saved
+    activations the compiled training graph may keep for backward (``torch._functorch.config``; the partitioner
+    recomputes the rest in backward). Left at 1, a quantized layer's graph keeps its fake-quantized input and the
+    straight-through mask beside the activation the FP layer keeps (docs/benchmarks.md, session 14); the
+    recomputation is element-wise, fused into the backward kernels. Applied to this module's compilations only."""
+
+    def __init__(self, module: nn.Module, activation_memory_budget: Optional[float] = None, **compile_kwargs) -> None:
+        if activation_memory_budget is not None and not 0 < float(activation_memory_budget) <= 1:
+            raise ValueError(f'activation_memory_budget must be in (0, 1], got {activation_memory_budget!r}')
         self.eager = module.forward
         self.compiled = torch.compile(self.eager, **compile_kwargs)
         self.quantizers: List[FakeQuantizer] = [q for _, q in quantizers(module)]
         self.compiled_calls = 0  # calls routed to the compiled forward (tests, logs)
+        self.budget = None if activation_memory_budget is None else float(activation_memory_budget)
 
     def ready(self) -> bool:
         return all(q.traceable() for q in self.quantizers)
 
     def __call__(self, *args, **kwargs):
-        if self.ready():
-            self.compiled_calls += 1
+        if not self.ready():
+            return self.eager(*args, **kwargs)
+        self.compiled_calls += 1
+        if self.budget is None:
             return self.compiled(*args, **kwargs)
-        return self.eager(*args, **kwargs)
+        # compilation happens inside the call (the first one, and each recompilation after a phase switch)
+        with torch._functorch.config.patch(activation_memory_budget=self.budget):
+            return self.compiled(*args, **kwargs)
 
 
 def compile_quantized(module: nn.Module, **compile_kwargs) -> CompiledWhenCalibrated:
     """Route ``module``'s forward through :class:`CompiledWhenCalibrated` (in place: parameters, buffers, state-dict
     keys and hooks are unchanged). Quantize the module first: the quantizers are collected here. Returns the
-    router. ``compile_kwargs`` go to ``torch.compile`` (e.g. ``backend``, ``mode``, ``dynamic``)."""
+    router. ``compile_kwargs`` go to ``torch.compile`` (e.g. ``backend``, ``mode``, ``dynamic``), except
+    ``activation_memory_budget`` (:class:`CompiledWhenCalibrated`)."""
     if isinstance(module.__dict__.get('forward'), CompiledWhenCalibrated):
         raise ValueError(f'compile_quantized: {type(module).__name__} is compiled already')
     router = CompiledWhenCalibrated(module, **compile_kwargs)

@@ -122,3 +122,57 @@ def test_compile_quantized_refuses_a_float_module_and_a_second_call():
     compile_quantized(net, backend='aot_eager')
     with pytest.raises(ValueError, match='compiled already'):
         compile_quantized(net, backend='aot_eager')
+
+
+def _kept_mib(fn) -> float:
+    """MiB of CPU tensors that one call of ``fn`` leaves alive (its output and what autograd saved for backward),
+    from torch.profiler's memory timeline."""
+    import json
+    import os.path as osp
+    import tempfile
+    from torch.profiler import ProfilerActivity, profile
+    keep = []
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        keep.append(fn())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = osp.join(tmp, 'timeline.json')
+        prof.export_memory_timeline(path, device='cpu')
+        with open(path) as f:
+            _, sizes = json.load(f)
+    return (sum(sizes[-1]) - sum(sizes[0])) / 2 ** 20
+
+
+def _conv_bn_relu_net():
+    torch.manual_seed(0)
+    layers = []
+    for _ in range(3):
+        layers += [QuantConv2d.from_float(nn.Conv2d(16, 16, 3, padding=1, bias=False),
+                                          FakeQuantizer(4, ch_axis=0, dynamic=True, sync=False), _calibrated_act()),
+                   nn.BatchNorm2d(16), nn.ReLU()]
+    return nn.Sequential(*layers).train()
+
+
+def test_an_activation_memory_budget_recomputes_the_fake_quantization_in_backward():
+    """With the partitioner's default each quantized layer's compiled graph keeps its fake-quantized input and the
+    straight-through mask beside what BN/ReLU keep; a budget of 0.5 recomputes them in backward: less than half
+    the memory kept for backward, the same output and gradients."""
+    x = torch.randn(8, 16, 64, 64)
+    results = {}
+    for budget in (None, 0.5):
+        torch._dynamo.reset()  # each setting compiles its own graph (dynamo's cache does not key on the budget)
+        net = _conv_bn_relu_net()
+        compile_quantized(net, backend='aot_eager_decomp_partition', activation_memory_budget=budget)
+        xg = x.clone().requires_grad_()
+        net(xg).square().sum().backward()  # compiles
+        kept = _kept_mib(lambda: net(xg))
+        net.zero_grad()
+        xg.grad = None
+        out = net(xg)
+        out.square().sum().backward()
+        results[budget] = (kept, out.detach(), xg.grad, net[0].weight.grad)
+    (kept_default, *numbers_default), (kept_budget, *numbers_budget) = results[None], results[0.5]
+    assert kept_default > 12.0 and kept_budget < 0.5 * kept_default, (kept_default, kept_budget)
+    for a, b in zip(numbers_default, numbers_budget):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r'activation_memory_budget must be in \(0, 1\]'):
+        compile_quantized(_conv_bn_relu_net(), activation_memory_budget=0)
