@@ -34,7 +34,12 @@ from qdbev.geometry import RING_YAWS_DEG, pose_can_bus
 from qdbev.geometry import ring_lidar2img as geometry_ring_lidar2img
 
 RUN_ITEMS = ('train', 'deform_attn', 'group_matching', 'data_loading', 'devkit_eval')  # measured parts of a run
-KEPT_KEYS = ('ddp_efficiency', 'ddp_scaling')  # top-level keys of docs/benchmarks.json that other tools own
+# top-level keys of docs/benchmarks.json that merge_runs rewrites from the runs; every other key (tools/ddp_scaling.py's
+# ddp_efficiency, records of earlier sessions kept by name) is carried over as it is
+HEADLINE_KEYS = ('device', 'qat_vgd_step_over_fp_step', 'qat_vgd_memory_over_fp', 'fakequant_infer_over_fp',
+                 'deform_attn_ours_over_mmcv', 'fp_step_ms', 'qat_vgd_step_ms', 'fp_infer_ms', 'fakequant_infer_ms',
+                 'fp_step_peak_mib', 'qat_vgd_step_peak_mib', 'deform_attn_ours_ms', 'deform_attn_mmcv_ms',
+                 'headline_from', 'runs')
 RATIO_KEYS = ('qat_vgd_step_over_fp_step', 'qat_vgd_memory_over_fp', 'fakequant_infer_over_fp',
               'deform_attn_ours_over_mmcv')
 GOALS = dict(qat_vgd_step_over_fp_step=1.45, qat_vgd_memory_over_fp=1.35, fakequant_infer_over_fp=1.15,
@@ -631,9 +636,9 @@ def merge_runs(existing: Optional[dict], run: Dict[str, object]) -> dict:
                 sources[key] = older['device']
     if sources:
         merged['headline_from'] = sources
-    for key in KEPT_KEYS:  # written by other tools (tools/ddp_scaling.py)
-        if key in (existing or {}):
-            merged[key] = existing[key]
+    for key, value in (existing or {}).items():  # written by other tools or kept by hand
+        if key not in HEADLINE_KEYS:
+            merged[key] = value
     merged['runs'] = runs
     return merged
 
@@ -711,10 +716,16 @@ def render_markdown(merged: dict) -> str:
         elif ev:
             lines.append(f'| devkit evaluation ({ev["samples"]} val samples, GT as predictions, NDS {ev["nds"]}) '
                          f'| {ev["seconds"]:g} s | | | |')
-        if run.get('noisy'):
+        carried_keys = tuple(f'{key}.' for key in run.get('carried', {}))
+        own = [line for line in run.get('noisy', []) if not line.startswith(carried_keys)]
+        earlier = [line for line in run.get('noisy', []) if line.startswith(carried_keys)]
+        if own:
             lines += ['', f'Noisy timings (machine before: {run.get("machine_before")}, after: '
                           f'{run.get("machine_after")}); re-run on a quiet machine before quoting them:']
-            lines += [f'- {line}' for line in run['noisy']]
+            lines += [f'- {line}' for line in own]
+        if earlier:
+            lines += ['', 'Noisy timings of the rows from earlier runs (below):']
+            lines += [f'- {line}' for line in earlier]
         for item, src in sorted(run.get('carried', {}).items()):
             lines += ['', f'`{item}` rows from an earlier run: `{src.get("command")}` ({src.get("time")})']
         lines.append('')

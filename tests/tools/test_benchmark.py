@@ -327,7 +327,10 @@ def test_a_run_at_some_batches_keeps_the_devices_other_batches_and_heads_with_it
     # P1 from the new batch-8 entry, P3 from the carried batch-1 entry of the same device
     assert merged['qat_vgd_step_over_fp_step'] == 1.7 and merged['fakequant_infer_over_fp'] == 1.25
     assert 'headline_from' not in merged
-    assert '`train.1` rows from an earlier run: `benchmark --batch 1 8`' in bm.render_markdown(merged)
+    text = bm.render_markdown(merged)
+    assert '`train.1` rows from an earlier run: `benchmark --batch 1 8`' in text
+    assert 'Noisy timings (machine' not in text  # the new run's timings were quiet; the carried flag is listed apart
+    assert 'Noisy timings of the rows from earlier runs (below):\n- train.1.fp_step: median ...' in text
     # a run of other items (P4) keeps both, each named by the run that measured it, and the same headline
     p4 = dict(device='cuda: H200', time='2.5', command='benchmark --only P4', noisy=[], deform_attn=dict(
         tiny_sca=dict(ours_over_mmcv=1.02, ours=dict(median_ms=2.1), mmcv=dict(median_ms=2.1))))
@@ -340,3 +343,12 @@ def test_a_run_at_some_batches_keeps_the_devices_other_batches_and_heads_with_it
     third = dict(_run('cuda: H200', 2.5, '3'), command='benchmark --batch 1', noisy=[])
     run = bm.merge_runs(merged, third)['runs']['cuda: H200']
     assert run['carried'] == {'train.8': dict(command='benchmark --only P1 P2 --batch 8', time='2')}
+
+
+def test_merge_keeps_the_keys_other_tools_and_earlier_sessions_wrote():
+    existing = bm.merge_runs(None, _run('cuda: H200', 2.0, '1'))
+    existing.update(ddp_efficiency={'2': 0.93}, p1_session12=dict(note='kept by hand'), fp_infer_ms=99.0)
+    merged = bm.merge_runs(existing, _run('cuda: H200', 1.8, '2'))
+    assert merged['ddp_efficiency'] == {'2': 0.93} and merged['p1_session12'] == dict(note='kept by hand')
+    assert 'fp_infer_ms' not in merged  # a headline key is rewritten from the runs, never carried stale
+    assert merged['qat_vgd_step_over_fp_step'] == 1.8
