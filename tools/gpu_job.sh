@@ -81,7 +81,8 @@ case "$cmd" in
       "$JOBS/$name" "$@" \
       < /dev/null > /dev/null 2>&1 &
     echo $! > "$JOBS/$name.pid"
-    echo "gpu_job: started $name (pid $!): $*" ;;
+    printf '%q ' "$@" > "$JOBS/$name.cmd"  # the command in its own file: a call's output stays short
+    echo "gpu_job: started $name (pid $!; command in $JOBS/$name.cmd)" ;;
   wait)
     [ $# -ge 1 ] || { echo "gpu_job: usage: wait SECONDS [NAME...]" >&2; exit 64; }
     deadline=$(( $(date +%s) + $1 )); shift
@@ -167,6 +168,9 @@ case "$cmd" in
     paths=("$@")
     case "$plan" in */*) ;; *) plan=./$plan ;; esac  # (source would search $PATH for a bare name)
     [ -f "$plan" ] || { echo "gpu_job: call: no plan file $plan" >&2; exit 64; }
+    known=$(find "$JOBS" -maxdepth 1 -name '*.pid' | wc -l)
+    if [ "$known" = 0 ]; then echo "gpu_job: call: a fresh machine (no job known): the plan starts from the beginning"
+    else echo "gpu_job: call: a warm machine ($known jobs known)"; fi
     bash "$SELF" setup ${SHARED_DIR:-} > "$JOBS/setup.log" 2>&1 || { tail -n 5 "$JOBS/setup.log"; exit 1; }
     ensure() { bash "$SELF" ensure "$@"; }
     rc=0

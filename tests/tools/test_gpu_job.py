@@ -131,14 +131,18 @@ def test_call_runs_a_plan_and_brings_back_its_results(tmp_path):
     plan.write_text(f'ensure a bash -c "mkdir -p {res}; echo a >> {res}/a.txt"\n'
                     f'ensure b --after a bash -c "echo b >> {res}/b.txt"\n')
     env = dict(os.environ, QDBEV_GPU_JOBS=str(tmp_path / 'jobs'), SHARED_DIR=str(tmp_path / 'shared'))
-    for _ in range(2):
+    for first in (True, False):
         out = tmp_path / 'out'
         called = subprocess.run(['bash', SCRIPT, 'call', out, '30', plan, res], env=env, capture_output=True,
                                 text=True, timeout=60)
         assert called.returncode == 0, called.stdout + called.stderr
+        # the first line says whether the plan starts afresh; commands stay out of the output (in NAME.cmd)
+        assert called.stdout.startswith('gpu_job: call: a fresh machine' if first else
+                                        'gpu_job: call: a warm machine (2 jobs known)'), called.stdout
+        assert 'mkdir' not in called.stdout
         with tarfile.open(out / 'results.tgz') as tar:
             names = sorted(os.path.basename(n) for n in tar.getnames())
-        assert {'a.txt', 'b.txt', 'a.log', 'b.log', 'setup.log'} <= set(names)
+        assert {'a.txt', 'b.txt', 'a.log', 'b.log', 'a.cmd', 'setup.log'} <= set(names)
     assert (res / 'a.txt').read_text() == 'a\n' and (res / 'b.txt').read_text() == 'b\n'
     assert (tmp_path / 'setups').read_text() == 'setup\nsetup\n'
     missing = subprocess.run(['bash', SCRIPT, 'call', tmp_path / 'out', '1', tmp_path / 'nope.sh'], env=env,
