@@ -81,6 +81,9 @@ def parse_args(argv=None):
     p.add_argument('--compile-fp-train', action='store_true',
                    help='P1/P2 with the FP model\'s image backbone and neck compiled as model.student_compile=True '
                         'compiles the student\'s: the baseline for a compiled student (not with P3)')
+    p.add_argument('--fp-memory-budget', type=float, default=None, metavar='B',
+                   help='with --compile-fp-train: compile the FP model with activation_memory_budget B as '
+                        'model.student_compile.activation_memory_budget does the student (P2 at equal budgets)')
     p.add_argument('--profile', default=None, metavar='DIR',
                    help='write torch.profiler tables of one call of each P1/P3 function to DIR')
     p.add_argument('--out-json', default=None)
@@ -96,6 +99,8 @@ def parse_args(argv=None):
         p.error('--reps must be >= 1 and --warmup >= 0')
     args.img_size = tuple(args.img_size or ((64, 96) if args.quick else (450, 800)))
     args.only = set(args.only or ITEMS)
+    if args.fp_memory_budget is not None and not (args.compile_fp_train and 0 < args.fp_memory_budget <= 1):
+        p.error(f'--fp-memory-budget needs --compile-fp-train and a value in (0, 1], got {args.fp_memory_budget}')
     if args.compile_fp_train and 'P3' in args.only:
         p.error('--compile-fp-train compiles the FP model for its training step, which P3 would then time: '
                 'run P3 separately (--only P1 P2 here)')
@@ -123,7 +128,8 @@ def run(args) -> dict:
                 res = bm.bench_training(dcfg, fcfg, queue, optim, device, args.img_size, b, args.reps, args.warmup,
                                         with_infer=want_infer, with_train=want_train,
                                         profile_dir=args.profile, compile_infer=args.compile_infer,
-                                        compile_fp_train=args.compile_fp_train)
+                                        compile_fp_train=args.compile_fp_train,
+                                        fp_memory_budget=args.fp_memory_budget)
             except RuntimeError as err:
                 if not bm.is_oom(err):
                     raise

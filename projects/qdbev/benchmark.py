@@ -17,6 +17,7 @@ Timing: ``warmup`` untimed calls, then ``reps`` timed calls, each bracketed by `
 median is reported. Batches are made directly as tensors and ``Det3DDataSample`` s (no dataset), already run through
 the model's data preprocessor once, so the steps time the model alone.
 """
+import contextlib
 import copy
 import os
 import os.path as osp
@@ -331,12 +332,14 @@ def calibrate(distiller, raw: dict) -> None:
 def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dict, device: torch.device,
                    img_hw: Tuple[int, int], batch: int, reps: int, warmup: int, num_cams: int = 6,
                    with_infer: bool = True, with_train: bool = True, profile_dir: Optional[str] = None,
-                   compile_infer: bool = False, compile_fp_train: bool = False) -> Dict[str, object]:
+                   compile_infer: bool = False, compile_fp_train: bool = False,
+                   fp_memory_budget: Optional[float] = None) -> Dict[str, object]:
     """P1, P2 and P3 at one batch size; each model is alone on the device while it is measured. ``profile_dir``:
     also write ``torch.profiler`` tables of one call of each (``<what>_b<batch>.txt``). ``compile_infer``: P3 runs
     both models with ``torch.compile``d image backbone and neck (:func:`compile_image_features`).
     ``compile_fp_train``: the FP step runs with its image backbone and neck compiled (:func:`compile_for_training`),
-    the baseline for a distiller with ``student_compile``."""
+    the baseline for a distiller with ``student_compile``; ``fp_memory_budget``: compiled with that
+    ``activation_memory_budget`` (as ``student_compile=dict(activation_memory_budget=...)`` compiles the student)."""
     def profiled(fn, what):
         if profile_dir:
             profile_table(fn, device, osp.join(profile_dir, f'{what}_b{batch}.txt'))
@@ -372,7 +375,11 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
     fp.to(device)
     if compile_fp_train and with_train:
         compile_for_training(fp)
-    measure(fp, fp, 'fp_step', 'fp_infer')
+    # the FP model compiles in its first step, inside measure: the budget applies to that compilation
+    budget = (contextlib.nullcontext() if fp_memory_budget is None
+              else torch._functorch.config.patch(activation_memory_budget=fp_memory_budget))
+    with budget:
+        measure(fp, fp, 'fp_step', 'fp_infer')
     del fp
     distiller.to(device)
     calibrate(distiller, raw)  # QAT + VGD: the student's activation scales first
@@ -380,6 +387,11 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
     del distiller
     if with_train:
         out['fp_step_compiled'] = bool(compile_fp_train)
+        if fp_memory_budget is not None:
+            out['fp_activation_memory_budget'] = fp_memory_budget
+        if isinstance(distiller_cfg.get('student_compile'), dict) and \
+                'activation_memory_budget' in distiller_cfg['student_compile']:
+            out['student_activation_memory_budget'] = distiller_cfg['student_compile']['activation_memory_budget']
         out['qat_vgd_step_over_fp_step'] = ratio(out['qat_vgd_step']['median_ms'], out['fp_step']['median_ms'])
         # the least a QAT+VGD step can cost: the FP step plus the teacher's forward of the whole queue
         out['qat_vgd_step_floor'] = ratio(out['fp_step']['median_ms'] + out['teacher_forward']['median_ms'],
@@ -664,6 +676,9 @@ def render_markdown(merged: dict) -> str:
             tag = f'batch {bs}, {t["num_cams"]} cams {hw}, queue {t["queue"]}'
             if 'qat_vgd_step' in t:
                 fp_tag = ', FP step compiled' if t.get('fp_step_compiled') else ''
+                for who, label in (('student', 'student'), ('fp', 'FP')):
+                    if t.get(f'{who}_activation_memory_budget') is not None:
+                        fp_tag += f', {label} memory budget {t[f"{who}_activation_memory_budget"]:g}'
                 lines.append(f'| P1 QAT+VGD step / FP step ({tag}{fp_tag}) | {t["qat_vgd_step"]["median_ms"]:g} ms | '
                              f'{t["fp_step"]["median_ms"]:g} ms | {_fmt(t["qat_vgd_step_over_fp_step"])} | ≤ 1.45 |')
                 if 'teacher_forward' in t:

@@ -292,6 +292,20 @@ def test_compile_fp_train_compiles_the_fp_image_path_in_place_and_refuses_p3():
     assert tool.parse_args(['--device', 'cpu', '--only', 'P1', 'P2', '--compile-fp-train']).compile_fp_train
     with pytest.raises(SystemExit):
         tool.parse_args(['--device', 'cpu', '--compile-fp-train'])  # all items: P3 included
+    args = ['--device', 'cpu', '--only', 'P1', 'P2', '--compile-fp-train', '--fp-memory-budget', '0.5']
+    assert tool.parse_args(args).fp_memory_budget == 0.5
+    for bad in (args[:5] + args[6:], args[:-1] + ['0']):  # without --compile-fp-train; outside (0, 1]
+        with pytest.raises(SystemExit):
+            tool.parse_args(bad)
+
+
+def test_p1_rows_name_the_memory_budgets():
+    run = _run('cuda: H200', 1.9, '1')
+    run['train']['1'].update(fp_step_compiled=True, student_activation_memory_budget=0.5,
+                             fp_activation_memory_budget=0.5, batch=1, qat_vgd_step_peak_mib=10.0,
+                             fp_step_peak_mib=9.0)
+    text = bm.render_markdown(bm.merge_runs(None, run))
+    assert 'queue 3, FP step compiled, student memory budget 0.5, FP memory budget 0.5) | 190 ms | 100 ms' in text
 
 
 def test_p4_rows_name_the_projects_path_and_the_fallback_and_read_older_runs():
