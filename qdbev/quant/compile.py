@@ -26,7 +26,9 @@ class CompiledWhenCalibrated:
     activations the compiled training graph may keep for backward (``torch._functorch.config``; the partitioner
     recomputes the rest in backward). Left at 1, a quantized layer's graph keeps its fake-quantized input and the
     straight-through mask beside the activation the FP layer keeps (docs/benchmarks.md, session 14); the
-    recomputation is element-wise, fused into the backward kernels. Applied to this module's compilations only."""
+    recomputation is element-wise, fused into the backward kernels. Applied to this module's compilations only;
+    dynamo's cache does not key on it, so a graph of the same code compiled earlier in the process without the budget
+    (same module classes, same guards) would be reused as it is."""
 
     def __init__(self, module: nn.Module, activation_memory_budget: Optional[float] = None, **compile_kwargs) -> None:
         if activation_memory_budget is not None and not 0 < float(activation_memory_budget) <= 1:
