@@ -17,7 +17,6 @@ Timing: ``warmup`` untimed calls, then ``reps`` timed calls, each bracketed by `
 median is reported. Batches are made directly as tensors and ``Det3DDataSample`` s (no dataset), already run through
 the model's data preprocessor once, so the steps time the model alone.
 """
-import contextlib
 import copy
 import os
 import os.path as osp
@@ -33,6 +32,7 @@ import torch
 
 from qdbev.geometry import RING_YAWS_DEG, pose_can_bus
 from qdbev.geometry import ring_lidar2img as geometry_ring_lidar2img
+from qdbev.quant import memory_budget
 
 RUN_ITEMS = ('train', 'deform_attn', 'group_matching', 'data_loading', 'devkit_eval')  # measured parts of a run
 # top-level keys of docs/benchmarks.json that merge_runs rewrites from the runs; every other key (tools/ddp_scaling.py's
@@ -376,9 +376,7 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
     if compile_fp_train and with_train:
         compile_for_training(fp)
     # the FP model compiles in its first step, inside measure: the budget applies to that compilation
-    budget = (contextlib.nullcontext() if fp_memory_budget is None
-              else torch._functorch.config.patch(activation_memory_budget=fp_memory_budget))
-    with budget:
+    with memory_budget(fp_memory_budget):
         measure(fp, fp, 'fp_step', 'fp_infer')
     del fp
     distiller.to(device)
@@ -387,7 +385,7 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
     del distiller
     if with_train:
         out['fp_step_compiled'] = bool(compile_fp_train)
-        if fp_memory_budget is not None:
+        if fp_memory_budget is not None and compile_fp_train:
             out['fp_activation_memory_budget'] = fp_memory_budget
         if isinstance(distiller_cfg.get('student_compile'), dict) and \
                 'activation_memory_budget' in distiller_cfg['student_compile']:
@@ -649,7 +647,7 @@ def merge_runs(existing: Optional[dict], run: Dict[str, object]) -> dict:
     if sources:
         merged['headline_from'] = sources
     for key, value in (existing or {}).items():  # written by other tools or kept by hand
-        if key not in HEADLINE_KEYS:
+        if key not in HEADLINE_KEYS and key not in merged:
             merged[key] = value
     merged['runs'] = runs
     return merged

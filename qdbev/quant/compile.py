@@ -9,6 +9,7 @@ otherwise. Under compilation the quantized layers take the quantizers' traceable
 straight-through and LSQ gradients), which inductor fuses into the neighbouring kernels; a phase switch changes the
 quantizers' bit widths, which dynamo's guards see, so each phase compiles its own graph once.
 """
+import contextlib
 from typing import List, Optional
 
 import torch
@@ -16,6 +17,17 @@ from torch import nn
 
 from .fake_quantizer import FakeQuantizer
 from .transforms import quantizers
+
+
+def memory_budget(budget: Optional[float]):
+    """Context for ``torch.compile`` calls whose training graphs keep at most ``budget`` (0 < b <= 1) of the
+    activations the partitioner saves by default (``torch._functorch.config.activation_memory_budget``; it reads
+    the setting when a forward is compiled); None leaves torch's setting alone."""
+    if budget is None:
+        return contextlib.nullcontext()
+    if not 0 < float(budget) <= 1:
+        raise ValueError(f'activation_memory_budget must be in (0, 1], got {budget!r}')
+    return torch._functorch.config.patch(activation_memory_budget=float(budget))
 
 
 class CompiledWhenCalibrated:
@@ -31,8 +43,7 @@ class CompiledWhenCalibrated:
     (same module classes, same guards) would be reused as it is."""
 
     def __init__(self, module: nn.Module, activation_memory_budget: Optional[float] = None, **compile_kwargs) -> None:
-        if activation_memory_budget is not None and not 0 < float(activation_memory_budget) <= 1:
-            raise ValueError(f'activation_memory_budget must be in (0, 1], got {activation_memory_budget!r}')
+        memory_budget(activation_memory_budget)  # checks the value now, not at the first compiled call
         self.eager = module.forward
         self.compiled = torch.compile(self.eager, **compile_kwargs)
         self.quantizers: List[FakeQuantizer] = [q for _, q in quantizers(module)]
@@ -46,10 +57,8 @@ class CompiledWhenCalibrated:
         if not self.ready():
             return self.eager(*args, **kwargs)
         self.compiled_calls += 1
-        if self.budget is None:
-            return self.compiled(*args, **kwargs)
         # compilation happens inside the call (the first one, and each recompilation after a phase switch)
-        with torch._functorch.config.patch(activation_memory_budget=self.budget):
+        with memory_budget(self.budget):
             return self.compiled(*args, **kwargs)
 
 
