@@ -26,11 +26,11 @@ ensure tiny --after data bash -c 'D=data/synthetic/study; R="train_dataloader.da
   param_scheduler.1.end=1000 param_scheduler.1.T_max=1000 && python tools/test.py $C work_dirs/tiny15/iter_1000.pth \
   --cfg-options $R'
 # 3. Issue 9 last, on a quiet machine: P1/P2 with the student's memory budget against the FP model compiled at the
-#    same budget and at torch's default, in one process each (docs/benchmarks.md "Session 14").
+#    same budget (new) and at torch's default (session 14's pair again), in one process each (docs/benchmarks.md "Session 14").
 B="--out-json work_dirs/bench15/benchmarks.json --out-md work_dirs/bench15/benchmarks.md"
 S="model.teacher_compile=True model.student_compile.dynamic=False model.student_compile.activation_memory_budget=0.5"
 ensure benchfiles --after-ended tiny,study15 bash -c 'mkdir -p work_dirs/bench15 && cp docs/benchmarks.* work_dirs/bench15/'
-ensure budget --after benchfiles python tools/benchmark.py --device cuda --only P1 P2 --batch 8 --reps 7 --warmup 3 \
-  --compile-fp-train --qdbev-options $S $B
-ensure equal --after-ended budget python tools/benchmark.py --device cuda --only P1 P2 --batch 8 --reps 7 \
+ensure equal --after benchfiles python tools/benchmark.py --device cuda --only P1 P2 --batch 8 --reps 7 \
   --warmup 3 --compile-fp-train --fp-memory-budget 0.5 --qdbev-options $S --out-json work_dirs/bench15/equal.json
+ensure budget --after-ended equal python tools/benchmark.py --device cuda --only P1 P2 --batch 8 --reps 7 --warmup 3 \
+  --compile-fp-train --qdbev-options $S $B
