@@ -593,27 +593,60 @@ def headline(run: Dict[str, object]) -> Dict[str, object]:
     return out
 
 
+INFER_KEYS = ('fp_infer', 'fakequant_infer', 'fakequant_infer_over_fp')  # P3's part of a train entry
+SHAPE_KEYS = ('batch', 'img_hw', 'num_cams', 'queue')  # what P1-P3 of one entry share
+
+
+def flag_keys(line: str) -> List[str]:
+    """The carry keys a :func:`noisy_timings` line belongs to: its item and batch (``train``, ``train.8``) and its
+    part of a train entry (``train.8.infer`` for P3's timings, ``train.8.step`` for P1/P2's)."""
+    segs = line.split(':', 1)[0].split('.')
+    keys = ['.'.join(segs[:n]) for n in range(1, len(segs))]
+    if segs[0] == 'train' and len(segs) >= 3:
+        keys.append(f'train.{segs[1]}.' + ('infer' if segs[2] in INFER_KEYS else 'step'))
+    return keys
+
+
+def _merge_entry(new: dict, earlier: dict) -> Tuple[dict, List[str]]:
+    """One batch's train entry: ``new`` with the part it did not measure (P3 ``infer``, or P1/P2 ``step``) taken
+    from ``earlier`` when both were measured at the same shape; returns it and the parts taken."""
+    if any(new.get(k) != earlier.get(k) for k in SHAPE_KEYS) or 'error' in new or 'error' in earlier:
+        return new, []
+    out, parts = dict(new), []
+    if 'fakequant_infer' not in new and 'fakequant_infer' in earlier:
+        out.update({k: earlier[k] for k in INFER_KEYS if k in earlier})
+        parts.append('infer')
+    if 'qat_vgd_step' not in new and 'qat_vgd_step' in earlier:
+        out.update({k: v for k, v in earlier.items() if k not in INFER_KEYS and k not in SHAPE_KEYS})
+        parts.append('step')
+    return out, parts
+
+
 def carry_items(earlier: Optional[dict], run: Dict[str, object]) -> Dict[str, object]:
     """``run`` with the items it did not measure (e.g. a ``--only match`` run after a P1-P3 run) taken from
-    ``earlier``, the same device's previous record; ``run['carried']`` names each carried item's command and time;
-    a ``train`` run at some batches keeps the earlier entries at the other batches (``carried['train.<batch>']``)."""
+    ``earlier``, the same device's previous record; ``run['carried']`` names each carried item's command and time.
+    A ``train`` run at some batches keeps the earlier entries at the other batches (``carried['train.<batch>']``),
+    and at its own batches the part it did not measure: P3 (``train.<batch>.infer``) after ``--only P1 P2``,
+    P1/P2 (``train.<batch>.step``) after ``--only P3``."""
     if not earlier:
         return run
     out = dict(run)
     carried = dict(run.get('carried', {}))
     noisy = list(run.get('noisy', []))
+    before = earlier.get('carried', {})
 
     def carry(key: str) -> None:
-        before = earlier.get('carried', {})
-        carried[key] = (before.get(key) or before.get(key.split('.')[0])
-                        or dict(command=earlier.get('command'), time=earlier.get('time')))
-        noisy.extend(line for line in earlier.get('noisy', []) if line.startswith(key + '.'))
+        """Name the run that measured ``key`` (or the item/batch it is part of) and keep its noisy flags."""
+        prefixes = ['.'.join(key.split('.')[:n]) for n in range(key.count('.') + 1, 0, -1)]
+        carried[key] = next((before[p] for p in prefixes if p in before),
+                            dict(command=earlier.get('command'), time=earlier.get('time')))
+        noisy.extend(line for line in earlier.get('noisy', []) if key in flag_keys(line))
 
     for item in RUN_ITEMS:
         if item in earlier and item not in run:
             out[item] = earlier[item]
             carry(item)
-            carried.update({k: v for k, v in earlier.get('carried', {}).items() if k.startswith(item + '.')})
+            carried.update({k: v for k, v in before.items() if k.startswith(item + '.')})
     if 'train' in run and 'train' in earlier and 'train' not in carried:
         # a run at some batches keeps the device's earlier entries at the others (P1-P3 rows per batch)
         out['train'] = dict(run['train'])
@@ -621,6 +654,10 @@ def carry_items(earlier: Optional[dict], run: Dict[str, object]) -> Dict[str, ob
             if batch not in out['train']:
                 out['train'][batch] = entry
                 carry(f'train.{batch}')
+                continue
+            out['train'][batch], parts = _merge_entry(out['train'][batch], entry)
+            for part in parts:
+                carry(f'train.{batch}.{part}')
     if noisy:
         out['noisy'] = noisy
     if carried:
@@ -729,9 +766,9 @@ def render_markdown(merged: dict) -> str:
         elif ev:
             lines.append(f'| devkit evaluation ({ev["samples"]} val samples, GT as predictions, NDS {ev["nds"]}) '
                          f'| {ev["seconds"]:g} s | | | |')
-        carried_keys = tuple(f'{key}.' for key in run.get('carried', {}))
-        own = [line for line in run.get('noisy', []) if not line.startswith(carried_keys)]
-        earlier = [line for line in run.get('noisy', []) if line.startswith(carried_keys)]
+        carried_keys = set(run.get('carried', {}))
+        earlier = [line for line in run.get('noisy', []) if carried_keys.intersection(flag_keys(line))]
+        own = [line for line in run.get('noisy', []) if line not in earlier]
         if own:
             lines += ['', f'Noisy timings (machine before: {run.get("machine_before")}, after: '
                           f'{run.get("machine_after")}); re-run on a quiet machine before quoting them:']

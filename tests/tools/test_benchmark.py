@@ -353,10 +353,45 @@ def test_a_run_at_some_batches_keeps_the_devices_other_batches_and_heads_with_it
         'train': dict(command='benchmark --only P1 P2 --batch 8', time='2'),
         'train.1': dict(command='benchmark --batch 1 8', time='1')}
     assert after_p4['qat_vgd_step_over_fp_step'] == 1.7 and after_p4['deform_attn_ours_over_mmcv'] == 1.02
-    # a third run at batch 1 keeps batch 8 and names the run that measured it, not the one that carried batch 1
-    third = dict(_run('cuda: H200', 2.5, '3'), command='benchmark --batch 1', noisy=[])
+    # a third run at batch 1 keeps batch 8 and names the run that measured it, not the one that carried batch 1;
+    # it measured P1/P2 only, so batch 1's P3 is the earlier one's
+    third = dict(_run('cuda: H200', 2.5, '3'), command='benchmark --only P1 P2 --batch 1', noisy=[])
     run = bm.merge_runs(merged, third)['runs']['cuda: H200']
-    assert run['carried'] == {'train.8': dict(command='benchmark --only P1 P2 --batch 8', time='2')}
+    assert run['carried'] == {'train.8': dict(command='benchmark --only P1 P2 --batch 8', time='2'),
+                              'train.1.infer': dict(command='benchmark --batch 1 8', time='1')}
+    assert run['train']['1']['qat_vgd_step_over_fp_step'] == 2.5 and run['train']['1']['fakequant_infer_over_fp'] == 1.25
+
+
+def _infer_run(time_, ratio, batch='8', img_hw=(450, 800)):
+    entry = dict(batch=int(batch), img_hw=list(img_hw), queue=3, num_cams=6, fp_infer=dict(median_ms=40.0),
+                 fakequant_infer=dict(median_ms=40.0 * ratio), fakequant_infer_over_fp=ratio)
+    return dict(device='cuda: H200', time=time_, command='benchmark --only P3 --batch 8', train={batch: entry},
+                noisy=[f'train.{batch}.fp_infer: median 44 ms is 1.12x the fastest of 7 (39 ms)'])
+
+
+def test_p3_and_p1_p2_runs_at_one_batch_keep_each_others_figures():
+    """``--only P3 --batch 8`` after ``--only P1 P2 --batch 8`` (and the reverse) keeps both parts of the batch-8
+    entry, each named by the run that measured it; at another image size nothing is mixed."""
+    step = dict(_run('cuda: H200', 1.9, '1'), command='benchmark --only P1 P2 --batch 8',
+                noisy=['train.8.fp_step: median 250 ms is 1.2x the fastest of 7 (208 ms)'])
+    step['train'] = {'8': dict(step['train'].pop('1'), batch=8, fp_step_compiled=True)}
+    for first, second in ((step, _infer_run('2', 1.04)), (_infer_run('1', 1.04), dict(step, time='2'))):
+        merged = bm.merge_runs(bm.merge_runs(None, first), second)
+        entry = merged['runs']['cuda: H200']['train']['8']
+        assert entry['qat_vgd_step_over_fp_step'] == 1.9 and entry['fp_step_compiled'] is True
+        assert entry['fakequant_infer_over_fp'] == 1.04
+        assert merged['qat_vgd_step_over_fp_step'] == 1.9 and merged['fakequant_infer_over_fp'] == 1.04
+        part = 'infer' if 'fp_infer' in first['train']['8'] else 'step'  # the part the second run did not measure
+        assert merged['runs']['cuda: H200']['carried'] == {
+            f'train.8.{part}': dict(command=first['command'], time=first['time'])}
+        text = bm.render_markdown(merged)
+        assert f'`train.8.{part}` rows from an earlier run: `{first["command"]}`' in text
+        # the earlier run's flag is listed apart, the new run's as its own
+        assert text.index('Noisy timings (machine') < text.index(f'- {second["noisy"][0]}') < text.index(
+            'Noisy timings of the rows from earlier runs') < text.index(f'- {first["noisy"][0]}')
+    other = _infer_run('2', 1.10, img_hw=(225, 400))
+    entry = bm.merge_runs(bm.merge_runs(None, step), other)['runs']['cuda: H200']['train']['8']
+    assert entry == other['train']['8']  # another shape replaces the entry whole
 
 
 def test_merge_keeps_the_keys_other_tools_and_earlier_sessions_wrote():
