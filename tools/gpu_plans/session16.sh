@@ -1,0 +1,33 @@
+# The next GPU session's work, as tools/gpu_job.sh jobs. Every remote call is this one line (carry [".gpu"] on every
+# call):
+#
+#   SHARED_DIR=.gpu bash tools/gpu_job.sh call $OUT 540 tools/gpu_plans/session16.sh work_dirs/bench16 \
+#       'work_dirs/study16*' work_dirs/tiny16
+#
+# Send the next call at once when one returns: the machine is given back after 30 s idle, and a fresh one starts the
+# plan over (the call's first line says which). Device time, estimated from session 15: start 35-270 s, set-up
+# ~40 s, study set 64 s, progressive runs 350 s, the distillation runs ~850 s (9 runs of 400 iterations side by side;
+# session 15 ran 12 of 100 in 279 s), the tiny run beside them, the profile ~200 s.
+#
+# 1. Issue 8: does a longer distillation phase separate the objectives? Session 15 pooled six seeds of 100-iteration
+#    phases: every paired difference was below its spread (docs/results.md "Session 15"). The same teacher and
+#    setting, seeds 0-2, 400 distillation iterations; PTQ=0 (the teacher's sweep is session 13's).
+ensure data python tools/study.py --work-dir work_dirs/study16 --data-root data/synthetic/study \
+  --train-scenes 60 --val-scenes 6 --workers 16 --until infos
+ensure study16 --after data env STUDY_WORK=work_dirs/study16 SEEDS="0 1 2" PTQ=0 DISTILL_ITERS=400 \
+  bash tools/study_gpu_chain.sh checkpoints/study_teacher_nano_s13.pth
+# 2. Issue 4 beside it: BEVFormer-tiny with three image feature levels, its config's whole 2000-iteration schedule
+#    (session 15 ran 1000 of it: val NDS 0.1887 / mAP 0.0907), then the devkit evaluation.
+ensure tiny --after data bash -c 'D=data/synthetic/study; R="train_dataloader.dataset.data_root=$D/ \
+  val_dataloader.dataset.data_root=$D/ test_dataloader.dataset.data_root=$D/ val_evaluator.data_root=$D/ \
+  val_evaluator.ann_file=$D/nuscenes_infos_val.pkl test_evaluator.data_root=$D/ \
+  test_evaluator.ann_file=$D/nuscenes_infos_val.pkl"; C=configs/experiments/study_learning/t_groups_ms3.py; \
+  python tools/train.py $C --work-dir work_dirs/tiny16 --resume --cfg-options $R && \
+  python tools/test.py $C work_dirs/tiny16/iter_2000.pth --cfg-options $R'
+# 3. Issue 9 last, on a quiet machine: where the QAT+VGD step's time above the floor goes (47-84 ms at batch 8,
+#    docs/benchmarks.md "Session 15"): operator tables of one FP step and one QAT+VGD step, the student at the
+#    recommended budget.
+S="model.teacher_compile=True model.student_compile.dynamic=False model.student_compile.activation_memory_budget=0.5"
+ensure profile --after-ended tiny,study16 python tools/benchmark.py --device cuda --only P1 P2 --batch 8 --reps 5 \
+  --warmup 3 --compile-fp-train --qdbev-options $S --profile work_dirs/bench16/profile \
+  --out-json work_dirs/bench16/benchmarks.json
