@@ -362,6 +362,14 @@ def saved_config(w: str, run: str, config: str) -> str:
     return saved if osp.isfile(saved) else config
 
 
+def distill_weights(config: str, mode: str) -> Dict[str, float]:
+    """``{term: loss_weight}`` of the distillation terms of ``mode`` (e.g. ``'img+bev'``) in run config ``config``
+    (``model.distill_losses``): what tells two runs of one mode at different weights apart."""
+    from mmengine.config import Config
+    losses = Config.fromfile(config).model.get('distill_losses') or {}
+    return {t: float(losses[t]['loss_weight']) for t in mode.split('+') if 'loss_weight' in losses.get(t, {})}
+
+
 def collect(w: str, seed: int, device: Optional[str] = None) -> dict:
     """``results.json`` content from the runs under ``w`` (rows of missing or unfinished runs are left out; the
     unfinished ones are listed under ``unfinished``); ``device`` names the GPU the runs ran on (default: this
@@ -383,6 +391,9 @@ def collect(w: str, seed: int, device: Optional[str] = None) -> dict:
         ev = last_eval(osp.join(w, run))
         if ev is not None:
             methods.append(dict(name=name, w_bits=bits[0], a_bits=bits[1], nds=ev['nds'], map=ev['map']))
+            if name.startswith('qdbev_'):  # QD-BEV's rows distil with VGD: at which weight
+                methods[-1]['loss_weights'] = distill_weights(
+                    saved_config(w, run, QDBEV.format(f'w{bits[0]}a{bits[1]}')), 'vgd')
     # every row is the w4a6 config's architecture at its widths, except W4A4, whose config floors some layers at 8;
     # measured on the configs the runs saved (with the teacher's architecture options applied)
     vgd_config = saved_config(w, 'qdbev_vgd', QDBEV.format('w4a6'))
@@ -397,7 +408,8 @@ def collect(w: str, seed: int, device: Optional[str] = None) -> dict:
         evals = finished_evals(osp.join(w, f'qdbev_{mode}'))
         if evals:
             starts.add('progressive' if branched(osp.join(w, f'qdbev_{mode}')) else 'own')
-            row = dict(mode=mode, nds=evals[-1]['nds'], map=evals[-1]['map'])
+            row = dict(mode=mode, nds=evals[-1]['nds'], map=evals[-1]['map'],
+                       loss_weights=distill_weights(saved_config(w, f'qdbev_{mode}', QDBEV.format('w4a6')), mode))
             start = distill_phase_start(evals)
             if start is not None:
                 row.update(start_nds=start['nds'], start_map=start['map'], gain_nds=row['nds'] - start['nds'])

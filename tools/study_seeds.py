@@ -15,14 +15,26 @@ Printed, and with ``--out`` written atomically to PREFIX.md / PREFIX.json:
 
 A method or mode missing from a work dir (not run, or unfinished: ``results.json`` ``unfinished``) is left out of
 that row's mean, which names the seeds it has. Work dirs whose QAT runs had different ``--min-bits`` floors or
-another teacher (``commands.teacher``) are different settings and are refused, as is a work dir given twice.
+another teacher (the SHA-256 in ``commands.teacher``) are different settings and are refused, as is a work dir given
+twice.
+
+    python tools/study_seeds.py W0 W1 W2 --join w5000 [--pair vgd@1100 vgd@5000] [--same-teacher SHA SHA]
+
+- ``--join SUFFIX``: the variant work dirs ``WORK_DIR + SUFFIX`` (``tools/study_gpu_chain.sh`` VARIANTS: modes at
+  other settings, branched from the same progressive run) add their ablation rows to their seed's (work dirs
+  without that variant dir keep their own rows). A mode run at
+  different loss weights in the merged dirs is named with its weights, ``vgd@1100`` / ``vgd@5000``
+  (``results.json`` ``loss_weights``).
+- ``--pair A B``: also the paired difference A - B (besides every mode against ``none``).
+- ``--same-teacher SHA SHA``: two teacher files (SHA-256 or a prefix of 8+ hex digits) that hold one model, e.g. a
+  checkpoint and its republished copy (``checkpoints/README.md``): their work dirs are seeds of one setting.
 """
 import argparse
 import json
 import os.path as osp
 import statistics
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
@@ -33,11 +45,20 @@ from qdbev.fileio import atomic_write_bytes  # noqa: E402
 BASELINE_MODE = 'none'
 # what one setting's seeds share: results.json field, how to read it, what a difference means
 SETTING = (('min_bits', lambda res: res.get('min_bits', []), 'their QAT runs had different floors'),
-           ('teacher', lambda res: res.get('commands', {}).get('teacher'),
+           ('teacher', lambda res: teacher_id(res.get('commands', {}).get('teacher')),
             'their QAT runs distilled from different teachers'),
            ('ablation_start', lambda res: res.get('ablation_start', 'own'),  # before --branch every mode repeated
             'their ablation runs started differently ("own": each mode repeats the progressive QAT phases; '
             '"progressive": every mode continues the progressive run, --branch)'))
+
+
+def teacher_id(command: Optional[str]) -> Optional[str]:
+    """What identifies the teacher of ``commands.teacher``: the SHA-256 of the adopted file (``# sha256 HASH``,
+    wherever the file lay), else the command itself (a teacher trained in the work dir)."""
+    if command is None:
+        return None
+    _, sep, sha = command.partition('# sha256 ')
+    return sha.split()[0] if sep and sha.split() else command
 
 
 def load_results(work_dir: str) -> dict:
@@ -88,47 +109,115 @@ def merge_rows(results: List[dict], labels: List[str], key: str, name_field: str
     return list(merged.values())
 
 
-def paired_gains(ablation: List[dict], baseline: str = BASELINE_MODE) -> List[dict]:
-    """For each distillation mode against ``baseline``: the difference of the two modes' gains within their runs,
-    per work dir that has both (QD-BEV's paired comparison: same seed, same quantized start up to run-to-run noise,
-    the same iterations with and without the distillation term)."""
-    base = {r['run']: r['gain_nds'] for row in ablation if row['mode'] == baseline
-            for r in row['runs'] if 'gain_nds' in r}
-    out = []
-    for row in ablation:
-        if row['mode'] == baseline:
-            continue
-        diffs = [dict(run=r['run'], diff_nds=r['gain_nds'] - base[r['run']])
-                 for r in row['runs'] if 'gain_nds' in r and r['run'] in base]
-        if diffs:
-            values = [d['diff_nds'] for d in diffs]
-            s = spread(values)
-            out.append(dict(mode=row['mode'], minus=baseline, runs=diffs, diff_nds=s['mean'], diff_nds_sd=s['sd'],
-                            larger_in=sum(v > 0 for v in values), of=len(values)))
+def paired_difference(ablation: List[dict], mode: str, minus: str) -> Optional[dict]:
+    """``mode``'s gain minus ``minus``'s gain within each work dir that has both (QD-BEV's paired comparison: same
+    seed, same quantized start, the same iterations with another or no distillation term), their mean and sd; None
+    when no work dir has both."""
+    rows = {row['mode']: row for row in ablation}
+    base = {r['run']: r['gain_nds'] for r in rows.get(minus, {}).get('runs', []) if 'gain_nds' in r}
+    diffs = [dict(run=r['run'], diff_nds=r['gain_nds'] - base[r['run']])
+             for r in rows.get(mode, {}).get('runs', []) if 'gain_nds' in r and r['run'] in base]
+    if not diffs:
+        return None
+    values = [d['diff_nds'] for d in diffs]
+    s = spread(values)
+    return dict(mode=mode, minus=minus, runs=diffs, diff_nds=s['mean'], diff_nds_sd=s['sd'],
+                larger_in=sum(v > 0 for v in values), of=len(values))
+
+
+def paired_gains(ablation: List[dict], baseline: str = BASELINE_MODE,
+                 pairs: Sequence[Tuple[str, str]] = ()) -> List[dict]:
+    """For each distillation mode against ``baseline``, then for each ``(mode, minus)`` of ``pairs``:
+    :func:`paired_difference`."""
+    wanted = [(row['mode'], baseline) for row in ablation if row['mode'] != baseline]
+    wanted += [tuple(p) for p in pairs if tuple(p) not in wanted]
+    return [d for d in (paired_difference(ablation, a, b) for a, b in wanted) if d is not None]
+
+
+def join_variants(base: dict, work_dir: str, variant: dict, variant_dir: str) -> dict:
+    """``base`` (a work dir's results.json) with the ablation rows of ``variant`` (``work_dir + SUFFIX``: modes at
+    other settings, branched from the same progressive run) added; a row both hold (the variant dir's links to the
+    base's runs) counts once. Refused: another seed, another start, or two different results for one mode at one
+    setting."""
+    if variant['seeds'] != base['seeds']:
+        raise ValueError(f'--join: {variant_dir} has seeds {variant["seeds"]}, {work_dir} {base["seeds"]}; a variant '
+                         f'dir joins the work dir of its own seed')
+    starts = {round(r['start_nds'], 6) for r in base['ablation'] + variant['ablation'] if 'start_nds' in r}
+    if len(starts) > 1:
+        raise ValueError(f'--join: the distillation runs of {work_dir} and {variant_dir} start at different NDS '
+                         f'{sorted(starts)}: not branched from one progressive run, so not paired')
+    out = dict(base, ablation=list(base['ablation']))
+    for row in variant['ablation']:
+        same = [r for r in out['ablation'] if r['mode'] == row['mode'] and r.get('loss_weights') == row.get(
+            'loss_weights')]
+        if same and (same[0]['nds'], same[0]['map']) != (row['nds'], row['map']):
+            raise ValueError(f'--join: {work_dir} and {variant_dir} both hold mode {row["mode"]} at loss weights '
+                             f'{row.get("loss_weights")} with different results; write their results.json again '
+                             f'(tools/study.py --write-results) or leave one out')
+        if not same:
+            out['ablation'].append(row)
     return out
 
 
-def merge(work_dirs: List[str]) -> dict:
+def label_by_weights(results: List[dict]) -> None:
+    """In place: a mode (or QD-BEV method) whose rows have different ``loss_weights`` across ``results`` is named with
+    its weights in every row (``vgd@1100``, ``img+bev@1000+1``, ``qdbev_w4a6@1100``)."""
+    for key, name in (('ablation', 'mode'), ('methods', 'name')):
+        weights: Dict[str, set] = {}
+        for res in results:
+            for row in res[key]:
+                weights.setdefault(row[name], set()).add(json.dumps(row.get('loss_weights'), sort_keys=True))
+        for res in results:
+            res[key] = [dict(row, **{name: f'{row[name]}@' + '+'.join(f'{v:g}' for v in row['loss_weights'].values())})
+                        if len(weights[row[name]]) > 1 and row.get('loss_weights') else row for row in res[key]]
+
+
+def merge(work_dirs: List[str], join: Sequence[str] = (), pairs: Sequence[Tuple[str, str]] = (),
+          same_teacher: Sequence[str] = ()) -> dict:
+    """The merged study of ``work_dirs`` (one seed each); see the module docstring for ``join``, ``pairs`` and
+    ``same_teacher``."""
     real = [osp.realpath(w) for w in work_dirs]
     twice = sorted({w for w, r in zip(work_dirs, real) if real.count(r) > 1})
     if twice:
         raise ValueError(f'{", ".join(twice)}: the same work dir given twice would count its runs twice')
     results = [load_results(w) for w in work_dirs]
+    everything = list(results)
+    for suffix in join:
+        found = [(i, w.rstrip('/') + suffix) for i, w in enumerate(work_dirs) if osp.isdir(w.rstrip('/') + suffix)]
+        if not found:
+            raise ValueError(f'--join {suffix}: no work dir has a variant dir {work_dirs[0].rstrip("/")}{suffix}')
+        for i, vdir in found:  # a work dir without this variant keeps its own rows
+            variant = load_results(vdir)
+            everything.append(variant)
+            results[i] = join_variants(results[i], work_dirs[i], variant, vdir)
+    aliases = [a.lower() for a in same_teacher]
+    if any(len(a) < 8 or any(c not in '0123456789abcdef' for c in a) for a in aliases):
+        raise ValueError(f'--same-teacher: {same_teacher} must be SHA-256 hashes or prefixes of 8+ hex digits')
+
+    def canonical(value):
+        return aliases[0] if aliases and any(str(value).startswith(a) for a in aliases) else value
     for field, read, what in SETTING:
-        known = [value for value in map(read, results) if value is not None]  # None: unknown, not compared
+        known = [canonical(value) for value in map(read, everything) if value is not None]  # None: unknown
         if len({json.dumps(value, sort_keys=True) for value in known}) > 1:
-            raise ValueError(f'results.json "{field}" differs between {", ".join(work_dirs)}: {what}, so they are '
-                             f'not seeds of one setting')
+            raise ValueError(f'results.json "{field}" differs between {", ".join(work_dirs)}'
+                             f'{" and their --join dirs" if join else ""}: {what}, so they are not seeds of one '
+                             f'setting' + (' (--same-teacher names two files that hold one model)'
+                                           if field == 'teacher' else ''))
+    label_by_weights(results)
     labels = [seed_label(r, w) for r, w in zip(results, work_dirs)]
     if len(set(labels)) < len(labels):
         labels = [f'{label} ({w})' for label, w in zip(labels, work_dirs)]
     ablation = merge_rows(results, labels, 'ablation', 'mode', ('nds', 'map', 'start_nds', 'gain_nds'))
+    modes = [row['mode'] for row in ablation]
+    unknown = sorted({m for pair in pairs for m in pair if m not in modes})
+    if unknown:
+        raise ValueError(f'--pair: no mode {unknown} in these work dirs; modes: {modes}')
     return dict(
-        work_dirs=work_dirs, runs=labels, min_bits=results[0].get('min_bits', []),
+        work_dirs=work_dirs, join=list(join), runs=labels, min_bits=results[0].get('min_bits', []),
         device=sorted({r.get('device') for r in results if r.get('device')}),
         seeds=[s for r in results for s in r['seeds']],
         methods=merge_rows(results, labels, 'methods', 'name', ('nds', 'map')),
-        ablation=ablation, paired=paired_gains(ablation),
+        ablation=ablation, paired=paired_gains(ablation, pairs=pairs),
         unfinished={label: r['unfinished'] for label, r in zip(labels, results) if r.get('unfinished')})
 
 
@@ -230,9 +319,15 @@ def main(argv=None) -> int:
     parser.add_argument('work_dirs', nargs='+', metavar='WORK_DIR')
     parser.add_argument('--out', metavar='PREFIX', help='write PREFIX.md and PREFIX.json (and PREFIX.png: the paired '
                                                         'differences, when there are any)')
+    parser.add_argument('--join', nargs='+', default=[], metavar='SUFFIX',
+                        help='add the ablation rows of the variant dirs WORK_DIR+SUFFIX to their seed')
+    parser.add_argument('--pair', nargs=2, action='append', default=[], metavar=('MODE', 'MINUS'),
+                        help='also the paired difference MODE - MINUS (repeatable)')
+    parser.add_argument('--same-teacher', nargs=2, default=[], metavar='SHA',
+                        help='two teacher files (SHA-256 or 8+ hex digit prefixes) that hold one model')
     args = parser.parse_args(argv)
     try:
-        m = merge(args.work_dirs)
+        m = merge(args.work_dirs, args.join, [tuple(p) for p in args.pair], args.same_teacher)
     except ValueError as err:
         parser.error(str(err))
     text = render(m)

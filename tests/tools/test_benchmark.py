@@ -359,7 +359,8 @@ def test_a_run_at_some_batches_keeps_the_devices_other_batches_and_heads_with_it
     run = bm.merge_runs(merged, third)['runs']['cuda: H200']
     assert run['carried'] == {'train.8': dict(command='benchmark --only P1 P2 --batch 8', time='2'),
                               'train.1.infer': dict(command='benchmark --batch 1 8', time='1')}
-    assert run['train']['1']['qat_vgd_step_over_fp_step'] == 2.5 and run['train']['1']['fakequant_infer_over_fp'] == 1.25
+    assert run['train']['1']['qat_vgd_step_over_fp_step'] == 2.5
+    assert run['train']['1']['fakequant_infer_over_fp'] == 1.25
 
 
 def _infer_run(time_, ratio, batch='8', img_hw=(450, 800)):

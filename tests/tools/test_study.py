@@ -2,6 +2,7 @@
 has the keys of docs/results.json with the numbers taken from the runs' phase logs and the PTQ sweep."""
 import argparse
 import json
+import os.path as osp
 
 import pytest
 from mmengine.config import Config, DictAction
@@ -158,6 +159,9 @@ def test_results_json_has_the_documented_keys_and_the_runs_numbers(tmp_path):
         if run != 'qdbev_img':  # cut by a time limit: its last evaluation is not the method's result
             (w / run / 'done').write_text('\n')
     (w / 'direct' / 'done').write_text('2026-12-01 13:40:00 tools/train.py configs/qdbev/x.py --work-dir w/direct\n')
+    # the config the bev run saved (its --cfg-options merged) names the weight it ran at
+    (w / 'qdbev_bev' / osp.basename(study.QDBEV.format('w4a6'))).write_text(
+        'model = dict(distill_losses=dict(bev=dict(tau=1.0, loss_weight=7)))\n')
     res = study.write_results(str(w), 3, device='NVIDIA H200')  # written off the GPU machine: named, not detected
     assert set(res) >= {'ptq', 'methods', 'ablation', 'config', 'device', 'seeds'} and res['seeds'] == [3]
     assert res['device'] == 'NVIDIA H200' and 'NVIDIA H200' in (w / 'results.md').read_text()
@@ -180,6 +184,10 @@ def test_results_json_has_the_documented_keys_and_the_runs_numbers(tmp_path):
     ablation = {a['mode']: a for a in res['ablation']}
     assert ablation['none']['start_nds'] == 0.31 and ablation['none']['gain_nds'] == pytest.approx(0.03)
     assert 'gain_nds' not in ablation['vgd']  # its phase 5 was not evaluated: no gain claimed
+    # the distillation terms' weights of each run: the saved config's, else the config the run would train
+    assert ablation['bev']['loss_weights'] == {'bev': 7.0} and ablation['none']['loss_weights'] == {}
+    vgd_weight = Config.fromfile(study.QDBEV.format('w4a6')).model.distill_losses.vgd.loss_weight
+    assert ablation['vgd']['loss_weights'] == methods['qdbev_w4a6']['loss_weights'] == {'vgd': vgd_weight}
     assert '| none | 0.3400 | 0.2300 | 0.3100 | 0.0300 |' in (w / 'results.md').read_text()
     text = (w / 'results.md').read_text()
     assert '| qdbev_w4a6 | 4/6 |' in text and 'qdbev_img (last evaluation: phase vgd, iteration 46)' in text

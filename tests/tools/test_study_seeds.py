@@ -9,16 +9,20 @@ FLOORS = [dict(modules=['pts_bbox_head.transformer.reference_points'], w_bits=8,
 
 
 def _work_dir(tmp_path, name, seed, methods, ablation, min_bits=FLOORS, unfinished=None, teacher='train.py t',
-              start='own'):
+              start='own', weights=None):
+    """A study work dir's results.json; ``weights``: ``{mode or method: loss_weights}``."""
     w = tmp_path / name
     w.mkdir()
+    weights = weights or {}
     res = dict(ptq=[], seeds=[seed], min_bits=min_bits, device='NVIDIA H200', unfinished=unfinished or {},
                ablation_start=start,
                commands=dict(teacher=teacher),
-               methods=[dict(name=n, w_bits=4, a_bits=6, size_mb=2.9, tbops=0.24, nds=nds, map=mp)
+               methods=[dict(name=n, w_bits=4, a_bits=6, size_mb=2.9, tbops=0.24, nds=nds, map=mp,
+                             **({'loss_weights': weights[n]} if n in weights else {}))
                         for n, (nds, mp) in methods.items()],
                ablation=[dict(mode=mode, nds=end, map=0.3, **({} if start is None else
-                                                              dict(start_nds=start, gain_nds=end - start)))
+                                                              dict(start_nds=start, gain_nds=end - start)),
+                              **({'loss_weights': weights[mode]} if mode in weights else {}))
                          for mode, (start, end) in ablation.items()])
     (w / 'results.json').write_text(json.dumps(res))
     return str(w)
@@ -107,3 +111,57 @@ def test_other_floors_teachers_the_same_dir_twice_or_a_bad_results_file_are_refu
     err = _refused([a, str(tmp_path / 'nothing')], capsys)
     assert 'nothing/results.json not found' in err and '--write-results' in err
     assert not list(tmp_path.glob('*.md'))
+
+
+def _adopted(path, sha):
+    return f'python tools/study.py --teacher-from {path}  # sha256 {sha}'
+
+
+def test_variant_dirs_join_their_seed_and_a_mode_at_other_weights_is_named_by_them(tmp_path, capsys):
+    """Session 13 ran VGD at 5000 in its work dirs and at 1100 in the w1100 variants, session 15 the reverse, on one
+    teacher republished under another hash: --join, --same-teacher and --pair pool them into one paired table."""
+    w5000, w1100 = {'vgd': 5000.0}, {'vgd': 1100.0}
+    a = _work_dir(tmp_path, 'a', 0, {'qdbev_w4a6': (0.32, 0.2)}, {'vgd': (0.30, 0.32), 'none': (0.30, 0.31)},
+                  teacher=_adopted('work_dirs/a/teacher.pth', 'aaaaaaaa' + '1' * 56), start='progressive',
+                  weights={'vgd': w5000, 'qdbev_w4a6': w5000})
+    _work_dir(tmp_path, 'aw1100', 0, {}, {'vgd': (0.30, 0.33), 'none': (0.30, 0.31)},  # none: the linked base run
+              teacher=_adopted('work_dirs/a/teacher.pth', 'aaaaaaaa' + '1' * 56), start='progressive',
+              weights={'vgd': w1100})
+    b = _work_dir(tmp_path, 'b', 1, {'qdbev_w4a6': (0.41, 0.3)}, {'vgd': (0.40, 0.41), 'none': (0.40, 0.40)},
+                  teacher=_adopted('work_dirs/b/teacher.pth', 'bbbbbbbb' + '2' * 56), start='progressive',
+                  weights={'vgd': w1100, 'qdbev_w4a6': w1100})
+    _work_dir(tmp_path, 'bw5000', 1, {}, {'vgd': (0.40, 0.39)},
+              teacher=_adopted('work_dirs/b/teacher.pth', 'bbbbbbbb' + '2' * 56), start='progressive',
+              weights={'vgd': w5000})
+    m = study_seeds.merge([a, b], join=['w1100', 'w5000'], pairs=[('vgd@1100', 'vgd@5000'), ('vgd@1100', 'none')],
+                          same_teacher=['AAAAAAAA', 'bbbbbbbb'])
+    assert [row['mode'] for row in m['ablation']] == ['vgd@5000', 'none', 'vgd@1100']
+    assert [row['name'] for row in m['methods']] == ['qdbev_w4a6@5000', 'qdbev_w4a6@1100']
+    pairs = {(p['mode'], p['minus']): p for p in m['paired']}
+    assert [d['diff_nds'] for d in pairs[('vgd@1100', 'vgd@5000')]['runs']] == pytest.approx([0.01, 0.02])
+    assert [d['diff_nds'] for d in pairs[('vgd@5000', 'none')]['runs']] == pytest.approx([0.01, -0.01])
+    assert pairs[('vgd@1100', 'none')]['of'] == 2 and len(m['paired']) == 3  # a --pair already listed counts once
+    assert '| vgd@1100 - vgd@5000 | +0.0100 | +0.0200 | +0.0150 (0.0071), larger in 2 of 2 |' in study_seeds.render(m)
+    # the two hashes are one teacher only when said so; the path a file was adopted from does not matter
+    err = _refused([a, b, '--join', 'w1100', 'w5000'], capsys)
+    assert '"teacher" differs' in err and '--same-teacher' in err
+    assert study_seeds.teacher_id(_adopted('x/t.pth', 'abc123')) == study_seeds.teacher_id(_adopted('y.pth', 'abc123'))
+    err = _refused([a, b, '--join', 'w9', '--same-teacher', 'aaaaaaaa', 'bbbbbbbb'], capsys)
+    assert '--join w9: no work dir has a variant dir' in err
+    err = _refused([a, b, '--join', 'w1100', '--same-teacher', 'aaaa', 'bbbbbbbb'], capsys)
+    assert '--same-teacher' in err and '8+ hex digits' in err
+    err = _refused([a, b, '--join', 'w1100', '--same-teacher', 'aaaaaaaa', 'bbbbbbbb', '--pair', 'vgd', 'none'],
+                   capsys)
+    assert "--pair: no mode ['vgd']" in err and 'vgd@1100' in err
+    _work_dir(tmp_path, 'aw2', 0, {}, {'vgd': (0.29, 0.33)}, start='progressive', weights={'vgd': {'vgd': 2.0}},
+              teacher=_adopted('work_dirs/a/teacher.pth', 'aaaaaaaa' + '1' * 56))
+    err = _refused([a, '--join', 'w2'], capsys)
+    assert 'start at different NDS' in err and 'not branched from one progressive run' in err
+    _work_dir(tmp_path, 'aw3', 1, {}, {'vgd': (0.30, 0.33)}, start='progressive', weights={'vgd': {'vgd': 3.0}},
+              teacher=_adopted('work_dirs/a/teacher.pth', 'aaaaaaaa' + '1' * 56))
+    err = _refused([a, '--join', 'w3'], capsys)
+    assert 'has seeds [1]' in err and 'its own seed' in err
+    _work_dir(tmp_path, 'aw4', 0, {}, {'none': (0.30, 0.35)}, start='progressive',
+              teacher=_adopted('work_dirs/a/teacher.pth', 'aaaaaaaa' + '1' * 56))
+    err = _refused([a, '--join', 'w4'], capsys)
+    assert 'both hold mode none' in err and 'different results' in err
