@@ -169,7 +169,7 @@ case "$cmd" in
     case "$plan" in */*) ;; *) plan=./$plan ;; esac  # (source would search $PATH for a bare name)
     [ -f "$plan" ] || { echo "gpu_job: call: no plan file $plan" >&2; exit 64; }
     known=$(find "$JOBS" -maxdepth 1 -name '*.pid' | wc -l)
-    if [ "$known" = 0 ]; then echo "gpu_job: call: a fresh machine (no job known): the plan starts from the beginning"
+    if [ "$known" -eq 0 ]; then echo "gpu_job: call: a fresh machine (no job known): the plan starts from the beginning"
     else echo "gpu_job: call: a warm machine ($known jobs known)"; fi
     bash "$SELF" setup ${SHARED_DIR:-} > "$JOBS/setup.log" 2>&1 || { tail -n 5 "$JOBS/setup.log"; exit 1; }
     ensure() { bash "$SELF" ensure "$@"; }

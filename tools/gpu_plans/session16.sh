@@ -7,7 +7,7 @@
 # Send the next call at once when one returns: the machine is given back after 30 s idle, and a fresh one starts the
 # plan over (the call's first line says which). Device time, estimated from session 15: start 35-270 s, set-up
 # ~40 s, study set 64 s, progressive runs 350 s, the distillation runs ~850 s (9 runs of 400 iterations side by side;
-# session 15 ran 12 of 100 in 279 s), the tiny run beside them, the profile ~200 s.
+# session 15 ran 12 of 100 in 279 s), the tiny run beside them, the two benchmarks ~180 s each.
 #
 # 1. Issue 8: does a longer distillation phase separate the objectives? Session 15 pooled six seeds of 100-iteration
 #    phases: every paired difference was below its spread (docs/results.md "Session 15"). The same teacher and
@@ -24,10 +24,13 @@ ensure tiny --after data bash -c 'D=data/synthetic/study; R="train_dataloader.da
   test_evaluator.ann_file=$D/nuscenes_infos_val.pkl"; C=configs/experiments/study_learning/t_groups_ms3.py; \
   python tools/train.py $C --work-dir work_dirs/tiny16 --resume --cfg-options $R && \
   python tools/test.py $C work_dirs/tiny16/iter_2000.pth --cfg-options $R'
-# 3. Issue 9 last, on a quiet machine: where the QAT+VGD step's time above the floor goes (47-84 ms at batch 8,
-#    docs/benchmarks.md "Session 15"): operator tables of one FP step and one QAT+VGD step, the student at the
-#    recommended budget.
+# 3. Issue 9 last, on a quiet machine, with the teacher now running before the student (model.teacher_first, the
+#    default since session 15; session 15's 12497 MiB had it after): P2 at equal memory budgets (session 15, teacher
+#    after: 1.56), then where the QAT+VGD step's time above the floor goes (47-84 ms at batch 8,
+#    docs/benchmarks.md "Session 15"): operator tables of one FP step and one QAT+VGD step.
 S="model.teacher_compile=True model.student_compile.dynamic=False model.student_compile.activation_memory_budget=0.5"
-ensure profile --after-ended tiny,study16 python tools/benchmark.py --device cuda --only P1 P2 --batch 8 --reps 5 \
+ensure equal --after-ended tiny,study16 python tools/benchmark.py --device cuda --only P1 P2 --batch 8 --reps 5 \
+  --warmup 3 --compile-fp-train --fp-memory-budget 0.5 --qdbev-options $S --out-json work_dirs/bench16/equal.json
+ensure profile --after-ended equal python tools/benchmark.py --device cuda --only P1 P2 --batch 8 --reps 5 \
   --warmup 3 --compile-fp-train --qdbev-options $S --profile work_dirs/bench16/profile \
   --out-json work_dirs/bench16/benchmarks.json

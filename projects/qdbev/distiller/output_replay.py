@@ -1,13 +1,19 @@
-"""Make the teacher see exactly the student's augmented inputs.
+"""Make teacher and student see exactly the same augmented inputs.
 
 The student trains in train mode, so its random in-model augmentation (BEVFormer's ``grid_mask`` on the current
 frame) changes its images; the frozen teacher runs in eval mode where that module is the identity. To distil on the
-same inputs, :class:`OutputReplay` records what the student's module returned at each call and makes the teacher's
-module of the same name return those tensors, call by call (history frames included: there the student's module ran
-in eval mode too, so the replayed output equals the input).
+same inputs, :class:`OutputReplay` records what one model's module returned at each call and makes the other model's
+module of the same name return those tensors, call by call (history frames included: there the module runs in eval
+mode, so the replayed output equals the input).
+
+Which model leads: the student (``lead='student'``: the teacher runs after the student's forward and replays its
+draws) or the teacher (``lead='teacher'``: while it leads, the teacher's source modules take the student's training
+mode, so the teacher draws the augmentation the student would; the student then replays it). A leading teacher runs
+before the student's forward, so its forward's transient memory is freed before the student's saved activations
+build up instead of adding to them.
 """
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Sequence
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 from torch import Tensor, nn
 
@@ -15,30 +21,37 @@ from qdbev.distill import find_module
 
 
 class OutputReplay:
-    """Record module outputs in one model (``capture``) and return them from the same-named modules of another
-    (``replay``).
+    """Record module outputs in the leading model (``capture``) and return them from the same-named modules of the
+    other (``replay``).
 
     Args:
         sources: dotted module names present in both models (e.g. ``['grid_mask']``).
         student, teacher: the models; hooks are registered at once (errors name ``model.teacher_replay``).
+        lead: ``'student'`` or ``'teacher'``: the model that runs first and draws (see the module docstring).
     """
 
-    def __init__(self, sources: Sequence[str], student: nn.Module, teacher: nn.Module) -> None:
+    def __init__(self, sources: Sequence[str], student: nn.Module, teacher: nn.Module, lead: str = 'student') -> None:
         if isinstance(sources, str) or not all(isinstance(s, str) for s in sources):
             raise ValueError(f'model.teacher_replay must be a list of module names, got {sources!r}')
+        if lead not in ('student', 'teacher'):
+            raise ValueError(f"OutputReplay: lead must be 'student' or 'teacher', got {lead!r}")
         self.sources = list(sources)
+        self.lead = lead
         self.records: Dict[str, List[Tensor]] = {s: [] for s in self.sources}
         self._cursor: Dict[str, int] = {s: 0 for s in self.sources}
         self._capturing = False
         self._replaying = False
         self._handles = []
+        self._pairs: List[Tuple[nn.Module, nn.Module]] = []  # (student module, teacher module) per source
         for source in self.sources:
             try:
                 s_mod, t_mod = find_module(student, source), find_module(teacher, source)
             except ValueError as err:
                 raise ValueError(f'model.teacher_replay: {err}') from None
-            self._handles.append(s_mod.register_forward_hook(self._capture_hook(source)))
-            self._handles.append(t_mod.register_forward_hook(self._replay_hook(source)))
+            self._pairs.append((s_mod, t_mod))
+            leader, follower = (s_mod, t_mod) if lead == 'student' else (t_mod, s_mod)
+            self._handles.append(leader.register_forward_hook(self._capture_hook(source)))
+            self._handles.append(follower.register_forward_hook(self._replay_hook(source)))
 
     def _capture_hook(self, source: str):
         def hook(_module, _inputs, output):
@@ -54,27 +67,35 @@ class OutputReplay:
             recorded = self.records[source]
             if k >= len(recorded) or recorded[k].shape != output.shape:
                 got = tuple(recorded[k].shape) if k < len(recorded) else None
-                raise RuntimeError(f"OutputReplay('{source}'): teacher call {k} produced {tuple(output.shape)} but "
-                                   f'the student recorded {got} ({len(recorded)} calls); teacher and student must run '
-                                   f'the same forward on the same batch')
+                follower = 'teacher' if self.lead == 'student' else 'student'
+                raise RuntimeError(f"OutputReplay('{source}'): {follower} call {k} produced {tuple(output.shape)} but "
+                                   f'the {self.lead} recorded {got} ({len(recorded)} calls); teacher and student must '
+                                   f'run the same forward on the same batch')
             self._cursor[source] = k + 1
             return recorded[k]
         return hook
 
     @contextmanager
     def capture(self) -> Iterator[None]:
-        """Forget earlier records and record the student's outputs while inside."""
+        """Forget earlier records and record the leading model's outputs while inside; a leading teacher's source
+        modules have the student's training mode meanwhile (and their own again on exit)."""
         for s in self.sources:
             self.records[s] = []
+        modes = [(t_mod, t_mod.training) for _, t_mod in self._pairs] if self.lead == 'teacher' else []
+        for s_mod, t_mod in self._pairs if self.lead == 'teacher' else ():
+            t_mod.train(s_mod.training)
         self._capturing = True
         try:
             yield
         finally:
             self._capturing = False
+            for t_mod, mode in modes:
+                t_mod.train(mode)
 
     @contextmanager
     def replay(self) -> Iterator[None]:
-        """Teacher modules return the captured outputs in call order while inside; records are dropped on exit."""
+        """The following model's modules return the captured outputs in call order while inside; records are
+        dropped on exit."""
         self._cursor = {s: 0 for s in self.sources}
         self._replaying = True
         try:

@@ -3,7 +3,8 @@
 One mmengine model holding two detectors built from the same config (``architecture``):
 
 * ``teacher``: FP, frozen (``requires_grad`` False, always in eval mode), weights from ``teacher_checkpoint``;
-  it runs on the same preprocessed batch after the student, under ``torch.no_grad()``, so no graph is kept.
+  it runs on the same preprocessed batch before the student (``teacher_first``), under ``torch.no_grad()``, so no
+  graph is kept.
 * ``student``: initialised from the same weights (QAT starts from the FP model) and fake-quantized with
   :func:`qdbev.quant.quantize_model` (``qconfig``); its detection losses stay on.
 
@@ -69,8 +70,12 @@ class QDBEVDistiller(BaseModel):
             ``bev`` (encoder output ``[B, HW, C]``), ``cls`` / ``reg`` (last decoder layer's branches); None uses
             :data:`DEFAULT_RECORDERS` (BEVFormer module names).
         img_levels: FPN levels distilled by img / vgd (None: all).
-        teacher_replay: modules whose student outputs the teacher reuses (random augmentation inside the model,
-            BEVFormer's ``grid_mask``), so both see the same images.
+        teacher_replay: modules whose outputs one detector records and the other reuses (random augmentation inside
+            the model, BEVFormer's ``grid_mask``), so both see the same images.
+        teacher_first: run the teacher's forward before the student's (default): the teacher draws the augmentation
+            as the student would and the student replays it, and the teacher's transient memory is freed before the
+            student's saved activations build up (peak memory). False: the student first, the teacher after it (the
+            teacher's transient adds to the student's saved activations; ``teacher_img_chunk`` bounds it).
         bev_geometry: ``dict(bev_h, bev_w, pc_range, num_points_in_pillar)`` of the VGD masks; None reads them from
             the student (``pts_bbox_head.bev_h/bev_w`` and the ``bev`` recorder's module ``pc_range`` /
             ``num_points_in_pillar``).
@@ -78,10 +83,10 @@ class QDBEVDistiller(BaseModel):
             (not back-propagated). Off, the teacher runs only what the active terms read: image features and
             encoder, plus the decoder and branches for ``head`` / ``kd`` (no Hungarian matching, no losses).
         teacher_img_chunk: images per teacher backbone call (``BEVFormer.eval_img_chunk``; the frozen teacher runs
-            in eval mode without autograd, so the numbers are the same): the teacher runs after the student's
-            forward, and its backbone transient would otherwise add the whole batch's to the student's saved
-            activations (peak memory). None: the architecture's setting. Refused when a teacher recorder or replay
-            source lies inside ``img_backbone`` (its calls would be split).
+            in eval mode without autograd, so the numbers are the same): with ``teacher_first=False`` the teacher
+            runs after the student's forward, and its backbone transient would otherwise add the whole batch's to the
+            student's saved activations (peak memory). None: the architecture's setting. Refused when a teacher
+            recorder or replay source lies inside ``img_backbone`` (its calls would be split).
         teacher_autocast: ``'bf16'`` or ``'fp16'`` runs the frozen teacher's forward under ``torch.autocast`` in
             that dtype (tensor cores; the camera projection stays float32, see ``BEVFormerEncoder.camera_points``),
             and its recorded features are cast back to float32 before the distill terms; None (default): float32.
@@ -102,6 +107,7 @@ class QDBEVDistiller(BaseModel):
                  distill_mode: str = 'none', distill_losses: Optional[dict] = None,
                  teacher_recorders: Optional[dict] = None, student_recorders: Optional[dict] = None,
                  img_levels: Optional[Sequence[int]] = None, teacher_replay: Sequence[str] = ('grid_mask',),
+                 teacher_first: bool = True,
                  bev_geometry: Optional[dict] = None, log_teacher_losses: bool = False,
                  teacher_img_chunk: Optional[int] = 6, teacher_autocast: Optional[str] = None,
                  teacher_compile: bool = False, student_compile: Union[bool, dict] = False,
@@ -135,7 +141,11 @@ class QDBEVDistiller(BaseModel):
                                               'teacher_recorders')
         self.student_records = FeatureRecords(student_recorders or DEFAULT_RECORDERS, self.student,
                                               'student_recorders')
-        self.replay = OutputReplay(list(teacher_replay or ()), self.student, self.teacher)
+        if not isinstance(teacher_first, bool):
+            raise ValueError(f'model.teacher_first must be True or False, got {teacher_first!r}')
+        self.teacher_first = teacher_first
+        self.replay = OutputReplay(list(teacher_replay or ()), self.student, self.teacher,
+                                   lead='teacher' if teacher_first else 'student')
         self.geometry = self._geometry(bev_geometry, student_recorders or DEFAULT_RECORDERS)
         self.log_teacher_losses = bool(log_teacher_losses)
         if teacher_autocast not in AUTOCAST_DTYPES:
@@ -245,16 +255,17 @@ class QDBEVDistiller(BaseModel):
         """Student detection losses plus ``loss_distill_<term>`` of each active term (see :mod:`.distill_terms`)."""
         if not self.distill.active:
             return self.student.loss(inputs, data_samples)
-        with self.student_records.recording(), self.replay.capture():
-            losses = self.student.loss(inputs, data_samples)
         names = DistillTerms.records_for(self.distill.mode)
-        teacher_losses = {}
         imgs = batch_images(inputs)
-        with torch.no_grad(), self.teacher_records.recording(), self.replay.replay(), self.teacher_precision(imgs):
-            if self.log_teacher_losses:
-                teacher_losses = self.teacher.loss(inputs, data_samples)
-            else:
-                self.teacher.forward_queue(inputs, data_samples, with_head=bool({'cls', 'reg'} & set(names)))
+        lead, follow = self.replay.capture, self.replay.replay  # the first model draws, the second replays
+        if self.teacher_first:
+            teacher_losses = self._teacher_forward(inputs, data_samples, names, imgs, lead)
+            with self.student_records.recording(), follow():
+                losses = self.student.loss(inputs, data_samples)
+        else:
+            with self.student_records.recording(), lead():
+                losses = self.student.loss(inputs, data_samples)
+            teacher_losses = self._teacher_forward(inputs, data_samples, names, imgs, follow)
         lidar2img = current_lidar2img(data_samples)
         batch, num_cams = lidar2img.shape[:2]
         rec_s = self.student_records.features(names, batch, num_cams)
@@ -275,6 +286,16 @@ class QDBEVDistiller(BaseModel):
         self.student_records.reset()
         self.teacher_records.reset()
         return losses
+
+    def _teacher_forward(self, inputs: dict, data_samples: List, names: Sequence[str], imgs: Tensor,
+                         replay) -> Dict[str, Tensor]:
+        """The frozen teacher's forward of the batch (its features recorded) inside ``replay`` (the replay's
+        ``capture`` or ``replay``); its detection losses when ``log_teacher_losses``, else {}."""
+        with torch.no_grad(), self.teacher_records.recording(), replay(), self.teacher_precision(imgs):
+            if self.log_teacher_losses:
+                return self.teacher.loss(inputs, data_samples)
+            self.teacher.forward_queue(inputs, data_samples, with_head=bool({'cls', 'reg'} & set(names)))
+        return {}
 
     def teacher_precision(self, imgs: Tensor):
         """``torch.autocast`` in ``teacher_autocast``'s dtype on ``imgs``' device, or a no-op context."""

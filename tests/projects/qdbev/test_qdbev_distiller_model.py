@@ -278,21 +278,41 @@ def test_mode_none_skips_the_teacher_and_modes_switch_at_run_time(arch, teacher_
     taps_t.remove()
 
 
-def test_grid_mask_replay_gives_the_teacher_the_students_images(arch, teacher_ckpt):
+@pytest.mark.parametrize('teacher_first', [True, False])
+def test_grid_mask_replay_gives_teacher_and_student_the_same_images(arch, teacher_ckpt, teacher_first):
+    """Whichever detector runs first draws the grid mask (a leading teacher as the student would: on the current
+    frame only), and the other sees the same images."""
     arch_gm = copy.deepcopy(arch)
     arch_gm['use_grid_mask'] = True
-    model = build_distiller(arch_gm, teacher_ckpt, distill_mode='img')
+    model = build_distiller(arch_gm, teacher_ckpt, distill_mode='img', teacher_first=teacher_first)
     model.train()
-    model.student.grid_mask.prob = 1.0  # always mask
-    seen = {}
+    for det in (model.student, model.teacher):
+        det.grid_mask.prob = 1.0  # always mask
+    seen = {'s': [], 't': []}
+    order = []
+
+    def look(who):
+        def hook(_module, args):
+            seen[who].append(args[0])
+            order.append(who)
+        return hook
     for who, det in (('s', model.student), ('t', model.teacher)):
-        det.img_backbone.register_forward_pre_hook(lambda _m, args, who=who: seen.__setitem__(who, args[0]))
+        det.img_backbone.register_forward_pre_hook(look(who))
     data = _prep(model)
     model(**data, mode='loss')
-    current = data['inputs']['imgs'][0, -6:]
-    assert not torch.equal(seen['s'], current)  # the student's current frame was masked ...
-    assert torch.equal(seen['t'], seen['s'])  # ... and the teacher saw the same masked images
-    assert (seen['s'] == 0).float().mean() > 0.05
+    assert order[0] == ('t' if teacher_first else 's')
+    assert data['inputs']['imgs'].shape[0] == 1
+    imgs = data['inputs']['imgs'][0]  # [T*6, 3, H, W]
+    frames = imgs.shape[0] // 6
+    assert frames > 1 and len(seen['s']) == len(seen['t']) == frames  # history frames one by one, then the current
+    for k in range(frames - 1):  # history frames: never masked
+        assert torch.equal(seen['s'][k], imgs[6 * k:6 * k + 6]) and torch.equal(seen['t'][k], seen['s'][k])
+    assert not torch.equal(seen['s'][-1], imgs[-6:])  # the student's current frame was masked ...
+    assert torch.equal(seen['t'][-1], seen['s'][-1])  # ... and the teacher saw the same masked images
+    assert (seen['s'][-1] == 0).float().mean() > 0.05
+    assert not model.teacher.grid_mask.training  # the frozen teacher is in eval mode again
+    with pytest.raises(ValueError, match='model.teacher_first must be True or False'):
+        build_distiller(arch_gm, None, teacher_first='yes')
 
 
 def test_predict_and_tensor_use_the_student_only(arch, teacher_ckpt):

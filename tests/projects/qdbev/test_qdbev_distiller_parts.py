@@ -115,6 +115,38 @@ def test_output_replay_call_by_call():
     replay.remove()
 
 
+def test_output_replay_led_by_the_teacher():
+    """A leading teacher draws with the student's training mode (its own eval mode back afterwards), the student
+    replays the draws call by call; an eval-mode call (a history frame) replays its input unchanged."""
+    student, teacher = _net(), _net()
+    student.train()
+    teacher.eval()
+    replay = OutputReplay(['1'], student, teacher, lead='teacher')
+    x1, x2 = torch.randn(4, 3), torch.randn(4, 3)
+    with torch.no_grad(), replay.capture():
+        assert teacher[1].training and not teacher[0].training  # only the source module follows the student
+        t1, t2 = teacher(x1), teacher(x2)
+    assert not teacher[1].training
+    assert not torch.allclose(t1, teacher(x1))  # the teacher drew noise: its eval forward differs
+    with replay.replay():
+        s1, s2 = student(x1), student(x2)
+    assert torch.allclose(s1, t1) and torch.allclose(s2, t2)
+    assert s1.requires_grad  # the student's layers after the replayed module still train
+    student[1].eval()  # e.g. BEVFormer's history frames: the leader's module is the identity there too
+    with torch.no_grad(), replay.capture():
+        t_eval = teacher(x1)
+    with replay.replay():
+        assert torch.allclose(student(x1), t_eval)
+    with torch.no_grad(), replay.capture():
+        teacher(x1)
+    with pytest.raises(RuntimeError, match='student call 1 .* the teacher recorded None'), replay.replay():
+        student(x1)
+        student(x1)
+    with pytest.raises(ValueError, match="lead must be 'student' or 'teacher'"):
+        OutputReplay(['1'], student, teacher, lead='both')
+    replay.remove()
+
+
 def test_teacher_state_checks(tmp_path):
     ref = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1)).state_dict()
     good = {k: torch.ones_like(v) for k, v in ref.items()}
