@@ -22,9 +22,8 @@ twice.
 
 - ``--join SUFFIX``: the variant work dirs ``WORK_DIR + SUFFIX`` (``tools/study_gpu_chain.sh`` VARIANTS: modes at
   other settings, branched from the same progressive run) add their ablation rows to their seed's (work dirs
-  without that variant dir keep their own rows). A mode run at
-  different loss weights in the merged dirs is named with its weights, ``vgd@1100`` / ``vgd@5000``
-  (``results.json`` ``loss_weights``).
+  without that variant dir keep their own rows). A mode run at different loss weights in the merged dirs is named
+  with its weights, ``vgd@1100`` / ``vgd@5000`` (``results.json`` ``loss_weights``).
 - ``--pair A B``: also the paired difference A - B (besides every mode against ``none``).
 - ``--same-teacher SHA SHA``: two teacher files (SHA-256 or a prefix of 8+ hex digits) that hold one model, e.g. a
   checkpoint and its republished copy (``checkpoints/README.md``): their work dirs are seeds of one setting.
