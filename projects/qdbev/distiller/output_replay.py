@@ -8,7 +8,9 @@ mode, so the replayed output equals the input).
 
 Which model leads: the student (``lead='student'``: the teacher runs after the student's forward and replays its
 draws) or the teacher (``lead='teacher'``: while it leads, the teacher's source modules take the student's training
-mode, so the teacher draws the augmentation the student would; the student then replays it). A leading teacher runs
+mode, so the teacher draws the augmentation the student would; the student then replays it). The teacher's module
+draws with its own settings (GridMask's ``prob``, ``ratio``): both detectors are built from one architecture config,
+so they agree unless something changes the student's module alone (then lead with the student). A leading teacher runs
 before the student's forward, so its forward's transient memory is freed before the student's saved activations
 build up instead of adding to them.
 """
