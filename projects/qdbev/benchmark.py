@@ -593,7 +593,7 @@ def headline(run: Dict[str, object]) -> Dict[str, object]:
     return out
 
 
-INFER_KEYS = ('fp_infer', 'fakequant_infer', 'fakequant_infer_over_fp')  # P3's part of a train entry
+INFER_KEYS = ('fp_infer', 'fakequant_infer', 'fakequant_infer_over_fp', 'compiled_infer')  # P3's part of an entry
 SHAPE_KEYS = ('batch', 'img_hw', 'num_cams', 'queue')  # what P1-P3 of one entry share
 
 

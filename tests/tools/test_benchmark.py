@@ -393,6 +393,14 @@ def test_p3_and_p1_p2_runs_at_one_batch_keep_each_others_figures():
     other = _infer_run('2', 1.10, img_hw=(225, 400))
     entry = bm.merge_runs(bm.merge_runs(None, step), other)['runs']['cuda: H200']['train']['8']
     assert entry == other['train']['8']  # another shape replaces the entry whole
+    # a compiled P3 run after a P1-P3 run keeps its own P3 flags and takes only P1/P2 from the earlier run
+    full = dict(step, command='benchmark --batch 8')
+    full['train'] = {'8': dict(step['train']['8'], **_infer_run('1', 1.2)['train']['8'], compiled_infer=False)}
+    compiled = _infer_run('2', 1.04)
+    compiled['train']['8']['compiled_infer'] = True
+    entry = bm.merge_runs(bm.merge_runs(None, full), compiled)['runs']['cuda: H200']['train']['8']
+    assert entry['compiled_infer'] is True and entry['fakequant_infer_over_fp'] == 1.04
+    assert entry['qat_vgd_step_over_fp_step'] == 1.9
 
 
 def test_merge_keeps_the_keys_other_tools_and_earlier_sessions_wrote():
