@@ -84,6 +84,9 @@ def parse_args(argv=None):
     p.add_argument('--fp-memory-budget', type=float, default=None, metavar='B',
                    help='with --compile-fp-train: compile the FP model with activation_memory_budget B as '
                         'model.student_compile.activation_memory_budget does the student (P2 at equal budgets)')
+    p.add_argument('--memory-phases', action='store_true',
+                   help='P2 on CUDA: also the QAT+VGD step\'s peak and end-of-phase memory per phase (student '
+                        'forward, teacher forward, distill terms, backward + optimizer)')
     p.add_argument('--profile', default=None, metavar='DIR',
                    help='write torch.profiler tables of one call of each P1/P3 function to DIR')
     p.add_argument('--out-json', default=None)
@@ -101,6 +104,8 @@ def parse_args(argv=None):
     args.only = set(args.only or ITEMS)
     if args.fp_memory_budget is not None and not (args.compile_fp_train and 0 < args.fp_memory_budget <= 1):
         p.error(f'--fp-memory-budget needs --compile-fp-train and a value in (0, 1], got {args.fp_memory_budget}')
+    if args.memory_phases and args.device != 'cuda':
+        p.error('--memory-phases reads the CUDA allocator: use it with --device cuda')
     if args.compile_fp_train and 'P3' in args.only:
         p.error('--compile-fp-train compiles the FP model for its training step, which P3 would then time: '
                 'run P3 separately (--only P1 P2 here)')
@@ -129,7 +134,8 @@ def run(args) -> dict:
                                         with_infer=want_infer, with_train=want_train,
                                         profile_dir=args.profile, compile_infer=args.compile_infer,
                                         compile_fp_train=args.compile_fp_train,
-                                        fp_memory_budget=args.fp_memory_budget)
+                                        fp_memory_budget=args.fp_memory_budget,
+                                        memory_phases=args.memory_phases)
             except RuntimeError as err:
                 if not bm.is_oom(err):
                     raise

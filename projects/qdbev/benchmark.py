@@ -123,6 +123,81 @@ def peak_mib(fn: Callable[[], object], device: torch.device) -> Optional[float]:
     return round(torch.cuda.max_memory_allocated(device) / 2 ** 20, 1)
 
 
+class MemoryPhases:
+    """Peak and end-of-phase device memory within each phase of one call: the allocator's counters are read (after a
+    synchronisation) at the start and end of every call of the named methods, and the peak counter is reset there,
+    so each phase's peak is exact. The phases between the named calls are named ``after <previous phase>``.
+
+    Args:
+        targets: ``[(object, method name, phase label)]``; the methods are wrapped while :meth:`measure` runs.
+        counters: ``(allocated bytes, peak bytes, reset peak)`` callables; default: the CUDA allocator of the current
+            device.
+    """
+
+    def __init__(self, targets: Sequence[Tuple[object, str, str]], counters=None) -> None:
+        if counters is None:
+            if not torch.cuda.is_available():
+                raise ValueError('memory phases read the CUDA allocator: run with --device cuda')
+
+            def sync_and(fn):
+                def read():
+                    torch.cuda.synchronize()
+                    return fn()
+                return read
+            counters = (sync_and(torch.cuda.memory_allocated), sync_and(torch.cuda.max_memory_allocated),
+                        torch.cuda.reset_peak_memory_stats)
+        self.targets = list(targets)
+        self.allocated, self.peak, self.reset = counters
+        self.phases: List[dict] = []
+
+    def _close(self, label: str) -> None:
+        self.phases.append(dict(phase=label, peak_mib=round(self.peak() / 2 ** 20, 1),
+                                end_mib=round(self.allocated() / 2 ** 20, 1)))
+        self.reset()
+
+    def measure(self, fn: Callable[[], object]) -> List[dict]:
+        """``[{phase, peak_mib, end_mib}]`` of one call of ``fn`` in the order the phases ran."""
+        self.phases = []
+        current = ['before']
+        originals = []
+
+        def wrap(obj, name, label):
+            method = getattr(obj, name)
+            originals.append((obj, name, obj.__dict__.get(name)))
+
+            def wrapped(*args, **kwargs):
+                self._close(current[0])
+                try:
+                    return method(*args, **kwargs)
+                finally:
+                    self._close(label)
+                    current[0] = f'after {label}'
+            setattr(obj, name, wrapped)
+        self.reset()
+        start = round(self.allocated() / 2 ** 20, 1)
+        for target in self.targets:
+            wrap(*target)
+        try:
+            fn()
+        finally:
+            for obj, name, original in reversed(originals):
+                if original is None:
+                    delattr(obj, name)
+                else:
+                    setattr(obj, name, original)
+        self._close(current[0])
+        return [dict(phase='start', end_mib=start)] + self.phases
+
+
+def distiller_memory_phases(distiller, step: Callable[[], object], counters=None) -> List[dict]:
+    """:class:`MemoryPhases` of one QAT+VGD training step: the student's forward and losses, the teacher's forward,
+    the distillation terms, and what follows them (backward, clipping, optimizer step)."""
+    targets = [(distiller.student, 'loss', 'student forward + losses'),
+               (distiller.teacher, 'forward_queue', 'teacher forward'),
+               (distiller.distill, 'forward', 'distill terms')]
+    return MemoryPhases(targets, counters).measure(step)
+
+
 def cpu_peak_mib(fn: Callable[[], object]) -> Optional[float]:
     """The highest total of live CPU tensors in ``torch.profiler``'s memory timeline over one call of ``fn``: the
     tensors the call allocates or uses (parameters, gradients, optimizer state, saved activations, temporaries);
@@ -333,13 +408,14 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
                    img_hw: Tuple[int, int], batch: int, reps: int, warmup: int, num_cams: int = 6,
                    with_infer: bool = True, with_train: bool = True, profile_dir: Optional[str] = None,
                    compile_infer: bool = False, compile_fp_train: bool = False,
-                   fp_memory_budget: Optional[float] = None) -> Dict[str, object]:
+                   fp_memory_budget: Optional[float] = None, memory_phases: bool = False) -> Dict[str, object]:
     """P1, P2 and P3 at one batch size; each model is alone on the device while it is measured. ``profile_dir``:
     also write ``torch.profiler`` tables of one call of each (``<what>_b<batch>.txt``). ``compile_infer``: P3 runs
     both models with ``torch.compile``d image backbone and neck (:func:`compile_image_features`).
     ``compile_fp_train``: the FP step runs with its image backbone and neck compiled (:func:`compile_for_training`),
     the baseline for a distiller with ``student_compile``; ``fp_memory_budget``: compiled with that
-    ``activation_memory_budget`` (as ``student_compile=dict(activation_memory_budget=...)`` compiles the student)."""
+    ``activation_memory_budget`` (as ``student_compile=dict(activation_memory_budget=...)`` compiles the student).
+    ``memory_phases`` (CUDA): also the QAT+VGD step's memory per phase (:func:`distiller_memory_phases`)."""
     def profiled(fn, what):
         if profile_dir:
             profile_table(fn, device, osp.join(profile_dir, f'{what}_b{batch}.txt'))
@@ -357,6 +433,8 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
             step = train_step_fn(model, data, make_optimizer(model, optim_cfg))
             out[step_name] = median_ms(step, reps, warmup, device)
             out[f'{step_name}_peak_mib'] = peak_mib(step, device)
+            if teacher and memory_phases:
+                out['qat_vgd_memory_phases'] = distiller_memory_phases(model, step)
             profiled(step, step_name)
             if teacher:
                 out['teacher_forward'] = median_ms(teacher_forward_fn(model, data), reps, warmup, device)

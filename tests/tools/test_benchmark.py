@@ -2,6 +2,7 @@
 dynamic weight-quantizer reuse that the profiling added to qdbev.quant.FakeQuantizer."""
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -410,3 +411,54 @@ def test_merge_keeps_the_keys_other_tools_and_earlier_sessions_wrote():
     assert merged['ddp_efficiency'] == {'2': 0.93} and merged['p1_session12'] == dict(note='kept by hand')
     assert 'fp_infer_ms' not in merged  # a headline key is rewritten from the runs, never carried stale
     assert merged['qat_vgd_step_over_fp_step'] == 1.8
+
+
+class _Counters:
+    """A stand-in allocator: ``alloc`` / ``free`` MiB, with the allocated total and the peak since the last reset."""
+
+    def __init__(self):
+        self.now = self.top = 100 * 2 ** 20
+
+    def alloc(self, mib):
+        self.now += mib * 2 ** 20
+        self.top = max(self.top, self.now)
+
+    def counters(self):
+        def reset():
+            self.top = self.now
+        return (lambda: self.now), (lambda: self.top), reset
+
+
+def test_memory_phases_give_each_phase_its_own_peak_and_put_the_methods_back():
+    mem = _Counters()
+    teacher, student, distill = SimpleNamespace(), SimpleNamespace(), SimpleNamespace()
+
+    def teacher_forward(*_a, **_k):
+        mem.alloc(300)  # transients, freed before it returns
+        mem.alloc(-290)
+
+    def student_loss(*_a, **_k):
+        mem.alloc(500)  # saved for backward
+        return 'losses'
+    teacher.forward_queue, student.loss, distill.forward = teacher_forward, student_loss, lambda *a: mem.alloc(1)
+    distiller = SimpleNamespace(teacher=teacher, student=student, distill=distill)
+
+    def step():
+        mem.alloc(5)  # zero_grad, data
+        distiller.teacher.forward_queue()
+        assert distiller.student.loss() == 'losses'
+        distiller.distill.forward()
+        mem.alloc(200)  # backward: gradients
+        mem.alloc(-711)
+    phases = bm.distiller_memory_phases(distiller, step, counters=mem.counters())
+    with pytest.raises(SystemExit):  # the phases read the CUDA allocator
+        tool.parse_args(['--device', 'cpu', '--only', 'P1', 'P2', '--memory-phases'])
+    assert [p['phase'] for p in phases] == ['start', 'before', 'teacher forward', 'after teacher forward',
+                                            'student forward + losses', 'after student forward + losses',
+                                            'distill terms', 'after distill terms']
+    by = {p['phase']: p for p in phases}
+    assert by['start']['end_mib'] == 100 and by['before']['peak_mib'] == 105
+    assert by['teacher forward']['peak_mib'] == 405 and by['teacher forward']['end_mib'] == 115
+    assert by['student forward + losses']['peak_mib'] == 615 and by['distill terms']['end_mib'] == 616
+    assert by['after distill terms']['peak_mib'] == 816 and by['after distill terms']['end_mib'] == 105
+    assert teacher.forward_queue is teacher_forward and student.loss is student_loss  # unwrapped again

@@ -26,11 +26,13 @@ ensure tiny --after data bash -c 'D=data/synthetic/study; R="train_dataloader.da
   python tools/test.py $C work_dirs/tiny16/iter_2000.pth --cfg-options $R'
 # 3. Issue 9 last, on a quiet machine, with the teacher now running before the student (model.teacher_first, the
 #    default since session 15; session 15's 12497 MiB had it after): P2 at equal memory budgets (session 15, teacher
-#    after: 1.56), then where the QAT+VGD step's time above the floor goes (47-84 ms at batch 8,
-#    docs/benchmarks.md "Session 15"): operator tables of one FP step and one QAT+VGD step.
+#    after: 1.56) with the step's memory per phase (--memory-phases), then where the QAT+VGD step's time above the
+#    floor goes (47-84 ms at batch 8, docs/benchmarks.md "Session 15"): operator tables of one FP step and one
+#    QAT+VGD step.
 S="model.teacher_compile=True model.student_compile.dynamic=False model.student_compile.activation_memory_budget=0.5"
 ensure equal --after-ended tiny,study16 python tools/benchmark.py --device cuda --only P1 P2 --batch 8 --reps 5 \
-  --warmup 3 --compile-fp-train --fp-memory-budget 0.5 --qdbev-options $S --out-json work_dirs/bench16/equal.json
+  --warmup 3 --compile-fp-train --fp-memory-budget 0.5 --memory-phases --qdbev-options $S \
+  --out-json work_dirs/bench16/equal.json
 ensure profile --after-ended equal python tools/benchmark.py --device cuda --only P1 P2 --batch 8 --reps 5 \
   --warmup 3 --compile-fp-train --qdbev-options $S --profile work_dirs/bench16/profile \
   --out-json work_dirs/bench16/benchmarks.json
