@@ -182,7 +182,7 @@ def merge(work_dirs: List[str], join: Sequence[str] = (), pairs: Sequence[Tuple[
     results = [load_results(w) for w in work_dirs]
     everything = list(results)
     for suffix in join:
-        found = [(i, w.rstrip('/') + suffix) for i, w in enumerate(work_dirs) if osp.isdir(w.rstrip('/') + suffix)]
+        found = [(i, vdir) for i, vdir in enumerate(w.rstrip('/') + suffix for w in work_dirs) if osp.isdir(vdir)]
         if not found:
             raise ValueError(f'--join {suffix}: no work dir has a variant dir {work_dirs[0].rstrip("/")}{suffix}')
         for i, vdir in found:  # a work dir without this variant keeps its own rows
@@ -193,10 +193,10 @@ def merge(work_dirs: List[str], join: Sequence[str] = (), pairs: Sequence[Tuple[
     if any(len(a) < 8 or any(c not in '0123456789abcdef' for c in a) for a in aliases):
         raise ValueError(f'--same-teacher: {same_teacher} must be SHA-256 hashes or prefixes of 8+ hex digits')
 
-    def canonical(value):
-        return aliases[0] if aliases and any(str(value).startswith(a) for a in aliases) else value
+    def canonical(field, value):  # the files --same-teacher names are one teacher
+        return aliases[0] if field == 'teacher' and any(value.startswith(a) for a in aliases) else value
     for field, read, what in SETTING:
-        known = [canonical(value) for value in map(read, everything) if value is not None]  # None: unknown
+        known = [canonical(field, value) for value in map(read, everything) if value is not None]  # None: unknown
         if len({json.dumps(value, sort_keys=True) for value in known}) > 1:
             raise ValueError(f'results.json "{field}" differs between {", ".join(work_dirs)}'
                              f'{" and their --join dirs" if join else ""}: {what}, so they are not seeds of one '

@@ -83,8 +83,9 @@ class OutputReplay:
         modules have the student's training mode meanwhile (and their own again on exit)."""
         for s in self.sources:
             self.records[s] = []
-        modes = [(t_mod, t_mod.training) for _, t_mod in self._pairs] if self.lead == 'teacher' else []
+        modes = []  # a leading teacher's source modules and their own modes
         for s_mod, t_mod in self._pairs if self.lead == 'teacher' else ():
+            modes.append((t_mod, t_mod.training))
             t_mod.train(s_mod.training)
         self._capturing = True
         try:
