@@ -375,12 +375,15 @@ def collect(w: str, seed: int, device: Optional[str] = None) -> dict:
     unfinished ones are listed under ``unfinished``); ``device`` names the GPU the runs ran on (default: this
     machine's)."""
     from tools.summarize_quickstart import measure_sizes, read_json
-    ptq = read_json(osp.join(w, 'ptq', 'ptq_results.json'), 'the PTQ sweep')
+    # a work dir whose sweep did not run (tools/study_gpu_chain.sh PTQ=0: a teacher whose sweep is known) has the
+    # rows of its QAT runs only; the FP and DFQ rows come from the sweep
+    ptq_file = osp.join(w, 'ptq', 'ptq_results.json')
+    ptq = read_json(ptq_file, 'the PTQ sweep') if osp.exists(ptq_file) else []
     ptq_rows = [dict(w_bits=r['w_bits'], a_bits=r['a_bits'], nds=r['nds'], map=r['map'], observer=r.get('observer'))
                 for r in ptq if r.get('method', 'ptq') in ('ptq', 'fp')]
-    fp = next(r for r in ptq if (r['w_bits'], r['a_bits']) == (32, 32))
+    fp = next((r for r in ptq if (r['w_bits'], r['a_bits']) == (32, 32)), None)
     dfq = next((r for r in ptq if r.get('method') == 'dfq'), None)
-    methods = [dict(name='fp_teacher', w_bits=32, a_bits=32, nds=fp['nds'], map=fp['map'])]
+    methods = [] if fp is None else [dict(name='fp_teacher', w_bits=32, a_bits=32, nds=fp['nds'], map=fp['map'])]
     if dfq is not None:
         methods.append(dict(name='dfq_w8a8', w_bits=8, a_bits=8, nds=dfq['nds'], map=dfq['map']))
     runs = (('direct_qat_w4a6', 'direct', (4, 6)), ('progressive_qat_w4a6', 'progressive', (4, 6)),
@@ -398,7 +401,8 @@ def collect(w: str, seed: int, device: Optional[str] = None) -> dict:
     # measured on the configs the runs saved (with the teacher's architecture options applied)
     vgd_config = saved_config(w, 'qdbev_vgd', QDBEV.format('w4a6'))
     sizes = measure_sizes(vgd_config,
-                          sorted({(m['w_bits'], m['a_bits']) for m in methods if m['name'] != 'qdbev_w4a4'}), 6)
+                          sorted({(32, 32)} | {(m['w_bits'], m['a_bits']) for m in methods
+                                               if m['name'] != 'qdbev_w4a4'}), 6)
     w4a4 = measure_sizes(saved_config(w, 'w4a4', QDBEV.format('w4a4')), [(4, 4)], 6)[(4, 4)]
     for m in methods:
         s = w4a4 if m['name'] == 'qdbev_w4a4' else sizes[(m['w_bits'], m['a_bits'])]
@@ -422,7 +426,7 @@ def collect(w: str, seed: int, device: Optional[str] = None) -> dict:
     return dict(ptq=ptq_rows, methods=methods, ablation=ablation,
                 config=run_config(w, 'qdbev_vgd', QDBEV.format('w4a6')), min_bits=[r.to_dict() for r in floors],
                 device=device, seeds=[seed], img_size=sizes[(32, 32)]['img_size'], commands=run_commands(w),
-                unfinished=unfinished, ablation_start='+'.join(sorted(starts)) or None)
+                unfinished=unfinished, ablation_start='+'.join(sorted(starts)) or None, ptq_ran=bool(ptq))
 
 
 def run_commands(w: str) -> Dict[str, str]:
@@ -448,6 +452,9 @@ def render(res: dict) -> str:
                                                 for r in res['min_bits']) + ' (model.qconfig.min_bits)', '']
     lines += ['## PTQ (Table 1 analogue)', '', '| W/A | NDS | mAP |', '|---|---|---|']
     lines += [f"| {r['w_bits']}/{r['a_bits']} | {f(r['nds'])} | {f(r['map'])} |" for r in res['ptq']]
+    if not res.get('ptq_ran', True):
+        lines += ['', 'The PTQ sweep did not run in this work dir (no ptq/ptq_results.json): no PTQ, FP-teacher or DFQ '
+                  'rows.']
     lines += ['', f"## Methods (Table 2 analogue; size and TBOPS at 6 cameras, {res['img_size'][0]}x"
                   f"{res['img_size'][1]})", '', '| method | W/A | size (MiB) | TBOPS | NDS | mAP |',
               '|---|---|---|---|---|---|']

@@ -368,3 +368,15 @@ def test_a_published_checkpoint_file_is_adopted_as_the_teacher(tmp_path, monkeyp
         study.adopt_teacher('ckpts/teacher.pth', 'w')
     with pytest.raises(ValueError, match='neither a checkpoint file nor a finished teacher work dir'):
         study.adopt_teacher('ckpts/missing.pth', 'w2')
+
+
+def test_a_work_dir_without_its_ptq_sweep_gets_the_rows_of_its_qat_runs(tmp_path):
+    """tools/study_gpu_chain.sh PTQ=0 leaves the sweep out (a teacher whose sweep is known): the QAT rows are written,
+    the FP and DFQ rows (which come from the sweep) are not, and results.md says why."""
+    (tmp_path / 'progressive').mkdir()
+    (tmp_path / 'progressive' / 'phases.json').write_text(json.dumps(phases(0.33, 0.22)))
+    (tmp_path / 'progressive' / 'done').write_text('\n')
+    res = study.write_results(str(tmp_path), 1, device='NVIDIA H200')
+    assert res['ptq'] == [] and res['ptq_ran'] is False
+    assert [(m['name'], m['nds']) for m in res['methods']] == [('progressive_qat_w4a6', 0.33)]
+    assert 'The PTQ sweep did not run in this work dir' in (tmp_path / 'results.md').read_text()

@@ -1,0 +1,8 @@
+# Session 17, after the study ended: resume the tiny run (stopped at 1250 of 2000) alone, then its evaluation.
+ensure tiny --after data bash -c 'D=data/synthetic/study; R="train_dataloader.dataset.data_root=$D/ \
+  val_dataloader.dataset.data_root=$D/ test_dataloader.dataset.data_root=$D/ val_evaluator.data_root=$D/ \
+  val_evaluator.ann_file=$D/nuscenes_infos_val.pkl test_evaluator.data_root=$D/ \
+  test_evaluator.ann_file=$D/nuscenes_infos_val.pkl"; C=configs/experiments/study_learning/t_groups_ms3.py; \
+  python tools/train.py $C --work-dir work_dirs/tiny17 --resume --cfg-options $R && \
+  python tools/test.py $C work_dirs/tiny17/iter_2000.pth --cfg-options $R'
+# 4. If time is left: where the QAT+VGD step's time above the floor goes (47-84 ms at batch 8, docs/benchmarks.md
