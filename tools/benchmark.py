@@ -87,6 +87,9 @@ def parse_args(argv=None):
     p.add_argument('--memory-phases', action='store_true',
                    help='P2 on CUDA: also the QAT+VGD step\'s peak and end-of-phase memory per phase (student '
                         'forward, teacher forward, distill terms, backward + optimizer)')
+    p.add_argument('--saved-activations', action='store_true',
+                   help='P2: also what the compiled training graphs of each step keep for backward, MiB by dtype '
+                        '(the partition; device-independent, so also on CPU)')
     p.add_argument('--profile', default=None, metavar='DIR',
                    help='write torch.profiler tables of one call of each P1/P3 function to DIR')
     p.add_argument('--out-json', default=None)
@@ -135,7 +138,8 @@ def run(args) -> dict:
                                         profile_dir=args.profile, compile_infer=args.compile_infer,
                                         compile_fp_train=args.compile_fp_train,
                                         fp_memory_budget=args.fp_memory_budget,
-                                        memory_phases=args.memory_phases)
+                                        memory_phases=args.memory_phases,
+                                        saved_activations=args.saved_activations)
             except RuntimeError as err:
                 if not bm.is_oom(err):
                     raise

@@ -17,6 +17,7 @@ Timing: ``warmup`` untimed calls, then ``reps`` timed calls, each bracketed by `
 median is reported. Batches are made directly as tensors and ``Det3DDataSample`` s (no dataset), already run through
 the model's data preprocessor once, so the steps time the model alone.
 """
+import contextlib
 import copy
 import os
 import os.path as osp
@@ -32,7 +33,7 @@ import torch
 
 from qdbev.geometry import RING_YAWS_DEG, pose_can_bus
 from qdbev.geometry import ring_lidar2img as geometry_ring_lidar2img
-from qdbev.quant import memory_budget
+from qdbev.quant import SavedActivations, memory_budget
 
 RUN_ITEMS = ('train', 'deform_attn', 'group_matching', 'data_loading', 'devkit_eval')  # measured parts of a run
 # top-level keys of docs/benchmarks.json that merge_runs rewrites from the runs; every other key (tools/ddp_scaling.py's
@@ -408,14 +409,17 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
                    img_hw: Tuple[int, int], batch: int, reps: int, warmup: int, num_cams: int = 6,
                    with_infer: bool = True, with_train: bool = True, profile_dir: Optional[str] = None,
                    compile_infer: bool = False, compile_fp_train: bool = False,
-                   fp_memory_budget: Optional[float] = None, memory_phases: bool = False) -> Dict[str, object]:
+                   fp_memory_budget: Optional[float] = None, memory_phases: bool = False,
+                   saved_activations: bool = False) -> Dict[str, object]:
     """P1, P2 and P3 at one batch size; each model is alone on the device while it is measured. ``profile_dir``:
     also write ``torch.profiler`` tables of one call of each (``<what>_b<batch>.txt``). ``compile_infer``: P3 runs
     both models with ``torch.compile``d image backbone and neck (:func:`compile_image_features`).
     ``compile_fp_train``: the FP step runs with its image backbone and neck compiled (:func:`compile_for_training`),
     the baseline for a distiller with ``student_compile``; ``fp_memory_budget``: compiled with that
     ``activation_memory_budget`` (as ``student_compile=dict(activation_memory_budget=...)`` compiles the student).
-    ``memory_phases`` (CUDA): also the QAT+VGD step's memory per phase (:func:`distiller_memory_phases`)."""
+    ``memory_phases`` (CUDA): also the QAT+VGD step's memory per phase (:func:`distiller_memory_phases`).
+    ``saved_activations``: also what each step's compiled training graphs keep for backward
+    (:class:`qdbev.quant.SavedActivations`, ``<step>_compiled_saved``: MiB, MiB by dtype, graphs), on any device."""
     def profiled(fn, what):
         if profile_dir:
             profile_table(fn, device, osp.join(profile_dir, f'{what}_b{batch}.txt'))
@@ -431,7 +435,12 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
             model.train()
             data = model.data_preprocessor(raw, True)
             step = train_step_fn(model, data, make_optimizer(model, optim_cfg))
-            out[step_name] = median_ms(step, reps, warmup, device)
+            census = SavedActivations() if saved_activations else contextlib.nullcontext()
+            with census:  # the first call compiles
+                out[step_name] = median_ms(step, reps, warmup, device)
+            if saved_activations:
+                out[f'{step_name}_compiled_saved'] = dict(mib=census.mib(), by_dtype=census.by_dtype(),
+                                                          graphs=len(census.graphs))
             out[f'{step_name}_peak_mib'] = peak_mib(step, device)
             if teacher and memory_phases:
                 out['qat_vgd_memory_phases'] = distiller_memory_phases(model, step)

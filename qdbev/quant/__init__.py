@@ -10,11 +10,12 @@ Pieces, one job each (see docs/quantization.md):
     pack            int4 / int8 weight packing and unpacking
     dfq             data-free quantization baseline (cross-layer equalization, bias correction)
     analysis        per-layer errors, per-channel fallback, scale conflicts
-    compile         ``compile_quantized``: torch.compile during QAT, eager while quantizers observe
+    compile         ``compile_quantized``: torch.compile during QAT, eager while quantizers observe;
+                    ``SavedActivations``: what the compiled graphs keep for backward
 """
 from .analysis import (find_scale_conflicts, layer_weight_errors, per_channel_fallback, record_activation_ranges,
                        weight_quant_error)
-from .compile import CompiledWhenCalibrated, compile_quantized, memory_budget
+from .compile import CompiledWhenCalibrated, SavedActivations, compile_quantized, memory_budget
 from .dfq import bias_correct, cross_layer_equalize, relu_input_mean
 from .fake_quant import (FLOAT_BITS, check_bits, fake_quantize, fake_quantize_reference, qrange, quantize_codes,
                          scale_from_absmax, symmetric_scale)
@@ -49,5 +50,5 @@ __all__ = [
     'weight_quant_error', 'layer_weight_errors', 'per_channel_fallback', 'record_activation_ranges',
     'find_scale_conflicts',
     # torch.compile during QAT
-    'CompiledWhenCalibrated', 'compile_quantized', 'memory_budget',
+    'CompiledWhenCalibrated', 'compile_quantized', 'memory_budget', 'SavedActivations',
 ]

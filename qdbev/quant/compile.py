@@ -27,6 +27,7 @@ def memory_budget(budget: Optional[float]):
         return contextlib.nullcontext()
     if not 0 < float(budget) <= 1:
         raise ValueError(f'activation_memory_budget must be in (0, 1], got {budget!r}')
+    import torch._functorch.config  # noqa: F401 (not imported by ``import torch`` until something compiles)
     return torch._functorch.config.patch(activation_memory_budget=float(budget))
 
 
@@ -40,13 +41,22 @@ class CompiledWhenCalibrated:
     straight-through mask beside the activation the FP layer keeps (docs/benchmarks.md, session 14); the
     recomputation is element-wise, fused into the backward kernels. Applied to this module's compilations only;
     dynamo's cache does not key on it, so a graph of the same code compiled earlier in the process without the budget
-    (same module classes, same guards) would be reused as it is."""
+    (same module classes, same guards) would be reused as it is.
 
-    def __init__(self, module: nn.Module, activation_memory_budget: Optional[float] = None, **compile_kwargs) -> None:
+    ``int_codes``: the quantizers' traced forward forms each fake-quantized tensor from its integer codes
+    (:func:`qdbev.quant.fake_quant.fake_quantize_reference`), so that under a budget the partitioner can keep the
+    1-byte codes for backward instead of the 4-byte fake-quantized tensor. Whether it does is the partitioner's
+    choice: on BEVFormer-tiny's student (frozen BN) at budget 0.5 the kept bytes fell by a fifth, on a small
+    conv/trainable-BN stack they rose (docs/benchmarks.md, session 17), hence an option."""
+
+    def __init__(self, module: nn.Module, activation_memory_budget: Optional[float] = None, int_codes: bool = False,
+                 **compile_kwargs) -> None:
         memory_budget(activation_memory_budget)  # checks the value now, not at the first compiled call
         self.eager = module.forward
         self.compiled = torch.compile(self.eager, **compile_kwargs)
         self.quantizers: List[FakeQuantizer] = [q for _, q in quantizers(module)]
+        for q in self.quantizers:
+            q.int_codes = bool(int_codes)
         self.compiled_calls = 0  # calls routed to the compiled forward (tests, logs)
         self.budget = None if activation_memory_budget is None else float(activation_memory_budget)
 
@@ -66,7 +76,7 @@ def compile_quantized(module: nn.Module, **compile_kwargs) -> CompiledWhenCalibr
     """Route ``module``'s forward through :class:`CompiledWhenCalibrated` (in place: parameters, buffers, state-dict
     keys and hooks are unchanged). Quantize the module first: the quantizers are collected here. Returns the
     router. ``compile_kwargs`` go to ``torch.compile`` (e.g. ``backend``, ``mode``, ``dynamic``), except
-    ``activation_memory_budget`` (:class:`CompiledWhenCalibrated`)."""
+    ``activation_memory_budget`` and ``int_codes`` (:class:`CompiledWhenCalibrated`)."""
     if isinstance(module.__dict__.get('forward'), CompiledWhenCalibrated):
         raise ValueError(f'compile_quantized: {type(module).__name__} is compiled already')
     router = CompiledWhenCalibrated(module, **compile_kwargs)
@@ -75,3 +85,78 @@ def compile_quantized(module: nn.Module, **compile_kwargs) -> CompiledWhenCalibr
                          f'(qdbev.quant.quantize_model) or compile it with torch.compile')
     module.forward = router
     return router
+
+
+class SavedActivations:
+    """What ``torch.compile``'s partitioner keeps for backward in the training graphs compiled inside this context:
+    for each graph, the bytes of the tensors its forward makes and hands to its backward, by dtype (the graph's own
+    inputs that it keeps, e.g. parameters or the module's input, cost no memory of their own and are left out).
+
+    The partition is made on the traced shapes with a flop-count cost model, so a CPU run shows what a GPU run of the
+    same shapes keeps, as far as the two devices' decompositions agree; the peak of a step is more (transients, and
+    the eager parts around the compiled modules). Graphs compiled inside the context skip AOTAutograd's cache (a
+    cached graph is not partitioned again). Reads torch's partition function where the inductor and the debugging
+    backends call it (a torch internal: an error names it when it moved).
+
+        with SavedActivations() as saved:
+            step()                   # the first call compiles
+        saved.mib(), saved.by_dtype()
+    """
+    _SITES = ('torch._inductor.compile_fx', 'torch._dynamo.backends.debugging')
+    _NAME = 'min_cut_rematerialization_partition'
+
+    def __init__(self) -> None:
+        self.graphs: List[dict] = []  # per graph: {dtype name: bytes}
+        self._patched: list = []
+        self._no_cache = None
+
+    def _record(self, partition):
+        def census(joint, inputs, **kwargs):
+            fw, bw = partition(joint, inputs, **kwargs)
+            outputs = next(n for n in fw.graph.nodes if n.op == 'output').args[0]
+            kept: dict = {}
+            for node in outputs[kwargs['num_fwd_outputs']:]:
+                val = getattr(node, 'meta', {}).get('val')
+                if isinstance(val, torch.Tensor) and node.op != 'placeholder':
+                    key = str(val.dtype).replace('torch.', '')
+                    kept[key] = kept.get(key, 0) + val.numel() * val.element_size()
+            self.graphs.append(kept)
+            return fw, bw
+        return census
+
+    def __enter__(self) -> 'SavedActivations':
+        import importlib
+        import torch._functorch.config as functorch_config
+        # a graph found in AOTAutograd's on-disk cache is not partitioned again: compile it afresh
+        self._no_cache = functorch_config.patch(enable_autograd_cache=False)
+        self._no_cache.__enter__()
+        for site in self._SITES:
+            module = importlib.import_module(site)
+            original = getattr(module, self._NAME, None)
+            if original is None:
+                self.__exit__()
+                raise RuntimeError(f'SavedActivations: {site}.{self._NAME} not found in torch {torch.__version__}; '
+                                   f'the census needs the partition function where the backends call it')
+            self._patched.append((module, original))
+            setattr(module, self._NAME, self._record(original))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for module, original in self._patched:
+            setattr(module, self._NAME, original)
+        self._patched = []
+        if self._no_cache is not None:
+            self._no_cache.__exit__(None, None, None)
+            self._no_cache = None
+
+    def by_dtype(self) -> dict:
+        """MiB kept for backward over all graphs, by dtype."""
+        total: dict = {}
+        for kept in self.graphs:
+            for dtype, nbytes in kept.items():
+                total[dtype] = total.get(dtype, 0) + nbytes
+        return {dtype: round(nbytes / 2 ** 20, 1) for dtype, nbytes in sorted(total.items())}
+
+    def mib(self) -> float:
+        """MiB kept for backward over all graphs compiled in the context."""
+        return round(sum(sum(kept.values()) for kept in self.graphs) / 2 ** 20, 1)

@@ -100,11 +100,21 @@ def _broadcast_shape(x: Tensor, axis: int) -> Tuple[int, ...]:
     return tuple(shape)
 
 
+def _code_dtype(qmin: int, qmax: int) -> Optional[torch.dtype]:
+    """The smallest integer dtype that holds the codes ``[qmin, qmax]`` (int8 up to 8 bits, int16 up to 16)."""
+    for dtype in (torch.int8, torch.int16):
+        info = torch.iinfo(dtype)
+        if info.min <= qmin and qmax <= info.max:
+            return dtype
+    return None
+
+
 class _FakeQuantRef(torch.autograd.Function):
     """Reference fake quantization ``clamp(round(x * (1/S)), qmin, qmax) * S`` with STE and LSQ scale gradient."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, scale: Tensor, qmin: int, qmax: int, grad_factor: float) -> Tensor:
+    def forward(ctx, x: Tensor, scale: Tensor, qmin: int, qmax: int, grad_factor: float,
+                int_codes: bool = False) -> Tensor:
         inv = torch.reciprocal(scale)
         q = torch.round(x * inv)
         qc = q.clamp(qmin, qmax)
@@ -115,6 +125,9 @@ class _FakeQuantRef(torch.autograd.Function):
             ctx.save_for_backward(inside)
         ctx.grad_factor = grad_factor
         ctx.scale_shape = scale.shape
+        codes = _code_dtype(qmin, qmax) if int_codes else None
+        if codes is not None:  # integers of the code range are exact in both dtypes: the same numbers
+            return qc.to(codes).to(x.dtype) * scale
         return qc * scale
 
     @staticmethod
@@ -128,11 +141,11 @@ class _FakeQuantRef(torch.autograd.Function):
             g = grad * local * ctx.grad_factor
             dims = [d for d in range(g.dim()) if scale.dim() != g.dim() or scale.shape[d] == 1]
             grad_scale = g.sum(dim=dims, keepdim=True).reshape(ctx.scale_shape) if dims else g
-        return grad_x, grad_scale, None, None, None
+        return grad_x, grad_scale, None, None, None, None
 
 
 def fake_quantize_reference(x: Tensor, bits: int, scale: ScaleLike, ch_axis: Optional[int] = None,
-                            grad_factor: float = 1.0) -> Tensor:
+                            grad_factor: float = 1.0, int_codes: bool = False) -> Tensor:
     """Plain-PyTorch QD-BEV Eq. 1 fake quantization (same numbers and gradients as the fused kernels).
 
     Args:
@@ -141,6 +154,10 @@ def fake_quantize_reference(x: Tensor, bits: int, scale: ScaleLike, ch_axis: Opt
         scale: float / 0-d / ``[1]`` tensor, or ``[C]`` with ``ch_axis``.
         ch_axis: channel axis of a per-channel ``scale``.
         grad_factor: multiplies the scale gradient (LSQ's ``1 / sqrt(N q_max)``).
+        int_codes: form the output from the integer codes held in the smallest integer dtype (int8 up to 8 bits),
+            ``codes.to(float) * S``: the same numbers, one more cast. For traced graphs: the codes are then a node of
+            their own, which ``torch.compile``'s partitioner can keep for backward (1 byte per element) in place of
+            the float output (4 bytes) and rescale there (:func:`qdbev.quant.compile.compile_quantized`).
     """
     if check_bits(bits) == FLOAT_BITS:
         return x
@@ -152,7 +169,7 @@ def fake_quantize_reference(x: Tensor, bits: int, scale: ScaleLike, ch_axis: Opt
         s = s.reshape(())
     work = x if x.dtype in (torch.float32, torch.float64) else x.float()
     out = _FakeQuantRef.apply(work, s.to(work.dtype) if work.dtype == torch.float64 else s, qmin, qmax,
-                              float(grad_factor))
+                              float(grad_factor), bool(int_codes))
     return out.to(x.dtype)
 
 

@@ -70,6 +70,8 @@ class FakeQuantizer(nn.Module):
             self.register_buffer('scale', torch.ones(()))
         self.register_buffer('initialized', torch.tensor(False))
         self._ready = False  # python mirror of `initialized`: no device sync on the forward path
+        # traced forward from the integer codes (fake_quantize_reference int_codes); set by compile_quantized
+        self.int_codes = False
         self.clear_cache()
         self.register_load_state_dict_post_hook(FakeQuantizer._accept_float_checkpoint)
 
@@ -255,7 +257,8 @@ class FakeQuantizer(nn.Module):
             scale = symmetric_scale(x, self.bits, self.ch_axis)
         else:
             scale = self.scale
-        return fake_quantize_reference(x, self.bits, scale, self.ch_axis, grad_factor=self._grad_factor(x))
+        return fake_quantize_reference(x, self.bits, scale, self.ch_axis, grad_factor=self._grad_factor(x),
+                                       int_codes=self.int_codes)
 
     def extra_repr(self) -> str:
         kind = 'learnable' if self.learnable else ('dynamic' if self.dynamic else 'frozen')

@@ -462,3 +462,20 @@ def test_memory_phases_give_each_phase_its_own_peak_and_put_the_methods_back():
     assert by['student forward + losses']['peak_mib'] == 615 and by['distill terms']['end_mib'] == 616
     assert by['after distill terms']['peak_mib'] == 816 and by['after distill terms']['end_mib'] == 105
     assert teacher.forward_queue is teacher_forward and student.loss is student_loss  # unwrapped again
+
+
+def test_saved_activations_counts_what_both_compiled_steps_keep_for_backward(tmp_path):
+    """--saved-activations: the compiled image paths' partition of the FP step and of the QAT+VGD step (student
+    compiled with int8 codes under a budget), MiB by dtype; the student keeps int8 codes, the FP model none."""
+    opts = {'model.student_compile': dict(dynamic=False, activation_memory_budget=0.5, int_codes=True)}
+    args = tool.parse_args(['--device', 'cpu', '--quick', '--only', 'P1', 'P2', '--compile-fp-train',
+                            '--fp-memory-budget', '0.5', '--saved-activations'])
+    assert args.saved_activations
+    dcfg, fcfg, queue, optim = bm.load_configs(args.qdbev_config, args.fp_config, quick=True, qdbev_options=opts)
+    res = bm.bench_training(dcfg, fcfg, queue, optim, torch.device('cpu'), args.img_size, 1, reps=1, warmup=0,
+                            with_infer=False, compile_fp_train=True, fp_memory_budget=0.5, saved_activations=True)
+    fp, qat = res['fp_step_compiled_saved'], res['qat_vgd_step_compiled_saved']
+    assert fp['graphs'] >= 2 and qat['graphs'] >= 2  # backbone and neck of each
+    assert fp['mib'] > 0 and qat['mib'] > 0
+    assert qat['by_dtype'].get('int8', 0) > 0 and 'int8' not in fp['by_dtype']
+    assert fp['mib'] == pytest.approx(sum(fp['by_dtype'].values()), abs=0.1 * len(fp['by_dtype']))

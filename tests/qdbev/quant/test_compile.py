@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from qdbev.quant import FakeQuantizer, QuantConv2d, QuantLinear, compile_quantized
+from qdbev.quant import FakeQuantizer, QuantConv2d, QuantLinear, SavedActivations, compile_quantized
 
 
 def _calibrated_act(bits=6):
@@ -176,3 +176,35 @@ def test_an_activation_memory_budget_recomputes_the_fake_quantization_in_backwar
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match=r'activation_memory_budget must be in \(0, 1\]'):
         compile_quantized(_conv_bn_relu_net(), activation_memory_budget=0)
+
+
+def test_int_codes_let_the_partitioner_keep_int8_codes_with_the_same_numbers():
+    """compile_quantized(int_codes=True): the traced quantizers form each fake-quantized tensor from its int8 codes,
+    and under a budget the partitioner keeps those 1-byte codes for backward (SavedActivations counts what each
+    compiled graph keeps); the output and gradients are the float path's."""
+    x = torch.randn(8, 16, 64, 64)
+    results = {}
+    for codes in (False, True):
+        torch._dynamo.reset()
+        net = _conv_bn_relu_net()
+        compile_quantized(net, backend='aot_eager_decomp_partition', activation_memory_budget=0.5, int_codes=codes)
+        assert all(q.int_codes is codes for q in net.modules() if isinstance(q, FakeQuantizer))
+        xg = x.clone().requires_grad_()
+        with SavedActivations() as saved:
+            out = net(xg)  # compiles
+        out.square().sum().backward()
+        results[codes] = (saved, out.detach(), xg.grad, net[0].weight.grad)
+    float_path, codes_path = results[False][0], results[True][0]
+    assert len(float_path.graphs) == len(codes_path.graphs) == 1
+    assert 'int8' not in float_path.by_dtype() and codes_path.by_dtype()['int8'] >= 0.5  # 3 x [8, 16, 64, 64] / 3
+    assert float_path.mib() == pytest.approx(sum(float_path.by_dtype().values()), abs=0.2) and float_path.mib() > 1
+    for a, b in zip(results[False][1:], results[True][1:]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_saved_activations_puts_the_partition_function_back():
+    import torch._inductor.compile_fx as compile_fx
+    original = compile_fx.min_cut_rematerialization_partition
+    with SavedActivations():
+        assert compile_fx.min_cut_rematerialization_partition is not original
+    assert compile_fx.min_cut_rematerialization_partition is original

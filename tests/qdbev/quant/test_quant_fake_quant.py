@@ -137,3 +137,21 @@ def test_zero_tensor_gets_finite_scale():
     z = torch.zeros(2, 3)
     s = symmetric_scale(z, 8, ch_axis=0)
     assert torch.all(s > 0) and torch.equal(fake_quantize(z, 8, s, 0), z)
+
+
+@pytest.mark.parametrize('bits,ch_axis', [(4, None), (6, None), (8, 0), (16, None)])
+def test_int_codes_give_the_same_numbers_and_gradients(bits, ch_axis):
+    """fake_quantize_reference(int_codes=True) forms the output from the codes in int8 (int16 above 8 bits): the
+    same output, input gradient and LSQ scale gradient as the float path."""
+    torch.manual_seed(bits)
+    x = torch.randn(4, 3, 5, 5) * 3
+    scale = (torch.rand(4) * 0.2 + 0.05) if ch_axis is not None else torch.tensor(0.1)
+    got = []
+    for codes in (False, True):
+        xg, sg = x.clone().requires_grad_(), scale.clone().requires_grad_()
+        out = fake_quantize_reference(xg, bits, sg, ch_axis, grad_factor=0.5, int_codes=codes)
+        (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
+        got.append((out.detach(), xg.grad, sg.grad))
+    for a, b in zip(*got):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert got[0][0].unique().numel() > 2 ** (bits - 3) or bits == 16  # a real spread of codes, clipped at 4 bits
