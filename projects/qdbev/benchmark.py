@@ -810,6 +810,10 @@ def render_markdown(merged: dict) -> str:
                 lines.append(f'| P2 peak memory of those steps | {_fmt(t["qat_vgd_step_peak_mib"], " MiB")} | '
                              f'{_fmt(t["fp_step_peak_mib"], " MiB")} | {_fmt(t["qat_vgd_memory_over_fp"])} '
                              f'| ≤ 1.35 |')
+                if 'qat_vgd_step_compiled_saved' in t and 'fp_step_compiled_saved' in t:
+                    q, f = t['qat_vgd_step_compiled_saved']['mib'], t['fp_step_compiled_saved']['mib']
+                    lines.append(f'| P2 kept for backward by the compiled backbone + neck (`--saved-activations`) | '
+                                 f'{_fmt(q, " MiB")} | {_fmt(f, " MiB")} | {_fmt(ratio(q, f))} | |')
             if 'fakequant_infer' in t:
                 infer_tag = tag.replace(f', queue {t["queue"]}', '')
                 infer_tag += ', compiled backbone + neck' if t.get('compiled_infer') else ''

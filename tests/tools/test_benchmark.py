@@ -479,3 +479,8 @@ def test_saved_activations_counts_what_both_compiled_steps_keep_for_backward(tmp
     assert fp['mib'] > 0 and qat['mib'] > 0
     assert qat['by_dtype'].get('int8', 0) > 0 and 'int8' not in fp['by_dtype']
     assert fp['mib'] == pytest.approx(sum(fp['by_dtype'].values()), abs=0.1 * len(fp['by_dtype']))
+    run = _run('cpu: A', 1.5, '1')
+    run['train']['1'].update(res)
+    text = bm.render_markdown(bm.merge_runs(None, run))
+    assert (f"| P2 kept for backward by the compiled backbone + neck (`--saved-activations`) | {qat['mib']:g} MiB | "
+            f"{fp['mib']:g} MiB | {round(qat['mib'] / fp['mib'], 3):g} | |") in text
