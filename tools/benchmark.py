@@ -89,7 +89,8 @@ def parse_args(argv=None):
                         'forward, teacher forward, distill terms, backward + optimizer)')
     p.add_argument('--saved-activations', action='store_true',
                    help='P2: also what the compiled training graphs of each step keep for backward, MiB by dtype '
-                        '(the partition; device-independent, so also on CPU)')
+                        '(the partition of the traced shapes: the same on CPU as on GPU as far as their '
+                        'decompositions agree)')
     p.add_argument('--profile', default=None, metavar='DIR',
                    help='write torch.profiler tables of one call of each P1/P3 function to DIR')
     p.add_argument('--out-json', default=None)
