@@ -10,4 +10,3 @@ ensure tiny --after data bash -c 'D=data/synthetic/study; R="train_dataloader.da
   test_evaluator.ann_file=$D/nuscenes_infos_val.pkl"; C=configs/experiments/study_learning/t_groups_ms3.py; \
   python tools/train.py $C --work-dir work_dirs/tiny17 --resume --cfg-options $R && \
   python tools/test.py $C work_dirs/tiny17/iter_2000.pth --cfg-options $R'
-# 4. If time is left: where the QAT+VGD step's time above the floor goes (47-84 ms at batch 8, docs/benchmarks.md
