@@ -16,8 +16,11 @@
 #                                                   checkpoints, no data), to bring results back from the machine;
 #                                                   a quoted glob ('work_dirs/study14*') is expanded when packing,
 #                                                   so it finds the folders the jobs made during the call
-#   bash tools/gpu_job.sh ensure NAME [--after|--after-ended DEP[,DEP...]] CMD [ARG...]
-#                                                   start NAME unless it runs or has ended on this machine; with
+#   bash tools/gpu_job.sh ensure NAME [--creates PATH] [--after|--after-ended DEP[,DEP...]] CMD [ARG...]
+#                                                   start NAME unless it runs or has ended on this machine, or
+#                                                   PATH exists (its result, brought back by an earlier call and
+#                                                   carried to this machine: the job then counts as ended, status
+#                                                   0, and a fresh machine does not run it again); with
 #                                                   --after, the job first waits for the jobs DEP to end with status
 #                                                   0 (and fails, running nothing, when one fails); with
 #                                                   --after-ended, for them to end whatever their status (an order,
@@ -30,7 +33,9 @@
 #                                                   the call began, then pack the job logs and PATHs into OUT_DIR
 #                                                   (also when a plan line failed). The same line serves
 #                                                   every call: on a fresh machine (the last one given back) the
-#                                                   plan starts again, on a warm one it goes on
+#                                                   plan starts again, on a warm one it goes on; unpack the
+#                                                   results into the tree after each call and carry their folders,
+#                                                   and the jobs that name them in --creates are not run again
 #
 # A job has ended when its NAME.rc exists and no process of its group lives on (read from /proc; zombies do not
 # count); starting a NAME that still runs is refused. The job files live in
@@ -132,15 +137,27 @@ case "$cmd" in
     mv "$out/results.tgz.tmp" "$out/results.tgz"
     echo "gpu_job: packed $(tar tzf "$out/results.tgz" | wc -l) files into $out/results.tgz" ;;
   ensure)
-    usage="gpu_job: usage: ensure NAME [--after|--after-ended DEP[,DEP...]] CMD [ARG...]"
+    usage="gpu_job: usage: ensure NAME [--creates PATH] [--after|--after-ended DEP[,DEP...]] CMD [ARG...]"
     [ $# -ge 2 ] || { echo "$usage" >&2; exit 64; }
     name=$1; shift
-    dep=()
-    case "$1" in --after|--after-ended) [ $# -lt 3 ] || { dep=(after "$2" "${1#--after}"); shift 2; } ;; esac
-    case "$1 $name" in --after*|*" --after"*) echo "$usage" >&2; exit 64 ;; esac
+    dep=(); creates=
+    while [ $# -ge 3 ]; do
+      case "$1" in
+        --after|--after-ended) [ ${#dep[@]} = 0 ] || break; dep=(after "$2" "${1#--after}"); shift 2 ;;
+        --creates) [ -z "$creates" ] || break; creates=$2; shift 2 ;;
+        *) break ;;
+      esac
+    done
+    case "$1 $name" in --after*|--creates*|*" --after"*|*" --creates"*) echo "$usage" >&2; exit 64 ;; esac
     if running "$name"; then echo "gpu_job: $name is running"; exit 0; fi
     if [ -f "$JOBS/$name.rc" ]; then
       echo "gpu_job: $name ended earlier on this machine, status $(cat "$JOBS/$name.rc")"; exit 0
+    fi
+    if [ -n "$creates" ] && [ -e "$creates" ]; then  # done on an earlier machine, its result carried here
+      echo "gpu_job: $name: $creates exists (an earlier call's result): not run" | tee "$JOBS/$name.log"
+      echo none > "$JOBS/$name.pid"  # (no process: never running)
+      echo 0 > "$JOBS/$name.rc.tmp" && mv "$JOBS/$name.rc.tmp" "$JOBS/$name.rc"
+      exit 0
     fi
     if [ ${#dep[@]} -gt 0 ]; then exec bash "$SELF" start "$name" bash "$SELF" "${dep[@]}" "$@"; fi
     exec bash "$SELF" start "$name" "$@" ;;
@@ -181,6 +198,6 @@ case "$cmd" in
     bash "$SELF" pack "$out" "$JOBS" ${paths[@]+"${paths[@]}"}
     exit $rc ;;
   *)
-    sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'
     [ -z "$cmd" ] || [ "$cmd" = -h ] || [ "$cmd" = --help ] || exit 64 ;;
 esac

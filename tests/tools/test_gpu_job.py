@@ -120,6 +120,28 @@ def test_ensure_starts_a_job_once_and_after_waits_for_its_dependency(tmp_path):
         assert gpu_job(tmp_path, 'ensure', *args).returncode == 64, args
 
 
+def test_ensure_skips_a_job_whose_result_an_earlier_call_brought(tmp_path):
+    """--creates PATH: on a fresh machine that was handed an earlier machine's result, the job is not run again and
+    counts as ended with status 0, so the jobs after it go on; without the result it runs."""
+    order, result = tmp_path / 'order', tmp_path / 'bench.json'
+    result.write_text('{}')
+    skipped = gpu_job(tmp_path, 'ensure', 'bench', '--creates', result, 'bash', '-c', f'echo bench >> {order}')
+    assert skipped.returncode == 0 and 'bench.json exists' in skipped.stdout
+    assert gpu_job(tmp_path, 'ensure', 'next', '--after', 'bench', 'bash', '-c',
+                   f'echo next >> {order}').returncode == 0
+    waited = gpu_job(tmp_path, 'wait', 30)
+    assert waited.returncode == 0 and '== bench: ended, status 0' in waited.stdout
+    assert order.read_text() == 'next\n'
+    assert 'ended earlier' in gpu_job(tmp_path, 'ensure', 'bench', '--creates', result, 'true').stdout
+    missing = tmp_path / 'other.json'
+    assert gpu_job(tmp_path, 'ensure', 'other', '--creates', missing, '--after-ended', 'next', 'bash', '-c',
+                   f'echo other >> {order}').returncode == 0
+    assert gpu_job(tmp_path, 'wait', 30, 'other').returncode == 0
+    assert order.read_text() == 'next\nother\n'
+    for args in (['x', '--creates', 'p'], ['x', '--creates'], ['x', '--creates', 'p', '--creates', 'q', 'true']):
+        assert gpu_job(tmp_path, 'ensure', *args).returncode == 64, args
+
+
 def test_call_runs_a_plan_and_brings_back_its_results(tmp_path):
     """call OUT SECONDS PLAN PATH...: set up, start the plan's jobs, wait, pack the job logs and the PATHs; the same
     call again on the same machine starts nothing twice."""
