@@ -47,7 +47,9 @@ class CompiledWhenCalibrated:
     (:func:`qdbev.quant.fake_quant.fake_quantize_reference`), so that under a budget the partitioner can keep the
     1-byte codes for backward instead of the 4-byte fake-quantized tensor. Whether it does is the partitioner's
     choice: on BEVFormer-tiny's student (frozen BN) at budget 0.5 the kept bytes fell by a fifth, on a small
-    conv/trainable-BN stack they rose (docs/benchmarks.md, session 17), hence an option."""
+    conv/trainable-BN stack they rose (docs/benchmarks.md, session 17), hence an option. On the H200 (tiny, batch
+    8) it lowered the QAT+VGD step's peak from 1.55x to 1.37x the FP step's at budget 0.5 and to 1.32x at 0.3, for
+    a slower step at 0.3 (docs/benchmarks.md, session 18)."""
 
     def __init__(self, module: nn.Module, activation_memory_budget: Optional[float] = None, int_codes: bool = False,
                  **compile_kwargs) -> None:
