@@ -117,14 +117,24 @@ class _FakeQuantRef(torch.autograd.Function):
                 int_codes: bool = False) -> Tensor:
         inv = torch.reciprocal(scale)
         q = torch.round(x * inv)
+        ctx.grad_factor = grad_factor
+        ctx.scale_shape = scale.shape
+        ctx.code_range = None
+        wide = _code_dtype(qmin - 1, qmax + 1) if int_codes and not ctx.needs_input_grad[1] else None
+        if wide is not None:
+            # codes one step wider than the clamp: qmin - 1 / qmax + 1 stand for every code clipped below / above,
+            # so the codes carry the straight-through mask and the backward needs nothing else (1 byte per element
+            # where the mask and the codes took 2)
+            wide_codes = q.clamp(qmin - 1, qmax + 1).to(wide)
+            ctx.save_for_backward(wide_codes)
+            ctx.code_range = (qmin, qmax)
+            return wide_codes.clamp(qmin, qmax).to(x.dtype) * scale
         qc = q.clamp(qmin, qmax)
         inside = q == qc  # qmin <= q <= qmax (NaN: False): one kernel, no python bound turned into a tensor
         if ctx.needs_input_grad[1]:
             ctx.save_for_backward(inside, x, scale, inv, qc)
         else:  # no scale gradient: the straight-through mask is all the backward needs
             ctx.save_for_backward(inside)
-        ctx.grad_factor = grad_factor
-        ctx.scale_shape = scale.shape
         codes = _code_dtype(qmin, qmax) if int_codes else None
         if codes is not None:  # integers of the code range are exact in both dtypes: the same numbers
             return qc.to(codes).to(x.dtype) * scale
@@ -132,7 +142,11 @@ class _FakeQuantRef(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        inside = ctx.saved_tensors[0]
+        if ctx.code_range is not None:
+            (wide_codes,) = ctx.saved_tensors
+            inside = (wide_codes >= ctx.code_range[0]) & (wide_codes <= ctx.code_range[1])
+        else:
+            inside = ctx.saved_tensors[0]
         grad_x = grad * inside  # bool promoted inside the multiply: no float copy of the mask on CUDA
         grad_scale = None
         if ctx.needs_input_grad[1]:
@@ -157,7 +171,9 @@ def fake_quantize_reference(x: Tensor, bits: int, scale: ScaleLike, ch_axis: Opt
         int_codes: form the output from the integer codes held in the smallest integer dtype (int8 up to 8 bits),
             ``codes.to(float) * S``: the same numbers, one more cast. For traced graphs: the codes are then a node of
             their own, which ``torch.compile``'s partitioner can keep for backward (1 byte per element) in place of
-            the float output (4 bytes) and rescale there (:func:`qdbev.quant.compile.compile_quantized`).
+            the float output (4 bytes) and rescale there (:func:`qdbev.quant.compile.compile_quantized`). With a
+            fixed scale the codes also hold the straight-through mask (clipped codes as ``qmin - 1`` / ``qmax + 1``,
+            int8 up to 7 bits), so no separate mask is kept (the gradient at a NaN input is then unspecified).
     """
     if check_bits(bits) == FLOAT_BITS:
         return x

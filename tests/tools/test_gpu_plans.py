@@ -34,9 +34,11 @@ class Parsed(Exception):
 
 
 def dependencies(plan_text):
-    """{job: [the jobs it waits for]} from the plan's ``ensure NAME [--after|--after-ended DEP,...]`` lines."""
+    """{job: [the jobs it waits for]} from the plan's ``ensure NAME [--creates PATH] [--after|--after-ended DEP,...]``
+    lines."""
     deps = {}
-    for m in re.finditer(r'^ensure\s+(\S+)(?:\s+--after(?:-ended)?\s+(\S+))?', plan_text.replace('\\\n', ' '),
+    for m in re.finditer(r'^ensure\s+(\S+)(?:\s+--creates\s+\S+)?(?:\s+--after(?:-ended)?\s+(\S+))?',
+                         plan_text.replace('\\\n', ' '),
                          re.MULTILINE):
         deps[m.group(1)] = m.group(2).split(',') if m.group(2) else []
     return deps

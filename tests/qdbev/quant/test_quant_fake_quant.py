@@ -155,3 +155,26 @@ def test_int_codes_give_the_same_numbers_and_gradients(bits, ch_axis):
     for a, b in zip(*got):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert got[0][0].unique().numel() > 2 ** (bits - 3) or bits == 16  # a real spread of codes, clipped at 4 bits
+
+
+@pytest.mark.parametrize('bits,ch_axis', [(4, None), (6, 1), (7, None), (8, None)])
+def test_int_codes_carry_the_straight_through_mask_with_a_fixed_scale(bits, ch_axis):
+    """With a fixed scale, int_codes saves only the codes, one step wider than the clamp (int8 up to 7 bits, int16
+    at 8), and rebuilds the mask from them: the same output and input gradient as the float path, including inputs
+    that round exactly onto the clamp bounds and just past them."""
+    torch.manual_seed(bits)
+    qmin, qmax = qrange(bits)
+    scale = (torch.rand(3) * 0.2 + 0.05) if ch_axis is not None else torch.tensor(0.1)
+    s = scale.reshape(1, 3, 1, 1) if ch_axis is not None else scale
+    edges = torch.tensor([qmin - 0.5, qmin - 0.49, qmin, qmax, qmax + 0.49, qmax + 0.51, qmax + 3, qmin - 3])
+    x = torch.cat([torch.randn(2, 3, 4, 4).flatten() * qmax * 0.1, edges.repeat(12)]).reshape(-1, 3, 4, 4)
+    x = x * s
+    got = []
+    for codes in (False, True):
+        xg = x.clone().requires_grad_()
+        out = fake_quantize_reference(xg, bits, scale, ch_axis, int_codes=codes)
+        (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
+        got.append((out.detach(), xg.grad))
+    for a, b in zip(*got):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert 0 < (got[0][1] == 0).sum() < x.numel()  # some inputs are clipped, most pass
