@@ -20,9 +20,13 @@ ensure wide05 --creates work_dirs/bench19/wide05.json $B \
   --qdbev-options $S model.student_compile.activation_memory_budget=0.5 --out-json work_dirs/bench19/wide05.json
 ensure wide03 --creates work_dirs/bench19/wide03.json --after-ended wide05 $B \
   --qdbev-options $S model.student_compile.activation_memory_budget=0.3 --out-json work_dirs/bench19/wide03.json
+#    Then where P3's fixed ~14 ms at batch 1 goes (W4A6 44 vs FP 30 ms compiled, session 8; 51 vs 42 eager): the
+#    operator tables of one predict of each model (sorted by device and by CPU time), ~90 s.
+ensure p3prof --creates work_dirs/bench19/p3prof.json --after-ended wide03 python tools/benchmark.py --device cuda \
+  --only P3 --batch 1 --reps 10 --warmup 3 --profile work_dirs/bench19/p3prof --out-json work_dirs/bench19/p3prof.json
 # 2. Issue 8: session 17's 400-iteration distillation phase (QD-BEV W4A6 at 101 % of the teacher on seeds 0-1, plain
 #    QAT at 100 %) on seeds 2 and 3 of the kept teacher (session 18's attempt was lost), for the headline's spread.
-ensure data --after-ended wide03 python tools/study.py --work-dir work_dirs/study19 \
+ensure data --after-ended p3prof python tools/study.py --work-dir work_dirs/study19 \
   --data-root data/synthetic/study --train-scenes 60 --val-scenes 6 --workers 16 --until infos
 ensure study19 --after data env STUDY_WORK=work_dirs/study19 SEEDS="2 3" PTQ=0 DISTILL_ITERS=400 \
   bash tools/study_gpu_chain.sh checkpoints/study_teacher_nano_s13.pth
