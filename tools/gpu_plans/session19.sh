@@ -33,5 +33,6 @@ ensure study19 --after data env STUDY_WORK=work_dirs/study19 SEEDS="2 3" PTQ=0 D
 # 3. If time is left: where the QAT+VGD step's ~76 ms above its floor go (session 18: 502 ms against FP 293 + teacher
 #    133): operator tables of one FP step and one QAT+VGD step (session 18's profile job did not get to run).
 ensure p1prof --creates work_dirs/bench19/p1prof.json --after-ended study19 python tools/benchmark.py --device cuda \
-  --only P1 P2 --batch 8 --reps 5 --warmup 3 --compile-fp-train --fp-memory-budget 0.5 --qdbev-options $S model.student_compile.activation_memory_budget=0.5 --profile work_dirs/bench19/p1prof \
+  --only P1 P2 --batch 8 --reps 5 --warmup 3 --compile-fp-train --fp-memory-budget 0.5 --qdbev-options $S \
+  model.student_compile.activation_memory_budget=0.5 --profile work_dirs/bench19/p1prof \
   --out-json work_dirs/bench19/p1prof.json
