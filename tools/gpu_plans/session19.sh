@@ -26,6 +26,9 @@ ensure p3prof --creates work_dirs/bench19/p3prof.json --after-ended wide03 pytho
   --only P3 --batch 1 --reps 10 --warmup 3 --profile work_dirs/bench19/p3prof --out-json work_dirs/bench19/p3prof.json
 # 2. Issue 8: session 17's 400-iteration distillation phase (QD-BEV W4A6 at 101 % of the teacher on seeds 0-1, plain
 #    QAT at 100 %) on seeds 2 and 3 of the kept teacher (session 18's attempt was lost), for the headline's spread.
+#    Afterwards, on this machine: python tools/study.py --work-dir work_dirs/study19[_s3] --write-results --seed N
+#    --device-name "NVIDIA H200", then pool with session 17's seeds: python tools/study_seeds.py docs/runs/study17
+#    docs/runs/study17_s1 work_dirs/study19 work_dirs/study19_s3 --out work_dirs/study19_seeds
 ensure data --after-ended p3prof python tools/study.py --work-dir work_dirs/study19 \
   --data-root data/synthetic/study --train-scenes 60 --val-scenes 6 --workers 16 --until infos
 ensure study19 --after data env STUDY_WORK=work_dirs/study19 SEEDS="2 3" PTQ=0 DISTILL_ITERS=400 \
