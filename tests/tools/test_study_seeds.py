@@ -1,5 +1,6 @@
 """tools/study_seeds.py: the seeds of one study setting merged into means, spreads and paired gains."""
 import json
+import os.path as osp
 
 import pytest
 
@@ -170,7 +171,6 @@ def test_variant_dirs_join_their_seed_and_a_mode_at_other_weights_is_named_by_th
 def test_the_kept_session17_runs_give_the_recorded_figures():
     """docs/runs keeps session 17's per-seed results.json so that later seeds pool with them: merged, they give the
     figures docs/results.json records for that session (QD-BEV W4A6 0.3218 NDS, VGD - none +0.0031 in 1 of 2)."""
-    import os.path as osp
     recorded = json.load(open(osp.join(study_seeds.ROOT, 'docs', 'results.json')))['session17']
     m = study_seeds.merge([osp.join(study_seeds.ROOT, 'docs', 'runs', d) for d in ('study17', 'study17_s1')])
     assert m['seeds'] == recorded['seeds'] == [0, 1]
