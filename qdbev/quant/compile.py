@@ -49,7 +49,8 @@ class CompiledWhenCalibrated:
     choice: on BEVFormer-tiny's student (frozen BN) at budget 0.5 the kept bytes fell by a fifth, on a small
     conv/trainable-BN stack they rose (docs/benchmarks.md, session 17), hence an option. On the H200 (tiny, batch
     8) it lowered the QAT+VGD step's peak from 1.55x to 1.37x the FP step's at budget 0.5 and to 1.32x at 0.3, for
-    a slower step at 0.3 (docs/benchmarks.md, session 18)."""
+    a slower step at 0.3, while a separate 1-byte mask was still kept beside the codes (docs/benchmarks.md, session
+    18); the codes now carry that mask."""
 
     def __init__(self, module: nn.Module, activation_memory_budget: Optional[float] = None, int_codes: bool = False,
                  **compile_kwargs) -> None:
