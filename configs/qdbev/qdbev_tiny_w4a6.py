@@ -12,7 +12,10 @@
 # qat_schedule uses only keys every schedule factory takes, so the baselines built on this file can switch factory.
 # On GPUs add --cfg-options model.teacher_compile=True: the compiled teacher backbone cut the teacher's forward
 # 208 -> 130 ms and the QAT+VGD step 697 -> 588 ms at batch 8 on an H200 (docs/benchmarks.md); off by default
-# because compiling costs start-up time and gained nothing on CPU.
+# because compiling costs start-up time and gained nothing on CPU. For the GPU memory of the student, add
+# model.student_compile.dynamic=False model.student_compile.int_codes=True
+# model.student_compile.activation_memory_budget=0.3: the QAT+VGD step then peaked at 1.32x the FP step's at batch 8
+# (docs/benchmarks.md "Session 18"; the same numbers as the eager student, a slower step).
 _base_ = [
     '../bevformer/bevformer_tiny.py',
     './_base_/qconfig_w4a6.py',
