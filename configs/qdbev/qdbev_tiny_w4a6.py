@@ -15,7 +15,7 @@
 # because compiling costs start-up time and gained nothing on CPU. For the GPU memory of the student, add
 # model.student_compile.dynamic=False model.student_compile.int_codes=True
 # model.student_compile.activation_memory_budget=0.3: the QAT+VGD step then peaked at 1.32x the FP step's at batch 8
-# (docs/benchmarks.md "Session 18"; the same numbers as the eager student, a slower step).
+# (docs/benchmarks.md "Session 18"; int_codes changes no numbers, the budget costs step time).
 _base_ = [
     '../bevformer/bevformer_tiny.py',
     './_base_/qconfig_w4a6.py',
