@@ -13,7 +13,7 @@ import pickle
 import sys
 import tempfile
 import zipfile
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
@@ -31,10 +31,25 @@ class CliError(Exception):
     """A user error found by a tool itself; ``run_cli`` prints it as one line."""
 
 
+def data_root_options(data_root: str) -> List[str]:
+    """``--cfg-options`` (``key=value``) pointing a config's three loaders and two evaluators at the nuScenes-format
+    set in ``data_root`` (its ``nuscenes_infos_*.pkl`` from tools/create_data.py; val infos for both evaluators)."""
+    root = data_root.rstrip('/') + '/'
+    opts = [f'{loader}.dataset.data_root={root}' for loader in ('train_dataloader', 'val_dataloader',
+                                                                'test_dataloader')]
+    for evaluator in ('val_evaluator', 'test_evaluator'):
+        opts += [f'{evaluator}.data_root={root}', f'{evaluator}.ann_file={root}nuscenes_infos_val.pkl']
+    return opts
+
+
 def add_common_args(parser: argparse.ArgumentParser) -> None:
-    """``--work-dir``, ``--cfg-options``, ``--launcher`` and ``--local_rank`` (train.py and test.py)."""
+    """``--work-dir``, ``--data-root``, ``--cfg-options``, ``--launcher`` and ``--local_rank`` (train.py and
+    test.py)."""
     parser.add_argument('--work-dir', help='the dir to save logs, checkpoints and results '
                                            '(default: work_dirs/<config name>)')
+    parser.add_argument('--data-root', metavar='DIR',
+                        help="the data set's root for every loader and evaluator (data_root_options; --cfg-options "
+                             'given beside it win)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         help='override config settings, xxx=yyy format')
     parser.add_argument('--launcher', choices=['none', 'pytorch'], default='none', help='job launcher')
@@ -152,6 +167,8 @@ def load_config(args: argparse.Namespace, config_hint: str):
     check_file(args.config, 'config', config_hint)
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
+    if getattr(args, 'data_root', None):
+        cfg.merge_from_dict(dict(opt.split('=', 1) for opt in data_root_options(args.data_root)))
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     resolve_work_dir(cfg, args.work_dir, args.config)

@@ -66,12 +66,8 @@ def data_root_options(data_root: str) -> List[str]:
     which the configs name already)."""
     if osp.normpath(data_root) == osp.normpath(DEFAULT_DATA_ROOT):
         return []
-    root = data_root.rstrip('/') + '/'
-    opts = [f'{loader}.dataset.data_root={root}' for loader in ('train_dataloader', 'val_dataloader',
-                                                                'test_dataloader')]
-    for evaluator in ('val_evaluator', 'test_evaluator'):
-        opts += [f'{evaluator}.data_root={root}', f'{evaluator}.ann_file={root}nuscenes_infos_val.pkl']
-    return opts
+    from tools._launch import data_root_options as options  # (mmengine: imported only when a root is given)
+    return options(data_root)
 
 
 def steps(work_dir: str, data_root: str, teacher_config: str = TEACHER_CONFIG,

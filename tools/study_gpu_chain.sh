@@ -33,9 +33,6 @@ SEEDS=${SEEDS:-0 1 2}
 MODES=${MODES:-qdbev_none qdbev_img qdbev_vgd}
 VARIANTS=${VARIANTS:-}
 TEACHER_CONFIG=configs/experiments/study_learning/s_groups_bev64_stride8.py
-ROOTS="train_dataloader.dataset.data_root=$D/ val_dataloader.dataset.data_root=$D/ \
-test_dataloader.dataset.data_root=$D/ val_evaluator.data_root=$D/ val_evaluator.ann_file=$D/nuscenes_infos_val.pkl \
-test_evaluator.data_root=$D/ test_evaluator.ann_file=$D/nuscenes_infos_val.pkl"
 t0=$(date +%s)
 stamp() { echo "[chain] $(( $(date +%s) - t0 )) s: $*"; }
 J=${QDBEV_GPU_JOBS:-work_dirs/gpu_jobs}  # tools/gpu_job.sh's job files
@@ -81,12 +78,12 @@ if [ $# -ge 1 ]; then
 elif [ ! -f "$W/teacher.pth" ]; then
   [ -f "$W/teacher_stage1/iter_750.pth" ] || python tools/train.py $TEACHER_CONFIG --work-dir "$W/teacher_stage1" \
     --resume --cfg-options train_cfg.max_iters=750 param_scheduler.1.end=6750 param_scheduler.1.T_max=6750 \
-    train_dataloader.num_workers=14 $ROOTS || fail 'teacher stage 1'
+    train_dataloader.num_workers=14 --data-root "$D" || fail 'teacher stage 1'
   stamp 'teacher stage 1'
   # --resume continues stage 2's own checkpoints after a restart; the first time, load_from initialises it
   python tools/train.py $TEACHER_CONFIG --work-dir "$W/teacher_train" --resume --cfg-options \
     load_from="$W/teacher_stage1/iter_750.pth" train_cfg.max_iters=700 param_scheduler.0.end=50 \
-    param_scheduler.1.end=700 param_scheduler.1.T_max=700 train_dataloader.num_workers=14 $ROOTS \
+    param_scheduler.1.end=700 param_scheduler.1.T_max=700 train_dataloader.num_workers=14 --data-root "$D" \
     || fail 'teacher stage 2'
   python tools/publish_checkpoint.py "$W/teacher_train" "$W/teacher.pth" || fail publish
   stamp 'teacher published'

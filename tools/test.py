@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Evaluate a checkpoint with the mmengine Runner (as mmdet3d's tools/test.py).
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--cfg-options k=v ...] [--launcher none|pytorch]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--data-root DIR] [--cfg-options k=v ...]
+                                        [--launcher none|pytorch]
 
 The config's ``test_evaluator`` (mmdet3d ``NuScenesMetric``: the nuscenes-devkit NDS/mAP) writes its json results
 to ``<work_dir>/nusc_results``. Distributed: ``tools/dist_test.sh CONFIG CHECKPOINT GPUS [args]``. A bad input ends

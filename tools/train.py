@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train a detector with the mmengine Runner (as mmdet3d's tools/train.py).
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--cfg-options k=v ...]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--data-root DIR] [--cfg-options k=v ...]
                                  [--launcher none|pytorch]
 
 Distributed: ``tools/dist_train.sh CONFIG GPUS [args]`` (torchrun). The process-group backend is NCCL when CUDA is

@@ -1,4 +1,5 @@
-"""tools/_launch.py's run_cli closes the process group after a run that ended well, and only then."""
+"""tools/_launch.py: run_cli closes the process group after a run that ended well, and only then; --data-root
+points a config at a data set."""
 import os
 import sys
 
@@ -8,7 +9,8 @@ import torch.distributed as dist
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
-from tools._launch import run_cli  # noqa: E402
+from tools import quickstart, train  # noqa: E402
+from tools._launch import load_config, run_cli  # noqa: E402
 
 
 def _init_one_rank(tmp_path):
@@ -70,3 +72,18 @@ def test_a_failed_run_leaves_the_process_group_alone(tmp_path, capsys):
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def test_data_root_points_every_loader_and_evaluator_at_the_set(tmp_path):
+    """--data-root DIR sets the three loaders' and two evaluators' roots (val infos for both evaluators), as
+    tools/quickstart.py's data_root_options spells them; a --cfg-options key given beside it wins."""
+    config = os.path.join(ROOT, 'configs/quickstart/bevformer_nano_teacher.py')
+    args = train.parse_args([config, '--work-dir', str(tmp_path / 'w'),
+                             '--data-root', '/d/syn', '--cfg-options', 'test_evaluator.ann_file=/other.pkl'])
+    cfg = load_config(args, 'hint')
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        assert cfg[loader].dataset.data_root == '/d/syn/'
+    assert cfg.val_evaluator.data_root == cfg.test_evaluator.data_root == '/d/syn/'
+    assert cfg.val_evaluator.ann_file == '/d/syn/nuscenes_infos_val.pkl'
+    assert cfg.test_evaluator.ann_file == '/other.pkl'
+    assert len(quickstart.data_root_options('/d/syn')) == 7

@@ -18,12 +18,9 @@ ensure study16 --after data env STUDY_WORK=work_dirs/study16 SEEDS="0 1 2" PTQ=0
   bash tools/study_gpu_chain.sh checkpoints/study_teacher_nano_s13.pth
 # 2. Issue 4 beside it: BEVFormer-tiny with three image feature levels, its config's whole 2000-iteration schedule
 #    (session 15 ran 1000 of it: val NDS 0.1887 / mAP 0.0907), then the devkit evaluation.
-ensure tiny --after data bash -c 'D=data/synthetic/study; R="train_dataloader.dataset.data_root=$D/ \
-  val_dataloader.dataset.data_root=$D/ test_dataloader.dataset.data_root=$D/ val_evaluator.data_root=$D/ \
-  val_evaluator.ann_file=$D/nuscenes_infos_val.pkl test_evaluator.data_root=$D/ \
-  test_evaluator.ann_file=$D/nuscenes_infos_val.pkl"; C=configs/experiments/study_learning/t_groups_ms3.py; \
-  python tools/train.py $C --work-dir work_dirs/tiny16 --resume --cfg-options $R && \
-  python tools/test.py $C work_dirs/tiny16/iter_2000.pth --cfg-options $R'
+ensure tiny --after data bash -c 'C=configs/experiments/study_learning/t_groups_ms3.py; D=data/synthetic/study; \
+  python tools/train.py $C --work-dir work_dirs/tiny16 --resume --data-root $D && \
+  python tools/test.py $C work_dirs/tiny16/iter_2000.pth --data-root $D'
 # 3. Issue 9 last, on a quiet machine, with the teacher now running before the student (model.teacher_first, the
 #    default since session 15; session 15's 12497 MiB had it after): P2 at equal memory budgets (session 15, teacher
 #    after: 1.56) with the step's memory per phase (--memory-phases), then where the QAT+VGD step's time above the

@@ -24,12 +24,9 @@ ensure study17 --after data env STUDY_WORK=work_dirs/study17 SEEDS="0 1" PTQ=0 D
   bash tools/study_gpu_chain.sh checkpoints/study_teacher_nano_s13.pth
 # 3. Issue 4 beside it: BEVFormer-tiny with three image feature levels, its config's whole 2000-iteration schedule
 #    (session 15 ran 1000 of it: val NDS 0.1887 / mAP 0.0907), then the devkit evaluation.
-ensure tiny --after data bash -c 'D=data/synthetic/study; R="train_dataloader.dataset.data_root=$D/ \
-  val_dataloader.dataset.data_root=$D/ test_dataloader.dataset.data_root=$D/ val_evaluator.data_root=$D/ \
-  val_evaluator.ann_file=$D/nuscenes_infos_val.pkl test_evaluator.data_root=$D/ \
-  test_evaluator.ann_file=$D/nuscenes_infos_val.pkl"; C=configs/experiments/study_learning/t_groups_ms3.py; \
-  python tools/train.py $C --work-dir work_dirs/tiny17 --resume --cfg-options $R && \
-  python tools/test.py $C work_dirs/tiny17/iter_2000.pth --cfg-options $R'
+ensure tiny --after data bash -c 'C=configs/experiments/study_learning/t_groups_ms3.py; D=data/synthetic/study; \
+  python tools/train.py $C --work-dir work_dirs/tiny17 --resume --data-root $D && \
+  python tools/test.py $C work_dirs/tiny17/iter_2000.pth --data-root $D'
 # 4. If time is left: where the QAT+VGD step's time above the floor goes (47-84 ms at batch 8, docs/benchmarks.md
 #    "Session 15"): operator tables of one FP step and one QAT+VGD step.
 ensure profile --after-ended tiny,study17 python tools/benchmark.py --device cuda --only P1 P2 --batch 8 --reps 5 \

@@ -4,9 +4,6 @@
 # (the study set: ended earlier on the warm machine, so skipped there; made again on a fresh one)
 ensure data python tools/study.py --work-dir work_dirs/study17 --data-root data/synthetic/study \
   --train-scenes 60 --val-scenes 6 --workers 16 --until infos
-ensure tiny --after data bash -c 'D=data/synthetic/study; R="train_dataloader.dataset.data_root=$D/ \
-  val_dataloader.dataset.data_root=$D/ test_dataloader.dataset.data_root=$D/ val_evaluator.data_root=$D/ \
-  val_evaluator.ann_file=$D/nuscenes_infos_val.pkl test_evaluator.data_root=$D/ \
-  test_evaluator.ann_file=$D/nuscenes_infos_val.pkl"; C=configs/experiments/study_learning/t_groups_ms3.py; \
-  python tools/train.py $C --work-dir work_dirs/tiny17 --resume --cfg-options $R && \
-  python tools/test.py $C work_dirs/tiny17/iter_2000.pth --cfg-options $R'
+ensure tiny --after data bash -c 'C=configs/experiments/study_learning/t_groups_ms3.py; D=data/synthetic/study; \
+  python tools/train.py $C --work-dir work_dirs/tiny17 --resume --data-root $D && \
+  python tools/test.py $C work_dirs/tiny17/iter_2000.pth --data-root $D'
