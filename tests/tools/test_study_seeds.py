@@ -168,14 +168,18 @@ def test_variant_dirs_join_their_seed_and_a_mode_at_other_weights_is_named_by_th
     assert 'both hold mode none' in err and 'different results' in err
 
 
-def test_the_kept_session17_runs_give_the_recorded_figures():
-    """docs/runs keeps session 17's per-seed results.json so that later seeds pool with them: merged, they give the
-    figures docs/results.json records for that session (QD-BEV W4A6 0.3218 NDS, VGD - none +0.0031 in 1 of 2)."""
-    recorded = json.load(open(osp.join(study_seeds.ROOT, 'docs', 'results.json')))['session17']
-    m = study_seeds.merge([osp.join(study_seeds.ROOT, 'docs', 'runs', d) for d in ('study17', 'study17_s1')])
-    assert m['seeds'] == recorded['seeds'] == [0, 1]
+@pytest.mark.parametrize('session,dirs,seeds,vgd_larger_in', [
+    ('session17', ('study17', 'study17_s1'), [0, 1], 1),
+    ('session19', ('study17', 'study17_s1', 'study19', 'study19_s3'), [0, 1, 2, 3], 1)])
+def test_the_kept_runs_give_the_recorded_figures(session, dirs, seeds, vgd_larger_in):
+    """docs/runs keeps the per-seed results.json of sessions 17 and 19 so that later seeds pool with them: merged, they
+    give the figures docs/results.json records for that session (session 17: QD-BEV W4A6 0.3218 NDS, VGD - none
+    +0.0031 in 1 of 2; session 19: 0.3219 over four seeds, VGD - none -0.0002 in 1 of 4)."""
+    recorded = json.load(open(osp.join(study_seeds.ROOT, 'docs', 'results.json')))[session]
+    m = study_seeds.merge([osp.join(study_seeds.ROOT, 'docs', 'runs', d) for d in dirs])
+    assert m['seeds'] == recorded['seeds'] == seeds
     qdbev = next(row for row in m['methods'] if row['name'] == 'qdbev_w4a6')
     assert qdbev['nds'] == pytest.approx(recorded['runs']['vgd_w1100']['nds'], abs=5e-5)
     vgd_none = next(p for p in m['paired'] if p['mode'] == 'vgd' and p['minus'] == 'none')
     assert vgd_none['diff_nds'] == pytest.approx(recorded['paired']['vgd - none']['mean'], abs=5e-5)
-    assert vgd_none['larger_in'] == recorded['paired']['vgd - none']['larger_in'] == 1
+    assert vgd_none['larger_in'] == recorded['paired']['vgd - none']['larger_in'] == vgd_larger_in
