@@ -645,21 +645,31 @@ def bench_devkit_eval(data_root: str, workdir: str) -> Dict[str, object]:
 
 
 # ---------------------------------------------------------------------------------------------------- results
-def _train_entries(run: Dict[str, object]) -> List[dict]:
-    """The run's P1-P3 entries, the ones this run measured first (batch 1 before others), then those carried from
-    an earlier run of the device (``carried['train.<batch>']``)."""
+def _newest_entry(run: Dict[str, object], key: str) -> dict:
+    """The run's P1-P3 entry whose ``key`` (``qat_vgd_step`` for P1/P2, ``fakequant_infer`` for P3) was measured
+    last: by this run itself, or carried from an earlier run of the device (``carried['train.<batch>']`` or
+    ``carried['train.<batch>.step|infer']`` name when); among equally new ones batch 1 first, then by batch."""
     train, carried = run.get('train', {}), run.get('carried', {})
-    order = sorted(train, key=lambda b: (f'train.{b}' in carried, b != '1', int(b)))
-    return [train[b] for b in order if isinstance(train[b], dict) and 'error' not in train[b]]
+    part = 'infer' if key in INFER_KEYS else 'step'
+
+    def when(batch: str) -> str:
+        src = carried.get(f'train.{batch}.{part}', carried.get(f'train.{batch}'))
+        return str((src or run).get('time') or '')
+
+    found = [b for b, t in train.items() if isinstance(t, dict) and 'error' not in t and key in t]
+    if not found:
+        return {}
+    newest = max(when(b) for b in found)
+    return train[min((b for b in found if when(b) == newest), key=lambda b: (b != '1', int(b)))]
 
 
 def headline(run: Dict[str, object]) -> Dict[str, object]:
     """The four ratios and the absolute figures behind them, from one run's raw results: P1/P2 and P3 each from the
-    first entry of :func:`_train_entries` that measured them, so a ``--only P1 P2`` run heads the table with its own
-    training figures and keeps the device's earlier P3."""
-    entries = _train_entries(run)
-    step = next((t for t in entries if 'qat_vgd_step' in t), {})
-    infer = next((t for t in entries if 'fakequant_infer' in t), {})
+    entry that measured them last (:func:`_newest_entry`), so a ``--only P1 P2`` run heads the table with its own
+    training figures and keeps the device's earlier P3, and a later ``--only P3`` run at another batch does not
+    bring back older P1/P2 figures."""
+    step = _newest_entry(run, 'qat_vgd_step')
+    infer = _newest_entry(run, 'fakequant_infer')
     out: Dict[str, object] = dict(device=run['device'])
     out['qat_vgd_step_over_fp_step'] = step.get('qat_vgd_step_over_fp_step')
     out['qat_vgd_memory_over_fp'] = step.get('qat_vgd_memory_over_fp')

@@ -50,7 +50,8 @@ class CompiledWhenCalibrated:
     conv/trainable-BN stack they rose (docs/benchmarks.md, session 17), hence an option. On the H200 (tiny, batch
     8) it lowered the QAT+VGD step's peak from 1.55x to 1.37x the FP step's at budget 0.5 and to 1.32x at 0.3, for
     a slower step at 0.3, while a separate 1-byte mask was still kept beside the codes (docs/benchmarks.md, session
-    18); the codes now carry that mask."""
+    18); the codes now carry that mask, and the peak is 1.14x at 0.5 (0.3 gives the same partition) with no slower
+    step (session 19)."""
 
     def __init__(self, module: nn.Module, activation_memory_budget: Optional[float] = None, int_codes: bool = False,
                  **compile_kwargs) -> None:

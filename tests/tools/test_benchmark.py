@@ -364,6 +364,21 @@ def test_a_run_at_some_batches_keeps_the_devices_other_batches_and_heads_with_it
     assert run['train']['1']['fakequant_infer_over_fp'] == 1.25
 
 
+def test_the_headline_takes_each_figure_from_its_newest_measurement():
+    """A ``--only P3 --batch 1`` run after ``--only P1 P2 --batch 8``, on a device whose batch-1 entry has older
+    P1/P2 figures: the headline's P1/P2 stay the batch-8 run's (newer), its P3 is the new run's."""
+    old = _run('cuda: H200', 2.6, '1')
+    p1 = dict(_run('cuda: H200', 1.8, '2'), command='benchmark --only P1 P2 --batch 8')
+    p1['train'] = {'8': dict(p1['train'].pop('1'), batch=8)}
+    p3 = dict(_infer_run('3', 1.49, batch='1'), command='benchmark --only P3 --batch 1')
+    merged = old
+    for run in (old, p1, p3):
+        merged = bm.merge_runs(None if run is old else merged, run)
+    assert merged['runs']['cuda: H200']['train']['1']['qat_vgd_step_over_fp_step'] == 2.6  # carried, older
+    assert merged['qat_vgd_step_over_fp_step'] == 1.8 and merged['fakequant_infer_over_fp'] == 1.49
+    assert merged['qat_vgd_step_ms'] == 180.0 and merged['fakequant_infer_ms'] == pytest.approx(59.6)
+
+
 def _infer_run(time_, ratio, batch='8', img_hw=(450, 800)):
     entry = dict(batch=int(batch), img_hw=list(img_hw), queue=3, num_cams=6, fp_infer=dict(median_ms=40.0),
                  fakequant_infer=dict(median_ms=40.0 * ratio), fakequant_infer_over_fp=ratio)
