@@ -23,6 +23,10 @@ Steps (tools/quickstart.py's runner: each skipped when its output exists, re-run
                      with --branch every mode starts from the progressive run's final checkpoint instead of
                      repeating its QAT phases (one start point: the modes are paired exactly, in half the time)
   w4a4               QD-BEV at W4A4 with the first conv and class/box branches at 8 bits (..._w4a4.py)
+  progressive_w4a4   progressive QAT to W4A4 without distillation (..._progressive_w4a4.py, the same floors)
+  qdbev_w4a4_MODE    progressive QAT to W4A4 then --distill-iters of distillation MODE (..._w4a4.py with
+                     qat_schedule.distill=MODE) for MODE in vgd, none: the ablation where PTQ collapses; with
+                     --branch both start from progressive_w4a4's final checkpoint
   curves             tools/plot_curves.py of qdbev_vgd and progressive
   results            WORK_DIR/results.md and results.json (keys of docs/results.json: ptq, methods, ablation,
                      config, device, seeds)
@@ -51,7 +55,7 @@ import os
 import os.path as osp
 import shutil
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
@@ -65,6 +69,7 @@ from tools.quickstart import (PTQ_BITS, Step, check_step_names, data_root_option
 QDBEV = 'configs/qdbev/qdbev_nano_synth_{}.py'
 ARCH_REFERENCE = 'configs/bevformer/bevformer_nano_synth.py'  # the model QDBEV's configs take as architecture
 ABLATION_MODES = ('vgd', 'none', 'img', 'bev', 'img+bev', 'vgd+head')  # vgd+head: + Selective-Focus head term
+W4A4_MODES = ('vgd', 'none')  # the W4A4 ablation: QD-BEV against the same iterations of plain QAT
 TEACHER_CONFIG = 'configs/experiments/study_learning/s_groups_bev64_stride8.py'  # docs/results.md section 3
 CURVE_RUNS = ('progressive', 'qdbev_vgd')  # evaluated after every phase; the other QAT runs see qat_run
 
@@ -229,8 +234,13 @@ def steps(args) -> List[Step]:
         out.append(qat_run(f'qdbev_{mode}', QDBEV.format('w4a6'), w, args,
                            dict(qat, distill=mode, distill_length=args.distill_iters), extra,
                            branch_from='progressive' if getattr(args, 'branch', False) else None))
+    out += [qat_run('w4a4', QDBEV.format('w4a4'), w, args, dict(qat, distill_length=args.distill_iters), extra),
+            qat_run('progressive_w4a4', QDBEV.format('progressive_w4a4'), w, args, qat, extra)]
+    for mode in W4A4_MODES:
+        out.append(qat_run(f'qdbev_w4a4_{mode}', QDBEV.format('w4a4'), w, args,
+                           dict(qat, distill=mode, distill_length=args.distill_iters), extra,
+                           branch_from='progressive_w4a4' if getattr(args, 'branch', False) else None))
     out += [
-        qat_run('w4a4', QDBEV.format('w4a4'), w, args, dict(qat, distill_length=args.distill_iters), extra),
         Step('curves', osp.join(w, 'curves_qdbev.png'),
              [py, 'tools/plot_curves.py', osp.join(w, 'qdbev_vgd'), '--out', osp.join(w, 'curves_qdbev.png'),
               '--compare', osp.join(w, 'progressive')], needs=CURVE_RUNS),
@@ -389,6 +399,7 @@ def collect(w: str, seed: int, device: Optional[str] = None) -> dict:
     runs = (('direct_qat_w4a6', 'direct', (4, 6)), ('progressive_qat_w4a6', 'progressive', (4, 6)),
             ('qdbev_w4a6', 'qdbev_vgd', (4, 6)), ('qdbev_w4a4', 'w4a4', (4, 4)))
     unfinished = {run: u for run in [r for _, r, _ in runs] + [f'qdbev_{m}' for m in ABLATION_MODES if m != 'vgd']
+                  + ['progressive_w4a4'] + [f'qdbev_w4a4_{m}' for m in W4A4_MODES]
                   if (u := unfinished_run(osp.join(w, run))) is not None}
     for name, run, bits in runs:
         ev = last_eval(osp.join(w, run))
@@ -407,17 +418,8 @@ def collect(w: str, seed: int, device: Optional[str] = None) -> dict:
     for m in methods:
         s = w4a4 if m['name'] == 'qdbev_w4a4' else sizes[(m['w_bits'], m['a_bits'])]
         m.update(size_mb=s['size_mb'], tbops=s['gbops'] / 1e3)
-    ablation, starts = [], set()
-    for mode in ABLATION_MODES:
-        evals = finished_evals(osp.join(w, f'qdbev_{mode}'))
-        if evals:
-            starts.add('progressive' if branched(osp.join(w, f'qdbev_{mode}')) else 'own')
-            row = dict(mode=mode, nds=evals[-1]['nds'], map=evals[-1]['map'],
-                       loss_weights=distill_weights(saved_config(w, f'qdbev_{mode}', QDBEV.format('w4a6')), mode))
-            start = distill_phase_start(evals)
-            if start is not None:
-                row.update(start_nds=start['nds'], start_map=start['map'], gain_nds=row['nds'] - start['nds'])
-            ablation.append(row)
+    ablation, starts = ablation_rows(w, ABLATION_MODES, 'qdbev_{}', 'w4a6')
+    ablation_w4a4, starts_w4a4 = ablation_rows(w, W4A4_MODES, 'qdbev_w4a4_{}', 'w4a4')
     if device is None:
         import torch
         device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'
@@ -426,7 +428,27 @@ def collect(w: str, seed: int, device: Optional[str] = None) -> dict:
     return dict(ptq=ptq_rows, methods=methods, ablation=ablation,
                 config=run_config(w, 'qdbev_vgd', QDBEV.format('w4a6')), min_bits=[r.to_dict() for r in floors],
                 device=device, seeds=[seed], img_size=sizes[(32, 32)]['img_size'], commands=run_commands(w),
-                unfinished=unfinished, ablation_start='+'.join(sorted(starts)) or None, ptq_ran=bool(ptq))
+                unfinished=unfinished, ablation_start='+'.join(sorted(starts)) or None, ptq_ran=bool(ptq),
+                ablation_w4a4=ablation_w4a4, ablation_w4a4_start='+'.join(sorted(starts_w4a4)) or None)
+
+
+def ablation_rows(w: str, modes: Sequence[str], run: str, bits: str) -> Tuple[List[dict], set]:
+    """The distillation-ablation rows of the finished runs ``run.format(mode)`` under ``w`` (config
+    ``QDBEV.format(bits)``): mode, NDS, mAP, loss weights and, where the run evaluated the start of its distillation
+    phase, that start's NDS / mAP and the gain within the run; and how the runs started (``'progressive'``: branched
+    from a progressive run's final checkpoint, ``'own'``: each repeats the QAT phases)."""
+    rows, starts = [], set()
+    for mode in modes:
+        evals = finished_evals(osp.join(w, run.format(mode)))
+        if evals:
+            starts.add('progressive' if branched(osp.join(w, run.format(mode))) else 'own')
+            row = dict(mode=mode, nds=evals[-1]['nds'], map=evals[-1]['map'],
+                       loss_weights=distill_weights(saved_config(w, run.format(mode), QDBEV.format(bits)), mode))
+            start = distill_phase_start(evals)
+            if start is not None:
+                row.update(start_nds=start['nds'], start_map=start['map'], gain_nds=row['nds'] - start['nds'])
+            rows.append(row)
+    return rows, starts
 
 
 def run_commands(w: str) -> Dict[str, str]:
@@ -460,13 +482,16 @@ def render(res: dict) -> str:
               '|---|---|---|---|---|---|']
     lines += [f"| {m['name']} | {m['w_bits']}/{m['a_bits']} | {m['size_mb']:.2f} | {m['tbops']:.3f} | {f(m['nds'])} | "
               f"{f(m['map'])} |" for m in res['methods']]
-    start = {'progressive': ' (every mode continues the progressive run: one start point)',
-             'own': ' (each mode repeats the progressive QAT phases)'}.get(res.get('ablation_start'), '')
-    lines += ['', f'## Distillation ablation at W4A6{start}', '',
-              '| mode | NDS | mAP | NDS before the distillation phase (same run) | NDS gain in it |',
-              '|---|---|---|---|---|']
-    lines += [f"| {a['mode']} | {f(a['nds'])} | {f(a['map'])} | {f(a.get('start_nds'))} | {f(a.get('gain_nds'))} |"
-              for a in res['ablation']]
+    for bits, key in (('W4A6', 'ablation'), ('W4A4', 'ablation_w4a4')):
+        if bits == 'W4A4' and not res.get(key):
+            continue
+        start = {'progressive': ' (every mode continues the progressive run: one start point)',
+                 'own': ' (each mode repeats the progressive QAT phases)'}.get(res.get(f'{key}_start'), '')
+        lines += ['', f'## Distillation ablation at {bits}{start}', '',
+                  '| mode | NDS | mAP | NDS before the distillation phase (same run) | NDS gain in it |',
+                  '|---|---|---|---|---|']
+        lines += [f"| {a['mode']} | {f(a['nds'])} | {f(a['map'])} | {f(a.get('start_nds'))} | "
+                  f"{f(a.get('gain_nds'))} |" for a in res[key]]
     if res.get('unfinished'):
         lines += ['', 'Started but not finished (left out of the tables; resume with the same tools/study.py command): '
                   + '; '.join(f'{run} (last evaluation: {at})' for run, at in res['unfinished'].items())]
@@ -510,7 +535,7 @@ def main(argv=None) -> int:
     parser.add_argument('--branch', action='store_true',
                         help='the qdbev_MODE runs start from the progressive run\'s final checkpoint (its QAT phases '
                              'are theirs) instead of repeating them: every mode starts from the same model, and the '
-                             'ablation takes about half the time')
+                             'ablation takes about half the time; the qdbev_w4a4_MODE runs from progressive_w4a4\'s')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--jobs', type=int, default=1, help='independent steps run at once')
     parser.add_argument('--force', nargs='*', default=[], help='steps to re-run even if done')

@@ -17,11 +17,13 @@
 #      configs/experiments/study_learning/s_groups_bev64_stride8.py (750 iterations at the peak rate, then 700 with a
 #      fresh warm-up and cosine; val NDS 0.336 / mAP 0.318 in session 6), published with tools/publish_checkpoint.py
 #      as $STUDY_WORK/teacher.pth: 8.4 MiB, so a call can bring it back and later sessions start from it;
-#   3. for every seed, the progressive QAT run (and the PTQ sweep of the first seed's work dir), side by side;
+#   3. for every seed, the progressive QAT runs $PROGRESSIVE (and the PTQ sweep of the first seed's work dir), side
+#      by side;
 #   4. for every seed, the distillation modes $MODES branched from that seed's progressive run (tools/study.py
 #      --branch), and each variant of $VARIANTS ("NAME:KEY=VALUE[,KEY=VALUE]" ...; the work dir ${wd}NAME shares the
 #      seed's progressive run through hard links, and its floored config, and runs qdbev_vgd with --qat-options).
-# Settings (environment): STUDY_WORK (work_dirs/study), SEEDS ("0 1 2"), MODES ("qdbev_none qdbev_img qdbev_vgd"),
+# Settings (environment): STUDY_WORK (work_dirs/study), SEEDS ("0 1 2"), PROGRESSIVE ("progressive"; add
+# progressive_w4a4 for the W4A4 ablation, MODES qdbev_w4a4_vgd qdbev_w4a4_none), MODES ("qdbev_none qdbev_img qdbev_vgd"),
 # VARIANTS (""), QAT_ITERS (20), DISTILL_ITERS (400; at 100 no mode reached the teacher, docs/results.md session 17),
 # DATA (data/synthetic/study), PTQ (1; 0 leaves out the PTQ sweep, e.g. for a teacher whose sweep is known); the
 # min-bits floors are the study's (both position layers at W8A8). Progress lines start with "[chain] SECONDS s:".
@@ -96,8 +98,10 @@ for s in $SEEDS; do  # adopt the teacher one work dir at a time, before anything
   $S --work-dir "$(wd "$s")" --seed "$s" --only teacher > /dev/null || fail "adopt the teacher in $(wd "$s")"
 done
 pids=()
+PROGRESSIVE=${PROGRESSIVE:-progressive}
 for s in $SEEDS; do
-  $S --work-dir "$(wd "$s")" --seed "$s" --only progressive > "/tmp/chain_progressive_$s.log" 2>&1 & pids+=($!)
+  $S --work-dir "$(wd "$s")" --seed "$s" --jobs "$(echo $PROGRESSIVE | wc -w)" --only $PROGRESSIVE \
+    > "/tmp/chain_progressive_$s.log" 2>&1 & pids+=($!)
 done
 first=$(set -- $SEEDS; echo $1)
 ptq=

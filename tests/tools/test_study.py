@@ -380,3 +380,52 @@ def test_a_work_dir_without_its_ptq_sweep_gets_the_rows_of_its_qat_runs(tmp_path
     assert res['ptq'] == [] and res['ptq_ran'] is False
     assert [(m['name'], m['nds']) for m in res['methods']] == [('progressive_qat_w4a6', 0.33)]
     assert 'The PTQ sweep did not run in this work dir' in (tmp_path / 'results.md').read_text()
+
+
+def test_the_w4a4_ablation_branches_from_progressive_w4a4(tmp_path):
+    """progressive_w4a4 is qdbev_nano_synth_w4a4.py's QAT phases without the distillation phase, at its widths and
+    floors, so that with --branch qdbev_w4a4_vgd / _none continue its final checkpoint (the hook's ``extends``)."""
+    from projects.qdbev.hooks.schedule_config import build_schedule
+    plain = parsed_steps()
+    prog_cfg = run_config(plain['progressive_w4a4'])
+    prog = build_schedule(prog_cfg.qat_schedule)
+    assert [p.name for p in prog][-1] == 'w4a4_decoder' and {p.distill for p in prog} == {'none'}
+    assert list(prog)[-1].bits['decoder'] == (4, 4) and {p.length for p in prog if p.length} == {7}
+    assert prog_cfg.model.qconfig == run_config(plain['w4a4']).model.qconfig  # a_bits 4, the 8-bit ends
+    branched = parsed_steps(work_dir=str(tmp_path / 'w'), branch=True)
+    for mode in study.W4A4_MODES:
+        assert branched[f'qdbev_w4a4_{mode}'].needs == ('teacher', 'progressive_w4a4')
+        cfg = run_config(plain[f'qdbev_w4a4_{mode}'])
+        schedule = build_schedule(cfg.qat_schedule)
+        assert (list(schedule)[-1].distill, list(schedule)[-1].length) == (mode, 11)
+        assert schedule.extends(prog.fingerprint(), len(prog))
+        assert cfg.model.qconfig == prog_cfg.model.qconfig
+        assert cfg.custom_hooks[1].evaluate_phase_end == 'last_two'  # the start of distillation is evaluated
+    run = tmp_path / 'w' / 'progressive_w4a4'
+    run.mkdir(parents=True)
+    for name in ('phase_1_w32a4.pth', 'phase_5_w4a4_decoder.pth', 'done'):
+        (run / name).write_text('')
+    argv = branched['qdbev_w4a4_none'].argv()
+    assert argv[argv.index('--resume') + 1] == str(run / 'phase_5_w4a4_decoder.pth')
+
+
+def test_results_hold_the_w4a4_ablation_apart(tmp_path):
+    for run, nds, start in (('qdbev_w4a4_vgd', 0.30, 0.26), ('qdbev_w4a4_none', 0.28, 0.26), ('qdbev_none', 0.33,
+                                                                                              0.31)):
+        (tmp_path / run).mkdir()
+        log = phases(nds, 0.2, start=start)
+        log['events'].insert(0, dict(event='branch', phase=5, iter=35, source='w/progressive_w4a4/phases.json'))
+        (tmp_path / run / 'phases.json').write_text(json.dumps(log))
+        (tmp_path / run / 'done').write_text('\n')
+    (tmp_path / 'progressive_w4a4').mkdir()  # started, not finished
+    res = study.write_results(str(tmp_path), 0, device='NVIDIA H200')
+    assert [a['mode'] for a in res['ablation']] == ['none']
+    rows = {a['mode']: a for a in res['ablation_w4a4']}
+    assert list(rows) == ['vgd', 'none'] and res['ablation_w4a4_start'] == 'progressive'
+    assert rows['vgd']['gain_nds'] == pytest.approx(0.04) and rows['none']['gain_nds'] == pytest.approx(0.02)
+    assert rows['vgd']['loss_weights'] == {
+        'vgd': Config.fromfile(study.QDBEV.format('w4a4')).model.distill_losses.vgd.loss_weight}
+    assert res['unfinished'] == {'progressive_w4a4': 'no evaluation yet'}
+    text = (tmp_path / 'results.md').read_text()
+    assert '## Distillation ablation at W4A4 (every mode continues the progressive run: one start point)' in text
+    assert '| vgd | 0.3000 | 0.2000 | 0.2600 | 0.0400 |' in text
