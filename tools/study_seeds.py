@@ -8,10 +8,11 @@ teacher through ``--teacher-from``) and holds the ``results.json`` that ``tools/
 Printed, and with ``--out`` written atomically to PREFIX.md / PREFIX.json:
 
 - methods (Table-2 analogue): NDS / mAP of each seed, their mean and sample standard deviation;
-- the distillation ablation: each mode's NDS before its distillation phase and the gain within the run (``gain_nds``,
-  free of the QAT phases' run-to-run noise), and, for every mode against ``none`` (the same iterations without
-  distillation), the difference of the two gains seed by seed: the paired comparison of the study (with ``--out``
-  also drawn, PREFIX.png: each mode's difference per seed, its mean and sample standard deviation).
+- the distillation ablation (and the W4A4 one, ``ablation_w4a4``, where the work dirs have it): each mode's NDS
+  before its distillation phase and the gain within the run (``gain_nds``, free of the QAT phases' run-to-run
+  noise), and, for every mode against ``none`` (the same iterations without distillation), the difference of the
+  two gains seed by seed: the paired comparison of the study (with ``--out`` also drawn, PREFIX.png: each W4A6
+  mode's difference per seed, its mean and sample standard deviation).
 
 A method or mode missing from a work dir (not run, or unfinished: ``results.json`` ``unfinished``) is left out of
 that row's mean, which names the seeds it has. Work dirs whose QAT runs had different ``--min-bits`` floors or
@@ -93,7 +94,7 @@ def merge_rows(results: List[dict], labels: List[str], key: str, name_field: str
     values by work dir label, and their mean and sd. Rows keep the order in which they first appear."""
     merged: Dict[str, dict] = {}
     for res, label in zip(results, labels):
-        for row in res[key]:
+        for row in res.get(key, []):  # ablation_w4a4: only in results.json of tools/study.py since session 19
             out = merged.setdefault(row[name_field], {name_field: row[name_field], 'runs': []})
             for extra in ('w_bits', 'a_bits', 'size_mb', 'tbops'):
                 if extra in row:
@@ -207,6 +208,7 @@ def merge(work_dirs: List[str], join: Sequence[str] = (), pairs: Sequence[Tuple[
     if len(set(labels)) < len(labels):
         labels = [f'{label} ({w})' for label, w in zip(labels, work_dirs)]
     ablation = merge_rows(results, labels, 'ablation', 'mode', ('nds', 'map', 'start_nds', 'gain_nds'))
+    ablation_w4a4 = merge_rows(results, labels, 'ablation_w4a4', 'mode', ('nds', 'map', 'start_nds', 'gain_nds'))
     modes = [row['mode'] for row in ablation]
     unknown = sorted({m for pair in pairs for m in pair if m not in modes})
     if unknown:
@@ -217,6 +219,7 @@ def merge(work_dirs: List[str], join: Sequence[str] = (), pairs: Sequence[Tuple[
         seeds=[s for r in results for s in r['seeds']],
         methods=merge_rows(results, labels, 'methods', 'name', ('nds', 'map')),
         ablation=ablation, paired=paired_gains(ablation, pairs=pairs),
+        ablation_w4a4=ablation_w4a4, paired_w4a4=paired_gains(ablation_w4a4),
         unfinished={label: r['unfinished'] for label, r in zip(labels, results) if r.get('unfinished')})
 
 
@@ -255,10 +258,12 @@ def render(m: dict) -> str:
     for row in m['methods']:
         lines.append(f"| {row['name']} | " + ' | '.join(_value(row, r, ('nds', 'map')) for r in runs) +
                      f" | {_mean(row, ('nds', 'map'))} |")
-    if m['ablation']:
-        lines += ['', '## Distillation phase within each run (NDS before -> after, gain)', '',
+    for key, bits in (('ablation', ''), ('ablation_w4a4', ' at W4A4')):
+        if not m.get(key):
+            continue
+        lines += ['', f'## Distillation phase within each run{bits} (NDS before -> after, gain)', '',
                   *head('mode', 'mean gain (sd)')]
-        for row in m['ablation']:
+        for row in m[key]:
             cells = []
             for r in runs:
                 run = _run(row, r)
@@ -269,7 +274,7 @@ def render(m: dict) -> str:
             gain = (f"{row['gain_nds']:+.4f} ({row['gain_nds_sd']:.4f})" if row.get('gain_nds_sd') is not None
                     else f"{row['gain_nds']:+.4f}" if 'gain_nds' in row else '-')
             lines.append(f"| {row['mode']} | " + ' | '.join(cells) + f' | {gain} |')
-        for p in m['paired']:
+        for p in m['paired' + key[len('ablation'):]]:
             per = {d['run']: d['diff_nds'] for d in p['runs']}
             lines.append(f"| {p['mode']} - {p['minus']} | " +
                          ' | '.join(f'{per[r]:+.4f}' if r in per else '-' for r in runs) +

@@ -183,3 +183,28 @@ def test_the_kept_runs_give_the_recorded_figures(session, dirs, seeds, vgd_large
     vgd_none = next(p for p in m['paired'] if p['mode'] == 'vgd' and p['minus'] == 'none')
     assert vgd_none['diff_nds'] == pytest.approx(recorded['paired']['vgd - none']['mean'], abs=5e-5)
     assert vgd_none['larger_in'] == recorded['paired']['vgd - none']['larger_in'] == vgd_larger_in
+
+
+def test_the_w4a4_ablation_is_pooled_apart_from_the_w4a6_one(tmp_path):
+    """Work dirs whose results.json hold ``ablation_w4a4`` (tools/study.py's W4A4 pair) get its rows and paired gains
+    beside the W4A6 ones; a work dir without it (written before it existed) adds nothing to them."""
+    dirs = []
+    for seed, (vgd, none) in enumerate(((0.30, 0.28), (0.29, 0.28), (None, None))):
+        w = _work_dir(tmp_path, f'w{seed}', seed, {'qdbev_w4a6': (0.33, 0.25)}, {'vgd': (0.31, 0.32),
+                                                                                 'none': (0.31, 0.32)})
+        if vgd is not None:
+            res = json.load(open(osp.join(w, 'results.json')))
+            res['ablation_w4a4'] = [dict(mode='vgd', nds=vgd, map=0.2, start_nds=0.26, gain_nds=vgd - 0.26),
+                                    dict(mode='none', nds=none, map=0.2, start_nds=0.26, gain_nds=none - 0.26)]
+            open(osp.join(w, 'results.json'), 'w').write(json.dumps(res))
+        dirs.append(w)
+    m = study_seeds.merge(dirs)
+    assert [r['mode'] for r in m['ablation_w4a4']] == ['vgd', 'none'] and len(m['ablation_w4a4'][0]['runs']) == 2
+    (paired,) = m['paired_w4a4']
+    assert [d['diff_nds'] for d in paired['runs']] == pytest.approx([0.02, 0.01])
+    assert (paired['larger_in'], paired['of']) == (2, 2) and paired['diff_nds'] == pytest.approx(0.015)
+    (w4a6,) = m['paired']
+    assert w4a6['diff_nds'] == pytest.approx(0.0) and w4a6['of'] == 3
+    text = study_seeds.render(m)
+    assert '## Distillation phase within each run at W4A4 (NDS before -> after, gain)' in text
+    assert '| vgd - none | +0.0200 | +0.0100 | - | +0.0150 (0.0071), larger in 2 of 2 |' in text
