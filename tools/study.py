@@ -5,7 +5,8 @@
                           [--train-scenes 60] [--val-scenes 8] [--scale 0.25] [--workers 16]
                           [--teacher-config configs/experiments/study_learning/s_groups_bev64_stride8.py]
                           [--teacher-iters N]
-                          [--qat-iters 200] [--distill-iters 400] [--qat-batch 1] [--seed 0] [--jobs 1]
+                          [--qat-iters 200] [--distill-iters 400] [--direct-iters N] [--qat-batch 1] [--seed 0]
+                          [--jobs 1]
                           [--qat-options KEY=VALUE ...] [--min-bits PATTERN=W/A ...]
                           [--branch] [--until STEP] [--force STEP ...] [--only STEP ...]
 
@@ -14,7 +15,9 @@ Steps (tools/quickstart.py's runner: each skipped when its output exists, re-run
   teacher            the FP BEVFormer-nano teacher (--teacher-config; --teacher-iters sets an iteration-based
                      config's length); the QAT runs below get its model (architecture_options)
   ptq                tools/ptq.py 32/32 8/8 6/6 4/6 4/4 --dfq                    (Table 1; FP and DFQ rows of Table 2)
-  direct             direct QAT to W4A6 (configs/qdbev/qdbev_nano_synth_direct_w4a6.py), 5 x --qat-iters
+  direct             direct QAT to W4A6 (configs/qdbev/qdbev_nano_synth_direct_w4a6.py), one phase of --direct-iters
+                     (default 5 x --qat-iters: the progressive run's QAT iterations; 5 x --qat-iters + --distill-iters
+                     gives it QD-BEV's iterations)
   progressive        progressive QAT to W4A6 without distillation (..._progressive_w4a6.py), --qat-iters per phase
   qdbev_MODE         progressive QAT then --distill-iters of distillation MODE (..._w4a6.py with
                      qat_schedule.distill=MODE) for MODE in vgd (QD-BEV), none, img, bev, img+bev (the ablation)
@@ -227,7 +230,8 @@ def steps(args) -> List[Step]:
              lambda: [py, 'tools/ptq.py', args.teacher_config, last_checkpoint(teacher_dir), '--bits', *PTQ_BITS,
                       '--dfq', '--calib-samples', '32', '--work-dir', osp.join(w, 'ptq')] + with_roots,
              osp.join(w, 'ptq'), needs=('teacher', )),
-        qat_run('direct', QDBEV.format('direct_w4a6'), w, args, dict(length=5 * args.qat_iters, unit='iter'), extra),
+        qat_run('direct', QDBEV.format('direct_w4a6'), w, args,
+                dict(length=getattr(args, 'direct_iters', None) or 5 * args.qat_iters, unit='iter'), extra),
         qat_run('progressive', QDBEV.format('progressive_w4a6'), w, args, qat, extra),
     ]
     for mode in ABLATION_MODES:
@@ -521,6 +525,8 @@ def main(argv=None) -> int:
     parser.add_argument('--teacher-iters', type=int, help="length of an iteration-based teacher config's schedule")
     parser.add_argument('--qat-iters', type=int, default=200, help='iterations per progressive-QAT phase')
     parser.add_argument('--distill-iters', type=int, default=400, help='iterations of the distillation phase')
+    parser.add_argument('--direct-iters', type=int,
+                        help='iterations of the direct QAT run (default: 5 x --qat-iters, the progressive run\'s)')
     parser.add_argument('--qat-batch', type=int, default=1, help='batch per GPU of the QAT runs')
     parser.add_argument('--qat-options', nargs='+', default=[], metavar='KEY=VALUE',
                         help='more --cfg-options of every QAT run (after the teacher architecture\'s, which '

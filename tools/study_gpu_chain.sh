@@ -23,10 +23,12 @@
 #      --branch), and each variant of $VARIANTS ("NAME:KEY=VALUE[,KEY=VALUE]" ...; the work dir ${wd}NAME shares the
 #      seed's progressive run through hard links, and its floored config, and runs qdbev_vgd with --qat-options).
 # Settings (environment): STUDY_WORK (work_dirs/study), SEEDS ("0 1 2"), PROGRESSIVE ("progressive"; add
-# progressive_w4a4 for the W4A4 ablation, MODES qdbev_w4a4_vgd qdbev_w4a4_none), MODES ("qdbev_none qdbev_img qdbev_vgd"),
-# VARIANTS (""), QAT_ITERS (20), DISTILL_ITERS (400; at 100 no mode reached the teacher, docs/results.md session 17),
-# DATA (data/synthetic/study), PTQ (1; 0 leaves out the PTQ sweep, e.g. for a teacher whose sweep is known); the
-# min-bits floors are the study's (both position layers at W8A8). Progress lines start with "[chain] SECONDS s:".
+# progressive_w4a4 for the W4A4 ablation, whose MODES are qdbev_w4a4_vgd and qdbev_w4a4_none), MODES ("qdbev_none
+# qdbev_img qdbev_vgd"; any tools/study.py step whose inputs are done, e.g. direct), VARIANTS (""), QAT_ITERS (20),
+# DISTILL_ITERS (400; at 100 no mode reached the teacher, docs/results.md session 17), DIRECT_ITERS (tools/study.py's
+# default: 5 x QAT_ITERS), DATA (data/synthetic/study), PTQ (1; 0 leaves out the PTQ sweep, e.g. for a teacher whose
+# sweep is known); the min-bits floors are the study's (both position layers at W8A8). Progress lines start with
+# "[chain] SECONDS s:".
 set -u
 cd "$(dirname "$0")/.."
 W=${STUDY_WORK:-work_dirs/study}
@@ -93,6 +95,7 @@ fi
 
 S="python tools/study.py --data-root $D --train-scenes 60 --val-scenes 6 --workers 16 --qat-batch 4 \
 --teacher-from $W/teacher.pth --qat-iters ${QAT_ITERS:-20} --distill-iters ${DISTILL_ITERS:-400} --branch \
+${DIRECT_ITERS:+--direct-iters $DIRECT_ITERS} \
 --min-bits pts_bbox_head.transformer.reference_points=8/8 pts_bbox_head.reg_branches.*.4=8/8"
 for s in $SEEDS; do  # adopt the teacher one work dir at a time, before anything runs side by side
   $S --work-dir "$(wd "$s")" --seed "$s" --only teacher > /dev/null || fail "adopt the teacher in $(wd "$s")"

@@ -35,6 +35,8 @@ def test_runs_train_the_intended_schedules():
     assert set(steps) >= {'direct', 'progressive', 'w4a4', 'results'} | {f'qdbev_{m}' for m in study.ABLATION_MODES}
     direct = build_schedule(run_config(steps['direct']).qat_schedule)
     assert [(p.length, p.unit) for p in direct if p.length] == [(35, 'iter')]
+    longer = build_schedule(run_config(parsed_steps(direct_iters=46)['direct']).qat_schedule)  # QD-BEV's 5 x 7 + 11
+    assert [(p.length, p.unit) for p in longer if p.length] == [(46, 'iter')]
     prog = build_schedule(run_config(steps['progressive']).qat_schedule)
     assert [p.name for p in prog][-1] == 'w4a6_decoder' and {p.length for p in prog if p.length} == {7}
     for mode in study.ABLATION_MODES:

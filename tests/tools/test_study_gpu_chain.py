@@ -68,6 +68,16 @@ def test_the_chain_trains_publishes_then_runs_every_seed_and_variant(tmp_path):
     res, calls = run_chain(tmp_path, SEEDS='0 1', PTQ='0')  # the PTQ sweep left out
     assert res.returncode == 0 and not any('--only ptq' in c for c in calls)
     assert sum('--only progressive' in c for c in calls) == 2
+    assert not any('--direct-iters' in c for c in calls)  # tools/study.py's default
+    # the W4A4 ablation's start beside the W4A6 one, and a direct run with QD-BEV's iterations
+    res, calls = run_chain(tmp_path, SEEDS='0 1', PROGRESSIVE='progressive progressive_w4a4', DIRECT_ITERS='46',
+                           MODES='qdbev_w4a4_vgd qdbev_w4a4_none direct')
+    assert res.returncode == 0
+    progressive = [c for c in calls if '--only progressive progressive_w4a4' in c]
+    assert len(progressive) == 2 and all('--jobs 2' in c for c in progressive)
+    modes = [c for c in calls if '--only qdbev_w4a4_vgd qdbev_w4a4_none direct' in c]
+    assert len(modes) == 2 and all('--jobs 3' in c for c in modes)
+    assert all('--direct-iters 46' in c for c in calls if c.startswith('tools/study.py --data-root'))
 
 
 def test_a_given_teacher_is_used_and_a_failing_step_stops_the_chain(tmp_path):
