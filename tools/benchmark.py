@@ -3,7 +3,7 @@
 P4 deformable attention, Group DETR matching (``match``), data loading and devkit evaluation time.
 
     python tools/benchmark.py [--device cuda|cpu] [--quick] [--only P1 P2 P3 P4 match data eval] [--batch 1 4]
-                              [--reps 10] [--warmup 3] [--img-size 450 800] [--data-root DIR] [--compile-infer]
+                              [--reps 10] [--warmup 3] [--img-size 450 800] [--data-root DIR] [--compile-infer [MODE]]
                               [--compile-fp-train]
                               [--out-json docs/benchmarks.json] [--out-md docs/benchmarks.md]
 
@@ -15,8 +15,9 @@ and data samples (6 cameras, the config's temporal queue), so P1-P3 need no data
 nuScenes-layout folder with infos, e.g. data/synthetic/quickstart) enables the data-loading and devkit items. P4
 needs a GPU (n/a on CPU); P2 on CPU reads the peak from torch.profiler's memory timeline (``cpu_peak_mib``).
 ``--quick`` shrinks the configs (ResNet-18, BEV 16x16, 1 encoder / 2 decoder layers, 50 queries), the images to
-64x96 and the repetitions, for a smoke run of well under 2 minutes on CPU. ``--compile-infer`` times P3 with both
-models' image backbone and neck under ``torch.compile`` (the first, untimed warm-up call compiles).
+64x96 and the repetitions, for a smoke run of well under 2 minutes on CPU. ``--compile-infer [MODE]`` times P3 with both
+models' image backbone and neck under ``torch.compile`` (the first, untimed warm-up call compiles; MODE
+``reduce-overhead`` also replays them as CUDA graphs on a GPU).
 ``--compile-fp-train`` compiles the FP model's image backbone and neck for its training step (P1/P2 only), as
 ``--qdbev-options model.student_compile=True`` compiles the student's: with both, P1 compares like with like.
 
@@ -75,9 +76,11 @@ def parse_args(argv=None):
     p.add_argument('--data-samples', type=int, default=20, help='samples read for the data-loading rate')
     p.add_argument('--data-workers', type=int, default=None, help='dataloader workers (default: the config\'s)')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
-    p.add_argument('--compile-infer', action='store_true',
+    p.add_argument('--compile-infer', nargs='?', const='default', default=None, metavar='MODE',
+                   choices=('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs'),
                    help='P3 with torch.compile of both models\' image backbone and neck (the fake quantization '
-                        'fuses into the element-wise ops before each quantized layer)')
+                        'fuses into the element-wise ops before each quantized layer); MODE: torch.compile\'s '
+                        '(reduce-overhead: also CUDA graphs on a GPU)')
     p.add_argument('--compile-fp-train', action='store_true',
                    help='P1/P2 with the FP model\'s image backbone and neck compiled as model.student_compile=True '
                         'compiles the student\'s: the baseline for a compiled student (not with P3)')

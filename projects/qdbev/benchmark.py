@@ -378,15 +378,17 @@ def predict_fn(detector, preprocessor, img_hw: Tuple[int, int], batch: int, num_
     return infer
 
 
-def compile_image_features(detector) -> None:
+def compile_image_features(detector, mode: str = 'default') -> None:
     """Replace ``detector``'s image backbone and neck by their ``torch.compile``d modules (inductor fuses each
     quantized layer's input fake quantization into the element-wise ops before it; the quantizers run their
-    traceable forward, :meth:`qdbev.quant.FakeQuantizer._traceable_forward`). The first call compiles (the timing's
+    traceable forward, :meth:`qdbev.quant.FakeQuantizer._traceable_forward`). ``mode``: torch.compile's, e.g.
+    ``'reduce-overhead'``, which also replays them as CUDA graphs on a GPU (the host's launch cost of a batch-1
+    predict goes; each call's features are read before the next call). The first call compiles (the timing's
     warm-up calls absorb it)."""
     for name in ('img_backbone', 'img_neck'):
         module = getattr(detector, name, None)
         if module is not None and not hasattr(module, '_orig_mod'):
-            setattr(detector, name, torch.compile(module))
+            setattr(detector, name, torch.compile(module, mode=mode))
 
 
 def compile_for_training(detector) -> None:
@@ -408,12 +410,13 @@ def calibrate(distiller, raw: dict) -> None:
 def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dict, device: torch.device,
                    img_hw: Tuple[int, int], batch: int, reps: int, warmup: int, num_cams: int = 6,
                    with_infer: bool = True, with_train: bool = True, profile_dir: Optional[str] = None,
-                   compile_infer: bool = False, compile_fp_train: bool = False,
+                   compile_infer: Optional[str] = None, compile_fp_train: bool = False,
                    fp_memory_budget: Optional[float] = None, memory_phases: bool = False,
                    saved_activations: bool = False) -> Dict[str, object]:
     """P1, P2 and P3 at one batch size; each model is alone on the device while it is measured. ``profile_dir``:
     also write ``torch.profiler`` tables of one call of each (``<what>_b<batch>.txt``). ``compile_infer``: P3 runs
-    both models with ``torch.compile``d image backbone and neck (:func:`compile_image_features`).
+    both models with their image backbone and neck ``torch.compile``d in that mode (:func:`compile_image_features`;
+    ``'default'``, ``'reduce-overhead'``, ...).
     ``compile_fp_train``: the FP step runs with its image backbone and neck compiled (:func:`compile_for_training`),
     the baseline for a distiller with ``student_compile``; ``fp_memory_budget``: compiled with that
     ``activation_memory_budget`` (as ``student_compile=dict(activation_memory_budget=...)`` compiles the student).
@@ -451,7 +454,7 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
         if with_infer:
             model.eval()
             if compile_infer:
-                compile_image_features(predictor)
+                compile_image_features(predictor, compile_infer)
             infer = predict_fn(predictor, model.data_preprocessor, img_hw, batch, num_cams, reps + warmup + 1)
             out[infer_name] = median_ms(infer, reps, warmup, device)
             profiled(infer, infer_name)
@@ -483,7 +486,7 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
                                           out['fp_step']['median_ms'])
         out['qat_vgd_memory_over_fp'] = ratio(out['qat_vgd_step_peak_mib'], out['fp_step_peak_mib'])
     if with_infer:
-        out['compiled_infer'] = bool(compile_infer)
+        out['compiled_infer'] = compile_infer or False  # the mode, or False (eager)
         out['fakequant_infer_over_fp'] = ratio(out['fakequant_infer']['median_ms'], out['fp_infer']['median_ms'])
     return out
 
@@ -826,7 +829,9 @@ def render_markdown(merged: dict) -> str:
                                  f'{_fmt(q, " MiB")} | {_fmt(f, " MiB")} | {_fmt(ratio(q, f))} | |')
             if 'fakequant_infer' in t:
                 infer_tag = tag.replace(f', queue {t["queue"]}', '')
-                infer_tag += ', compiled backbone + neck' if t.get('compiled_infer') else ''
+                mode = t.get('compiled_infer')
+                infer_tag += '' if not mode else ', compiled backbone + neck' + (
+                    f' ({mode})' if isinstance(mode, str) and mode != 'default' else '')
                 lines.append(f'| P3 fake-quant W4A6 predict / FP predict ({infer_tag}) | '
                              f'{t["fakequant_infer"]["median_ms"]:g} ms | {t["fp_infer"]["median_ms"]:g} ms | '
                              f'{_fmt(t["fakequant_infer_over_fp"])} | ≤ 1.15 |')

@@ -499,3 +499,18 @@ def test_saved_activations_counts_what_both_compiled_steps_keep_for_backward(tmp
     text = bm.render_markdown(bm.merge_runs(None, run))
     assert (f"| P2 kept for backward by the compiled backbone + neck (`--saved-activations`) | {qat['mib']:g} MiB | "
             f"{fp['mib']:g} MiB | {round(qat['mib'] / fp['mib'], 3):g} | |") in text
+
+
+def test_compile_infer_passes_its_mode_and_the_row_names_it(monkeypatch):
+    """``--compile-infer reduce-overhead`` compiles both image modules in that mode (CUDA graphs on a GPU), and the
+    P3 row says which mode it timed."""
+    seen = []
+    monkeypatch.setattr(torch, 'compile', lambda module, mode='default': seen.append(mode) or module)
+    bm.compile_image_features(SimpleNamespace(img_backbone=torch.nn.Identity(), img_neck=torch.nn.Identity()),
+                              'reduce-overhead')
+    assert seen == ['reduce-overhead', 'reduce-overhead']
+    for mode, tag in (('reduce-overhead', 'compiled backbone + neck (reduce-overhead))'),
+                      ('default', 'compiled backbone + neck)'), (False, '6 cams 450x800)')):
+        run = _infer_run('1', 1.1)
+        run['train']['8']['compiled_infer'] = mode
+        assert f'{tag} | 44 ms | 40 ms | 1.1 |' in bm.render_markdown(bm.merge_runs(None, run))

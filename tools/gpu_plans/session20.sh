@@ -1,7 +1,8 @@
-# The next GPU session's work (issue 8), as tools/gpu_job.sh jobs. Every remote call is this one line, with carry
-# [".gpu"]:
+# The next GPU session's work (issues 8 and 9), as tools/gpu_job.sh jobs. Every remote call is this one line, with
+# carry [".gpu", "work_dirs/bench20"]:
 #
-#   SHARED_DIR=.gpu bash tools/gpu_job.sh call $OUT 540 tools/gpu_plans/session20.sh 'work_dirs/study20*'
+#   SHARED_DIR=.gpu bash tools/gpu_job.sh call $OUT 540 tools/gpu_plans/session20.sh work_dirs/bench20 \
+#       'work_dirs/study20*'
 #
 # Send the next call at once when one returns (the machine is given back after 30 s idle); after each call unpack its
 # results.tgz into the repository. Device time from session 19: start 35-270 s, set-up ~40 s, study set 76 s, two
@@ -28,3 +29,12 @@
 ensure study20 env STUDY_WORK=work_dirs/study20 SEEDS="4 5" PTQ=0 DISTILL_ITERS=400 DIRECT_ITERS=500 \
   PROGRESSIVE="progressive progressive_w4a4" MODES="qdbev_none qdbev_vgd qdbev_w4a4_none qdbev_w4a4_vgd direct" \
   VARIANTS="_bf16:model.teacher_autocast=bf16" bash tools/study_gpu_chain.sh checkpoints/study_teacher_nano_s13.pth
+# 5. Issue 9, if time is left: P3 at batch 1 is host-bound (session 19: the device busy 12.7 of 38.5 ms). The image
+#    backbone and neck compiled with CUDA graphs (torch.compile mode reduce-overhead) beside the default compile and
+#    eager, on one machine.
+P="python tools/benchmark.py --device cuda --only P3 --batch 1 --reps 10 --warmup 5"
+ensure p3ro --creates work_dirs/bench20/p3ro.json --after-ended study20 $P --compile-infer reduce-overhead \
+  --out-json work_dirs/bench20/p3ro.json
+ensure p3co --creates work_dirs/bench20/p3co.json --after-ended p3ro $P --compile-infer \
+  --out-json work_dirs/bench20/p3co.json
+ensure p3eager --creates work_dirs/bench20/p3eager.json --after-ended p3co $P --out-json work_dirs/bench20/p3eager.json
