@@ -25,6 +25,8 @@ twice.
   other settings, branched from the same progressive run) add their ablation rows to their seed's (work dirs
   without that variant dir keep their own rows). A mode run at different loss weights in the merged dirs is named
   with its weights, ``vgd@1100`` / ``vgd@5000`` (``results.json`` ``loss_weights``).
+- ``--join-named SUFFIX``: the same, with every row of the variant dir named ``MODE + SUFFIX`` (``vgd_bf16``): for a
+  variant whose setting the loss weights do not show (e.g. ``model.teacher_autocast=bf16``).
 - ``--pair A B``: also the paired difference A - B (besides every mode against ``none``).
 - ``--same-teacher SHA SHA``: two teacher files (SHA-256 or a prefix of 8+ hex digits) that hold one model, e.g. a
   checkpoint and its republished copy (``checkpoints/README.md``): their work dirs are seeds of one setting.
@@ -134,11 +136,12 @@ def paired_gains(ablation: List[dict], baseline: str = BASELINE_MODE,
     return [d for d in (paired_difference(ablation, a, b) for a, b in wanted) if d is not None]
 
 
-def join_variants(base: dict, work_dir: str, variant: dict, variant_dir: str) -> dict:
+def join_variants(base: dict, work_dir: str, variant: dict, variant_dir: str, named: str = '') -> dict:
     """``base`` (a work dir's results.json) with the ablation rows of ``variant`` (``work_dir + SUFFIX``: modes at
     other settings, branched from the same progressive run) added; a row both hold (the variant dir's links to the
-    base's runs) counts once. Refused: another seed, another start, or two different results for one mode at one
-    setting."""
+    base's runs) counts once. ``named``: every variant row is added as mode ``MODE + named`` instead (a setting the
+    loss weights do not show, e.g. the teacher's precision). Refused: another seed, another start, or two different
+    results for one mode at one setting."""
     if variant['seeds'] != base['seeds']:
         raise ValueError(f'--join: {variant_dir} has seeds {variant["seeds"]}, {work_dir} {base["seeds"]}; a variant '
                          f'dir joins the work dir of its own seed')
@@ -148,6 +151,9 @@ def join_variants(base: dict, work_dir: str, variant: dict, variant_dir: str) ->
                          f'{sorted(starts)}: not branched from one progressive run, so not paired')
     out = dict(base, ablation=list(base['ablation']))
     for row in variant['ablation']:
+        if named:
+            out['ablation'].append(dict(row, mode=row['mode'] + named))
+            continue
         same = [r for r in out['ablation'] if r['mode'] == row['mode'] and r.get('loss_weights') == row.get(
             'loss_weights')]
         if same and (same[0]['nds'], same[0]['map']) != (row['nds'], row['map']):
@@ -173,23 +179,24 @@ def label_by_weights(results: List[dict]) -> None:
 
 
 def merge(work_dirs: List[str], join: Sequence[str] = (), pairs: Sequence[Tuple[str, str]] = (),
-          same_teacher: Sequence[str] = ()) -> dict:
-    """The merged study of ``work_dirs`` (one seed each); see the module docstring for ``join``, ``pairs`` and
-    ``same_teacher``."""
+          same_teacher: Sequence[str] = (), join_named: Sequence[str] = ()) -> dict:
+    """The merged study of ``work_dirs`` (one seed each); see the module docstring for ``join``, ``pairs``,
+    ``same_teacher`` and ``join_named``."""
     real = [osp.realpath(w) for w in work_dirs]
     twice = sorted({w for w, r in zip(work_dirs, real) if real.count(r) > 1})
     if twice:
         raise ValueError(f'{", ".join(twice)}: the same work dir given twice would count its runs twice')
     results = [load_results(w) for w in work_dirs]
     everything = list(results)
-    for suffix in join:
+    for suffix, named in [(s, '') for s in join] + [(s, s) for s in join_named]:
         found = [(i, vdir) for i, vdir in enumerate(w.rstrip('/') + suffix for w in work_dirs) if osp.isdir(vdir)]
         if not found:
-            raise ValueError(f'--join {suffix}: no work dir has a variant dir {work_dirs[0].rstrip("/")}{suffix}')
+            option = '--join-named' if named else '--join'
+            raise ValueError(f'{option} {suffix}: no work dir has a variant dir {work_dirs[0].rstrip("/")}{suffix}')
         for i, vdir in found:  # a work dir without this variant keeps its own rows
             variant = load_results(vdir)
             everything.append(variant)
-            results[i] = join_variants(results[i], work_dirs[i], variant, vdir)
+            results[i] = join_variants(results[i], work_dirs[i], variant, vdir, named)
     aliases = [a.lower() for a in same_teacher]
     if any(len(a) < 8 or any(c not in '0123456789abcdef' for c in a) for a in aliases):
         raise ValueError(f'--same-teacher: {same_teacher} must be SHA-256 hashes or prefixes of 8+ hex digits')
@@ -214,7 +221,8 @@ def merge(work_dirs: List[str], join: Sequence[str] = (), pairs: Sequence[Tuple[
     if unknown:
         raise ValueError(f'--pair: no mode {unknown} in these work dirs; modes: {modes}')
     return dict(
-        work_dirs=work_dirs, join=list(join), runs=labels, min_bits=results[0].get('min_bits', []),
+        work_dirs=work_dirs, join=list(join), join_named=list(join_named), runs=labels,
+        min_bits=results[0].get('min_bits', []),
         device=sorted({r.get('device') for r in results if r.get('device')}),
         seeds=[s for r in results for s in r['seeds']],
         methods=merge_rows(results, labels, 'methods', 'name', ('nds', 'map')),
@@ -325,13 +333,15 @@ def main(argv=None) -> int:
                                                         'differences, when there are any)')
     parser.add_argument('--join', nargs='+', default=[], metavar='SUFFIX',
                         help='add the ablation rows of the variant dirs WORK_DIR+SUFFIX to their seed')
+    parser.add_argument('--join-named', nargs='+', default=[], metavar='SUFFIX',
+                        help='the same, each variant row named MODE+SUFFIX (a setting the loss weights do not show)')
     parser.add_argument('--pair', nargs=2, action='append', default=[], metavar=('MODE', 'MINUS'),
                         help='also the paired difference MODE - MINUS (repeatable)')
     parser.add_argument('--same-teacher', nargs=2, default=[], metavar='SHA',
                         help='two teacher files (SHA-256 or 8+ hex digit prefixes) that hold one model')
     args = parser.parse_args(argv)
     try:
-        m = merge(args.work_dirs, args.join, [tuple(p) for p in args.pair], args.same_teacher)
+        m = merge(args.work_dirs, args.join, [tuple(p) for p in args.pair], args.same_teacher, args.join_named)
     except ValueError as err:
         parser.error(str(err))
     text = render(m)

@@ -208,3 +208,23 @@ def test_the_w4a4_ablation_is_pooled_apart_from_the_w4a6_one(tmp_path):
     text = study_seeds.render(m)
     assert '## Distillation phase within each run at W4A4 (NDS before -> after, gain)' in text
     assert '| vgd - none | +0.0200 | +0.0100 | - | +0.0150 (0.0071), larger in 2 of 2 |' in text
+
+
+def test_a_named_join_keeps_a_variant_at_the_same_weights_apart(tmp_path, capsys):
+    """The bf16-teacher variant runs VGD at the base's weights: --join would call the two vgd rows one mode with
+    different results and refuse; --join-named _bf16 adds them as mode vgd_bf16, paired with the base's modes."""
+    dirs = []
+    for seed, (vgd, bf16) in enumerate(((0.33, 0.34), (0.35, 0.35))):
+        w = _work_dir(tmp_path, f's{seed}', seed, {}, {'vgd': (0.30, vgd), 'none': (0.30, 0.32)}, start='progressive',
+                      weights={'vgd': {'vgd': 1100.0}})
+        _work_dir(tmp_path, f's{seed}_bf16', seed, {}, {'vgd': (0.30, bf16)}, start='progressive',
+                  weights={'vgd': {'vgd': 1100.0}})
+        dirs.append(w)
+    with pytest.raises(ValueError, match='both hold mode vgd'):
+        study_seeds.merge(dirs, join=['_bf16'])
+    m = study_seeds.merge(dirs, join_named=['_bf16'], pairs=[('vgd_bf16', 'vgd')])
+    assert [row['mode'] for row in m['ablation']] == ['vgd', 'none', 'vgd_bf16']
+    pairs = {(p['mode'], p['minus']): p for p in m['paired']}
+    assert [d['diff_nds'] for d in pairs[('vgd_bf16', 'vgd')]['runs']] == pytest.approx([0.01, 0.0])
+    assert pairs[('vgd_bf16', 'none')]['diff_nds'] == pytest.approx(0.025)
+    assert '--join-named _fp16: no work dir has a variant dir' in _refused(dirs + ['--join-named', '_fp16'], capsys)

@@ -23,9 +23,10 @@
 #    paper's direct < progressive order has not been reproduced at 100 iterations each, session 10).
 # Afterwards, on this machine: python tools/study.py --work-dir work_dirs/study20[_s5] --write-results --seed N
 # --device-name "NVIDIA H200" (results.json then holds ablation_w4a4 beside ablation), the variant dirs
-# work_dirs/study20_bf16 / study20_s5_bf16 the same way (their vgd row pairs with the base dir's: same start_nds), and
-# pool the W4A6 rows with the kept seeds (tools/study_seeds.py docs/runs/study17* docs/runs/study19* work_dirs/study20
-# work_dirs/study20_s5 --out PREFIX).
+# work_dirs/study20_bf16 / study20_s5_bf16 the same way; then tools/study_seeds.py work_dirs/study20
+# work_dirs/study20_s5 --join-named _bf16 --pair vgd_bf16 vgd --out PREFIX (the bf16 pair and the W4A4 pair), and the
+# W4A6 rows pooled with the kept seeds: tools/study_seeds.py docs/runs/study17* docs/runs/study19* work_dirs/study20
+# work_dirs/study20_s5 --out PREFIX.
 ensure study20 env STUDY_WORK=work_dirs/study20 SEEDS="4 5" PTQ=0 DISTILL_ITERS=400 DIRECT_ITERS=500 \
   PROGRESSIVE="progressive progressive_w4a4" MODES="qdbev_none qdbev_vgd qdbev_w4a4_none qdbev_w4a4_vgd direct" \
   VARIANTS="_bf16:model.teacher_autocast=bf16" bash tools/study_gpu_chain.sh checkpoints/study_teacher_nano_s13.pth
