@@ -34,6 +34,7 @@ cd "$(dirname "$0")/.."
 W=${STUDY_WORK:-work_dirs/study}
 D=${DATA:-data/synthetic/study}
 SEEDS=${SEEDS:-0 1 2}
+PROGRESSIVE=${PROGRESSIVE:-progressive}
 MODES=${MODES:-qdbev_none qdbev_img qdbev_vgd}
 VARIANTS=${VARIANTS:-}
 TEACHER_CONFIG=configs/experiments/study_learning/s_groups_bev64_stride8.py
@@ -101,7 +102,6 @@ for s in $SEEDS; do  # adopt the teacher one work dir at a time, before anything
   $S --work-dir "$(wd "$s")" --seed "$s" --only teacher > /dev/null || fail "adopt the teacher in $(wd "$s")"
 done
 pids=()
-PROGRESSIVE=${PROGRESSIVE:-progressive}
 for s in $SEEDS; do
   $S --work-dir "$(wd "$s")" --seed "$s" --jobs "$(echo $PROGRESSIVE | wc -w)" --only $PROGRESSIVE \
     > "/tmp/chain_progressive_$s.log" 2>&1 & pids+=($!)

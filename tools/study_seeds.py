@@ -51,7 +51,9 @@ SETTING = (('min_bits', lambda res: res.get('min_bits', []), 'their QAT runs had
             'their QAT runs distilled from different teachers'),
            ('ablation_start', lambda res: res.get('ablation_start', 'own'),  # before --branch every mode repeated
             'their ablation runs started differently ("own": each mode repeats the progressive QAT phases; '
-            '"progressive": every mode continues the progressive run, --branch)'))
+            '"progressive": every mode continues the progressive run, --branch)'),
+           ('ablation_w4a4_start', lambda res: res.get('ablation_w4a4_start'),  # None: no W4A4 pair, unknown
+            'their W4A4 ablation runs started differently (see ablation_start)'))
 
 
 def teacher_id(command: Optional[str]) -> Optional[str]:
@@ -266,7 +268,7 @@ def render(m: dict) -> str:
     for row in m['methods']:
         lines.append(f"| {row['name']} | " + ' | '.join(_value(row, r, ('nds', 'map')) for r in runs) +
                      f" | {_mean(row, ('nds', 'map'))} |")
-    for key, bits in (('ablation', ''), ('ablation_w4a4', ' at W4A4')):
+    for key, paired, bits in (('ablation', 'paired', ''), ('ablation_w4a4', 'paired_w4a4', ' at W4A4')):
         if not m.get(key):
             continue
         lines += ['', f'## Distillation phase within each run{bits} (NDS before -> after, gain)', '',
@@ -282,7 +284,7 @@ def render(m: dict) -> str:
             gain = (f"{row['gain_nds']:+.4f} ({row['gain_nds_sd']:.4f})" if row.get('gain_nds_sd') is not None
                     else f"{row['gain_nds']:+.4f}" if 'gain_nds' in row else '-')
             lines.append(f"| {row['mode']} | " + ' | '.join(cells) + f' | {gain} |')
-        for p in m['paired' + key[len('ablation'):]]:
+        for p in m[paired]:
             per = {d['run']: d['diff_nds'] for d in p['runs']}
             lines.append(f"| {p['mode']} - {p['minus']} | " +
                          ' | '.join(f'{per[r]:+.4f}' if r in per else '-' for r in runs) +

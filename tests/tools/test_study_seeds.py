@@ -208,6 +208,11 @@ def test_the_w4a4_ablation_is_pooled_apart_from_the_w4a6_one(tmp_path):
     text = study_seeds.render(m)
     assert '## Distillation phase within each run at W4A4 (NDS before -> after, gain)' in text
     assert '| vgd - none | +0.0200 | +0.0100 | - | +0.0150 (0.0071), larger in 2 of 2 |' in text
+    for w, start in zip(dirs, ('progressive', 'own')):  # W4A4 pairs that started differently are not one setting
+        res = json.load(open(osp.join(w, 'results.json')))
+        open(osp.join(w, 'results.json'), 'w').write(json.dumps(dict(res, ablation_w4a4_start=start)))
+    with pytest.raises(ValueError, match='"ablation_w4a4_start" differs'):
+        study_seeds.merge(dirs)
 
 
 def test_a_named_join_keeps_a_variant_at_the_same_weights_apart(tmp_path, capsys):
