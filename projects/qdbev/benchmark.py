@@ -378,17 +378,36 @@ def predict_fn(detector, preprocessor, img_hw: Tuple[int, int], batch: int, num_
     return infer
 
 
+CUDA_GRAPH_MODES = ('reduce-overhead', 'max-autotune')  # the torch.compile modes that replay CUDA graphs
+
+
+class GraphStepModule(torch.nn.Module):
+    """A ``torch.compile``d module whose every call is one CUDA-graph step: it marks the step's start and clones the
+    outputs, so that a later call of the same graph (the backbone runs once per ``eval_img_chunk`` images) does not
+    overwrite the outputs of an earlier one, which ``reduce-overhead``'s graph replay otherwise does."""
+
+    def __init__(self, compiled: torch.nn.Module):
+        super().__init__()
+        self._orig_mod = compiled
+
+    def forward(self, *args, **kwargs):
+        torch.compiler.cudagraph_mark_step_begin()
+        return torch.utils._pytree.tree_map(
+            lambda t: t.clone() if isinstance(t, torch.Tensor) else t, self._orig_mod(*args, **kwargs))
+
+
 def compile_image_features(detector, mode: str = 'default') -> None:
     """Replace ``detector``'s image backbone and neck by their ``torch.compile``d modules (inductor fuses each
     quantized layer's input fake quantization into the element-wise ops before it; the quantizers run their
     traceable forward, :meth:`qdbev.quant.FakeQuantizer._traceable_forward`). ``mode``: torch.compile's, e.g.
     ``'reduce-overhead'``, which also replays them as CUDA graphs on a GPU (the host's launch cost of a batch-1
-    predict goes; each call's features are read before the next call). The first call compiles (the timing's
-    warm-up calls absorb it)."""
+    predict goes); in the modes with CUDA graphs each call is a :class:`GraphStepModule` step. The first call
+    compiles (the timing's warm-up calls absorb it)."""
     for name in ('img_backbone', 'img_neck'):
         module = getattr(detector, name, None)
         if module is not None and not hasattr(module, '_orig_mod'):
-            setattr(detector, name, torch.compile(module, mode=mode))
+            compiled = torch.compile(module, mode=mode)
+            setattr(detector, name, GraphStepModule(compiled) if mode in CUDA_GRAPH_MODES else compiled)
 
 
 def compile_for_training(detector) -> None:

@@ -509,8 +509,39 @@ def test_compile_infer_passes_its_mode_and_the_row_names_it(monkeypatch):
     bm.compile_image_features(SimpleNamespace(img_backbone=torch.nn.Identity(), img_neck=torch.nn.Identity()),
                               'reduce-overhead')
     assert seen == ['reduce-overhead', 'reduce-overhead']
+    seen.clear()
+    detector = SimpleNamespace(img_backbone=torch.nn.Identity(), img_neck=torch.nn.Identity())
+    bm.compile_image_features(detector, 'default')
+    assert seen == ['default', 'default'] and not isinstance(detector.img_backbone, bm.GraphStepModule)
     for mode, tag in (('reduce-overhead', 'compiled backbone + neck (reduce-overhead))'),
                       ('default', 'compiled backbone + neck)'), (False, '6 cams 450x800)')):
         run = _infer_run('1', 1.1)
         run['train']['8']['compiled_infer'] = mode
         assert f'{tag} | 44 ms | 40 ms | 1.1 |' in bm.render_markdown(bm.merge_runs(None, run))
+
+
+def test_graph_step_module_keeps_each_calls_outputs(monkeypatch):
+    """Under ``reduce-overhead`` the backbone runs once per ``eval_img_chunk`` images; each call is one CUDA-graph step
+    whose outputs are cloned, so a later chunk's replay cannot overwrite an earlier chunk's features (session 20's
+    H200 failure). On the CPU: the step is marked before every call and the outputs are fresh tensors."""
+    marks = []
+    monkeypatch.setattr(torch.compiler, 'cudagraph_mark_step_begin', lambda: marks.append(1))
+    conv = torch.nn.Conv2d(3, 4, 3)
+    shared = {}
+
+    def replayed(x):  # a graph replay: every call writes into the same static output buffer
+        out = shared.setdefault('buf', torch.empty(x.shape[0], 4, x.shape[2] - 2, x.shape[3] - 2))
+        return [out.copy_(conv(x))]
+    step = bm.GraphStepModule(torch.nn.Module())
+    step._orig_mod.forward = replayed
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        first = step(x)[0]
+        second = step(x + 1)[0]
+        assert torch.equal(first, conv(x)) and torch.equal(second, conv(x + 1))
+    assert len(marks) == 2
+    detector = SimpleNamespace(img_backbone=conv, img_neck=None)
+    bm.compile_image_features(detector, 'reduce-overhead')
+    assert isinstance(detector.img_backbone, bm.GraphStepModule)
+    with torch.no_grad():  # the compiled module itself (no CUDA graphs on the CPU) gives the eager outputs
+        assert torch.allclose(detector.img_backbone(x), conv(x), atol=1e-5)
