@@ -298,15 +298,18 @@ def render(m: dict) -> str:
 
 
 def plot_paired(m: dict, path: str) -> None:
-    """PREFIX.png of :func:`main`: for each mode paired with ``none``, its NDS difference in every run (one marker
-    per run) and their mean with the sample standard deviation, around a zero line (written atomically)."""
+    """PREFIX.png of :func:`main`: for each pair of modes (W4A6, then W4A4), the difference of their distillation
+    phases' NDS gains in every run (one marker per run) and its mean with the sample standard deviation, around a
+    zero line (written atomically)."""
     import io
 
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    pairs = m['paired']
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(pairs), 4.2))
+    pairs = m['paired'] + m.get('paired_w4a4', [])
+    labels = [f"{p['mode']} - {p['minus']}" for p in m['paired']] + \
+        [f"W4A4 {p['mode']} - {p['minus']}" for p in m.get('paired_w4a4', [])]
+    fig, ax = plt.subplots(figsize=(2.6 + 1.5 * len(pairs), 4.2))
     markers = 'osD^v<>p*h'
     for k, run in enumerate(m['runs']):
         pts = [(i, d['diff_nds']) for i, p in enumerate(pairs) for d in p['runs'] if d['run'] == run]
@@ -316,11 +319,11 @@ def plot_paired(m: dict, path: str) -> None:
         ax.errorbar(i + 0.35, p['diff_nds'], yerr=p['diff_nds_sd'] or 0.0, fmt='_', color='k', markersize=18,
                     capsize=4, label='mean (sd)' if i == 0 else None)
     ax.axhline(0.0, color='0.4', linewidth=0.8)
-    ax.set_xticks(range(len(pairs)), [p['mode'] for p in pairs])
-    ax.set_ylabel(f"distillation phase's NDS gain minus {BASELINE_MODE}'s")
-    ax.set_title(f'Distillation modes against {len(pairs) and pairs[0]["minus"]}, paired by run', fontsize=10)
+    ax.set_xticks(range(len(pairs)), labels, fontsize=8)
+    ax.set_ylabel("difference of the distillation phases' NDS gains")
+    ax.set_title('Distillation modes, paired by run (same start, same iterations)', fontsize=10)
     ax.grid(alpha=0.3, axis='y')
-    ax.legend(fontsize=8, loc='best')
+    ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=110)
@@ -351,7 +354,7 @@ def main(argv=None) -> int:
     if args.out:
         atomic_write_bytes(text.encode(), args.out + '.md')
         atomic_write_bytes(json.dumps(m, indent=1).encode(), args.out + '.json')
-        if m['paired']:
+        if m['paired'] or m.get('paired_w4a4'):
             plot_paired(m, args.out + '.png')
     return 0
 

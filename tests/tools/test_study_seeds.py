@@ -170,11 +170,13 @@ def test_variant_dirs_join_their_seed_and_a_mode_at_other_weights_is_named_by_th
 
 @pytest.mark.parametrize('session,dirs,seeds,vgd_larger_in', [
     ('session17', ('study17', 'study17_s1'), [0, 1], 1),
-    ('session19', ('study17', 'study17_s1', 'study19', 'study19_s3'), [0, 1, 2, 3], 1)])
+    ('session19', ('study17', 'study17_s1', 'study19', 'study19_s3'), [0, 1, 2, 3], 1),
+    ('session20', ('study17', 'study17_s1', 'study19', 'study19_s3', 'study20', 'study20_s5'), [0, 1, 2, 3, 4, 5], 1)])
 def test_the_kept_runs_give_the_recorded_figures(session, dirs, seeds, vgd_larger_in):
-    """docs/runs keeps the per-seed results.json of sessions 17 and 19 so that later seeds pool with them: merged, they
-    give the figures docs/results.json records for that session (session 17: QD-BEV W4A6 0.3218 NDS, VGD - none
-    +0.0031 in 1 of 2; session 19: 0.3219 over four seeds, VGD - none -0.0002 in 1 of 4)."""
+    """docs/runs keeps the per-seed results.json of sessions 17, 19 and 20 so that later seeds pool with them: merged,
+    they give the figures docs/results.json records for that session (session 17: QD-BEV W4A6 0.3218 NDS, VGD - none
+    +0.0031 in 1 of 2; session 19: 0.3219 over four seeds, VGD - none -0.0002 in 1 of 4; session 20: 0.3203 over six
+    seeds, VGD - none -0.0021 in 1 of 6)."""
     recorded = json.load(open(osp.join(study_seeds.ROOT, 'docs', 'results.json')))[session]
     m = study_seeds.merge([osp.join(study_seeds.ROOT, 'docs', 'runs', d) for d in dirs])
     assert m['seeds'] == recorded['seeds'] == seeds
@@ -233,3 +235,17 @@ def test_a_named_join_keeps_a_variant_at_the_same_weights_apart(tmp_path, capsys
     assert [d['diff_nds'] for d in pairs[('vgd_bf16', 'vgd')]['runs']] == pytest.approx([0.01, 0.0])
     assert pairs[('vgd_bf16', 'none')]['diff_nds'] == pytest.approx(0.025)
     assert '--join-named _fp16: no work dir has a variant dir' in _refused(dirs + ['--join-named', '_fp16'], capsys)
+
+
+def test_the_kept_session20_runs_give_the_w4a4_and_bf16_pairs():
+    """Session 20's kept runs hold the W4A4 pair (VGD - none -0.0071, 0 of 2) and, joined with the bf16-teacher
+    variant dirs, the bf16 pair (VGD bf16 - VGD -0.0003): the figures docs/results.json records."""
+    recorded = json.load(open(osp.join(study_seeds.ROOT, 'docs', 'results.json')))['session20']['paired']
+    runs = [osp.join(study_seeds.ROOT, 'docs', 'runs', d) for d in ('study20', 'study20_s5')]
+    m = study_seeds.merge(runs, join_named=['_bf16'], pairs=[('vgd_bf16', 'vgd')])
+    (w4a4,) = m['paired_w4a4']
+    assert w4a4['diff_nds'] == pytest.approx(recorded['w4a4 vgd - none']['mean'], abs=5e-5)
+    assert w4a4['larger_in'] == recorded['w4a4 vgd - none']['larger_in'] == 0
+    bf16 = next(p for p in m['paired'] if p['mode'] == 'vgd_bf16' and p['minus'] == 'vgd')
+    assert bf16['diff_nds'] == pytest.approx(recorded['vgd_bf16 - vgd']['mean'], abs=5e-5)
+    assert [round(d['diff_nds'], 4) for d in bf16['runs']] == recorded['vgd_bf16 - vgd']['per_seed']
