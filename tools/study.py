@@ -28,8 +28,8 @@ Steps (tools/quickstart.py's runner: each skipped when its output exists, re-run
   w4a4               QD-BEV at W4A4 with the first conv and class/box branches at 8 bits (..._w4a4.py)
   progressive_w4a4   progressive QAT to W4A4 without distillation (..._progressive_w4a4.py, the same floors)
   qdbev_w4a4_MODE    progressive QAT to W4A4 then --distill-iters of distillation MODE (..._w4a4.py with
-                     qat_schedule.distill=MODE) for MODE in vgd, none: the ablation where PTQ collapses; with
-                     --branch both start from progressive_w4a4's final checkpoint
+                     qat_schedule.distill=MODE) for MODE in vgd, none, img: the ablation where PTQ collapses;
+                     with --branch every mode starts from progressive_w4a4's final checkpoint
   curves             tools/plot_curves.py of qdbev_vgd and progressive
   results            WORK_DIR/results.md and results.json (keys of docs/results.json: ptq, methods, ablation,
                      config, device, seeds)
@@ -72,7 +72,7 @@ from tools.quickstart import (PTQ_BITS, Step, check_step_names, data_root_option
 QDBEV = 'configs/qdbev/qdbev_nano_synth_{}.py'
 ARCH_REFERENCE = 'configs/bevformer/bevformer_nano_synth.py'  # the model QDBEV's configs take as architecture
 ABLATION_MODES = ('vgd', 'none', 'img', 'bev', 'img+bev', 'vgd+head')  # vgd+head: + Selective-Focus head term
-W4A4_MODES = ('vgd', 'none')  # the W4A4 ablation: QD-BEV against the same iterations of plain QAT
+W4A4_MODES = ('vgd', 'none', 'img')  # the W4A4 ablation: QD-BEV and the image KL against plain QAT's iterations
 TEACHER_CONFIG = 'configs/experiments/study_learning/s_groups_bev64_stride8.py'  # docs/results.md section 3
 CURVE_RUNS = ('progressive', 'qdbev_vgd')  # evaluated after every phase; the other QAT runs see qat_run
 

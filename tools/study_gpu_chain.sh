@@ -21,10 +21,12 @@
 #      by side;
 #   4. for every seed, the distillation modes $MODES branched from that seed's progressive run (tools/study.py
 #      --branch), and each variant of $VARIANTS ("NAME:KEY=VALUE[,KEY=VALUE]" ...; the work dir ${wd}NAME shares the
-#      seed's progressive run through hard links, and its floored config, and runs qdbev_vgd with --qat-options).
+#      seed's $PROGRESSIVE runs through hard links, and their floored configs, and runs the steps $VARIANT_STEPS
+#      (default qdbev_vgd; e.g. qdbev_w4a4_vgd) with --qat-options).
 # Settings (environment): STUDY_WORK (work_dirs/study), SEEDS ("0 1 2"), PROGRESSIVE ("progressive"; add
-# progressive_w4a4 for the W4A4 ablation, whose MODES are qdbev_w4a4_vgd and qdbev_w4a4_none), MODES ("qdbev_none
-# qdbev_img qdbev_vgd"; any tools/study.py step whose inputs are done, e.g. direct), VARIANTS (""), QAT_ITERS (20),
+# progressive_w4a4 for the W4A4 ablation, whose MODES are qdbev_w4a4_{vgd,none,img}), MODES ("qdbev_none
+# qdbev_img qdbev_vgd"; any tools/study.py step whose inputs are done, e.g. direct), VARIANTS (""), VARIANT_STEPS
+# ("qdbev_vgd"), QAT_ITERS (20),
 # DISTILL_ITERS (400; at 100 no mode reached the teacher, docs/results.md session 17), DIRECT_ITERS (tools/study.py's
 # default: 5 x QAT_ITERS), DATA (data/synthetic/study), PTQ (1; 0 leaves out the PTQ sweep, e.g. for a teacher whose
 # sweep is known); the min-bits floors are the study's (both position layers at W8A8). Progress lines start with
@@ -37,6 +39,7 @@ SEEDS=${SEEDS:-0 1 2}
 PROGRESSIVE=${PROGRESSIVE:-progressive}
 MODES=${MODES:-qdbev_none qdbev_img qdbev_vgd}
 VARIANTS=${VARIANTS:-}
+VARIANT_STEPS=${VARIANT_STEPS:-qdbev_vgd}
 TEACHER_CONFIG=configs/experiments/study_learning/s_groups_bev64_stride8.py
 t0=$(date +%s)
 stamp() { echo "[chain] $(( $(date +%s) - t0 )) s: $*"; }
@@ -120,11 +123,13 @@ for s in $SEEDS; do
   for v in $VARIANTS; do
     name=${v%%:*}; opts=${v#*:}
     mkdir -p "$w$name/configs"
-    [ -d "$w$name/progressive" ] || cp -al "$w/progressive" "$w$name/progressive"
-    # the run's --min-bits config (same folder depth, so the same relative _base_), which marks it as floored
-    [ ! -f "$w/configs/progressive.py" ] || cp -f "$w/configs/progressive.py" "$w$name/configs/progressive.py"
-    $S --work-dir "$w$name" --seed "$s" --qat-options ${opts//,/ } --only qdbev_vgd \
-      > "/tmp/chain_${name}_$s.log" 2>&1 & pids+=($!)
+    for r in $PROGRESSIVE; do
+      [ -d "$w$name/$r" ] || cp -al "$w/$r" "$w$name/$r"
+      # the run's --min-bits config (same folder depth, so the same relative _base_), which marks it as floored
+      [ ! -f "$w/configs/$r.py" ] || cp -f "$w/configs/$r.py" "$w$name/configs/$r.py"
+    done
+    $S --work-dir "$w$name" --seed "$s" --jobs "$(echo $VARIANT_STEPS | wc -w)" --qat-options ${opts//,/ } \
+      --only $VARIANT_STEPS > "/tmp/chain_${name}_$s.log" 2>&1 & pids+=($!)
   done
 done
 for p in "${pids[@]}"; do wait "$p" || fail 'a distillation run (see /tmp/chain_*.log)'; done

@@ -147,35 +147,39 @@ def join_variants(base: dict, work_dir: str, variant: dict, variant_dir: str, na
     if variant['seeds'] != base['seeds']:
         raise ValueError(f'--join: {variant_dir} has seeds {variant["seeds"]}, {work_dir} {base["seeds"]}; a variant '
                          f'dir joins the work dir of its own seed')
-    starts = {round(r['start_nds'], 6) for r in base['ablation'] + variant['ablation'] if 'start_nds' in r}
-    if len(starts) > 1:
-        raise ValueError(f'--join: the distillation runs of {work_dir} and {variant_dir} start at different NDS '
-                         f'{sorted(starts)}: not branched from one progressive run, so not paired')
-    out = dict(base, ablation=list(base['ablation']))
-    for row in variant['ablation']:
-        if named:
-            out['ablation'].append(dict(row, mode=row['mode'] + named))
-            continue
-        same = [r for r in out['ablation'] if r['mode'] == row['mode'] and r.get('loss_weights') == row.get(
-            'loss_weights')]
-        if same and (same[0]['nds'], same[0]['map']) != (row['nds'], row['map']):
-            raise ValueError(f'--join: {work_dir} and {variant_dir} both hold mode {row["mode"]} at loss weights '
-                             f'{row.get("loss_weights")} with different results; write their results.json again '
-                             f'(tools/study.py --write-results) or leave one out')
-        if not same:
-            out['ablation'].append(row)
+    out = dict(base)
+    for key in ('ablation', 'ablation_w4a4'):  # each start checked apart: the W4A4 runs start from their own run
+        starts = {round(r['start_nds'], 6) for r in base.get(key, []) + variant.get(key, []) if 'start_nds' in r}
+        if len(starts) > 1:
+            raise ValueError(f'--join: the {key} runs of {work_dir} and {variant_dir} start at different NDS '
+                             f'{sorted(starts)}: not branched from one progressive run, so not paired')
+        out[key] = list(base.get(key, []))
+        for row in variant.get(key, []):
+            if named:
+                out[key].append(dict(row, mode=row['mode'] + named))
+                continue
+            same = [r for r in out[key] if r['mode'] == row['mode'] and r.get('loss_weights') == row.get(
+                'loss_weights')]
+            if same and (same[0]['nds'], same[0]['map']) != (row['nds'], row['map']):
+                raise ValueError(f'--join: {work_dir} and {variant_dir} both hold mode {row["mode"]} at loss weights '
+                                 f'{row.get("loss_weights")} with different results; write their results.json again '
+                                 f'(tools/study.py --write-results) or leave one out')
+            if not same:
+                out[key].append(row)
     return out
 
 
 def label_by_weights(results: List[dict]) -> None:
     """In place: a mode (or QD-BEV method) whose rows have different ``loss_weights`` across ``results`` is named with
     its weights in every row (``vgd@1100``, ``img+bev@1000+1``, ``qdbev_w4a6@1100``)."""
-    for key, name in (('ablation', 'mode'), ('methods', 'name')):
+    for key, name in (('ablation', 'mode'), ('ablation_w4a4', 'mode'), ('methods', 'name')):
         weights: Dict[str, set] = {}
         for res in results:
-            for row in res[key]:
+            for row in res.get(key, []):
                 weights.setdefault(row[name], set()).add(json.dumps(row.get('loss_weights'), sort_keys=True))
         for res in results:
+            if key not in res:
+                continue
             res[key] = [dict(row, **{name: f'{row[name]}@' + '+'.join(f'{v:g}' for v in row['loss_weights'].values())})
                         if len(weights[row[name]]) > 1 and row.get('loss_weights') else row for row in res[key]]
 

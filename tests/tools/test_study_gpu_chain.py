@@ -80,6 +80,28 @@ def test_the_chain_trains_publishes_then_runs_every_seed_and_variant(tmp_path):
     assert all('--direct-iters 46' in c for c in calls if c.startswith('tools/study.py --data-root'))
 
 
+def test_a_w4a4_variant_shares_the_w4a4_start_and_runs_its_steps(tmp_path):
+    """VARIANT_STEPS names what a variant dir runs (here the W4A4 VGD run at another weight): the dir gets hard links
+    to every $PROGRESSIVE run and its floored config, so its runs branch from the base's exact start."""
+    w = tmp_path / 'study'
+    (w / 'progressive_w4a4').mkdir(parents=True)
+    (w / 'progressive_w4a4' / 'phase_5_w4a4_decoder.pth').write_text('w4a4 ckpt')
+    (w / 'configs').mkdir()
+    (w / 'configs' / 'progressive_w4a4.py').write_text('# floored w4a4')
+    res, calls = run_chain(tmp_path, SEEDS='0', PTQ='0', PROGRESSIVE='progressive_w4a4',
+                           MODES='qdbev_w4a4_none qdbev_w4a4_vgd qdbev_w4a4_img',
+                           VARIANTS='_w275:model.distill_losses.vgd.loss_weight=275',
+                           VARIANT_STEPS='qdbev_w4a4_vgd qdbev_w4a4_img')
+    assert res.returncode == 0, res.stdout + res.stderr
+    (variant,) = [c for c in calls if '--qat-options model.distill_losses.vgd.loss_weight=275' in c]
+    assert f'--work-dir {w}_w275 ' in variant and variant.endswith('--only qdbev_w4a4_vgd qdbev_w4a4_img')
+    assert '--jobs 2' in variant
+    linked = tmp_path / 'study_w275' / 'progressive_w4a4' / 'phase_5_w4a4_decoder.pth'
+    assert linked.read_text() == 'w4a4 ckpt' and linked.stat().st_nlink == 2
+    assert (tmp_path / 'study_w275' / 'configs' / 'progressive_w4a4.py').read_text() == '# floored w4a4'
+    assert not (tmp_path / 'study_w275' / 'progressive').exists()
+
+
 def test_a_given_teacher_is_used_and_a_failing_step_stops_the_chain(tmp_path):
     given = tmp_path / 'carried.pth'
     given.write_text('carried')

@@ -249,3 +249,28 @@ def test_the_kept_session20_runs_give_the_w4a4_and_bf16_pairs():
     bf16 = next(p for p in m['paired'] if p['mode'] == 'vgd_bf16' and p['minus'] == 'vgd')
     assert bf16['diff_nds'] == pytest.approx(recorded['vgd_bf16 - vgd']['mean'], abs=5e-5)
     assert [round(d['diff_nds'], 4) for d in bf16['runs']] == recorded['vgd_bf16 - vgd']['per_seed']
+
+
+def test_a_joined_variant_adds_its_w4a4_rows_named_by_weight(tmp_path):
+    """A variant dir that ran the W4A4 VGD step at another weight (study_gpu_chain.sh VARIANT_STEPS) joins its
+    ``ablation_w4a4`` rows: the two VGD weights become vgd@1100 and vgd@275, each paired with the base's none; a
+    W4A4 run from another start is refused like a W4A6 one."""
+    def w4a4(path, rows):
+        res = json.load(open(osp.join(path, 'results.json')))
+        res['ablation_w4a4'] = [dict(mode=m, nds=end, map=0.2, start_nds=start, gain_nds=end - start,
+                                     **({'loss_weights': {'vgd': wt}} if wt else {})) for m, start, end, wt in rows]
+        open(osp.join(path, 'results.json'), 'w').write(json.dumps(res))
+    dirs = []
+    for seed, (base_vgd, low_vgd) in enumerate(((0.27, 0.29), (0.28, 0.285))):
+        w = _work_dir(tmp_path, f's{seed}', seed, {}, {}, start=None)
+        w4a4(w, [('vgd', 0.26, base_vgd, 1100.0), ('none', 0.26, 0.28, None)])
+        v = _work_dir(tmp_path, f's{seed}_w275', seed, {}, {}, start=None)
+        w4a4(v, [('vgd', 0.26, low_vgd, 275.0)])
+        dirs.append(w)
+    m = study_seeds.merge(dirs, join=['_w275'])
+    assert sorted(r['mode'] for r in m['ablation_w4a4']) == ['none', 'vgd@1100', 'vgd@275']
+    diffs = {p['mode']: [round(d['diff_nds'], 4) for d in p['runs']] for p in m['paired_w4a4']}
+    assert diffs == {'vgd@1100': [-0.01, 0.0], 'vgd@275': [0.01, 0.005]}
+    w4a4(str(tmp_path / 's1_w275'), [('vgd', 0.25, 0.29, 275.0)])
+    with pytest.raises(ValueError, match='ablation_w4a4 runs of .* start at different NDS'):
+        study_seeds.merge(dirs, join=['_w275'])

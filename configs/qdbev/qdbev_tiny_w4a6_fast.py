@@ -1,0 +1,19 @@
+# QD-BEV-Tiny W4A6 with the GPU settings the benchmarks measured (docs/benchmarks.md "Session 19", H200, batch 8):
+# - model.teacher_compile=True: the frozen teacher's image backbone compiled (its forward is the floor of a QAT+VGD
+#   step's cost over an FP step);
+# - model.teacher_autocast='bf16': the teacher's forward in bf16, its features cast back to float32 for the distill
+#   terms. Compiled, it cut the teacher's forward 124 -> 87 ms and the QAT+VGD step to 1.61x the FP step's (1.81x in
+#   float32). On the synthetic study it changed the distilled NDS by -0.0004 / -0.0003 on two seeds, on the same
+#   starts (docs/results.md "Session 20"); real nuScenes is not measured;
+# - model.student_compile: the fake-quantized student's image backbone and neck compiled with static shapes, int8
+#   codes that carry the straight-through mask (no numbers change), and activation_memory_budget 0.5: peak memory
+#   1.14x the FP step's compiled at the same budget.
+# Compiling costs start-up time (the first steps, and each phase switch's recompile) and gains nothing on CPU: use
+# qdbev_tiny_w4a6.py there. Everything else is qdbev_tiny_w4a6.py.
+#   tools/dist_train.sh configs/qdbev/qdbev_tiny_w4a6_fast.py 8
+_base_ = ['./qdbev_tiny_w4a6.py']
+
+model = dict(
+    teacher_compile=True,
+    teacher_autocast='bf16',
+    student_compile=dict(dynamic=False, int_codes=True, activation_memory_budget=0.5))
