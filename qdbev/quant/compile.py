@@ -44,14 +44,12 @@ class CompiledWhenCalibrated:
     (same module classes, same guards) would be reused as it is.
 
     ``int_codes``: the quantizers' traced forward forms each fake-quantized tensor from its integer codes
-    (:func:`qdbev.quant.fake_quant.fake_quantize_reference`), so that under a budget the partitioner can keep the
-    1-byte codes for backward instead of the 4-byte fake-quantized tensor. Whether it does is the partitioner's
-    choice: on BEVFormer-tiny's student (frozen BN) at budget 0.5 the kept bytes fell by a fifth, on a small
-    conv/trainable-BN stack they rose (docs/benchmarks.md, session 17), hence an option. On the H200 (tiny, batch
-    8) it lowered the QAT+VGD step's peak from 1.55x to 1.37x the FP step's at budget 0.5 and to 1.32x at 0.3, for
-    a slower step at 0.3, while a separate 1-byte mask was still kept beside the codes (docs/benchmarks.md, session
-    18); the codes now carry that mask, and the peak is 1.14x at 0.5 (0.3 gives the same partition) with no slower
-    step (session 19)."""
+    (:func:`qdbev.quant.fake_quant.fake_quantize_reference`; with a fixed scale the codes also carry the
+    straight-through mask); under a budget the partitioner can then keep the 1-byte codes for backward
+    instead of the 4-byte fake-quantized tensor and the mask. Whether it does is the partitioner's choice, so it is an
+    option: on BEVFormer-tiny's student (frozen BN) it lowers what the graphs keep, on a small conv / trainable-BN
+    stack it can raise it. The measured effects (peak memory and step time per budget, per session) are in
+    docs/benchmarks.md (P2)."""
 
     def __init__(self, module: nn.Module, activation_memory_budget: Optional[float] = None, int_codes: bool = False,
                  **compile_kwargs) -> None:
