@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .device_constants import device_constant
+
 EPS = 1e-5
 
 
@@ -54,8 +56,8 @@ def project_points(ref_3d: Tensor, lidar2img: Tensor, img_shape: Sequence[int],
     b, n_cam = lidar2img.shape[:2]
     if ref_3d.dim() == 3:
         ref_3d = ref_3d.unsqueeze(0).expand(b, -1, -1, -1)
-    lo = ref_3d.new_tensor(pc_range[:3])
-    hi = ref_3d.new_tensor(pc_range[3:6])
+    lo = device_constant(pc_range[:3], ref_3d.dtype, ref_3d.device)
+    hi = device_constant(pc_range[3:6], ref_3d.dtype, ref_3d.device)
     pts = ref_3d * (hi - lo) + lo  # [B, D, HW, 3] metric
     pts = torch.cat((pts, torch.ones_like(pts[..., :1])), dim=-1)  # homogeneous
     # [B, N, D, HW, 4] = [B, N, 1, 1, 4, 4] @ [B, 1, D, HW, 4, 1]
@@ -64,7 +66,7 @@ def project_points(ref_3d: Tensor, lidar2img: Tensor, img_shape: Sequence[int],
     hit = depth > EPS
     uv = cam[..., 0:2] / torch.clamp(depth, min=EPS)
     height, width = float(img_shape[0]), float(img_shape[1])
-    uv = uv / uv.new_tensor([width, height])
+    uv = uv / device_constant((width, height), uv.dtype, uv.device)
     hit = hit & (uv[..., 0:1] > 0.0) & (uv[..., 0:1] < 1.0) & (uv[..., 1:2] > 0.0) & (uv[..., 1:2] < 1.0)
     uv = uv.permute(1, 0, 3, 2, 4)  # [N, B, HW, D, 2]
     hit = hit.squeeze(-1).permute(1, 0, 3, 2)  # [N, B, HW, D]

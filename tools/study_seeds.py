@@ -23,8 +23,8 @@ twice.
 
 - ``--join SUFFIX``: the variant work dirs ``WORK_DIR + SUFFIX`` (``tools/study_gpu_chain.sh`` VARIANTS: modes at
   other settings, branched from the same progressive runs) add their ablation rows, W4A6 and W4A4, to their seed's
-  (work dirs without that variant dir keep their own rows). A mode run at different loss weights in the merged dirs is named
-  with its weights, ``vgd@1100`` / ``vgd@5000`` (``results.json`` ``loss_weights``).
+  (work dirs without that variant dir keep their own rows). A mode run at different loss weights in the merged dirs
+  is named with its weights, ``vgd@1100`` / ``vgd@5000`` (``results.json`` ``loss_weights``).
 - ``--join-named SUFFIX``: the same, with every row of the variant dir named ``MODE + SUFFIX`` (``vgd_bf16``): for a
   variant whose setting the loss weights do not show (e.g. ``model.teacher_autocast=bf16``).
 - ``--pair A B``: also the paired difference A - B (besides every mode against ``none``).

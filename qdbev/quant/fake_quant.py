@@ -17,10 +17,12 @@ a scale that requires grad gets the LSQ gradient (Esser et al. 2020) ``round(x/S
 
 ``bits == 32`` means float: everything here is then the identity.
 """
-from typing import Dict, Optional, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor
+
+from ..device_constants import device_constant, filled
 
 FLOAT_BITS = 32
 MIN_BITS = 2
@@ -28,21 +30,13 @@ MAX_BITS = 16
 SCALE_EPS = 1e-12  # floor of a scale, so an all-zero tensor (or channel) gets a finite reciprocal
 
 ScaleLike = Union[float, Tensor]
-_CONSTANTS: Dict[tuple, Tensor] = {}  # zero points (0) and the fused kernel's "enabled" flag (1), per shape/device
 
 
 def _constant(value: int, shape: Tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
     """A cached constant tensor for the fused kernels (zero point 0 of symmetric quantization, the
-    ``fake_quant_enabled`` flag 1): no allocation and fill kernel at every call. Made outside inference mode so
-    autograd may save it; a fresh one while tracing (ONNX export), so no traced value leaks between traces."""
-    if torch.jit.is_tracing():
-        return torch.full(shape, value, dtype=dtype, device=device)
-    key = (value, tuple(shape), dtype, device)
-    const = _CONSTANTS.get(key)
-    if const is None:
-        with torch.inference_mode(False):
-            const = _CONSTANTS[key] = torch.full(shape, value, dtype=dtype, device=device)
-    return const
+    ``fake_quant_enabled`` flag 1): no allocation, fill kernel or host-to-device copy at every call
+    (:func:`qdbev.device_constants.device_constant`)."""
+    return device_constant(filled(value, tuple(shape)), dtype, device)
 
 
 def check_bits(bits: int, what: str = 'bits') -> int:

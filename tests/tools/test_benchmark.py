@@ -482,6 +482,9 @@ def test_memory_phases_give_each_phase_its_own_peak_and_put_the_methods_back():
 def test_saved_activations_counts_what_both_compiled_steps_keep_for_backward(tmp_path):
     """--saved-activations: the compiled image paths' partition of the FP step and of the QAT+VGD step (student
     compiled with int8 codes under a budget), MiB by dtype; the student keeps int8 codes, the FP model none."""
+    # the census sees the graphs compiled inside it: start from an empty cache, or a graph of the same modules that
+    # an earlier test compiled in this process (dynamo guards on the modules' structure, not on the instance) is reused
+    torch._dynamo.reset()
     opts = {'model.student_compile': dict(dynamic=False, activation_memory_budget=0.5, int_codes=True)}
     args = tool.parse_args(['--device', 'cpu', '--quick', '--only', 'P1', 'P2', '--compile-fp-train',
                             '--fp-memory-budget', '0.5', '--saved-activations'])

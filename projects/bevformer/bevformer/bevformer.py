@@ -109,9 +109,10 @@ class BEVFormer(Base3DDetector):
         return int(np.asarray(_meta(sample, 'lidar2img', 'camera count')).shape[0])
 
     def _queue(self, imgs: Tensor, samples: Sequence[Det3DDataSample]
-               ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+               ) -> Tuple[Tensor, Tensor, Tensor, Tensor, np.ndarray]:
         """Split the packed queue. Returns ``imgs [B, T, N, 3, H, W]``, ``can_bus [T, B, 18]`` deltas,
-        ``prev_exists [T, B]`` bool and ``lidar2img [T, B, N, 4, 4]``."""
+        ``prev_exists [T, B]`` bool, ``lidar2img [T, B, N, 4, 4]`` and ``prev_exists`` on the host (numpy), which
+        the frame loop reads without copying the device tensor back."""
         b, m = imgs.shape[:2]
         n = self._num_cams(samples[0])
         if m % n != 0:
@@ -130,20 +131,23 @@ class BEVFormer(Base3DDetector):
             l2i.append(np.stack([np.asarray(f['lidar2img'], dtype=np.float32) for f in frames]))
         device = imgs.device
         can_bus = torch.as_tensor(np.stack(deltas, 1), dtype=torch.float32, device=device)
-        prev_exists = torch.as_tensor(np.asarray(exists).T, dtype=torch.bool, device=device)
+        exists = np.ascontiguousarray(np.asarray(exists, dtype=bool).T)  # [T, B]
+        prev_exists = torch.as_tensor(exists, dtype=torch.bool, device=device)
         lidar2img = torch.as_tensor(np.stack(l2i, 1), dtype=torch.float32, device=device)
         if lidar2img.shape[2] != n:
             raise ValueError(f'BEVFormer: lidar2img has {lidar2img.shape[2]} cameras but num_cams={n}')
-        return imgs.view(b, t, n, *imgs.shape[2:]), can_bus, prev_exists, lidar2img
+        return imgs.view(b, t, n, *imgs.shape[2:]), can_bus, prev_exists, lidar2img, exists
 
     @torch.no_grad()
     def obtain_history_bev(self, imgs: Tensor, can_bus: Tensor, prev_exists: Tensor, lidar2img: Tensor,
-                           pad_shape: Tuple[int, int]) -> Optional[Tensor]:
+                           pad_shape: Tuple[int, int], exists_host: Optional[np.ndarray] = None
+                           ) -> Optional[Tensor]:
         """BEV of the last previous frame, built frame by frame without gradient and in eval mode.
 
         Args:
             imgs: ``[B, T', N, 3, H, W]`` previous frames (oldest first). can_bus: ``[T', B, 18]`` deltas.
             prev_exists: ``[T', B]``. lidar2img: ``[T', B, N, 4, 4]``. pad_shape: padded (H, W).
+            exists_host: ``prev_exists`` as a numpy array, read instead of the device tensor (no synchronisation).
         Returns:
             ``[B, HW, C]`` or None when there is no previous frame.
         """
@@ -157,7 +161,8 @@ class BEVFormer(Base3DDetector):
             for t in range(tp):  # one frame's images at a time: the transient memory of one frame, not T-1
                 feats_t = self.extract_img_feat(imgs[:, t])
                 valid = prev_exists[t]
-                prev_in = prev if prev is not None and bool(valid.any()) else None
+                any_valid = bool(exists_host[t].any()) if exists_host is not None else bool(valid.any())
+                prev_in = prev if prev is not None and any_valid else None
                 prev = self.pts_bbox_head.get_bev_features(feats_t, can_bus[t], lidar2img[t], pad_shape,
                                                            prev_bev=prev_in, prev_valid=valid)
         finally:
@@ -181,13 +186,13 @@ class BEVFormer(Base3DDetector):
         ``bev_embed`` (image features and encoder; what a distillation teacher of image / BEV features needs)."""
         imgs = self._images(batch_inputs_dict)
         pad_shape = tuple(int(v) for v in imgs.shape[-2:])
-        queue, can_bus, exists, lidar2img = self._queue(imgs, batch_data_samples)
+        queue, can_bus, exists, lidar2img, exists_host = self._queue(imgs, batch_data_samples)
         t = queue.shape[1]
         prev_bev = self.obtain_history_bev(queue[:, :t - 1], can_bus[:t - 1], exists[:t - 1], lidar2img[:t - 1],
-                                           pad_shape)
+                                           pad_shape, exists_host[:t - 1])
         feats = self.extract_img_feat(queue[:, t - 1])
         valid = exists[t - 1]
-        prev_bev = prev_bev if prev_bev is not None and bool(valid.any()) else None
+        prev_bev = prev_bev if prev_bev is not None and bool(exists_host[t - 1].any()) else None
         head = self.pts_bbox_head if with_head else self.pts_bbox_head.get_bev_features
         outs = head(feats, can_bus[t - 1], lidar2img[t - 1], pad_shape, prev_bev=prev_bev, prev_valid=valid)
         return outs if with_head else dict(bev_embed=outs)

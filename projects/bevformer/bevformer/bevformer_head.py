@@ -17,6 +17,7 @@ import copy
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.distributed as dist
 from mmdet.models.layers.transformer import inverse_sigmoid
 from mmdet.models.utils import multi_apply
 from mmdet.utils import reduce_mean
@@ -26,8 +27,18 @@ from mmengine.model import BaseModule, bias_init_with_prob
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
+from qdbev.device_constants import device_constant
 from .box_coder import normalize_bbox
 from .group_assigner import GroupHungarianAssigner
+
+
+def mean_over_ranks(value: float, device: torch.device) -> float:
+    """``value`` averaged over the distributed ranks (mmdet's ``reduce_mean``: one all-reduce, read back), or
+    ``value`` itself without a process group of several ranks: on one device no tensor round trip (a copy to the
+    device and a read back, each a synchronisation of the stream on a GPU)."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return value
+    return float(reduce_mean(torch.tensor([value], device=device)))
 
 
 def decode_reg_output(reg_out: Tensor, reference: Tensor, pc_range: Sequence[float]) -> Tensor:
@@ -42,8 +53,8 @@ def decode_reg_output(reg_out: Tensor, reference: Tensor, pc_range: Sequence[flo
         ``[..., 10]`` codes ``[cx, cy, log l, log w, cz, log h, sin, cos, vx, vy]`` with metric centres.
     """
     ref = inverse_sigmoid(reference)
-    lo = reg_out.new_tensor(pc_range[:3])
-    hi = reg_out.new_tensor(pc_range[3:6])
+    lo = device_constant(pc_range[:3], reg_out.dtype, reg_out.device)
+    hi = device_constant(pc_range[3:6], reg_out.dtype, reg_out.device)
     xy = (reg_out[..., 0:2] + ref[..., 0:2]).sigmoid() * (hi[:2] - lo[:2]) + lo[:2]
     z = (reg_out[..., 4:5] + ref[..., 2:3]).sigmoid() * (hi[2:] - lo[2:]) + lo[2:]
     return torch.cat((xy, reg_out[..., 2:4], z, reg_out[..., 5:]), dim=-1)
@@ -228,17 +239,17 @@ class BEVFormerHead(BaseModule):
         bbox_targets = torch.cat([t[2] for t in targets])
         bbox_weights = torch.cat([t[3] for t in targets])
         num_pos = sum(t[4] for t in targets)
-        cls_avg_factor = cls_scores.new_tensor([float(num_pos)])
-        if self.sync_cls_avg_factor:
-            cls_avg_factor = reduce_mean(cls_avg_factor)
-        cls_avg_factor = max(float(cls_avg_factor), 1.0)
+        mean_pos = mean_over_ranks(float(num_pos), cls_scores.device)
+        cls_avg_factor = max(mean_pos if self.sync_cls_avg_factor else float(num_pos), 1.0)
         loss_cls = self.loss_cls(cls_scores.reshape(-1, self.num_classes), labels, label_weights,
                                  avg_factor=cls_avg_factor)
-        num_total_pos = torch.clamp(reduce_mean(cls_scores.new_tensor([float(num_pos)])), min=1).item()
+        num_total_pos = max(mean_pos, 1.0)
         bbox_preds = bbox_preds.reshape(-1, self.code_size)
-        finite = torch.isfinite(bbox_targets).all(dim=-1)
-        weights = bbox_weights * self.code_weights
-        loss_bbox = self.loss_bbox(bbox_preds[finite], bbox_targets[finite], weights[finite],
+        # rows with a non-finite target (e.g. a box without velocity) weigh 0, as BEVFormer drops them; masked by
+        # weight instead of selected, which would read their count back from the device
+        finite = torch.isfinite(bbox_targets).all(dim=-1, keepdim=True)
+        weights = bbox_weights * self.code_weights * finite
+        loss_bbox = self.loss_bbox(bbox_preds, torch.where(finite, bbox_targets, 0.0), weights,
                                    avg_factor=num_total_pos)
         return torch.nan_to_num(loss_cls), torch.nan_to_num(loss_bbox)
 

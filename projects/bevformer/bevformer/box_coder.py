@@ -16,6 +16,8 @@ import torch
 from mmdet3d.registry import TASK_UTILS
 from torch import Tensor
 
+from qdbev.device_constants import device_constant
+
 # old (mmdet3d 0.17) code slot feeding each new slot, and its sign: new[i] = sign[i] * old[OLD_SLOT[i]]
 OLD_SLOT = (0, 1, 3, 2, 4, 5, 7, 6, 8, 9)
 OLD_SIGN = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, 1.0, 1.0)
@@ -74,7 +76,7 @@ class NMSFreeCoder:
         if self.score_threshold is not None:
             keep &= scores > self.score_threshold
         if self.post_center_range is not None:
-            rng = boxes.new_tensor(self.post_center_range)
+            rng = device_constant(self.post_center_range, boxes.dtype, boxes.device)
             keep &= (boxes[:, :3] >= rng[:3]).all(1) & (boxes[:, :3] <= rng[3:]).all(1)
         return dict(bboxes=boxes[keep], scores=scores[keep], labels=labels[keep])
 

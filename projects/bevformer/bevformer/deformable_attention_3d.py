@@ -8,7 +8,7 @@ from mmdet3d.registry import MODELS
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from .ms_deform_attn import init_sampling_, multi_scale_deform_attn, xavier_linear_
+from .ms_deform_attn import check_value_length, init_sampling_, multi_scale_deform_attn, xavier_linear_
 
 
 @MODELS.register_module()
@@ -62,9 +62,7 @@ class MSDeformableAttention3D(BaseModule):
         d = reference_points.shape[2]
         if p % d != 0:
             raise ValueError(f'MSDeformableAttention3D: num_points {p} must be a multiple of num_points_in_pillar {d}')
-        if int((spatial_shapes[:, 0] * spatial_shapes[:, 1]).sum()) != n_v:
-            raise ValueError(f'MSDeformableAttention3D: spatial_shapes {spatial_shapes.tolist()} do not cover the '
-                             f'{n_v} values')
+        check_value_length(spatial_shapes, n_v, 'MSDeformableAttention3D')
         v = self.value_proj(value).view(b, n_v, h, c // h)
         offsets = self.sampling_offsets(query).view(b, n_q, h, lv, p, 2)
         weights = self.attention_weights(query).view(b, n_q, h, lv * p).softmax(-1).view(b, n_q, h, lv, p)

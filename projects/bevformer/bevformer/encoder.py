@@ -4,7 +4,7 @@ Each layer is ``TSA -> norm -> SCA -> norm -> FFN -> norm`` (post-norm). The cam
 their projections and hits) is computed once per frame with :mod:`qdbev.geometry`, the same functions
 QD-BEV's view-guided distillation uses for its camera masks.
 """
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from mmcv.cnn.bricks.transformer import FFN
@@ -12,7 +12,9 @@ from mmdet3d.registry import MODELS
 from mmengine.model import BaseModule, ModuleList
 from torch import Tensor, nn
 
+from qdbev.device_constants import device_constant
 from qdbev.geometry import pillar_points, project_points
+from .spatial_cross_attention import CameraHits
 
 
 def bev_grid_2d(bev_h: int, bev_w: int, device=None, dtype=torch.float32) -> Tensor:
@@ -59,18 +61,20 @@ class BEVFormerEncoderLayer(BaseModule):
 
     def forward(self, query: Tensor, bev_pos: Tensor, init_query: Tensor, prev_bev: Optional[Tensor],
                 prev_valid: Optional[Tensor], ref_2d: Tensor, value: Tensor, reference_points_cam: Tensor,
-                bev_mask: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, bev_shapes: Tensor) -> Tensor:
+                bev_mask: Union[Tensor, CameraHits], spatial_shapes: Tensor, level_start_index: Tensor,
+                bev_shapes: Tensor) -> Tensor:
         """
         Args:
             query, bev_pos, init_query: ``[B, HW, C]``. prev_bev: ``[B, HW, C]`` aligned previous BEV or None;
             prev_valid: ``[B]`` bool. ref_2d: ``[B, 2, HW, 1, 2]`` TSA reference points;
             bev_shapes: ``[[bev_h, bev_w]]``.
             value: ``[B, N_cam, N_v, C]``; reference_points_cam: ``[N_cam, B, HW, D, 2]``; bev_mask:
-            ``[N_cam, B, HW, D]``; spatial_shapes / level_start_index of the camera features.
+            ``[N_cam, B, HW, D]`` or its :class:`CameraHits`; spatial_shapes / level_start_index of the camera
+            features.
         Returns:
             ``[B, HW, C]``.
         """
-        bev_start = bev_shapes.new_zeros(1)
+        bev_start = device_constant((0, ), torch.long, bev_shapes.device)
         tsa_value = temporal_queue(query, init_query, prev_bev, prev_valid)
         query = self.self_attn(query, tsa_value, ref_2d, bev_shapes, bev_start, query_pos=bev_pos)
         query = self.norms[0](query)
@@ -135,9 +139,10 @@ class BEVFormerEncoder(BaseModule):
         else:
             shifted = ref_2d
         ref_queue = torch.stack((shifted, ref_2d), dim=1)[:, :, :, None, :]  # [B, 2, HW, 1, 2] (new tensors)
-        bev_shapes = torch.tensor([[bev_h, bev_w]], device=bev_query.device, dtype=torch.long)
+        bev_shapes = device_constant([(bev_h, bev_w)], torch.long, bev_query.device)
+        hits = CameraHits.of(bev_mask)  # the same for every layer: built once
         query = bev_query
         for layer in self.layers:
             query = layer(query, bev_pos, bev_query, prev_bev, prev_valid, ref_queue, value, reference_points_cam,
-                          bev_mask, spatial_shapes, level_start_index, bev_shapes)
+                          hits, spatial_shapes, level_start_index, bev_shapes)
         return query

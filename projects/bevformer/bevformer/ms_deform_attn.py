@@ -15,6 +15,8 @@ import torch
 from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
 from torch import Tensor, nn
 
+from qdbev.device_constants import host_values
+
 
 @lru_cache(maxsize=1)
 def cuda_kernel_available() -> bool:
@@ -35,6 +37,18 @@ def cuda_kernel_available() -> bool:
         return True
     except Exception:  # mmcv built without CUDA ops
         return False
+
+
+def check_value_length(spatial_shapes: Tensor, n_values: int, who: str) -> None:
+    """Raise ``ValueError`` naming ``who`` unless the levels ``spatial_shapes`` ``[L, 2]`` cover ``n_values``
+    values. The shapes are read from the host where they come from one (a cached constant of
+    :func:`qdbev.device_constants.device_constant`, as the transformer builds them, or a CPU tensor); only other
+    device tensors are copied back, which synchronises the stream."""
+    shapes = host_values(spatial_shapes)
+    if shapes is None:
+        shapes = spatial_shapes.tolist()
+    if sum(int(h) * int(w) for h, w in shapes) != n_values:
+        raise ValueError(f'{who}: spatial_shapes {[list(s) for s in shapes]} do not cover the {n_values} values')
 
 
 def multi_scale_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,

@@ -6,8 +6,19 @@ from mmdet3d.registry import MODELS
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
+from qdbev.device_constants import device_constant
 from .ego_motion import bev_shift, rotate_bev
 from .ms_deform_attn import xavier_linear_
+
+
+def level_tensors(shapes: Sequence[Tuple[int, int]], device: torch.device) -> Tuple[Tensor, Tensor]:
+    """``(spatial_shapes [L, 2], level_start_index [L])`` (long) of feature maps of ``shapes`` ``(h, w)`` flattened
+    one after the other, as the deformable attentions take them; cached per device
+    (:func:`qdbev.device_constants.device_constant`: no host-to-device copy per call)."""
+    starts = [0]
+    for h, w in shapes[:-1]:
+        starts.append(starts[-1] + h * w)
+    return device_constant(shapes, torch.long, device), device_constant(starts, torch.long, device)
 
 
 @MODELS.register_module()
@@ -77,8 +88,7 @@ class PerceptionTransformer(BaseModule):
             flat.append(f)
             shapes.append((h, w))
         device = mlvl_feats[0].device
-        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=device)
-        level_start_index = torch.cat((spatial_shapes.new_zeros(1), spatial_shapes.prod(1).cumsum(0)[:-1]))
+        spatial_shapes, level_start_index = level_tensors(shapes, device)
         return torch.cat(flat, dim=2), spatial_shapes, level_start_index
 
     def get_bev_features(self, mlvl_feats: List[Tensor], bev_queries: Tensor, bev_h: int, bev_w: int,
@@ -127,8 +137,7 @@ class PerceptionTransformer(BaseModule):
         query_pos = query_pos[None].expand(b, -1, -1)
         query = query[None].expand(b, -1, -1)
         init_reference = self.reference_points(query_pos).sigmoid()
-        shapes = torch.tensor([[bev_h, bev_w]], device=bev_embed.device, dtype=torch.long)
-        start = shapes.new_zeros(1)
+        shapes, start = level_tensors([(bev_h, bev_w)], bev_embed.device)
         states, references = self.decoder(query, query_pos, bev_embed, init_reference, shapes, start,
                                           reg_branches=reg_branches, num_groups=num_groups)
         return states, init_reference, references

@@ -5,7 +5,7 @@ Per (sample, camera) only the hit queries are gathered ("rebatching", which boun
 per-camera hit count), attended into that camera with :class:`MSDeformableAttention3D`, scattered back and
 averaged over the number of cameras that hit each query.
 """
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple, Union
 
 import torch
 from mmdet3d.registry import MODELS
@@ -39,6 +39,22 @@ def hit_count(bev_mask: Tensor) -> Tensor:
     return bev_mask.any(-1).sum(0).clamp(min=1)
 
 
+class CameraHits(NamedTuple):
+    """The hits of one frame's ``bev_mask`` ``[N_cam, B, HW, D]`` as the spatial cross-attention uses them: the
+    padded hit lists of :func:`rebatch_hits` (``index``, ``valid``) and :func:`hit_count` (``count``). Every
+    encoder layer of a frame needs the same; built once per frame (:meth:`of`), the length of the longest list is
+    read back from the device once per frame instead of once per layer (a synchronisation of the stream on a GPU)."""
+    mask: Tensor
+    index: Tensor
+    valid: Tensor
+    count: Tensor
+
+    @classmethod
+    def of(cls, bev_mask: Tensor) -> 'CameraHits':
+        index, valid = rebatch_hits(bev_mask)
+        return cls(bev_mask, index, valid, hit_count(bev_mask))
+
+
 @MODELS.register_module()
 class SpatialCrossAttention(BaseModule):
     """Average over hitting cameras of per-camera 3D deformable attention, output projection, residual.
@@ -66,25 +82,28 @@ class SpatialCrossAttention(BaseModule):
         xavier_linear_(self.output_proj)
         self._is_init = True
 
-    def forward(self, query: Tensor, value: Tensor, reference_points_cam: Tensor, bev_mask: Tensor,
-                spatial_shapes: Tensor, level_start_index: Tensor) -> Tensor:
+    def forward(self, query: Tensor, value: Tensor, reference_points_cam: Tensor,
+                bev_mask: Union[Tensor, CameraHits], spatial_shapes: Tensor, level_start_index: Tensor) -> Tensor:
         """
         Args:
             query: ``[B, HW, C]`` BEV queries (also the residual).
             value: ``[B, N_cam, N_v, C]`` multi-level camera features (+ camera/level embeddings).
             reference_points_cam: ``[N_cam, B, HW, D, 2]`` normalised image positions of the pillar points.
-            bev_mask: ``[N_cam, B, HW, D]`` bool hits (depth > eps, strictly inside the image).
+            bev_mask: ``[N_cam, B, HW, D]`` bool hits (depth > eps, strictly inside the image), or the frame's
+                :class:`CameraHits` of it (the encoder builds them once for all its layers).
             spatial_shapes: ``[L, 2]``; level_start_index: ``[L]``.
         Returns:
             ``[B, HW, C]``.
         """
         b, hw, c = query.shape
         n = value.shape[1]
+        hits = bev_mask if isinstance(bev_mask, CameraHits) else CameraHits.of(bev_mask)
+        bev_mask = hits.mask
         if reference_points_cam.shape[:3] != (n, b, hw) or bev_mask.shape[:3] != (n, b, hw):
             raise ValueError(f'SpatialCrossAttention: camera points {tuple(reference_points_cam.shape)} / mask '
                              f'{tuple(bev_mask.shape)} do not match {n} cameras, batch {b}, {hw} queries')
         d = reference_points_cam.shape[3]
-        index, valid = rebatch_hits(bev_mask)  # [B*N, M]
+        index, valid = hits.index, hits.valid  # [B*N, M]
         slots = torch.zeros_like(query)
         if index.shape[1] > 0:
             batch_of_row = torch.arange(b, device=query.device).repeat_interleave(n)  # row r = b*N + cam
@@ -99,5 +118,5 @@ class SpatialCrossAttention(BaseModule):
             flat_index = (index + batch_of_row[:, None] * hw).reshape(-1)
             # accumulate in the attention's dtype (float32 where autocast runs the query projections in bf16)
             slots = slots.reshape(b * hw, c).to(out.dtype).index_add(0, flat_index, out.reshape(-1, c)).view(b, hw, c)
-        slots = slots / hit_count(bev_mask)[..., None].to(slots.dtype)
+        slots = slots / hits.count[..., None].to(slots.dtype)
         return self.dropout(self.output_proj(slots)) + query

@@ -8,7 +8,7 @@ from mmdet3d.registry import MODELS
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from .ms_deform_attn import init_sampling_, multi_scale_deform_attn, xavier_linear_
+from .ms_deform_attn import check_value_length, init_sampling_, multi_scale_deform_attn, xavier_linear_
 
 
 @MODELS.register_module()
@@ -72,9 +72,7 @@ class TemporalSelfAttention(BaseModule):
         b, n_q, c = query.shape
         q, h, lv, p = self.num_bev_queue, self.num_heads, self.num_levels, self.num_points
         n_v = value.shape[2]
-        if int((spatial_shapes[:, 0] * spatial_shapes[:, 1]).sum()) != n_v:
-            raise ValueError(f'TemporalSelfAttention: spatial_shapes {spatial_shapes.tolist()} do not cover the '
-                             f'{n_v} values')
+        check_value_length(spatial_shapes, n_v, 'TemporalSelfAttention')
         identity = query
         q_in = query if query_pos is None else query + query_pos
         q_in = torch.cat([value[:, 0], q_in], dim=-1)  # [B, HW, 2C]

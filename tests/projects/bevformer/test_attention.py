@@ -179,3 +179,56 @@ def test_sca_hits_and_camera_averaging_on_hand_rig():
     count = hits.any(-1).float().sum(0).clamp(min=1)[:, None]
     expected = query[0] + per_cam.sum(0) / count
     assert torch.allclose(out[0], expected, atol=1e-5)
+
+
+def test_the_value_length_check_reads_cached_shapes_on_the_host(monkeypatch):
+    """``check_value_length`` takes the shapes of a cached constant (what the transformer passes) from the host: no
+    read back from the device; another tensor is read; a mismatch names the module."""
+    from projects.bevformer.bevformer.ms_deform_attn import check_value_length
+    from qdbev.device_constants import device_constant
+    shapes = device_constant([(4, 5), (2, 3)], torch.long, 'cpu')
+    plain = torch.tensor([[4, 5], [2, 3]])
+    check_value_length(plain, 26, 'TSA')  # read back: fine on the CPU
+    with pytest.raises(ValueError, match=r'^TSA: spatial_shapes \[\[4, 5\], \[2, 3\]\] do not cover the 25 values$'):
+        check_value_length(plain, 25, 'TSA')
+
+    def no_read(self):
+        raise AssertionError('read back from the device')
+    monkeypatch.setattr(torch.Tensor, 'tolist', no_read)
+    check_value_length(shapes, 26, 'MSDeformableAttention3D')
+    with pytest.raises(ValueError, match='MSDeformableAttention3D: spatial_shapes'):
+        check_value_length(shapes, 27, 'MSDeformableAttention3D')
+
+
+def test_the_encoder_builds_the_camera_hits_once_for_all_layers(monkeypatch):
+    """Every layer's spatial cross-attention gets the frame's ``CameraHits``; the hit lists (whose length is read
+    back from the device) are built once per frame, and the output equals the per-layer computation."""
+    from projects.bevformer.bevformer import spatial_cross_attention as sca_mod
+    torch.manual_seed(0)
+    c, bev_h, bev_w = 16, 4, 4
+    layer = dict(type='BEVFormerEncoderLayer',
+                 self_attn_cfg=dict(type='TemporalSelfAttention', embed_dims=c, num_heads=2, num_levels=1,
+                                    num_points=2),
+                 cross_attn_cfg=dict(type='SpatialCrossAttention', embed_dims=c, num_cams=2, dropout=0.0,
+                                     deformable_attention=dict(type='MSDeformableAttention3D', embed_dims=c,
+                                                               num_heads=2, num_levels=1, num_points=4)),
+                 ffn_cfg=dict(embed_dims=c, feedforward_channels=2 * c, ffn_drop=0.0))
+    enc = BEVFormerEncoder(num_layers=3, layer_cfg=layer, pc_range=[-4.0, -3.0, -1.0, 4.0, 3.0, 1.0],
+                           num_points_in_pillar=4).eval()
+    lidar2img = torch.tensor(np.stack([_camera(y) for y in (0.0, math.radians(60))]), dtype=torch.float32)[None]
+    value = torch.randn(1, 2, 20 * 20, c)
+    args = (torch.randn(1, bev_h * bev_w, c), value, bev_h, bev_w, torch.randn(1, bev_h * bev_w, c),
+            torch.tensor([[20, 20]]), torch.tensor([0]), lidar2img, (200, 200))
+    calls = []
+    real = sca_mod.rebatch_hits
+    monkeypatch.setattr(sca_mod, 'rebatch_hits', lambda mask: calls.append(1) or real(mask))
+    with torch.no_grad():
+        out = enc(*args)
+    assert len(calls) == 1
+    ref_cam, mask = enc.camera_points(bev_h, bev_w, lidar2img, (200, 200))
+    query = torch.randn(1, bev_h * bev_w, c)
+    sca = enc.layers[0].cross_attn
+    assert out.shape == (1, bev_h * bev_w, c) and torch.isfinite(out).all()
+    with torch.no_grad():  # a mask or its CameraHits: the same output
+        assert torch.equal(sca(query, value, ref_cam, mask, *args[5:7]),
+                           sca(query, value, ref_cam, sca_mod.CameraHits.of(mask), *args[5:7]))

@@ -268,3 +268,23 @@ def test_grid_mask_keeps_a_grid_of_stripes():
         # mode 1 keeps exactly the union of horizontal and vertical stripes, and drops the holes between them
         assert torch.equal(mask, full_rows[:, None] | full_cols[None, :])
         assert 0 < mask.float().mean() < 1
+
+
+def test_a_target_without_velocity_weighs_nothing_in_the_box_loss():
+    """A ground-truth box whose velocity is NaN (nuScenes has such boxes) adds nothing to the L1 box loss: the loss
+    equals mmdet's L1 over the finite target rows only (BEVFormer's selection), now computed by zero weights."""
+    torch.manual_seed(0)
+    head = build_nano().pts_bbox_head
+    q, k = head.num_query, head.num_classes
+    cls_scores, bbox_preds = torch.randn(1, q, k), torch.randn(1, q, 10)
+    codes = torch.randn(3, 10)
+    codes[1, 8:] = float('nan')  # the second box has no velocity
+    labels = torch.tensor([0, 1, 2])
+    loss_cls, loss_bbox = head.loss_single(cls_scores, bbox_preds, [labels], [codes])
+    assert torch.isfinite(loss_bbox) and loss_bbox > 0
+    targets = head.get_targets_single(cls_scores[0], bbox_preds[0], labels, codes)
+    finite = torch.isfinite(targets[2]).all(-1)
+    assert int(finite.sum()) == q - 1  # exactly the query matched to the second box is dropped
+    expected = head.loss_bbox(bbox_preds[0][finite], targets[2][finite], (targets[3] * head.code_weights)[finite],
+                              avg_factor=float(targets[4]))
+    assert torch.allclose(loss_bbox, expected, rtol=1e-6, atol=0)

@@ -1,0 +1,54 @@
+"""Small constant tensors made once per device and dtype.
+
+On a GPU, a tensor built from host values (``torch.tensor(list, device=...)``, ``x.new_tensor(list)``) is a copy from
+pageable host memory, which PyTorch follows with a synchronisation of the stream: the host waits until the device has
+run everything queued before it. A model that rebuilds the same constants at every call (the point-cloud range, the
+feature maps' shapes, the padded image size) stalls its own pipelining once per constant, and a training step that is
+host-bound (docs/benchmarks.md, P1 and P3) gets slower by every such wait. :func:`device_constant` builds each
+constant once per (values, dtype, device) and returns that tensor afterwards.
+
+The cached tensors are shared: read them, never modify them in place.
+"""
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+Values = Union[int, float, bool, Sequence]
+_CACHE: Dict[tuple, Tensor] = {}
+_HOST: Dict[int, object] = {}  # id of a cached tensor -> its values (the cache keeps the tensor, so the id stays)
+
+
+def _frozen(values: Values) -> Union[int, float, bool, tuple]:
+    """``values`` as nested tuples of Python numbers (a hashable key; numpy scalars become Python numbers)."""
+    if isinstance(values, Tensor):
+        raise TypeError('device_constant: give Python numbers or (nested) sequences of them, not a tensor')
+    if isinstance(values, (list, tuple)):
+        return tuple(_frozen(v) for v in values)
+    return _frozen(values.tolist()) if hasattr(values, 'tolist') else values  # numpy arrays and scalars
+
+
+def device_constant(values: Values, dtype: torch.dtype, device: Union[str, torch.device]) -> Tensor:
+    """``torch.tensor(values, dtype=dtype, device=device)``, made once and then returned from a cache (no host-to-
+    device copy after the first call). Made outside inference mode so that autograd may use it; a fresh tensor while
+    tracing (TorchScript / ONNX export), so that no traced value is shared between traces."""
+    key = (_frozen(values), dtype, torch.device(device))
+    if torch.jit.is_tracing():
+        return torch.tensor(key[0], dtype=dtype, device=key[2])
+    const = _CACHE.get(key)
+    if const is None:
+        with torch.inference_mode(False):
+            const = _CACHE[key] = torch.tensor(key[0], dtype=dtype, device=key[2])
+            _HOST[id(const)] = key[0]
+    return const
+
+
+def host_values(tensor: Tensor) -> Optional[object]:
+    """The values :func:`device_constant` made ``tensor`` from (nested tuples), or None for any other tensor: a check
+    can read a cached constant without copying it back from the device."""
+    return _HOST.get(id(tensor))  # the cached tensors live as long as the process: no other object has their id
+
+
+def filled(value: Union[int, float], shape: Tuple[int, ...]) -> Union[int, float, tuple]:
+    """The nested tuple of ``shape`` holding ``value`` everywhere (``device_constant(filled(0, (3,)), ...)``)."""
+    return value if not shape else tuple(filled(value, tuple(shape[1:])) for _ in range(shape[0]))

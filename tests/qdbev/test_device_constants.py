@@ -1,0 +1,50 @@
+"""qdbev.device_constants: a constant built from host values once per (values, dtype, device), then the same tensor
+(on a GPU, no host-to-device copy and no stream synchronisation per call)."""
+import numpy as np
+import pytest
+import torch
+
+from qdbev.device_constants import device_constant, filled, host_values
+
+
+def test_the_same_values_give_the_same_tensor_and_other_keys_other_tensors():
+    a = device_constant([[50, 50]], torch.long, 'cpu')
+    assert a is device_constant(((50, 50), ), torch.long, torch.device('cpu'))  # lists and tuples: one key
+    assert a is device_constant(np.array([[50, 50]]), torch.long, 'cpu')  # numpy values too
+    assert a.dtype == torch.long and a.tolist() == [[50, 50]]
+    b = device_constant([[50, 50]], torch.float32, 'cpu')
+    assert b is not a and b.dtype == torch.float32
+    assert device_constant([[50, 51]], torch.long, 'cpu') is not a
+
+
+def test_host_values_name_the_cached_values_and_nothing_else():
+    a = device_constant([(15, 25), (8, 13)], torch.long, 'cpu')
+    assert host_values(a) == ((15, 25), (8, 13))
+    assert host_values(torch.tensor([[15, 25], [8, 13]])) is None  # an equal tensor that is not the cached one
+
+
+def test_a_constant_made_under_inference_mode_serves_autograd_later():
+    with torch.inference_mode():
+        c = device_constant((2.0, 3.0), torch.float32, 'cpu')
+    assert not c.is_inference()
+    x = torch.ones(2, requires_grad=True)
+    (x * c).sum().backward()  # an inference tensor here would raise
+    assert x.grad.tolist() == [2.0, 3.0]
+
+
+def test_filled_nests_a_value_to_a_shape():
+    assert filled(0, ()) == 0 and filled(1, (2, )) == (1, 1) and filled(7, (2, 1)) == ((7, ), (7, ))
+    assert device_constant(filled(0, (3, )), torch.int32, 'cpu').tolist() == [0, 0, 0]
+
+
+@pytest.mark.filterwarnings('ignore::torch.jit.TracerWarning')  # the constant is recorded in the trace: intended
+def test_while_tracing_each_call_makes_its_own_tensor():
+    made = []
+
+    def f(x):
+        c = device_constant((1.0, ), torch.float32, 'cpu')
+        made.append(c)
+        return x + c
+    torch.jit.trace(f, torch.zeros(1))
+    torch.jit.trace(f, torch.zeros(1))
+    assert made[0] is not made[1] and made[0] is not device_constant((1.0, ), torch.float32, 'cpu')

@@ -1,0 +1,101 @@
+"""Count what makes a CUDA stream wait for the host in one training step or predict (issue 9), by source line.
+
+    python tools/sync_census.py STEP [STEP ...] [--quick] [--batch B] [--img-size H W] [--device cpu|cuda]
+                                [--qdbev-config C] [--fp-config C] [--top N] [--out-json FILE]
+
+STEP: ``fp`` (an FP BEVFormer training step), ``qat`` (a QAT+VGD step of the distiller), ``predict_fp`` /
+``predict_qat`` (a test-mode predict of the FP model / the calibrated W4A6 student): the models, batches and steps
+of ``tools/benchmark.py`` (P1 / P3), BEVFormer-tiny by default (``--quick``: its shrunk configs). Each step runs once
+untimed, then once under :class:`projects.qdbev.sync_census.SyncCensus`: host-to-device copies of host values and
+reads of device values (``.item()``, ``int()`` / ``float()`` / ``bool()`` of a tensor, ``nonzero``, boolean
+indexing). On the CPU it counts what the same code does on a GPU; the figures and what was done about them are in
+docs/benchmarks.md.
+"""
+import argparse
+import json
+import os.path as osp
+import sys
+import tempfile
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+from projects.qdbev import benchmark as bm  # noqa: E402
+from projects.qdbev.sync_census import SyncCensus  # noqa: E402
+from qdbev.fileio import atomic_write_bytes  # noqa: E402
+
+STEPS = ('fp', 'qat', 'predict_fp', 'predict_qat')
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('steps', nargs='+', choices=STEPS, metavar='STEP', help=f'one or more of {", ".join(STEPS)}')
+    p.add_argument('--quick', action='store_true', help="tools/benchmark.py's shrunk configs")
+    p.add_argument('--batch', type=int, default=1)
+    p.add_argument('--img-size', type=int, nargs=2, default=(64, 96), metavar=('H', 'W'),
+                   help='image size before padding (default 64 96: the counts do not depend on it)')
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--qdbev-config', default='configs/qdbev/qdbev_tiny_w4a6.py')
+    p.add_argument('--fp-config', default='configs/bevformer/bevformer_tiny.py')
+    p.add_argument('--top', type=int, default=25, help='source lines printed per step')
+    p.add_argument('--out-json', help='write {step: {totals, table}} here (atomically)')
+    args = p.parse_args(argv)
+    if args.batch < 1:
+        p.error(f'--batch must be >= 1, got {args.batch}')
+    return args
+
+
+def step_fn(step: str, fp, distiller, raw: dict, optim_cfg: dict, img_hw, batch: int):
+    """The callable of ``step`` (the models of :func:`projects.qdbev.benchmark.build_models`)."""
+    if step in ('fp', 'qat'):
+        model = fp if step == 'fp' else distiller
+        if step == 'qat':
+            bm.calibrate(distiller, raw)
+        model.train()
+        return bm.train_step_fn(model, model.data_preprocessor(raw, True), bm.make_optimizer(model, optim_cfg))
+    if step == 'predict_qat':
+        bm.calibrate(distiller, raw)
+    model, preprocessor = (fp, fp.data_preprocessor) if step == 'predict_fp' else \
+        (distiller.student, distiller.data_preprocessor)
+    model.eval()
+    infer = bm.predict_fn(model, preprocessor, tuple(img_hw), batch, 6, 3)
+
+    def run():
+        with torch.no_grad():
+            infer()
+    return run
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    dcfg, fcfg, queue, optim_cfg = bm.load_configs(args.qdbev_config, args.fp_config, quick=args.quick)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp, distiller = bm.build_models(dcfg, fcfg, torch.device('cpu'), tmp)
+    fp.to(device)
+    distiller.to(device)
+    raw = bm.raw_batch(args.batch, queue, tuple(args.img_size), 6)
+    out = {}
+    for step in args.steps:
+        fn = step_fn(step, fp, distiller, raw, optim_cfg, args.img_size, args.batch)
+        fn()  # first call: lazy set-up (weight caches, compilation) is not a step's cost
+        with SyncCensus(ROOT) as census:
+            fn()
+        totals, table = census.totals(), census.table()
+        out[step] = dict(totals=totals, table=[dict(count=n, kind=k, op=op, source=src) for n, k, op, src in table])
+        print(f'== {step} (batch {args.batch}{", quick" if args.quick else ""}): {totals}')
+        for n, kind, op, src in table[:args.top]:
+            print(f'{n:6d}  {kind:5s} {op:14s} {src}')
+    if args.out_json:
+        given = list(argv) if argv is not None else sys.argv[1:]
+        record = dict(command=' '.join(['python', 'tools/sync_census.py'] + given), device=str(device),
+                      batch=args.batch, quick=args.quick, steps=out)
+        atomic_write_bytes(json.dumps(record, indent=1).encode(), args.out_json)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
