@@ -97,11 +97,11 @@ class SpatialCrossAttention(BaseModule):
         """
         b, hw, c = query.shape
         n = value.shape[1]
-        hits = bev_mask if isinstance(bev_mask, CameraHits) else CameraHits.of(bev_mask)
-        bev_mask = hits.mask
-        if reference_points_cam.shape[:3] != (n, b, hw) or bev_mask.shape[:3] != (n, b, hw):
+        mask = bev_mask.mask if isinstance(bev_mask, CameraHits) else bev_mask
+        if reference_points_cam.shape[:3] != (n, b, hw) or mask.shape[:3] != (n, b, hw):
             raise ValueError(f'SpatialCrossAttention: camera points {tuple(reference_points_cam.shape)} / mask '
-                             f'{tuple(bev_mask.shape)} do not match {n} cameras, batch {b}, {hw} queries')
+                             f'{tuple(mask.shape)} do not match {n} cameras, batch {b}, {hw} queries')
+        hits = bev_mask if isinstance(bev_mask, CameraHits) else CameraHits.of(mask)
         d = reference_points_cam.shape[3]
         index, valid = hits.index, hits.valid  # [B*N, M]
         slots = torch.zeros_like(query)
