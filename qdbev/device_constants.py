@@ -9,7 +9,7 @@ constant once per (values, dtype, device) and returns that tensor afterwards.
 
 The cached tensors are shared: read them, never modify them in place.
 """
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -28,27 +28,39 @@ def _frozen(values: Values) -> Union[int, float, bool, tuple]:
     return _frozen(values.tolist()) if hasattr(values, 'tolist') else values  # numpy arrays and scalars
 
 
-def device_constant(values: Values, dtype: torch.dtype, device: Union[str, torch.device]) -> Tensor:
-    """``torch.tensor(values, dtype=dtype, device=device)``, made once and then returned from a cache (no host-to-
-    device copy after the first call). Made outside inference mode so that autograd may use it; a fresh tensor while
-    tracing (TorchScript / ONNX export), so that no traced value is shared between traces."""
-    key = (_frozen(values), dtype, torch.device(device))
+def _cached(key: tuple, make: Callable[[], Tensor]) -> Tensor:
+    """The tensor cached under ``key``, made by ``make`` the first time (outside inference mode, so that autograd
+    may use it); a fresh one while tracing (TorchScript / ONNX export), so that no traced value is shared between
+    traces."""
     if torch.jit.is_tracing():
-        return torch.tensor(key[0], dtype=dtype, device=key[2])
+        return make()
     const = _CACHE.get(key)
     if const is None:
         with torch.inference_mode(False):
-            const = _CACHE[key] = torch.tensor(key[0], dtype=dtype, device=key[2])
-            _HOST[id(const)] = key[0]
+            const = _CACHE[key] = make()
     return const
+
+
+def device_constant(values: Values, dtype: torch.dtype, device: Union[str, torch.device]) -> Tensor:
+    """``torch.tensor(values, dtype=dtype, device=device)``, made once and then returned from a cache (no host-to-
+    device copy after the first call; :func:`host_values` gives its values back)."""
+    values, device = _frozen(values), torch.device(device)
+    const = _cached((values, dtype, device), lambda: torch.tensor(values, dtype=dtype, device=device))
+    if not torch.jit.is_tracing():  # a traced call's fresh tensor is not kept: its id may be another's later
+        _HOST.setdefault(id(const), values)
+    return const
+
+
+def device_full(value: Union[int, float], shape: Tuple[int, ...], dtype: torch.dtype,
+                device: Union[str, torch.device]) -> Tensor:
+    """``torch.full(shape, value, dtype=dtype, device=device)``, made once and then returned from a cache (keyed by
+    the shape, not by every element: e.g. a per-channel zero point of any length)."""
+    shape, device = tuple(shape), torch.device(device)
+    return _cached(('full', value, shape, dtype, device),
+                   lambda: torch.full(shape, value, dtype=dtype, device=device))
 
 
 def host_values(tensor: Tensor) -> Optional[object]:
     """The values :func:`device_constant` made ``tensor`` from (nested tuples), or None for any other tensor: a check
     can read a cached constant without copying it back from the device."""
     return _HOST.get(id(tensor))  # the cached tensors live as long as the process: no other object has their id
-
-
-def filled(value: Union[int, float], shape: Tuple[int, ...]) -> Union[int, float, tuple]:
-    """The nested tuple of ``shape`` holding ``value`` everywhere (``device_constant(filled(0, (3,)), ...)``)."""
-    return value if not shape else tuple(filled(value, tuple(shape[1:])) for _ in range(shape[0]))

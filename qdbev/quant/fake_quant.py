@@ -22,7 +22,7 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from ..device_constants import device_constant, filled
+from ..device_constants import device_full
 
 FLOAT_BITS = 32
 MIN_BITS = 2
@@ -35,8 +35,8 @@ ScaleLike = Union[float, Tensor]
 def _constant(value: int, shape: Tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
     """A cached constant tensor for the fused kernels (zero point 0 of symmetric quantization, the
     ``fake_quant_enabled`` flag 1): no allocation, fill kernel or host-to-device copy at every call
-    (:func:`qdbev.device_constants.device_constant`)."""
-    return device_constant(filled(value, tuple(shape)), dtype, device)
+    (:func:`qdbev.device_constants.device_full`)."""
+    return device_full(value, shape, dtype, device)
 
 
 def check_bits(bits: int, what: str = 'bits') -> int:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from qdbev.device_constants import device_constant, filled, host_values
+from qdbev.device_constants import device_constant, device_full, host_values
 
 
 def test_the_same_values_give_the_same_tensor_and_other_keys_other_tensors():
@@ -32,9 +32,13 @@ def test_a_constant_made_under_inference_mode_serves_autograd_later():
     assert x.grad.tolist() == [2.0, 3.0]
 
 
-def test_filled_nests_a_value_to_a_shape():
-    assert filled(0, ()) == 0 and filled(1, (2, )) == (1, 1) and filled(7, (2, 1)) == ((7, ), (7, ))
-    assert device_constant(filled(0, (3, )), torch.int32, 'cpu').tolist() == [0, 0, 0]
+def test_a_full_constant_is_cached_by_its_shape():
+    zeros = device_full(0, (3, ), torch.int32, 'cpu')
+    assert zeros.tolist() == [0, 0, 0] and zeros.dtype == torch.int32
+    assert zeros is device_full(0, [3], torch.int32, torch.device('cpu'))
+    assert device_full(7, (2, 1), torch.float32, 'cpu').tolist() == [[7.0], [7.0]]
+    assert device_full(0, (4, ), torch.int32, 'cpu') is not zeros
+    assert device_full(1, (3, ), torch.int32, 'cpu') is not zeros
 
 
 @pytest.mark.filterwarnings('ignore::torch.jit.TracerWarning')  # the constant is recorded in the trace: intended
@@ -48,3 +52,4 @@ def test_while_tracing_each_call_makes_its_own_tensor():
     torch.jit.trace(f, torch.zeros(1))
     torch.jit.trace(f, torch.zeros(1))
     assert made[0] is not made[1] and made[0] is not device_constant((1.0, ), torch.float32, 'cpu')
+    assert host_values(made[0]) is None  # a traced call's tensor is not a cached constant
