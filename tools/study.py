@@ -443,9 +443,10 @@ def ablation_rows(w: str, modes: Sequence[str], run: str, bits: str) -> Tuple[Li
     from a progressive run's final checkpoint, ``'own'``: each repeats the QAT phases)."""
     rows, starts = [], set()
     for mode in modes:
-        evals = finished_evals(osp.join(w, run.format(mode)))
+        run_dir = osp.join(w, run.format(mode))
+        evals = finished_evals(run_dir)
         if evals:
-            starts.add('progressive' if branched(osp.join(w, run.format(mode))) else 'own')
+            starts.add('progressive' if branched(run_dir) else 'own')
             row = dict(mode=mode, nds=evals[-1]['nds'], map=evals[-1]['map'],
                        loss_weights=distill_weights(saved_config(w, run.format(mode), QDBEV.format(bits)), mode))
             start = distill_phase_start(evals)

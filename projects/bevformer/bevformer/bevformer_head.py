@@ -17,12 +17,12 @@ import copy
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.distributed as dist
 from mmdet.models.layers.transformer import inverse_sigmoid
 from mmdet.models.utils import multi_apply
 from mmdet.utils import reduce_mean
 from mmdet3d.registry import MODELS, TASK_UTILS
 from mmdet3d.structures import LiDARInstance3DBoxes
+from mmengine.dist import get_world_size
 from mmengine.model import BaseModule, bias_init_with_prob
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
@@ -36,7 +36,7 @@ def mean_over_ranks(value: float, device: torch.device) -> float:
     """``value`` averaged over the distributed ranks (mmdet's ``reduce_mean``: one all-reduce, read back), or
     ``value`` itself without a process group of several ranks: on one device no tensor round trip (a copy to the
     device and a read back, each a synchronisation of the stream on a GPU)."""
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+    if get_world_size() == 1:  # also without an initialised process group
         return value
     return float(reduce_mean(torch.tensor([value], device=device)))
 

@@ -97,11 +97,12 @@ class SpatialCrossAttention(BaseModule):
         """
         b, hw, c = query.shape
         n = value.shape[1]
-        mask = bev_mask.mask if isinstance(bev_mask, CameraHits) else bev_mask
+        given = bev_mask if isinstance(bev_mask, CameraHits) else None
+        mask = bev_mask if given is None else given.mask
         if reference_points_cam.shape[:3] != (n, b, hw) or mask.shape[:3] != (n, b, hw):
             raise ValueError(f'SpatialCrossAttention: camera points {tuple(reference_points_cam.shape)} / mask '
                              f'{tuple(mask.shape)} do not match {n} cameras, batch {b}, {hw} queries')
-        hits = bev_mask if isinstance(bev_mask, CameraHits) else CameraHits.of(mask)
+        hits = given if given is not None else CameraHits.of(mask)
         d = reference_points_cam.shape[3]
         index, valid = hits.index, hits.valid  # [B*N, M]
         slots = torch.zeros_like(query)
