@@ -16,9 +16,10 @@
 # model.student_compile.dynamic=False model.student_compile.int_codes=True
 # model.student_compile.activation_memory_budget=0.5: the QAT+VGD step then peaked at 1.14x the FP step's (compiled
 # at the same budget) at batch 8, at no cost in step time (docs/benchmarks.md "Session 19"; int_codes changes no
-# numbers; a lower budget gives the same partition). model.teacher_autocast=bf16 beside teacher_compile cut the
-# teacher's forward 124 -> 87 ms and the QAT+VGD step to 1.61x the FP step's (session 19) and changed the distilled
-# NDS by -0.0003 on the synthetic study (session 20). qdbev_tiny_w4a6_fast.py sets all of these.
+# numbers; a lower budget gives the same partition). model.teacher_autocast=bf16 beside teacher_compile and
+# model.teacher_img_chunk=None (a whole frame per backbone call; in chunks of 6 the bf16 teacher gains nothing, session
+# 21) cut the teacher's forward 124 -> 87 ms and the QAT+VGD step to 1.61x the FP step's (session 19) and changed the
+# distilled NDS by -0.0003 on the synthetic study (session 20). qdbev_tiny_w4a6_fast.py sets all of these.
 _base_ = [
     '../bevformer/bevformer_tiny.py',
     './_base_/qconfig_w4a6.py',

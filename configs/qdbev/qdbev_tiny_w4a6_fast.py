@@ -5,6 +5,11 @@
 #   terms. Compiled, it cut the teacher's forward 124 -> 87 ms and the QAT+VGD step to 1.61x the FP step's (1.81x in
 #   float32). On the synthetic study it changed the distilled NDS by -0.0004 / -0.0003 on two seeds, on the same
 #   starts (docs/results.md "Session 20"); real nuScenes is not measured;
+# - model.teacher_img_chunk=None: the teacher's 6 cameras x 8 samples of a frame in one backbone call. Session 19
+#   timed bf16 only this way; in chunks of 6 images (the distiller's default) the compiled bf16 teacher took 136 ms
+#   instead of 77 and the step was 1.97x the FP step's instead of 1.64x (docs/benchmarks.md "Session 21"). The
+#   teacher runs before the student (teacher_first), so the whole frame's transient does not raise the step's peak
+#   (P2 1.14 either way);
 # - model.student_compile: the fake-quantized student's image backbone and neck compiled with static shapes, int8
 #   codes that carry the straight-through mask (no numbers change), and activation_memory_budget 0.5: peak memory
 #   1.14x the FP step's compiled at the same budget.
@@ -17,4 +22,5 @@ _base_ = ['./qdbev_tiny_w4a6.py']
 model = dict(
     teacher_compile=True,
     teacher_autocast='bf16',
+    teacher_img_chunk=None,
     student_compile=dict(dynamic=False, int_codes=True, activation_memory_budget=0.5))
