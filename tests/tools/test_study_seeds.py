@@ -274,3 +274,19 @@ def test_a_joined_variant_adds_its_w4a4_rows_named_by_weight(tmp_path):
     w4a4(str(tmp_path / 's1_w275'), [('vgd', 0.25, 0.29, 275.0)])
     with pytest.raises(ValueError, match='ablation_w4a4 runs of .* start at different NDS'):
         study_seeds.merge(dirs, join=['_w275'])
+
+
+def test_the_kept_session21_runs_give_the_w4a4_weight_pairs():
+    """Session 21's kept runs (seeds 6-7, joined with their _w275 / _w70 variant dirs) pooled with session 20's
+    (seeds 4-5) give the W4A4 pairs docs/results.json records: VGD at 1100 below no distillation in 0 of 4 seeds
+    (-0.0044), at 70 above it in 2 of 2 (+0.0036)."""
+    recorded = json.load(open(osp.join(study_seeds.ROOT, 'docs', 'results.json')))['session21']['paired']
+    runs = [osp.join(study_seeds.ROOT, 'docs', 'runs', d) for d in ('study20', 'study20_s5', 'study21', 'study21_s7')]
+    m = study_seeds.merge(runs, join=['_w275', '_w70'])
+    pairs = {f"w4a4 {p['mode']} - {p['minus']}": p for p in m['paired_w4a4']}
+    assert sorted(pairs) == sorted(recorded)
+    for key, rec in recorded.items():
+        assert [round(d['diff_nds'], 4) for d in pairs[key]['runs']] == rec['per_seed']
+        assert pairs[key]['diff_nds'] == pytest.approx(rec['mean'], abs=5e-5)
+        assert (pairs[key]['larger_in'], pairs[key]['of']) == (rec['larger_in'], rec['of'])
+    assert recorded['w4a4 vgd@1100 - none']['larger_in'] == 0 and recorded['w4a4 vgd@70 - none']['larger_in'] == 2
