@@ -1,6 +1,7 @@
 """configs/qdbev/qdbev_tiny_w4a6_fast.py: qdbev_tiny_w4a6.py with the GPU settings docs/benchmarks.md measured. The
-built distiller has them: the teacher's backbone compiled and run in bf16 on a whole frame per call, the student's image modules routed through
-the compiled forward with the int8 codes and memory budget 0.5; the rest of the config is the base's."""
+built distiller has them: the teacher's backbone compiled and run in bf16 on a whole frame per call, the student's
+image modules routed through the compiled forward with the int8 codes and memory budget 0.5; the rest of the config is
+the base's."""
 import os
 
 import pytest

@@ -1,6 +1,6 @@
 # The next GPU session's work (issues 9 and 8), as tools/gpu_job.sh jobs. Every remote call is this one line, with
-# carry [".gpu", "work_dirs/bench22"] (unpack each call's results.tgz BEFORE the next call: a carried path that is not
-# here is removed there, and session 21 lost a call's bench files that way until they were unpacked):
+# carry [".gpu", "work_dirs/bench22"] (unpack each call's results.tgz here before the next call: a carried path that
+# is missing here is deleted on the device):
 #
 #   SHARED_DIR=.gpu bash tools/gpu_job.sh call $OUT 540 tools/gpu_plans/session22.sh work_dirs/bench22 \
 #       'work_dirs/study22*'
