@@ -49,15 +49,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def step_fn(step: str, fp, distiller, raw: dict, optim_cfg: dict, img_hw, batch: int):
-    """The callable of ``step`` (the models of :func:`projects.qdbev.benchmark.build_models`)."""
+    """The callable of ``step`` (the models of :func:`projects.qdbev.benchmark.build_models`; the distiller's student
+    calibrated already, :func:`main`)."""
     if step in ('fp', 'qat'):
         model = fp if step == 'fp' else distiller
-        if step == 'qat':
-            bm.calibrate(distiller, raw)
         model.train()
         return bm.train_step_fn(model, model.data_preprocessor(raw, True), bm.make_optimizer(model, optim_cfg))
-    if step == 'predict_qat':
-        bm.calibrate(distiller, raw)
     model, preprocessor = (fp, fp.data_preprocessor) if step == 'predict_fp' else \
         (distiller.student, distiller.data_preprocessor)
     model.eval()
@@ -78,6 +75,8 @@ def main(argv=None) -> int:
     fp.to(device)
     distiller.to(device)
     raw = bm.raw_batch(args.batch, queue, tuple(args.img_size), 6)
+    if {'qat', 'predict_qat'} & set(args.steps):
+        bm.calibrate(distiller, raw)  # once: the student's activation scales, as QuantCalibrationHook sets them
     out = {}
     for step in args.steps:
         fn = step_fn(step, fp, distiller, raw, optim_cfg, args.img_size, args.batch)
