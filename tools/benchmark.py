@@ -81,6 +81,9 @@ def parse_args(argv=None):
                    help='P3 with torch.compile of both models\' image backbone and neck (the fake quantization '
                         'fuses into the element-wise ops before each quantized layer); MODE: torch.compile\'s '
                         '(reduce-overhead: also CUDA graphs on a GPU)')
+    p.add_argument('--compile-infer-parts', nargs='+', default=list(bm.IMAGE_PARTS), metavar='MODULE',
+                   help='with --compile-infer: the modules of both models to compile, as dotted paths (default: '
+                        'img_backbone img_neck; e.g. add pts_bbox_head.transformer.decoder, whose shapes are fixed)')
     p.add_argument('--compile-fp-train', action='store_true',
                    help='P1/P2 with the FP model\'s image backbone and neck compiled as model.student_compile=True '
                         'compiles the student\'s: the baseline for a compiled student (not with P3)')
@@ -113,6 +116,8 @@ def parse_args(argv=None):
         p.error(f'--fp-memory-budget needs --compile-fp-train and a value in (0, 1], got {args.fp_memory_budget}')
     if args.memory_phases and args.device != 'cuda':
         p.error('--memory-phases reads the CUDA allocator: use it with --device cuda')
+    if args.compile_infer_parts != list(bm.IMAGE_PARTS) and not args.compile_infer:
+        p.error('--compile-infer-parts names what --compile-infer compiles: add --compile-infer [MODE]')
     if args.compile_fp_train and 'P3' in args.only:
         p.error('--compile-fp-train compiles the FP model for its training step, which P3 would then time: '
                 'run P3 separately (--only P1 P2 here)')
@@ -140,6 +145,7 @@ def run(args) -> dict:
                 res = bm.bench_training(dcfg, fcfg, queue, optim, device, args.img_size, b, args.reps, args.warmup,
                                         with_infer=want_infer, with_train=want_train,
                                         profile_dir=args.profile, compile_infer=args.compile_infer,
+                                        compile_infer_parts=args.compile_infer_parts,
                                         compile_fp_train=args.compile_fp_train,
                                         fp_memory_budget=args.fp_memory_budget,
                                         memory_phases=args.memory_phases,

@@ -396,18 +396,28 @@ class GraphStepModule(torch.nn.Module):
             lambda t: t.clone() if isinstance(t, torch.Tensor) else t, self._orig_mod(*args, **kwargs))
 
 
-def compile_image_features(detector, mode: str = 'default') -> None:
-    """Replace ``detector``'s image backbone and neck by their ``torch.compile``d modules (inductor fuses each
-    quantized layer's input fake quantization into the element-wise ops before it; the quantizers run their
-    traceable forward, :meth:`qdbev.quant.FakeQuantizer._traceable_forward`). ``mode``: torch.compile's, e.g.
-    ``'reduce-overhead'``, which also replays them as CUDA graphs on a GPU (the host's launch cost of a batch-1
-    predict goes); in the modes with CUDA graphs each call is a :class:`GraphStepModule` step. The first call
-    compiles (the timing's warm-up calls absorb it)."""
-    for name in ('img_backbone', 'img_neck'):
-        module = getattr(detector, name, None)
+IMAGE_PARTS = ('img_backbone', 'img_neck')  # what ``--compile-infer`` compiles unless told other parts
+
+
+def compile_image_features(detector, mode: str = 'default', parts: Sequence[str] = IMAGE_PARTS) -> None:
+    """Replace ``detector``'s ``parts`` (dotted module paths; default its image backbone and neck) by their
+    ``torch.compile``d modules (inductor fuses each quantized layer's input fake quantization into the element-wise
+    ops before it; the quantizers run their traceable forward, :meth:`qdbev.quant.FakeQuantizer._traceable_forward`).
+    ``mode``: torch.compile's, e.g. ``'reduce-overhead'``, which also replays them as CUDA graphs on a GPU (the host's
+    launch cost of a batch-1 predict goes); in the modes with CUDA graphs each call is a :class:`GraphStepModule`
+    step. A part that is None (a detector without a neck) is left out; a path that names no attribute is refused.
+    The first call compiles (the timing's warm-up calls absorb it)."""
+    for path in parts:
+        *parents, name = path.split('.')
+        owner = detector
+        for attr in parents:
+            owner = getattr(owner, attr, None)
+        if owner is None or not hasattr(owner, name):
+            raise ValueError(f'--compile-infer-parts {path}: {type(detector).__name__} has no such module')
+        module = getattr(owner, name)
         if module is not None and not hasattr(module, '_orig_mod'):
             compiled = torch.compile(module, mode=mode)
-            setattr(detector, name, GraphStepModule(compiled) if mode in CUDA_GRAPH_MODES else compiled)
+            setattr(owner, name, GraphStepModule(compiled) if mode in CUDA_GRAPH_MODES else compiled)
 
 
 def compile_for_training(detector) -> None:
@@ -429,13 +439,14 @@ def calibrate(distiller, raw: dict) -> None:
 def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dict, device: torch.device,
                    img_hw: Tuple[int, int], batch: int, reps: int, warmup: int, num_cams: int = 6,
                    with_infer: bool = True, with_train: bool = True, profile_dir: Optional[str] = None,
-                   compile_infer: Optional[str] = None, compile_fp_train: bool = False,
+                   compile_infer: Optional[str] = None, compile_infer_parts: Sequence[str] = IMAGE_PARTS,
+                   compile_fp_train: bool = False,
                    fp_memory_budget: Optional[float] = None, memory_phases: bool = False,
                    saved_activations: bool = False) -> Dict[str, object]:
     """P1, P2 and P3 at one batch size; each model is alone on the device while it is measured. ``profile_dir``:
     also write ``torch.profiler`` tables of one call of each (``<what>_b<batch>.txt``). ``compile_infer``: P3 runs
-    both models with their image backbone and neck ``torch.compile``d in that mode (:func:`compile_image_features`;
-    ``'default'``, ``'reduce-overhead'``, ...).
+    both models with their image backbone and neck (or ``compile_infer_parts``) ``torch.compile``d in that mode
+    (:func:`compile_image_features`; ``'default'``, ``'reduce-overhead'``, ...).
     ``compile_fp_train``: the FP step runs with its image backbone and neck compiled (:func:`compile_for_training`),
     the baseline for a distiller with ``student_compile``; ``fp_memory_budget``: compiled with that
     ``activation_memory_budget`` (as ``student_compile=dict(activation_memory_budget=...)`` compiles the student).
@@ -473,7 +484,7 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
         if with_infer:
             model.eval()
             if compile_infer:
-                compile_image_features(predictor, compile_infer)
+                compile_image_features(predictor, compile_infer, compile_infer_parts)
             infer = predict_fn(predictor, model.data_preprocessor, img_hw, batch, num_cams, reps + warmup + 1)
             out[infer_name] = median_ms(infer, reps, warmup, device)
             profiled(infer, infer_name)
@@ -506,6 +517,8 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
         out['qat_vgd_memory_over_fp'] = ratio(out['qat_vgd_step_peak_mib'], out['fp_step_peak_mib'])
     if with_infer:
         out['compiled_infer'] = compile_infer or False  # the mode, or False (eager)
+        if compile_infer and tuple(compile_infer_parts) != IMAGE_PARTS:
+            out['compiled_infer_parts'] = list(compile_infer_parts)
         out['fakequant_infer_over_fp'] = ratio(out['fakequant_infer']['median_ms'], out['fp_infer']['median_ms'])
     return out
 
@@ -712,7 +725,8 @@ def headline(run: Dict[str, object]) -> Dict[str, object]:
     return out
 
 
-INFER_KEYS = ('fp_infer', 'fakequant_infer', 'fakequant_infer_over_fp', 'compiled_infer')  # P3's part of an entry
+INFER_KEYS = ('fp_infer', 'fakequant_infer', 'fakequant_infer_over_fp', 'compiled_infer',
+              'compiled_infer_parts')  # P3's part of an entry
 SHAPE_KEYS = ('batch', 'img_hw', 'num_cams', 'queue')  # what P1-P3 of one entry share
 
 
@@ -849,7 +863,9 @@ def render_markdown(merged: dict) -> str:
             if 'fakequant_infer' in t:
                 infer_tag = tag.replace(f', queue {t["queue"]}', '')
                 mode = t.get('compiled_infer')
-                infer_tag += '' if not mode else ', compiled backbone + neck' + (
+                parts = ' + '.join(p.rsplit('.', 1)[-1].replace('img_', '')
+                                   for p in t.get('compiled_infer_parts', IMAGE_PARTS))
+                infer_tag += '' if not mode else f', compiled {parts}' + (
                     f' ({mode})' if isinstance(mode, str) and mode != 'default' else '')
                 lines.append(f'| P3 fake-quant W4A6 predict / FP predict ({infer_tag}) | '
                              f'{t["fakequant_infer"]["median_ms"]:g} ms | {t["fp_infer"]["median_ms"]:g} ms | '

@@ -1,7 +1,9 @@
 """tools/benchmark.py: the --quick CPU run end to end, JSON/markdown merging, timing, the camera ring, and the
 dynamic weight-quantizer reuse that the profiling added to qdbev.quant.FakeQuantizer."""
+import copy
 import json
 import math
+import tempfile
 from types import SimpleNamespace
 
 import numpy as np
@@ -521,6 +523,55 @@ def test_compile_infer_passes_its_mode_and_the_row_names_it(monkeypatch):
         run = _infer_run('1', 1.1)
         run['train']['8']['compiled_infer'] = mode
         assert f'{tag} | 44 ms | 40 ms | 1.1 |' in bm.render_markdown(bm.merge_runs(None, run))
+
+
+def test_compile_infer_parts_compile_the_named_modules_and_the_row_names_them(monkeypatch):
+    """``--compile-infer-parts`` names the modules (dotted paths) that ``--compile-infer`` compiles in both models,
+    e.g. the decoder beside the image path; a path that names nothing is refused in one line, and the P3 row names
+    the compiled parts. Without ``--compile-infer`` the option is refused."""
+    seen = []
+    monkeypatch.setattr(torch, 'compile', lambda module, mode='default': seen.append(module) or torch.nn.Identity())
+    decoder = torch.nn.Linear(2, 2)
+    detector = SimpleNamespace(img_backbone=torch.nn.ReLU(), img_neck=None,
+                               pts_bbox_head=SimpleNamespace(transformer=SimpleNamespace(decoder=decoder)))
+    parts = ['img_backbone', 'img_neck', 'pts_bbox_head.transformer.decoder']
+    bm.compile_image_features(detector, 'reduce-overhead', parts)
+    assert len(seen) == 2 and seen[1] is decoder  # the missing neck is left out
+    assert isinstance(detector.pts_bbox_head.transformer.decoder, bm.GraphStepModule)
+    with pytest.raises(ValueError, match='--compile-infer-parts pts_bbox_head.transformer.encoderr: '):
+        bm.compile_image_features(detector, 'default', ['pts_bbox_head.transformer.encoderr'])
+    run = _infer_run('1', 1.1)
+    run['train']['8'].update(compiled_infer='reduce-overhead', compiled_infer_parts=parts)
+    assert '6 cams 450x800, compiled backbone + neck + decoder (reduce-overhead)) | 44 ms | 40 ms | 1.1 |' in \
+        bm.render_markdown(bm.merge_runs(None, run))
+    args = tool.parse_args(['--device', 'cpu', '--only', 'P3', '--compile-infer', '--compile-infer-parts', *parts])
+    assert args.compile_infer_parts == parts
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--device', 'cpu', '--only', 'P3', '--compile-infer-parts', *parts])
+
+
+def test_the_compiled_decoder_predicts_what_the_eager_one_does():
+    """The decoder's shapes are fixed (queries, BEV), so ``--compile-infer-parts ... pts_bbox_head.transformer.decoder``
+    can compile it, with the W4A6 student's quantizers through their traceable forward: on the quick configs the
+    calibrated student's predictions of consecutive frames are the eager ones (scores to 1e-6, boxes to 1e-4)."""
+    torch._dynamo.reset()
+    defaults = tool.parse_args([])
+    dcfg, fcfg, queue, _ = bm.load_configs(defaults.qdbev_config, defaults.fp_config, quick=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        _, distiller = bm.build_models(dcfg, fcfg, torch.device('cpu'), tmp)
+    hw = (64, 96)
+    bm.calibrate(distiller, bm.raw_batch(1, queue, hw, 6))
+    distiller.eval()
+    eager = distiller.student
+    compiled = copy.deepcopy(eager)
+    bm.compile_image_features(compiled, 'default', ['pts_bbox_head.transformer.decoder'])
+    assert hasattr(compiled.pts_bbox_head.transformer.decoder, '_orig_mod')
+    runs = [bm.predict_fn(m, distiller.data_preprocessor, hw, 1, 6, 2) for m in (eager, compiled)]
+    for _ in range(2):
+        a, b = (run()[0].pred_instances_3d for run in runs)
+        assert torch.allclose(a.scores_3d, b.scores_3d, atol=1e-6)
+        assert torch.allclose(a.bboxes_3d.tensor, b.bboxes_3d.tensor, atol=1e-4)
+    torch._dynamo.reset()
 
 
 def test_graph_step_module_keeps_each_calls_outputs(monkeypatch):
