@@ -78,9 +78,9 @@ def parse_args(argv=None):
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
     p.add_argument('--compile-infer', nargs='?', const='default', default=None, metavar='MODE',
                    choices=('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs'),
-                   help='P3 with torch.compile of both models\' image backbone and neck (the fake quantization '
-                        'fuses into the element-wise ops before each quantized layer); MODE: torch.compile\'s '
-                        '(reduce-overhead: also CUDA graphs on a GPU)')
+                   help='P3 with torch.compile of both models\' image backbone and neck, or --compile-infer-parts '
+                        '(the fake quantization fuses into the element-wise ops before each quantized layer); MODE: '
+                        'torch.compile\'s (reduce-overhead: also CUDA graphs on a GPU)')
     p.add_argument('--compile-infer-parts', nargs='+', default=list(bm.IMAGE_PARTS), metavar='MODULE',
                    help='with --compile-infer: the modules of both models to compile, as dotted paths (default: '
                         'img_backbone img_neck; e.g. add pts_bbox_head.transformer.decoder, whose shapes are fixed)')

@@ -399,7 +399,7 @@ class GraphStepModule(torch.nn.Module):
 IMAGE_PARTS = ('img_backbone', 'img_neck')  # what ``--compile-infer`` compiles unless told other parts
 
 
-def compile_image_features(detector, mode: str = 'default', parts: Sequence[str] = IMAGE_PARTS) -> None:
+def compile_for_inference(detector, mode: str = 'default', parts: Sequence[str] = IMAGE_PARTS) -> None:
     """Replace ``detector``'s ``parts`` (dotted module paths; default its image backbone and neck) by their
     ``torch.compile``d modules (inductor fuses each quantized layer's input fake quantization into the element-wise
     ops before it; the quantizers run their traceable forward, :meth:`qdbev.quant.FakeQuantizer._traceable_forward`).
@@ -446,7 +446,7 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
     """P1, P2 and P3 at one batch size; each model is alone on the device while it is measured. ``profile_dir``:
     also write ``torch.profiler`` tables of one call of each (``<what>_b<batch>.txt``). ``compile_infer``: P3 runs
     both models with their image backbone and neck (or ``compile_infer_parts``) ``torch.compile``d in that mode
-    (:func:`compile_image_features`; ``'default'``, ``'reduce-overhead'``, ...).
+    (:func:`compile_for_inference`; ``'default'``, ``'reduce-overhead'``, ...).
     ``compile_fp_train``: the FP step runs with its image backbone and neck compiled (:func:`compile_for_training`),
     the baseline for a distiller with ``student_compile``; ``fp_memory_budget``: compiled with that
     ``activation_memory_budget`` (as ``student_compile=dict(activation_memory_budget=...)`` compiles the student).
@@ -484,7 +484,7 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
         if with_infer:
             model.eval()
             if compile_infer:
-                compile_image_features(predictor, compile_infer, compile_infer_parts)
+                compile_for_inference(predictor, compile_infer, compile_infer_parts)
             infer = predict_fn(predictor, model.data_preprocessor, img_hw, batch, num_cams, reps + warmup + 1)
             out[infer_name] = median_ms(infer, reps, warmup, device)
             profiled(infer, infer_name)

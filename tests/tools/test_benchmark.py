@@ -511,12 +511,12 @@ def test_compile_infer_passes_its_mode_and_the_row_names_it(monkeypatch):
     P3 row says which mode it timed."""
     seen = []
     monkeypatch.setattr(torch, 'compile', lambda module, mode='default': seen.append(mode) or module)
-    bm.compile_image_features(SimpleNamespace(img_backbone=torch.nn.Identity(), img_neck=torch.nn.Identity()),
-                              'reduce-overhead')
+    bm.compile_for_inference(SimpleNamespace(img_backbone=torch.nn.Identity(), img_neck=torch.nn.Identity()),
+                             'reduce-overhead')
     assert seen == ['reduce-overhead', 'reduce-overhead']
     seen.clear()
     detector = SimpleNamespace(img_backbone=torch.nn.Identity(), img_neck=torch.nn.Identity())
-    bm.compile_image_features(detector, 'default')
+    bm.compile_for_inference(detector, 'default')
     assert seen == ['default', 'default'] and not isinstance(detector.img_backbone, bm.GraphStepModule)
     for mode, tag in (('reduce-overhead', 'compiled backbone + neck (reduce-overhead))'),
                       ('default', 'compiled backbone + neck)'), (False, '6 cams 450x800)')):
@@ -535,11 +535,11 @@ def test_compile_infer_parts_compile_the_named_modules_and_the_row_names_them(mo
     detector = SimpleNamespace(img_backbone=torch.nn.ReLU(), img_neck=None,
                                pts_bbox_head=SimpleNamespace(transformer=SimpleNamespace(decoder=decoder)))
     parts = ['img_backbone', 'img_neck', 'pts_bbox_head.transformer.decoder']
-    bm.compile_image_features(detector, 'reduce-overhead', parts)
+    bm.compile_for_inference(detector, 'reduce-overhead', parts)
     assert len(seen) == 2 and seen[1] is decoder  # the missing neck is left out
     assert isinstance(detector.pts_bbox_head.transformer.decoder, bm.GraphStepModule)
     with pytest.raises(ValueError, match='--compile-infer-parts pts_bbox_head.transformer.encoderr: '):
-        bm.compile_image_features(detector, 'default', ['pts_bbox_head.transformer.encoderr'])
+        bm.compile_for_inference(detector, 'default', ['pts_bbox_head.transformer.encoderr'])
     run = _infer_run('1', 1.1)
     run['train']['8'].update(compiled_infer='reduce-overhead', compiled_infer_parts=parts)
     assert '6 cams 450x800, compiled backbone + neck + decoder (reduce-overhead)) | 44 ms | 40 ms | 1.1 |' in \
@@ -564,7 +564,7 @@ def test_the_compiled_decoder_predicts_what_the_eager_one_does():
     distiller.eval()
     eager = distiller.student
     compiled = copy.deepcopy(eager)
-    bm.compile_image_features(compiled, 'default', ['pts_bbox_head.transformer.decoder'])
+    bm.compile_for_inference(compiled, 'default', ['pts_bbox_head.transformer.decoder'])
     assert hasattr(compiled.pts_bbox_head.transformer.decoder, '_orig_mod')
     runs = [bm.predict_fn(m, distiller.data_preprocessor, hw, 1, 6, 2) for m in (eager, compiled)]
     for _ in range(2):
@@ -595,7 +595,7 @@ def test_graph_step_module_keeps_each_calls_outputs(monkeypatch):
         assert torch.equal(first, conv(x)) and torch.equal(second, conv(x + 1))
     assert len(marks) == 2
     detector = SimpleNamespace(img_backbone=conv, img_neck=None)
-    bm.compile_image_features(detector, 'reduce-overhead')
+    bm.compile_for_inference(detector, 'reduce-overhead')
     assert isinstance(detector.img_backbone, bm.GraphStepModule)
     with torch.no_grad():  # the compiled module itself (no CUDA graphs on the CPU) gives the eager outputs
         assert torch.allclose(detector.img_backbone(x), conv(x), atol=1e-5)
