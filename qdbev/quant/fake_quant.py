@@ -32,11 +32,14 @@ SCALE_EPS = 1e-12  # floor of a scale, so an all-zero tensor (or channel) gets a
 ScaleLike = Union[float, Tensor]
 
 
-def _constant(value: int, shape: Tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
-    """A cached constant tensor for the fused kernels (zero point 0 of symmetric quantization, the
-    ``fake_quant_enabled`` flag 1): no allocation, fill kernel or host-to-device copy at every call
-    (:func:`qdbev.device_constants.device_full`)."""
-    return device_full(value, shape, dtype, device)
+def _cachemask_kernel(x: Tensor, scale1: Tensor, qmin: int, qmax: int) -> Tuple[Tensor, Tensor]:
+    """torch's fused per-tensor fake-quant kernel with tensor qparams: ``(x_q, mask)`` for a ``[1]`` float32 scale.
+    Its zero point 0 (symmetric quantization) and ``fake_quant_enabled`` flag 1 are cached per device
+    (:func:`qdbev.device_constants.device_full`): no allocation, fill kernel or host-to-device copy at every call,
+    which ``torch.fake_quantize_per_tensor_affine`` would make."""
+    return torch._fake_quantize_per_tensor_affine_cachemask_tensor_qparams(
+        x, scale1, device_full(0, (1, ), torch.int32, x.device), device_full(1, (1, ), torch.long, x.device),
+        qmin, qmax)
 
 
 def check_bits(bits: int, what: str = 'bits') -> int:
@@ -228,15 +231,13 @@ def fake_quantize(x: Tensor, bits: int, scale: ScaleLike, ch_axis: Optional[int]
     if ch_axis is None:
         s1 = s.reshape(1)
         if learnable:
-            zp = _constant(0, (1, ), torch.float32, x.device)
+            zp = device_full(0, (1, ), torch.float32, x.device)
             return torch._fake_quantize_learnable_per_tensor_affine(x, s1, zp, qmin, qmax, float(grad_factor))
-        zp = _constant(0, (1, ), torch.int32, x.device)
-        on = _constant(1, (1, ), torch.long, x.device)  # what fake_quantize_per_tensor_affine allocates per call
-        return torch._fake_quantize_per_tensor_affine_cachemask_tensor_qparams(x, s1.detach(), zp, on, qmin, qmax)[0]
+        return _cachemask_kernel(x, s1.detach(), qmin, qmax)[0]
     axis = _norm_axis(x, ch_axis)
     s = s.contiguous()
     if learnable:
-        zp = _constant(0, tuple(s.shape), s.dtype, x.device)
+        zp = device_full(0, tuple(s.shape), s.dtype, x.device)
         return torch._fake_quantize_learnable_per_channel_affine(x, s, zp, axis, qmin, qmax, float(grad_factor))
     # torch's fused per-channel kernel checks its zero point with two host syncs (``.item()``) at every call and on
     # CPU runs about 2x slower than the formula: the reference path computes the same numbers without either
@@ -248,9 +249,7 @@ def fake_quantize_frozen(x: Tensor, bits: int, scale: Tensor) -> Tensor:
     ``scale`` (0-d or ``[1]``, not learnable) at an already checked width k in [2, 16]: torch's fused kernel, without
     the argument checks (a calibrated activation quantizer runs this at every call)."""
     qmax = (1 << (bits - 1)) - 1
-    return torch._fake_quantize_per_tensor_affine_cachemask_tensor_qparams(
-        x, scale.detach().reshape(1), _constant(0, (1, ), torch.int32, x.device),
-        _constant(1, (1, ), torch.long, x.device), -qmax - 1, qmax)[0]
+    return _cachemask_kernel(x, scale.detach().reshape(1), -qmax - 1, qmax)[0]
 
 
 def fake_quantize_static(x: Tensor, scale: Tensor, qmin: int, qmax: int, grad_factor: float = 1.0,
@@ -264,10 +263,9 @@ def fake_quantize_static(x: Tensor, scale: Tensor, qmin: int, qmax: int, grad_fa
     """
     s1 = scale.detach().reshape(1)
     if learnable:
-        zp = _constant(0, (1, ), torch.float32, x.device)
+        zp = device_full(0, (1, ), torch.float32, x.device)
         return torch._fake_quantize_learnable_per_tensor_affine(x, s1, zp, qmin, qmax, float(grad_factor)), None
-    out, mask = torch._fake_quantize_per_tensor_affine_cachemask_tensor_qparams(
-        x, s1, _constant(0, (1, ), torch.int32, x.device), _constant(1, (1, ), torch.long, x.device), qmin, qmax)
+    out, mask = _cachemask_kernel(x, s1, qmin, qmax)
     return out, mask
 
 
@@ -284,7 +282,7 @@ def fake_quantize_static_backward(grad: Tensor, x: Tensor, scale: Tensor, qmin: 
     """
     if mask is not None:
         return grad * mask, None
-    zp = _constant(0, (1, ), torch.float32, x.device)
+    zp = device_full(0, (1, ), torch.float32, x.device)
     grad_x, grad_scale, _ = torch.ops.aten._fake_quantize_learnable_per_tensor_affine_backward(
         grad, x, scale.detach().reshape(1), zp, qmin, qmax, float(grad_factor))
     return grad_x, grad_scale.reshape(scale.shape)
