@@ -27,7 +27,8 @@ twice.
   is named with its weights, ``vgd@1100`` / ``vgd@5000`` (``results.json`` ``loss_weights``).
 - ``--join-named SUFFIX``: the same, with every row of the variant dir named ``MODE + SUFFIX`` (``vgd_bf16``): for a
   variant whose setting the loss weights do not show (e.g. ``model.teacher_autocast=bf16``).
-- ``--pair A B``: also the paired difference A - B (besides every mode against ``none``).
+- ``--pair A B``: also the paired difference A - B (besides every mode against ``none``), at each width where both
+  modes ran.
 - ``--same-teacher SHA SHA``: two teacher files (SHA-256 or a prefix of 8+ hex digits) that hold one model, e.g. a
   checkpoint and its republished copy (``checkpoints/README.md``): their work dirs are seeds of one setting.
 """
@@ -223,17 +224,20 @@ def merge(work_dirs: List[str], join: Sequence[str] = (), pairs: Sequence[Tuple[
     ablation = merge_rows(results, labels, 'ablation', 'mode', ('nds', 'map', 'start_nds', 'gain_nds'))
     ablation_w4a4 = merge_rows(results, labels, 'ablation_w4a4', 'mode', ('nds', 'map', 'start_nds', 'gain_nds'))
     modes = [row['mode'] for row in ablation]
-    unknown = sorted({m for pair in pairs for m in pair if m not in modes})
+    modes_w4a4 = [row['mode'] for row in ablation_w4a4]
+    unknown = sorted({m for pair in pairs for m in pair if m not in modes and m not in modes_w4a4})
     if unknown:
-        raise ValueError(f'--pair: no mode {unknown} in these work dirs; modes: {modes}')
+        raise ValueError(f'--pair: no mode {unknown} in these work dirs; modes: {modes}'
+                         + (f', at W4A4 {modes_w4a4}' if modes_w4a4 else ''))
     return dict(
         work_dirs=work_dirs, join=list(join), join_named=list(join_named), runs=labels,
         min_bits=results[0].get('min_bits', []),
         device=sorted({r.get('device') for r in results if r.get('device')}),
         seeds=[s for r in results for s in r['seeds']],
         methods=merge_rows(results, labels, 'methods', 'name', ('nds', 'map')),
-        ablation=ablation, paired=paired_gains(ablation, pairs=pairs),
-        ablation_w4a4=ablation_w4a4, paired_w4a4=paired_gains(ablation_w4a4),
+        ablation=ablation, paired=paired_gains(ablation, pairs=[p for p in pairs if set(p) <= set(modes)]),
+        ablation_w4a4=ablation_w4a4,
+        paired_w4a4=paired_gains(ablation_w4a4, pairs=[p for p in pairs if set(p) <= set(modes_w4a4)]),
         unfinished={label: r['unfinished'] for label, r in zip(labels, results) if r.get('unfinished')})
 
 

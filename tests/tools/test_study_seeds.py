@@ -237,6 +237,35 @@ def test_a_named_join_keeps_a_variant_at_the_same_weights_apart(tmp_path, capsys
     assert '--join-named _fp16: no work dir has a variant dir' in _refused(dirs + ['--join-named', '_fp16'], capsys)
 
 
+def test_a_replicate_variant_pairs_each_mode_with_itself_at_both_widths(tmp_path):
+    """An A/A replicate (the variant _rep runs none and VGD again at the same settings from the same start): with
+    --join-named _rep and --pair, each mode minus its own replicate is paired at W4A6 and at W4A4; a pair whose modes
+    ran at neither width is refused."""
+    dirs = []
+    for seed, (none, rep) in enumerate(((0.32, 0.33), (0.34, 0.335))):
+        w = _work_dir(tmp_path, f's{seed}', seed, {}, {'vgd': (0.30, 0.31), 'none': (0.30, none)},
+                      start='progressive', weights={'vgd': {'vgd': 1100.0}})
+        v = _work_dir(tmp_path, f's{seed}_rep', seed, {}, {'vgd': (0.30, 0.315), 'none': (0.30, rep)},
+                      start='progressive', weights={'vgd': {'vgd': 1100.0}})
+        for d, (a, b) in ((w, (0.29, none - 0.03)), (v, (0.28, rep - 0.03))):
+            res = json.load(open(osp.join(d, 'results.json')))
+            res['ablation_w4a4'] = [dict(mode='vgd', nds=a, map=0.2, start_nds=0.26, gain_nds=a - 0.26),
+                                    dict(mode='none', nds=b, map=0.2, start_nds=0.26, gain_nds=b - 0.26)]
+            open(osp.join(d, 'results.json'), 'w').write(json.dumps(res))
+        dirs.append(w)
+    m = study_seeds.merge(dirs, join_named=['_rep'], pairs=[('none_rep', 'none'), ('vgd_rep', 'vgd')])
+    for key in ('paired', 'paired_w4a4'):
+        pairs = {(p['mode'], p['minus']): p for p in m[key]}
+        assert [d['diff_nds'] for d in pairs[('none_rep', 'none')]['runs']] == pytest.approx([0.01, -0.005]), key
+        assert pairs[('none_rep', 'none')]['larger_in'] == 1
+    assert [d['diff_nds'] for d in {(p['mode'], p['minus']): p for p in m['paired']}[('vgd_rep', 'vgd')]['runs']] \
+        == pytest.approx([0.005, 0.005])
+    assert [d['diff_nds'] for d in {(p['mode'], p['minus']): p for p in m['paired_w4a4']}[('vgd_rep', 'vgd')][
+        'runs']] == pytest.approx([-0.01, -0.01])
+    with pytest.raises(ValueError, match=r"--pair: no mode \['img_rep'\].*at W4A4"):
+        study_seeds.merge(dirs, join_named=['_rep'], pairs=[('img_rep', 'none')])
+
+
 def test_the_kept_session20_runs_give_the_w4a4_and_bf16_pairs():
     """Session 20's kept runs hold the W4A4 pair (VGD - none -0.0071, 0 of 2) and, joined with the bf16-teacher
     variant dirs, the bf16 pair (VGD bf16 - VGD -0.0003): the figures docs/results.json records."""
@@ -290,3 +319,44 @@ def test_the_kept_session21_runs_give_the_w4a4_weight_pairs():
         assert pairs[key]['diff_nds'] == pytest.approx(rec['mean'], abs=5e-5)
         assert (pairs[key]['larger_in'], pairs[key]['of']) == (rec['larger_in'], rec['of'])
     assert recorded['w4a4 vgd@1100 - none']['larger_in'] == 0 and recorded['w4a4 vgd@70 - none']['larger_in'] == 2
+
+
+SESSION22_RUNS = ('study17', 'study17_s1', 'study19', 'study19_s3', 'study20', 'study20_s5', 'study21', 'study21_s7',
+                  'study22', 'study22_s9')
+
+
+def test_the_kept_session22_runs_give_the_weight_pairs_at_both_widths():
+    """Session 22's kept runs (seeds 8-9, joined with their _w275 / _w70 variant dirs) pooled with sessions 17-21 give
+    the pairs docs/results.json records: at W4A4 VGD at 70 ends above no distillation in 2 of 4 seeds (session 21's
+    lead does not hold), VGD at 1100 in 0 of 6; at W4A6 VGD at 1100 in 1 of 8."""
+    recorded = json.load(open(osp.join(study_seeds.ROOT, 'docs', 'results.json')))['session22']['paired']
+    m = study_seeds.merge([osp.join(study_seeds.ROOT, 'docs', 'runs', d) for d in SESSION22_RUNS],
+                          join=['_w275', '_w70'])
+    pairs = {f"w4a6 {p['mode']} - {p['minus']}": p for p in m['paired']}
+    pairs.update({f"w4a4 {p['mode']} - {p['minus']}": p for p in m['paired_w4a4']})
+    assert sorted(pairs) == sorted(recorded)
+    for key, rec in recorded.items():
+        assert [round(d['diff_nds'], 4) for d in pairs[key]['runs']] == rec['per_seed']
+        assert pairs[key]['diff_nds'] == pytest.approx(rec['mean'], abs=5e-5)
+        assert (pairs[key]['larger_in'], pairs[key]['of']) == (rec['larger_in'], rec['of'])
+    assert (recorded['w4a4 vgd@70 - none']['larger_in'], recorded['w4a4 vgd@70 - none']['of']) == (2, 4)
+    assert (recorded['w4a6 vgd@1100 - none']['larger_in'], recorded['w4a6 vgd@1100 - none']['of']) == (1, 8)
+
+
+def test_the_headline_rows_are_the_pooled_kept_runs():
+    """docs/results.json's top-level methods and ablation rows (the issue's keys) are the means of the kept runs of
+    sessions 17-22, not figures typed in by hand."""
+    res = json.load(open(osp.join(study_seeds.ROOT, 'docs', 'results.json')))
+    m = study_seeds.merge([osp.join(study_seeds.ROOT, 'docs', 'runs', d) for d in SESSION22_RUNS],
+                          join=['_w275', '_w70'])
+    pooled = {row['name']: row for row in m['methods']}
+    recorded = {row['name']: row for row in res['methods']}
+    for name in ('progressive_qat_w4a6', 'qdbev_w4a6'):
+        assert recorded[name]['nds'] == pytest.approx(pooled[name]['nds'], abs=5e-5)
+        assert recorded[name]['map'] == pytest.approx(pooled[name]['map'], abs=5e-5)
+        assert recorded[name]['seeds'] == [0, 1, 2, 3, 4, 5, 8, 9]
+    for key, rows in (('ablation', m['ablation']), ('ablation_w4a4', m['ablation_w4a4'])):
+        by_mode = {row['mode'].replace('@1100', ''): row for row in rows}
+        for row in res[key]:
+            assert row['nds'] == pytest.approx(by_mode[row['mode']]['nds'], abs=5e-5), (key, row['mode'])
+    assert res['seeds'] == list(range(10))
