@@ -84,6 +84,9 @@ def parse_args(argv=None):
     p.add_argument('--compile-infer-parts', nargs='+', default=list(bm.IMAGE_PARTS), metavar='MODULE',
                    help='with --compile-infer: the modules of both models to compile, as dotted paths (default: '
                         'img_backbone img_neck; e.g. add pts_bbox_head.transformer.decoder, whose shapes are fixed)')
+    p.add_argument('--interleave-infer', action='store_true',
+                   help='P3 with both models on the device and their predicts timed call by call in turn, so that '
+                        'host or clock drift during the run falls on both alike (default: each model alone)')
     p.add_argument('--compile-fp-train', action='store_true',
                    help='P1/P2 with the FP model\'s image backbone and neck compiled as model.student_compile=True '
                         'compiles the student\'s: the baseline for a compiled student (not with P3)')
@@ -118,6 +121,8 @@ def parse_args(argv=None):
         p.error('--memory-phases reads the CUDA allocator: use it with --device cuda')
     if args.compile_infer_parts != list(bm.IMAGE_PARTS) and not args.compile_infer:
         p.error('--compile-infer-parts names what --compile-infer compiles: add --compile-infer [MODE]')
+    if args.interleave_infer and 'P3' not in args.only:
+        p.error('--interleave-infer times P3: add P3 to --only')
     if args.compile_fp_train and 'P3' in args.only:
         p.error('--compile-fp-train compiles the FP model for its training step, which P3 would then time: '
                 'run P3 separately (--only P1 P2 here)')
@@ -149,7 +154,8 @@ def run(args) -> dict:
                                         compile_fp_train=args.compile_fp_train,
                                         fp_memory_budget=args.fp_memory_budget,
                                         memory_phases=args.memory_phases,
-                                        saved_activations=args.saved_activations)
+                                        saved_activations=args.saved_activations,
+                                        interleave_infer=args.interleave_infer)
             except RuntimeError as err:
                 if not bm.is_oom(err):
                     raise

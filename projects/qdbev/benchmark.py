@@ -91,23 +91,35 @@ def median_ms(fn: Callable[[], object], reps: int, warmup: int, device: torch.de
     ``compiled_while_timed``, the graphs compiled during the timed calls (0 unless a guard failed after warm-up:
     a recompilation inside the timing; a frame past dynamo's recompile limit runs eager and compiles nothing, so a
     guard failing on every call shows as 0 once the limit is reached)."""
+    return interleaved_median_ms({'fn': fn}, reps, warmup, device)['fn']
+
+
+def interleaved_median_ms(fns: Dict[str, Callable[[], object]], reps: int, warmup: int,
+                          device: torch.device) -> Dict[str, Dict[str, object]]:
+    """:func:`median_ms` of several functions timed call by call in turn (``a b``, then ``b a``, ...), so that a
+    drift of the host or the clocks during the run falls on all of them alike; ``{name: median_ms's dict}``."""
     if reps < 1:
         raise ValueError(f'--reps must be >= 1, got {reps}')
+    names = list(fns)
     for _ in range(warmup):
-        fn()
+        for name in names:
+            fns[name]()
     before = compile_counts()
-    times = []
-    for _ in range(reps):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    out = dict(median_ms=round(statistics.median(times), 3), min_ms=round(min(times), 3), reps=reps,
-               times_ms=[round(t, 3) for t in times])
+    times: Dict[str, List[float]] = {name: [] for name in names}
+    for r in range(reps):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            _sync(device)
+            t0 = time.perf_counter()
+            fns[name]()
+            _sync(device)
+            times[name].append((time.perf_counter() - t0) * 1e3)
     after = compile_counts()
-    if after['frames']:
-        out['compile'] = dict(after, compiled_while_timed=after['graphs'] - before['graphs'])
+    out = {}
+    for name in names:
+        out[name] = dict(median_ms=round(statistics.median(times[name]), 3), min_ms=round(min(times[name]), 3),
+                         reps=reps, times_ms=[round(t, 3) for t in times[name]])
+        if after['frames']:
+            out[name]['compile'] = dict(after, compiled_while_timed=after['graphs'] - before['graphs'])
     return out
 
 
@@ -442,7 +454,7 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
                    compile_infer: Optional[str] = None, compile_infer_parts: Sequence[str] = IMAGE_PARTS,
                    compile_fp_train: bool = False,
                    fp_memory_budget: Optional[float] = None, memory_phases: bool = False,
-                   saved_activations: bool = False) -> Dict[str, object]:
+                   saved_activations: bool = False, interleave_infer: bool = False) -> Dict[str, object]:
     """P1, P2 and P3 at one batch size; each model is alone on the device while it is measured. ``profile_dir``:
     also write ``torch.profiler`` tables of one call of each (``<what>_b<batch>.txt``). ``compile_infer``: P3 runs
     both models with their image backbone and neck (or ``compile_infer_parts``) ``torch.compile``d in that mode
@@ -452,7 +464,9 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
     ``activation_memory_budget`` (as ``student_compile=dict(activation_memory_budget=...)`` compiles the student).
     ``memory_phases`` (CUDA): also the QAT+VGD step's memory per phase (:func:`distiller_memory_phases`).
     ``saved_activations``: also what each step's compiled training graphs keep for backward
-    (:class:`qdbev.quant.SavedActivations`, ``<step>_compiled_saved``: MiB, MiB by dtype, graphs), on any device."""
+    (:class:`qdbev.quant.SavedActivations`, ``<step>_compiled_saved``: MiB, MiB by dtype, graphs), on any device.
+    ``interleave_infer``: P3 with both models on the device, their predicts timed call by call in turn
+    (:func:`interleaved_median_ms`) after the training steps, instead of each model's predict alone."""
     def profiled(fn, what):
         if profile_dir:
             profile_table(fn, device, osp.join(profile_dir, f'{what}_b{batch}.txt'))
@@ -460,6 +474,13 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
     with tempfile.TemporaryDirectory() as tmp:
         fp, distiller = build_models(distiller_cfg, fp_cfg, torch.device('cpu'), tmp)
     raw = raw_batch(batch, queue, img_hw, num_cams)
+
+    def infer_fn(model, predictor) -> Callable[[], object]:
+        """``predictor``'s test-mode predict (compiled as asked) with ``model``'s preprocessing."""
+        model.eval()
+        if compile_infer:
+            compile_for_inference(predictor, compile_infer, compile_infer_parts)
+        return predict_fn(predictor, model.data_preprocessor, img_hw, batch, num_cams, reps + warmup + 1)
 
     def measure(model, predictor, step_name: str, infer_name: str, teacher: bool = False) -> None:
         """Train step (time, peak memory) and ``predictor``'s predict of ``model``, alone on the device; then the
@@ -481,11 +502,8 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
             if teacher:
                 out['teacher_forward'] = median_ms(teacher_forward_fn(model, data), reps, warmup, device)
             del data, step
-        if with_infer:
-            model.eval()
-            if compile_infer:
-                compile_for_inference(predictor, compile_infer, compile_infer_parts)
-            infer = predict_fn(predictor, model.data_preprocessor, img_hw, batch, num_cams, reps + warmup + 1)
+        if with_infer and not interleave_infer:
+            infer = infer_fn(model, predictor)
             out[infer_name] = median_ms(infer, reps, warmup, device)
             profiled(infer, infer_name)
         model.cpu()
@@ -498,11 +516,17 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
     # the FP model compiles in its first step, inside measure: the budget applies to that compilation
     with memory_budget(fp_memory_budget):
         measure(fp, fp, 'fp_step', 'fp_infer')
-    del fp
     distiller.to(device)
     calibrate(distiller, raw)  # QAT + VGD: the student's activation scales first
     measure(distiller, distiller.student, 'qat_vgd_step', 'fakequant_infer', teacher=True)
-    del distiller
+    if with_infer and interleave_infer:
+        fns = dict(fp_infer=infer_fn(fp.to(device), fp),
+                   fakequant_infer=infer_fn(distiller.to(device), distiller.student))
+        out.update(interleaved_median_ms(fns, reps, warmup, device))
+        for name, infer in fns.items():
+            profiled(infer, name)
+        out['infer_interleaved'] = True
+    del fp, distiller
     if with_train:
         out['fp_step_compiled'] = bool(compile_fp_train)
         if fp_memory_budget is not None and compile_fp_train:
@@ -726,7 +750,7 @@ def headline(run: Dict[str, object]) -> Dict[str, object]:
 
 
 INFER_KEYS = ('fp_infer', 'fakequant_infer', 'fakequant_infer_over_fp', 'compiled_infer',
-              'compiled_infer_parts')  # P3's part of an entry
+              'compiled_infer_parts', 'infer_interleaved')  # P3's part of an entry
 SHAPE_KEYS = ('batch', 'img_hw', 'num_cams', 'queue')  # what P1-P3 of one entry share
 
 
@@ -867,6 +891,7 @@ def render_markdown(merged: dict) -> str:
                                    for p in t.get('compiled_infer_parts', IMAGE_PARTS))
                 infer_tag += '' if not mode else f', compiled {parts}' + (
                     f' ({mode})' if isinstance(mode, str) and mode != 'default' else '')
+                infer_tag += ', interleaved' if t.get('infer_interleaved') else ''
                 lines.append(f'| P3 fake-quant W4A6 predict / FP predict ({infer_tag}) | '
                              f'{t["fakequant_infer"]["median_ms"]:g} ms | {t["fp_infer"]["median_ms"]:g} ms | '
                              f'{_fmt(t["fakequant_infer_over_fp"])} | ≤ 1.15 |')

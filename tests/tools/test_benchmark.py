@@ -132,6 +132,38 @@ def test_median_ms_takes_the_median_of_the_timed_calls(monkeypatch):
     assert bm.ratio(3.0, 2.0) == 1.5 and bm.ratio(None, 2.0) is None
 
 
+def test_interleaved_timing_alternates_the_order_and_times_each_function_apart(monkeypatch):
+    """``interleaved_median_ms`` warms each function up, then times them call by call in turn, ``a b`` then
+    ``b a``, so that a drift during the run falls on both; each keeps its own median."""
+    ticks = iter([0.0, 0.010, 1.0, 1.030,   # rep 0: a 10 ms, b 30 ms
+                  2.0, 2.032, 3.0, 3.012,   # rep 1 (b first): b 32 ms, a 12 ms
+                  4.0, 4.011, 5.0, 5.031])  # rep 2: a 11 ms, b 31 ms
+    monkeypatch.setattr(bm.time, 'perf_counter', lambda: next(ticks))
+    calls = []
+    res = bm.interleaved_median_ms(dict(a=lambda: calls.append('a'), b=lambda: calls.append('b')), reps=3,
+                                   warmup=1, device=torch.device('cpu'))
+    assert ''.join(calls) == 'ab' + 'ab' + 'ba' + 'ab'
+    assert res['a']['times_ms'] == [10.0, 12.0, 11.0] and res['a']['median_ms'] == pytest.approx(11.0)
+    assert res['b']['median_ms'] == pytest.approx(31.0) and res['b']['min_ms'] == pytest.approx(30.0)
+
+
+def test_interleave_infer_times_both_predicts_in_turn_and_the_row_says_so(tmp_path):
+    """``--interleave-infer``: P3 with both models on the device, timed in turn (a CPU run of the quick configs);
+    the entry and the P3 row say it was interleaved. Without P3 the option is refused."""
+    out_json, out_md = tmp_path / 'b.json', tmp_path / 'b.md'
+    assert tool.main(['--device', 'cpu', '--quick', '--only', 'P3', '--interleave-infer', '--reps', '2',
+                      '--warmup', '1', '--threads', '1', '--out-json', str(out_json), '--out-md', str(out_md)]) == 0
+    entry = next(iter(json.loads(out_json.read_text())['runs'].values()))['train']['1']
+    assert entry['infer_interleaved'] is True
+    for key in ('fp_infer', 'fakequant_infer'):
+        assert entry[key]['reps'] == 2 and all(t > 0 for t in entry[key]['times_ms'])
+    assert entry['fakequant_infer_over_fp'] == pytest.approx(
+        entry['fakequant_infer']['median_ms'] / entry['fp_infer']['median_ms'], abs=1e-3)
+    assert ', interleaved) |' in out_md.read_text()
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--device', 'cpu', '--only', 'P1', '--interleave-infer'])
+
+
 def test_cpu_peak_counts_the_live_tensors_of_the_call():
     big = torch.ones(1024, 1024)  # 4 MiB, alive during the call
 
