@@ -44,8 +44,9 @@ ensure p1_fpenc --creates work_dirs/bench23/p1_fpenc.json --after-ended p1_fpdec
 #    Afterwards: python tools/study.py --work-dir work_dirs/study23[_s11][_rep] --write-results --seed N
 #    --device-name "NVIDIA H200"; keep the results.json under docs/runs/study23*; python tools/study_seeds.py
 #    docs/runs/study23 docs/runs/study23_s11 --join-named _rep --out PREFIX (none_rep - none: the A/A pairs at
-#    both widths), and the ten-seed pooling of session 22 with study23 / study23_s11 added. If the A/A differences are as large as the VGD - none ones (sd ~0.005 NDS), no paired difference measured so far
-#    separates the objectives; if they are near 0, the VGD - none deficit (-0.004 at W4A6, -0.006 at W4A4) is real.
+#    both widths), and the ten-seed pooling of session 22 with study23 / study23_s11 added. If the A/A differences
+#    are as large as the VGD - none ones (sd ~0.005 NDS), no paired difference measured so far separates the
+#    objectives; if they are near 0, the VGD - none deficit (-0.004 at W4A6, -0.006 at W4A4) is real.
 ensure study23 --after-ended p1_fpenc env STUDY_WORK=work_dirs/study23 SEEDS="10 11" PTQ=0 DISTILL_ITERS=400 \
   PROGRESSIVE="progressive progressive_w4a4" MODES="qdbev_none qdbev_vgd qdbev_w4a4_none qdbev_w4a4_vgd" \
   VARIANTS="_rep:model.distill_losses.vgd.loss_weight=1100" \
