@@ -254,14 +254,14 @@ def test_a_replicate_variant_pairs_each_mode_with_itself_at_both_widths(tmp_path
             open(osp.join(d, 'results.json'), 'w').write(json.dumps(res))
         dirs.append(w)
     m = study_seeds.merge(dirs, join_named=['_rep'], pairs=[('none_rep', 'none'), ('vgd_rep', 'vgd')])
+
+    def diffs(key, mode, minus):
+        pair = next(p for p in m[key] if (p['mode'], p['minus']) == (mode, minus))
+        return [d['diff_nds'] for d in pair['runs']], pair['larger_in']
     for key in ('paired', 'paired_w4a4'):
-        pairs = {(p['mode'], p['minus']): p for p in m[key]}
-        assert [d['diff_nds'] for d in pairs[('none_rep', 'none')]['runs']] == pytest.approx([0.01, -0.005]), key
-        assert pairs[('none_rep', 'none')]['larger_in'] == 1
-    assert [d['diff_nds'] for d in {(p['mode'], p['minus']): p for p in m['paired']}[('vgd_rep', 'vgd')]['runs']] \
-        == pytest.approx([0.005, 0.005])
-    assert [d['diff_nds'] for d in {(p['mode'], p['minus']): p for p in m['paired_w4a4']}[('vgd_rep', 'vgd')][
-        'runs']] == pytest.approx([-0.01, -0.01])
+        assert diffs(key, 'none_rep', 'none') == (pytest.approx([0.01, -0.005]), 1), key
+    assert diffs('paired', 'vgd_rep', 'vgd')[0] == pytest.approx([0.005, 0.005])
+    assert diffs('paired_w4a4', 'vgd_rep', 'vgd')[0] == pytest.approx([-0.01, -0.01])
     with pytest.raises(ValueError, match=r"--pair: no mode \['img_rep'\].*at W4A4"):
         study_seeds.merge(dirs, join_named=['_rep'], pairs=[('img_rep', 'none')])
 
@@ -305,6 +305,16 @@ def test_a_joined_variant_adds_its_w4a4_rows_named_by_weight(tmp_path):
         study_seeds.merge(dirs, join=['_w275'])
 
 
+def _assert_recorded_pairs(recorded, pairs):
+    """The merged ``pairs`` (``{'WIDTH MODE - MINUS': pair}``) are exactly the ``recorded`` ones of docs/results.json,
+    with their per-seed differences, mean and count."""
+    assert sorted(pairs) == sorted(recorded)
+    for key, rec in recorded.items():
+        assert [round(d['diff_nds'], 4) for d in pairs[key]['runs']] == rec['per_seed']
+        assert pairs[key]['diff_nds'] == pytest.approx(rec['mean'], abs=5e-5)
+        assert (pairs[key]['larger_in'], pairs[key]['of']) == (rec['larger_in'], rec['of'])
+
+
 def test_the_kept_session21_runs_give_the_w4a4_weight_pairs():
     """Session 21's kept runs (seeds 6-7, joined with their _w275 / _w70 variant dirs) pooled with session 20's
     (seeds 4-5) give the W4A4 pairs docs/results.json records: VGD at 1100 below no distillation in 0 of 4 seeds
@@ -312,12 +322,7 @@ def test_the_kept_session21_runs_give_the_w4a4_weight_pairs():
     recorded = json.load(open(osp.join(study_seeds.ROOT, 'docs', 'results.json')))['session21']['paired']
     runs = [osp.join(study_seeds.ROOT, 'docs', 'runs', d) for d in ('study20', 'study20_s5', 'study21', 'study21_s7')]
     m = study_seeds.merge(runs, join=['_w275', '_w70'])
-    pairs = {f"w4a4 {p['mode']} - {p['minus']}": p for p in m['paired_w4a4']}
-    assert sorted(pairs) == sorted(recorded)
-    for key, rec in recorded.items():
-        assert [round(d['diff_nds'], 4) for d in pairs[key]['runs']] == rec['per_seed']
-        assert pairs[key]['diff_nds'] == pytest.approx(rec['mean'], abs=5e-5)
-        assert (pairs[key]['larger_in'], pairs[key]['of']) == (rec['larger_in'], rec['of'])
+    _assert_recorded_pairs(recorded, {f"w4a4 {p['mode']} - {p['minus']}": p for p in m['paired_w4a4']})
     assert recorded['w4a4 vgd@1100 - none']['larger_in'] == 0 and recorded['w4a4 vgd@70 - none']['larger_in'] == 2
 
 
@@ -325,30 +330,30 @@ SESSION22_RUNS = ('study17', 'study17_s1', 'study19', 'study19_s3', 'study20', '
                   'study22', 'study22_s9')
 
 
-def test_the_kept_session22_runs_give_the_weight_pairs_at_both_widths():
+@pytest.fixture(scope='module')
+def session22_merged():
+    """The kept runs of sessions 17-22 merged with their _w275 / _w70 variant dirs."""
+    return study_seeds.merge([osp.join(study_seeds.ROOT, 'docs', 'runs', d) for d in SESSION22_RUNS],
+                             join=['_w275', '_w70'])
+
+
+def test_the_kept_session22_runs_give_the_weight_pairs_at_both_widths(session22_merged):
     """Session 22's kept runs (seeds 8-9, joined with their _w275 / _w70 variant dirs) pooled with sessions 17-21 give
     the pairs docs/results.json records: at W4A4 VGD at 70 ends above no distillation in 2 of 4 seeds (session 21's
     lead does not hold), VGD at 1100 in 0 of 6; at W4A6 VGD at 1100 in 1 of 8."""
     recorded = json.load(open(osp.join(study_seeds.ROOT, 'docs', 'results.json')))['session22']['paired']
-    m = study_seeds.merge([osp.join(study_seeds.ROOT, 'docs', 'runs', d) for d in SESSION22_RUNS],
-                          join=['_w275', '_w70'])
-    pairs = {f"w4a6 {p['mode']} - {p['minus']}": p for p in m['paired']}
-    pairs.update({f"w4a4 {p['mode']} - {p['minus']}": p for p in m['paired_w4a4']})
-    assert sorted(pairs) == sorted(recorded)
-    for key, rec in recorded.items():
-        assert [round(d['diff_nds'], 4) for d in pairs[key]['runs']] == rec['per_seed']
-        assert pairs[key]['diff_nds'] == pytest.approx(rec['mean'], abs=5e-5)
-        assert (pairs[key]['larger_in'], pairs[key]['of']) == (rec['larger_in'], rec['of'])
+    pairs = {f"w4a6 {p['mode']} - {p['minus']}": p for p in session22_merged['paired']}
+    pairs.update({f"w4a4 {p['mode']} - {p['minus']}": p for p in session22_merged['paired_w4a4']})
+    _assert_recorded_pairs(recorded, pairs)
     assert (recorded['w4a4 vgd@70 - none']['larger_in'], recorded['w4a4 vgd@70 - none']['of']) == (2, 4)
     assert (recorded['w4a6 vgd@1100 - none']['larger_in'], recorded['w4a6 vgd@1100 - none']['of']) == (1, 8)
 
 
-def test_the_headline_rows_are_the_pooled_kept_runs():
+def test_the_headline_rows_are_the_pooled_kept_runs(session22_merged):
     """docs/results.json's top-level methods and ablation rows (the issue's keys) are the means of the kept runs of
     sessions 17-22, not figures typed in by hand."""
     res = json.load(open(osp.join(study_seeds.ROOT, 'docs', 'results.json')))
-    m = study_seeds.merge([osp.join(study_seeds.ROOT, 'docs', 'runs', d) for d in SESSION22_RUNS],
-                          join=['_w275', '_w70'])
+    m = session22_merged
     pooled = {row['name']: row for row in m['methods']}
     recorded = {row['name']: row for row in res['methods']}
     for name in ('progressive_qat_w4a6', 'qdbev_w4a6'):
