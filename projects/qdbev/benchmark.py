@@ -455,7 +455,8 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
                    compile_fp_train: bool = False,
                    fp_memory_budget: Optional[float] = None, memory_phases: bool = False,
                    saved_activations: bool = False, interleave_infer: bool = False) -> Dict[str, object]:
-    """P1, P2 and P3 at one batch size; each model is alone on the device while it is measured. ``profile_dir``:
+    """P1, P2 and P3 at one batch size; each model is alone on the device while it is measured (P3 with
+    ``interleave_infer`` excepted). ``profile_dir``:
     also write ``torch.profiler`` tables of one call of each (``<what>_b<batch>.txt``). ``compile_infer``: P3 runs
     both models with their image backbone and neck (or ``compile_infer_parts``) ``torch.compile``d in that mode
     (:func:`compile_for_inference`; ``'default'``, ``'reduce-overhead'``, ...).
