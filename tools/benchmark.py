@@ -88,8 +88,9 @@ def parse_args(argv=None):
                    help='P3 with both models on the device and their predicts timed call by call in turn, so that '
                         'host or clock drift during the run falls on both alike (default: each model alone)')
     p.add_argument('--compile-fp-train', action='store_true',
-                   help='P1/P2 with the FP model\'s image backbone and neck compiled as model.student_compile=True '
-                        'compiles the student\'s: the baseline for a compiled student (not with P3)')
+                   help='P1/P2 with the FP model\'s image backbone and neck (or the parts named in '
+                        'model.student_compile.parts) compiled as model.student_compile compiles the student\'s: the '
+                        'baseline for a compiled student (not with P3)')
     p.add_argument('--fp-memory-budget', type=float, default=None, metavar='B',
                    help='with --compile-fp-train: compile the FP model with activation_memory_budget B as '
                         'model.student_compile.activation_memory_budget does the student (P2 at equal budgets)')

@@ -432,12 +432,15 @@ def compile_for_inference(detector, mode: str = 'default', parts: Sequence[str] 
             setattr(owner, name, GraphStepModule(compiled) if mode in CUDA_GRAPH_MODES else compiled)
 
 
-def compile_for_training(detector) -> None:
-    """Compile ``detector``'s image backbone and neck in place with ``torch.compile(dynamic=False)``, as
-    ``model.student_compile=True`` does for the fake-quantized student: the FP step to set beside a compiled
-    student's QAT+VGD step, so that P1 does not count the compiler's gain as a saving of QAT+VGD."""
-    for name in ('img_backbone', 'img_neck'):
-        module = getattr(detector, name, None)
+def compile_for_training(detector, parts: Sequence[str] = IMAGE_PARTS) -> None:
+    """Compile ``detector``'s ``parts`` (dotted module paths; default its image backbone and neck) in place with
+    ``torch.compile(dynamic=False)``, as ``model.student_compile`` does for the fake-quantized student (the same
+    ``parts``): the FP step to set beside a compiled student's QAT+VGD step, so that P1 does not count the
+    compiler's gain as a saving of QAT+VGD. A part that is None (a detector without a neck) is left out."""
+    for path in parts:
+        *parents, name = path.split('.')
+        owner = detector.get_submodule('.'.join(parents)) if parents else detector
+        module = getattr(owner, name, None)
         if module is not None:
             module.compile(dynamic=False)
 
@@ -512,8 +515,11 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
             torch.cuda.empty_cache()
 
     fp.to(device)
+    student_compile = distiller_cfg.get('student_compile')
+    compiled_parts = tuple(student_compile.get('parts', IMAGE_PARTS)) if isinstance(student_compile, dict) \
+        else IMAGE_PARTS
     if compile_fp_train and with_train:
-        compile_for_training(fp)
+        compile_for_training(fp, compiled_parts)
     # the FP model compiles in its first step, inside measure: the budget applies to that compilation
     with memory_budget(fp_memory_budget):
         measure(fp, fp, 'fp_step', 'fp_infer')
@@ -530,6 +536,8 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
     del fp, distiller
     if with_train:
         out['fp_step_compiled'] = bool(compile_fp_train)
+        if compile_fp_train and compiled_parts != IMAGE_PARTS:
+            out['fp_step_compiled_parts'] = list(compiled_parts)
         if fp_memory_budget is not None and compile_fp_train:
             out['fp_activation_memory_budget'] = fp_memory_budget
         if isinstance(distiller_cfg.get('student_compile'), dict) and \

@@ -32,7 +32,8 @@ def memory_budget(budget: Optional[float]):
 
 
 class CompiledWhenCalibrated:
-    """The ``forward`` of ``module``: compiled with ``torch.compile(**compile_kwargs)`` while all its quantizers are
+    """The ``forward`` of ``module``: compiled with ``torch.compile(**compile_kwargs)`` while all its quantizers (or
+    all those of ``watch``, a module that holds it and the quantized layers it calls without owning them) are
     traceable, eager otherwise. Install with :func:`compile_quantized`.
 
     ``activation_memory_budget`` (0 < b <= 1, None: torch's default of 1) is the fraction of the default saved
@@ -52,18 +53,21 @@ class CompiledWhenCalibrated:
     docs/benchmarks.md (P2)."""
 
     def __init__(self, module: nn.Module, activation_memory_budget: Optional[float] = None, int_codes: bool = False,
-                 **compile_kwargs) -> None:
+                 watch: Optional[nn.Module] = None, **compile_kwargs) -> None:
         memory_budget(activation_memory_budget)  # checks the value now, not at the first compiled call
         self.eager = module.forward
         self.compiled = torch.compile(self.eager, **compile_kwargs)
         self.quantizers: List[FakeQuantizer] = [q for _, q in quantizers(module)]
         for q in self.quantizers:
             q.int_codes = bool(int_codes)
+        # what decides between compiled and eager: the module's own quantizers, or those of ``watch``, which holds it
+        # and the quantized layers it calls without owning them (a decoder calls the head's regression branches)
+        self.watched: List[FakeQuantizer] = self.quantizers if watch is None else [q for _, q in quantizers(watch)]
         self.compiled_calls = 0  # calls routed to the compiled forward (tests, logs)
         self.budget = None if activation_memory_budget is None else float(activation_memory_budget)
 
     def ready(self) -> bool:
-        return all(q.traceable() for q in self.quantizers)
+        return all(q.traceable() for q in self.watched)
 
     def __call__(self, *args, **kwargs):
         if not self.ready():
@@ -78,7 +82,7 @@ def compile_quantized(module: nn.Module, **compile_kwargs) -> CompiledWhenCalibr
     """Route ``module``'s forward through :class:`CompiledWhenCalibrated` (in place: parameters, buffers, state-dict
     keys and hooks are unchanged). Quantize the module first: the quantizers are collected here. Returns the
     router. ``compile_kwargs`` go to ``torch.compile`` (e.g. ``backend``, ``mode``, ``dynamic``), except
-    ``activation_memory_budget`` and ``int_codes`` (:class:`CompiledWhenCalibrated`)."""
+    ``activation_memory_budget``, ``int_codes`` and ``watch`` (:class:`CompiledWhenCalibrated`)."""
     if isinstance(module.__dict__.get('forward'), CompiledWhenCalibrated):
         raise ValueError(f'compile_quantized: {type(module).__name__} is compiled already')
     router = CompiledWhenCalibrated(module, **compile_kwargs)

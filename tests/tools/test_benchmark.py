@@ -312,8 +312,9 @@ def test_a_recompilation_inside_the_timed_calls_is_counted_and_flagged():
 
 
 def test_compile_fp_train_compiles_the_fp_image_path_in_place_and_refuses_p3():
-    """--compile-fp-train: the FP model's backbone and neck are compiled in place (state-dict keys unchanged), as
-    student_compile compiles the student's, and the option cannot be combined with P3, which would time them."""
+    """--compile-fp-train: the FP model's backbone and neck (or the student_compile parts) are compiled in place
+    (state-dict keys unchanged), as student_compile compiles the student's, and the option cannot be combined with
+    P3, which would time them."""
     class Detector(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -324,6 +325,9 @@ def test_compile_fp_train_compiles_the_fp_image_path_in_place_and_refuses_p3():
     assert det.img_backbone._compiled_call_impl is not None and det.img_neck._compiled_call_impl is not None
     assert det.pts_bbox_head._compiled_call_impl is None
     assert list(det.state_dict()) == keys
+    det.pts_bbox_head = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    bm.compile_for_training(det, ['pts_bbox_head.0'])  # the parts of model.student_compile.parts
+    assert det.pts_bbox_head[0]._compiled_call_impl is not None and det.pts_bbox_head._compiled_call_impl is None
     assert tool.parse_args(['--device', 'cpu', '--only', 'P1', 'P2', '--compile-fp-train']).compile_fp_train
     with pytest.raises(SystemExit):
         tool.parse_args(['--device', 'cpu', '--compile-fp-train'])  # all items: P3 included

@@ -1,7 +1,7 @@
 """Every plan in tools/gpu_plans runs through ``tools/gpu_job.sh call`` with a stand-in ``python`` that records its
 arguments and its job ($GPU_JOB): the plan's lines parse, every job ends with status 0 and starts only after the
-jobs it waits for, every tool, config and checkpoint it names exists, and every tool's own argument parser accepts
-the arguments it is given (a plan runs on a lent GPU, where a typo costs a device call)."""
+jobs it waits for, every tool, config, checkpoint and test file it names exists, and every tool's own argument parser
+accepts the arguments it is given (a plan runs on a lent GPU, where a typo costs a device call)."""
 import argparse
 import glob
 import importlib
@@ -84,6 +84,11 @@ def test_a_gpu_plan_runs_with_a_stand_in_python(tmp_path, plan, monkeypatch):
         assert any(n.endswith('.log') for n in tar.getnames())
 
     calls = [(line.split('\t', 1)[0], shlex.split(line.split('\t', 1)[1])) for line in log.read_text().splitlines()]
+    tests = [argv for _, argv in calls if argv[:2] == ['-m', 'pytest']]  # a plan may run CUDA tests
+    for argv in tests:
+        for path in (a.split('::')[0] for a in argv[2:] if a.startswith('tests/')):
+            assert os.path.exists(os.path.join(ROOT, path)), f'the plan runs tests of {path}, which does not exist'
+    calls = [(job, argv) for job, argv in calls if argv[:2] != ['-m', 'pytest']]
     assert calls and all(argv[0].startswith('tools/') for _, argv in calls)
     deps = dependencies(original)
     for job, waits_for in deps.items():  # a job's first call comes after the last call of every job it waits for

@@ -1,15 +1,21 @@
 """Multi-scale deformable attention sampling (Deformable DETR), one entry point for every BEVFormer attention.
 
-:func:`multi_scale_deform_attn` runs mmcv's CUDA kernel (``MultiScaleDeformableAttnFunction``) when the tensors
-are on a GPU and mmcv was compiled with CUDA, and mmcv's pure-PyTorch ``multi_scale_deformable_attn_pytorch``
-(bilinear ``grid_sample``, zero padding, ``align_corners=False``) otherwise. Like BEVFormer, the kernel always runs
-in float32 (half precision sums are unstable).
+:func:`multi_scale_deform_attn` runs mmcv's CUDA kernel when the tensors are on a GPU and mmcv was compiled with CUDA,
+and mmcv's pure-PyTorch ``multi_scale_deformable_attn_pytorch`` (bilinear ``grid_sample``, zero padding,
+``align_corners=False``) otherwise. Like BEVFormer, the kernel always runs in float32 (half precision sums are
+unstable).
+
+Under ``torch.compile`` the kernel is called through the custom operators ``qdbev::ms_deform_attn_forward`` /
+``_backward`` (:func:`ms_deform_attn_op`, ``torch.library``) rather than mmcv's ``autograd.Function``: the same two
+kernel calls, but the compiler sees one opaque node with a known output shape instead of a Python call it cannot
+trace, so a compiled decoder is one graph, not a graph per attention (each break also ends a CUDA graph under
+``reduce-overhead``). Eager calls keep mmcv's ``autograd.Function``, which skips the operator's Python dispatch.
 
 :func:`init_sampling_` is Deformable DETR's initialisation shared by all deformable attentions: zero offset
 weights, offset biases on a ring of ``num_heads`` directions growing with the point index, zero attention logits.
 """
 import math
-from functools import lru_cache
+from typing import Tuple
 
 import torch
 from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
@@ -18,10 +24,22 @@ from torch import Tensor, nn
 from qdbev.device_constants import host_values
 
 
-@lru_cache(maxsize=1)
+@torch.compiler.assume_constant_result
 def cuda_kernel_available() -> bool:
-    """True when a CUDA device exists and mmcv's CUDA kernel runs: probed once with a tiny call, because
-    ``mmcv.ops.get_compiling_cuda_version`` crashes the process with some prebuilt mmcv/torch pairs."""
+    """True when a CUDA device exists and mmcv's CUDA kernel runs: probed once with a tiny call (:func:`probe_kernel`),
+    because ``mmcv.ops.get_compiling_cuda_version`` crashes the process with some prebuilt mmcv/torch pairs. Under
+    ``torch.compile`` a constant: dynamo calls it instead of tracing the probe (a plain function: dynamo traces
+    through an ``lru_cache`` wrapper and ignores the mark, session 24's H200 run)."""
+    if 'cuda' not in _KERNEL:
+        _KERNEL['cuda'] = probe_kernel()
+    return _KERNEL['cuda']
+
+
+_KERNEL = {}  # 'cuda' -> whether mmcv's CUDA kernel runs here (probed once)
+
+
+def probe_kernel() -> bool:
+    """One tiny call of mmcv's CUDA kernel: True when it runs."""
     if not torch.cuda.is_available():
         return False
     try:
@@ -51,6 +69,67 @@ def check_value_length(spatial_shapes: Tensor, n_values: int, who: str) -> None:
         raise ValueError(f'{who}: spatial_shapes {[list(s) for s in shapes]} do not cover the {n_values} values')
 
 
+def _mmcv_ext():
+    from mmcv.ops.multi_scale_deform_attn import ext_module
+    return ext_module
+
+
+@torch.library.custom_op('qdbev::ms_deform_attn_forward', mutates_args=())
+def ms_deform_attn_op(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, sampling_locations: Tensor,
+                      attention_weights: Tensor, im2col_step: int) -> Tensor:
+    """Deformable-attention sampling as a custom operator (arguments as :func:`multi_scale_deform_attn`; float32,
+    contiguous). On CUDA tensors mmcv's kernel (``ms_deform_attn_forward``, what ``MultiScaleDeformableAttnFunction``
+    calls); on others the pure-PyTorch path, so that the operator's registration (shape function, autograd) can be
+    checked without a GPU. Its gradient is :func:`ms_deform_attn_backward_op`."""
+    if value.is_cuda:
+        return _mmcv_ext().ms_deform_attn_forward(value, spatial_shapes, level_start_index, sampling_locations,
+                                                  attention_weights, im2col_step=im2col_step)
+    return multi_scale_deformable_attn_pytorch(value, spatial_shapes, sampling_locations, attention_weights)
+
+
+@ms_deform_attn_op.register_fake
+def _(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step):
+    return value.new_empty(value.shape[0], sampling_locations.shape[1], value.shape[2] * value.shape[3])
+
+
+@torch.library.custom_op('qdbev::ms_deform_attn_backward', mutates_args=())
+def ms_deform_attn_backward_op(grad_output: Tensor, value: Tensor, spatial_shapes: Tensor,
+                               level_start_index: Tensor, sampling_locations: Tensor, attention_weights: Tensor,
+                               im2col_step: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """Gradients of :func:`ms_deform_attn_op`'s output with respect to ``value``, ``sampling_locations`` and
+    ``attention_weights``: mmcv's ``ms_deform_attn_backward`` kernel on CUDA tensors (which accumulates with
+    atomic adds: not bitwise deterministic), the pure-PyTorch path's vector-Jacobian product on others."""
+    if value.is_cuda:
+        grads = torch.zeros_like(value), torch.zeros_like(sampling_locations), torch.zeros_like(attention_weights)
+        _mmcv_ext().ms_deform_attn_backward(value, spatial_shapes, level_start_index, sampling_locations,
+                                            attention_weights, grad_output.contiguous(), *grads,
+                                            im2col_step=im2col_step)
+        return grads
+    # (torch.func: the operator's implementation runs below the autograd dispatch key, where tensors record no graph)
+    _, vjp = torch.func.vjp(lambda v, loc, w: multi_scale_deformable_attn_pytorch(v, spatial_shapes, loc, w),
+                            value, sampling_locations, attention_weights)
+    return vjp(grad_output)
+
+
+@ms_deform_attn_backward_op.register_fake
+def _(grad_output, value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step):
+    return torch.empty_like(value), torch.empty_like(sampling_locations), torch.empty_like(attention_weights)
+
+
+def _save_for_backward(ctx, inputs, output) -> None:
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights, ctx.im2col_step = inputs
+    ctx.save_for_backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+
+
+def _ms_deform_attn_grad(ctx, grad_output):
+    grad_value, grad_locations, grad_weights = ms_deform_attn_backward_op(grad_output, *ctx.saved_tensors,
+                                                                          ctx.im2col_step)
+    return grad_value, None, None, grad_locations, grad_weights, None
+
+
+ms_deform_attn_op.register_autograd(_ms_deform_attn_grad, setup_context=_save_for_backward)
+
+
 def multi_scale_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
                             sampling_locations: Tensor, attention_weights: Tensor, im2col_step: int = 64) -> Tensor:
     """Weighted sum of bilinearly sampled values.
@@ -65,11 +144,13 @@ def multi_scale_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_i
         ``[B, N_q, heads * C_h]``.
     """
     if value.is_cuda and cuda_kernel_available():
+        args = (value.float().contiguous(), spatial_shapes.contiguous(), level_start_index.contiguous(),
+                sampling_locations.float().contiguous(), attention_weights.float().contiguous(), im2col_step)
+        if torch.compiler.is_compiling():  # one operator node for the compiler
+            return ms_deform_attn_op(*args).to(value.dtype)
+        # eager: the same kernels without a Python-level operator dispatch (P4 1.08 through the operator, session 24)
         from mmcv.ops.multi_scale_deform_attn import MultiScaleDeformableAttnFunction
-        out = MultiScaleDeformableAttnFunction.apply(
-            value.float().contiguous(), spatial_shapes.contiguous(), level_start_index.contiguous(),
-            sampling_locations.float().contiguous(), attention_weights.float().contiguous(), im2col_step)
-        return out.to(value.dtype)
+        return MultiScaleDeformableAttnFunction.apply(*args).to(value.dtype)
     return multi_scale_deformable_attn_pytorch(value, spatial_shapes, sampling_locations, attention_weights)
 
 

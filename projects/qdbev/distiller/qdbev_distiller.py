@@ -38,6 +38,7 @@ from .teacher_checkpoint import load_teacher_state
 from .view_geometry import BEVGeometry, current_lidar2img
 
 AUTOCAST_DTYPES = {None: None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+STUDENT_COMPILE_PARTS = ('img_backbone', 'img_neck')  # what ``student_compile`` compiles unless told other parts
 DEFAULT_RECORDERS = dict(
     img=dict(type='ModuleOutputRecorder', source='img_neck'),
     bev=dict(type='ModuleOutputRecorder', source='pts_bbox_head.transformer.encoder'),
@@ -95,11 +96,12 @@ class QDBEVDistiller(BaseModel):
             ``nn.Module.compile``: state-dict keys and checkpoints are unchanged; its first call compiles, one graph
             per image-chunk shape). The teacher's forward is the floor of a QAT+VGD step's cost over an FP step
             (issue 9, ``docs/benchmarks.md``).
-        student_compile: compile the fake-quantized student's image backbone and neck for training
-            (:func:`qdbev.quant.compile_quantized`: compiled while their quantizers are calibrated, eager while they
-            observe, so calibration at every phase switch still works; in place, checkpoints unchanged). True uses
-            ``torch.compile``'s defaults; a dict gives its arguments (e.g. ``dict(backend='aot_eager')``). Needs
-            ``qconfig``.
+        student_compile: compile parts of the fake-quantized student for training, by default its image backbone
+            and neck (:func:`qdbev.quant.compile_quantized`: compiled while the student's quantizers are calibrated,
+            eager while any of them observes, so calibration at every phase switch still works; in place,
+            checkpoints unchanged). True uses ``torch.compile``'s defaults; a dict gives its arguments (e.g.
+            ``dict(backend='aot_eager')``) and may name the parts, ``parts=[dotted module paths]`` (e.g. add
+            ``'pts_bbox_head.transformer.decoder'``; a part without quantizers stays eager). Needs ``qconfig``.
         data_preprocessor: runs once for both detectors; None takes ``architecture['data_preprocessor']``.
     """
 
@@ -170,10 +172,15 @@ class QDBEVDistiller(BaseModel):
             raise ValueError('model.student_compile needs model.qconfig (it compiles the fake-quantized student); '
                              'without quantization compile the model with torch.compile')
         kwargs = dict(dynamic=False) if option is True else dict(option)
-        for name in ('img_backbone', 'img_neck'):
-            module = getattr(self.student, name, None)
+        for path in kwargs.pop('parts', STUDENT_COMPILE_PARTS):
+            module = self.student
+            for attr in path.split('.'):
+                if not hasattr(module, attr):
+                    raise ValueError(f'model.student_compile parts: the student {type(self.student).__name__} has '
+                                     f'no module {path!r}; name dotted paths such as {STUDENT_COMPILE_PARTS[0]!r}')
+                module = getattr(module, attr)
             if module is not None and next(quantizers(module), None) is not None:
-                compile_quantized(module, **kwargs)
+                compile_quantized(module, watch=self.student, **kwargs)
 
     def _set_teacher_img_chunk(self, chunk: Optional[int], recorders: dict, replay: Sequence[str]) -> None:
         if chunk is None:

@@ -7,7 +7,8 @@ import torch
 
 import projects.bevformer.bevformer  # noqa: F401  (registers the components)
 from projects.bevformer.bevformer.ego_motion import bev_shift, rotate_bev
-from projects.bevformer.bevformer.ms_deform_attn import cuda_kernel_available, multi_scale_deform_attn
+from projects.bevformer.bevformer.ms_deform_attn import (cuda_kernel_available, ms_deform_attn_op,
+                                                         multi_scale_deform_attn)
 from projects.bevformer.bevformer.spatial_cross_attention import SpatialCrossAttention
 from projects.bevformer.bevformer.temporal_self_attention import TemporalSelfAttention
 from projects.bevformer.bevformer.encoder import BEVFormerEncoder, bev_grid_2d
@@ -50,6 +51,56 @@ def test_cuda_kernel_matches_pytorch_path():
     g_cuda, = torch.autograd.grad(cuda_out.sum(), value)
     g_ref, = torch.autograd.grad(ref_out.sum(), value)
     assert (g_cuda.double() - g_ref).abs().max().item() < 1e-4
+
+
+def _sampling_grads(fn, value, shapes, start, loc, weights):
+    """``fn``'s output and its gradients for value, locations and weights (of a fixed random projection of it)."""
+    inputs = [t.detach().clone().requires_grad_() for t in (value, loc, weights)]
+    out = fn(inputs[0], shapes, start, inputs[1], inputs[2])
+    probe = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out.device)
+    return [out.detach(), *torch.autograd.grad((out * probe).sum(), inputs)]
+
+
+def test_the_sampling_operator_is_registered_and_matches_the_pytorch_path():
+    """``qdbev::ms_deform_attn_forward`` (what CUDA runs, here around the pure-PyTorch path): torch.library's checks
+    of its schema, shape function and autograd registration pass, and its output and gradients are the PyTorch
+    path's."""
+    from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
+    value, shapes, start, loc, weights = _random_msda_inputs('cpu')
+    torch.library.opcheck(ms_deform_attn_op, (value.requires_grad_(), shapes, start, loc.requires_grad_(),
+                                              weights.requires_grad_(), 64))
+    got = _sampling_grads(lambda v, s, i, lo, w: ms_deform_attn_op(v, s, i, lo, w, 64), value, shapes, start, loc,
+                          weights)
+    ref = _sampling_grads(lambda v, s, i, lo, w: multi_scale_deformable_attn_pytorch(v, s, lo, w), value, shapes,
+                          start, loc, weights)
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6)
+
+
+def test_the_kernel_probe_is_a_constant_to_the_compiler(monkeypatch):
+    """Under torch.compile ``cuda_kernel_available`` is called, not traced: a probe that breaks the graph (as mmcv's
+    kernel call does) does not stop a ``fullgraph`` compile, and its answer is folded into the graph."""
+    from projects.bevformer.bevformer import ms_deform_attn as ms
+
+    def probe():
+        torch._dynamo.graph_break()  # what tracing the real probe runs into
+        return True
+    monkeypatch.setattr(ms, '_KERNEL', {})
+    monkeypatch.setattr(ms, 'probe_kernel', probe)
+    fn = torch.compile(lambda x: x + 1 if ms.cuda_kernel_available() else x - 1, fullgraph=True, backend='eager')
+    assert fn(torch.zeros(2)).tolist() == [1.0, 1.0] and ms._KERNEL == {'cuda': True}
+
+
+@pytest.mark.skipif(not cuda_kernel_available(), reason='needs CUDA and mmcv compiled with CUDA')
+def test_the_cuda_sampling_compiles_as_one_graph_with_the_eager_numbers():
+    """On CUDA ``multi_scale_deform_attn`` compiles with ``fullgraph=True`` (the kernel is one operator node, no
+    graph break), forward and backward through inductor, and gives the eager kernel's output and gradients."""
+    value, shapes, start, loc, weights = _random_msda_inputs('cuda')
+    eager = _sampling_grads(multi_scale_deform_attn, value, shapes, start, loc, weights)
+    compiled = _sampling_grads(torch.compile(multi_scale_deform_attn, fullgraph=True, dynamic=False), value, shapes,
+                               start, loc, weights)
+    for g, r in zip(compiled, eager):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
 
 
 def test_sampling_is_bilinear_at_pixel_centres():
