@@ -24,6 +24,9 @@ from torch import Tensor, nn
 from qdbev.device_constants import host_values
 
 
+_KERNEL = {}  # 'cuda' -> whether mmcv's CUDA kernel runs here (probed once)
+
+
 @torch.compiler.assume_constant_result
 def cuda_kernel_available() -> bool:
     """True when a CUDA device exists and mmcv's CUDA kernel runs: probed once with a tiny call (:func:`probe_kernel`),
@@ -33,9 +36,6 @@ def cuda_kernel_available() -> bool:
     if 'cuda' not in _KERNEL:
         _KERNEL['cuda'] = probe_kernel()
     return _KERNEL['cuda']
-
-
-_KERNEL = {}  # 'cuda' -> whether mmcv's CUDA kernel runs here (probed once)
 
 
 def probe_kernel() -> bool:

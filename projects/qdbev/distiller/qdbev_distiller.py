@@ -98,8 +98,8 @@ class QDBEVDistiller(BaseModel):
             (issue 9, ``docs/benchmarks.md``).
         student_compile: compile parts of the fake-quantized student for training, by default its image backbone
             and neck (:func:`qdbev.quant.compile_quantized`: compiled while the student's quantizers are calibrated,
-            eager while any of them observes, so calibration at every phase switch still works; in place,
-            checkpoints unchanged). True uses ``torch.compile``'s defaults; a dict gives its arguments (e.g.
+            eager while any of them observes or is uncalibrated, so calibration at every phase switch still works;
+            in place, checkpoints unchanged). True uses ``torch.compile``'s defaults; a dict gives its arguments (e.g.
             ``dict(backend='aot_eager')``) and may name the parts, ``parts=[dotted module paths]`` (e.g. add
             ``'pts_bbox_head.transformer.decoder'``; a part without quantizers stays eager). Needs ``qconfig``.
         data_preprocessor: runs once for both detectors; None takes ``architecture['data_preprocessor']``.

@@ -115,6 +115,20 @@ def test_compile_quantized_runs_eagerly_while_a_quantizer_observes():
     assert router.compiled_calls == 1 and bool(act.observer.initialized)
 
 
+def test_a_watched_module_keeps_a_part_eager_while_a_quantizer_outside_it_observes():
+    """``watch``: a part that calls quantized layers it does not own (as a decoder calls the head's regression
+    branches) runs eagerly while any quantizer of the watched module observes, its own all calibrated."""
+    net = _net().train()
+    router = compile_quantized(net[0], backend='aot_eager', watch=net)
+    outside = net[7].a_quant  # the last layer's, not conv1's
+    outside.set_mode('observe')
+    net(torch.randn(2, 3, 12, 10))
+    assert router.compiled_calls == 0 and all(q.traceable() for q in router.quantizers)
+    outside.freeze()
+    net(torch.randn(2, 3, 12, 10))
+    assert router.compiled_calls == 1
+
+
 def test_compile_quantized_refuses_a_float_module_and_a_second_call():
     with pytest.raises(ValueError, match='has no FakeQuantizer; quantize it first'):
         compile_quantized(nn.Linear(2, 2))
