@@ -3,7 +3,7 @@
 # the decoder left float, at batch 8). Eager, every fake-quantized layer is a handful of small kernels; compiled,
 # inductor fuses them, but each of the decoder's six deformable attentions broke the graph (mmcv's
 # autograd.Function): under torch.compile the sampling is now the custom operator qdbev::ms_deform_attn_forward, one
-# node to the compiler. Session 24 ran this plan (as tools/gpu_plans/session24_p1.sh) before one more fix: dynamo
+# node to the compiler. Session 24 ran these jobs (session24_p1.sh, commit f94623b) before one more fix: dynamo
 # traced into cuda_kernel_available's probe (an lru_cache wrapper ignores assume_constant_result), so the fullgraph
 # test failed and the decoder still broke at every attention (p1_dec 463 ms against the fast config's 426 ms; FP 5,
 # student 9 graph breaks). Every remote call is this one line, with carry [".gpu", "work_dirs/bench25"]:
