@@ -81,10 +81,12 @@ def ms_deform_attn_op(value: Tensor, spatial_shapes: Tensor, level_start_index: 
     contiguous). On CUDA tensors mmcv's kernel (``ms_deform_attn_forward``, what ``MultiScaleDeformableAttnFunction``
     calls); on others the pure-PyTorch path, so that the operator's registration (shape function, autograd) can be
     checked without a GPU. Its gradient is :func:`ms_deform_attn_backward_op`."""
-    if value.is_cuda:
-        return _mmcv_ext().ms_deform_attn_forward(value, spatial_shapes, level_start_index, sampling_locations,
-                                                  attention_weights, im2col_step=im2col_step)
-    return multi_scale_deformable_attn_pytorch(value, spatial_shapes, sampling_locations, attention_weights)
+    if value.is_cuda:  # (the kernel needs contiguous inputs; a compiled graph may hand over other strides)
+        return _mmcv_ext().ms_deform_attn_forward(value.contiguous(), spatial_shapes.contiguous(),
+                                                  level_start_index.contiguous(), sampling_locations.contiguous(),
+                                                  attention_weights.contiguous(), im2col_step=im2col_step)
+    return multi_scale_deformable_attn_pytorch(value, spatial_shapes, sampling_locations,
+                                               attention_weights).contiguous()
 
 
 @ms_deform_attn_op.register_fake
@@ -98,22 +100,23 @@ def ms_deform_attn_backward_op(grad_output: Tensor, value: Tensor, spatial_shape
                                im2col_step: int) -> Tuple[Tensor, Tensor, Tensor]:
     """Gradients of :func:`ms_deform_attn_op`'s output with respect to ``value``, ``sampling_locations`` and
     ``attention_weights``: mmcv's ``ms_deform_attn_backward`` kernel on CUDA tensors (which accumulates with
-    atomic adds: not bitwise deterministic), the pure-PyTorch path's vector-Jacobian product on others."""
+    atomic adds: not bitwise deterministic), the pure-PyTorch path's vector-Jacobian product on others. The
+    gradients are contiguous whatever the inputs' strides (the shape function says so to the compiler)."""
     if value.is_cuda:
-        grads = torch.zeros_like(value), torch.zeros_like(sampling_locations), torch.zeros_like(attention_weights)
-        _mmcv_ext().ms_deform_attn_backward(value, spatial_shapes, level_start_index, sampling_locations,
-                                            attention_weights, grad_output.contiguous(), *grads,
-                                            im2col_step=im2col_step)
+        inputs = [t.contiguous() for t in (value, spatial_shapes, level_start_index, sampling_locations,
+                                           attention_weights)]
+        grads = tuple(t.new_zeros(t.shape) for t in (inputs[0], inputs[3], inputs[4]))
+        _mmcv_ext().ms_deform_attn_backward(*inputs, grad_output.contiguous(), *grads, im2col_step=im2col_step)
         return grads
     # (torch.func: the operator's implementation runs below the autograd dispatch key, where tensors record no graph)
     _, vjp = torch.func.vjp(lambda v, loc, w: multi_scale_deformable_attn_pytorch(v, spatial_shapes, loc, w),
                             value, sampling_locations, attention_weights)
-    return vjp(grad_output)
+    return tuple(g.contiguous() for g in vjp(grad_output))
 
 
 @ms_deform_attn_backward_op.register_fake
 def _(grad_output, value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step):
-    return torch.empty_like(value), torch.empty_like(sampling_locations), torch.empty_like(attention_weights)
+    return tuple(t.new_empty(t.shape) for t in (value, sampling_locations, attention_weights))
 
 
 def _save_for_backward(ctx, inputs, output) -> None:

@@ -91,6 +91,21 @@ def test_the_kernel_probe_is_a_constant_to_the_compiler(monkeypatch):
     assert fn(torch.zeros(2)).tolist() == [1.0, 1.0] and ms._KERNEL == {'cuda': True}
 
 
+def test_the_sampling_operator_compiles_with_inductor_with_the_eager_numbers():
+    """The operator under inductor (its shape functions meet the strides of what it returns, forward and backward; a
+    value handed over as a permuted view) gives the eager output and gradients."""
+    value, shapes, start, loc, weights = _random_msda_inputs('cpu')
+    heads_first = value.permute(0, 2, 1, 3).contiguous()  # [B, heads, N_v, C_h]: the op sees a permuted view
+
+    def fn(v, s, i, lo, w):
+        return ms_deform_attn_op(v.permute(0, 2, 1, 3), s, i, lo, w, 64).tanh()
+    eager = _sampling_grads(fn, heads_first, shapes, start, loc, weights)
+    compiled = _sampling_grads(torch.compile(fn, fullgraph=True, dynamic=False), heads_first, shapes, start, loc,
+                               weights)
+    for g, r in zip(compiled, eager):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.skipif(not cuda_kernel_available(), reason='needs CUDA and mmcv compiled with CUDA')
 def test_the_cuda_sampling_compiles_as_one_graph_with_the_eager_numbers():
     """On CUDA ``multi_scale_deform_attn`` compiles with ``fullgraph=True`` (the kernel is one operator node, no
