@@ -33,7 +33,7 @@ import torch
 
 from qdbev.geometry import RING_YAWS_DEG, pose_can_bus
 from qdbev.geometry import ring_lidar2img as geometry_ring_lidar2img
-from qdbev.quant import SavedActivations, memory_budget
+from qdbev.quant import SavedActivations, memory_budget, module_slot
 
 RUN_ITEMS = ('train', 'deform_attn', 'group_matching', 'data_loading', 'devkit_eval')  # measured parts of a run
 # top-level keys of docs/benchmarks.json that merge_runs rewrites from the runs; every other key (tools/ddp_scaling.py's
@@ -420,12 +420,10 @@ def compile_for_inference(detector, mode: str = 'default', parts: Sequence[str] 
     step. A part that is None (a detector without a neck) is left out; a path that names no attribute is refused.
     The first call compiles (the timing's warm-up calls absorb it)."""
     for path in parts:
-        *parents, name = path.split('.')
-        owner = detector
-        for attr in parents:
-            owner = getattr(owner, attr, None)
-        if owner is None or not hasattr(owner, name):
-            raise ValueError(f'--compile-infer-parts {path}: {type(detector).__name__} has no such module')
+        try:
+            owner, name = module_slot(detector, path)
+        except AttributeError:
+            raise ValueError(f'--compile-infer-parts {path}: {type(detector).__name__} has no such module') from None
         module = getattr(owner, name)
         if module is not None and not hasattr(module, '_orig_mod'):
             compiled = torch.compile(module, mode=mode)
@@ -438,9 +436,7 @@ def compile_for_training(detector, parts: Sequence[str] = IMAGE_PARTS) -> None:
     ``parts``): the FP step to set beside a compiled student's QAT+VGD step, so that P1 does not count the
     compiler's gain as a saving of QAT+VGD. A part that is None (a detector without a neck) is left out."""
     for path in parts:
-        *parents, name = path.split('.')
-        owner = detector.get_submodule('.'.join(parents)) if parents else detector
-        module = getattr(owner, name, None)
+        module = getattr(*module_slot(detector, path))
         if module is not None:
             module.compile(dynamic=False)
 
@@ -540,9 +536,8 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
             out['fp_step_compiled_parts'] = list(compiled_parts)
         if fp_memory_budget is not None and compile_fp_train:
             out['fp_activation_memory_budget'] = fp_memory_budget
-        if isinstance(distiller_cfg.get('student_compile'), dict) and \
-                'activation_memory_budget' in distiller_cfg['student_compile']:
-            out['student_activation_memory_budget'] = distiller_cfg['student_compile']['activation_memory_budget']
+        if isinstance(student_compile, dict) and 'activation_memory_budget' in student_compile:
+            out['student_activation_memory_budget'] = student_compile['activation_memory_budget']
         out['qat_vgd_step_over_fp_step'] = ratio(out['qat_vgd_step']['median_ms'], out['fp_step']['median_ms'])
         # the least a QAT+VGD step can cost: the FP step plus the teacher's forward of the whole queue
         out['qat_vgd_step_floor'] = ratio(out['fp_step']['median_ms'] + out['teacher_forward']['median_ms'],

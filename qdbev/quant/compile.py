@@ -10,13 +10,26 @@ straight-through and LSQ gradients), which inductor fuses into the neighbouring 
 quantizers' bit widths, which dynamo's guards see, so each phase compiles its own graph once.
 """
 import contextlib
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from .fake_quantizer import FakeQuantizer
 from .transforms import quantizers
+
+
+def module_slot(root: nn.Module, path: str) -> Tuple[nn.Module, str]:
+    """The module that holds the dotted ``path`` under ``root`` (e.g. ``'pts_bbox_head.transformer.decoder'``) and the
+    attribute name there, whose value may be None (a detector without a neck): what compiling a model part by part
+    reads and replaces. AttributeError naming the path when a step of it names nothing."""
+    *parents, name = path.split('.')
+    owner = root
+    for attr in parents:
+        owner = getattr(owner, attr, None)
+    if owner is None or not hasattr(owner, name):
+        raise AttributeError(f'{type(root).__name__} has no module {path!r}')
+    return owner, name
 
 
 def memory_budget(budget: Optional[float]):

@@ -328,6 +328,10 @@ def test_compile_fp_train_compiles_the_fp_image_path_in_place_and_refuses_p3():
     det.pts_bbox_head = torch.nn.Sequential(torch.nn.Linear(2, 2))
     bm.compile_for_training(det, ['pts_bbox_head.0'])  # the parts of model.student_compile.parts
     assert det.pts_bbox_head[0]._compiled_call_impl is not None and det.pts_bbox_head._compiled_call_impl is None
+    with pytest.raises(AttributeError, match="no module 'pts_bbox_head.decoder'"):
+        bm.compile_for_training(det, ['pts_bbox_head.decoder'])
+    with pytest.raises(ValueError, match='--compile-infer-parts img_neck.fpn: Detector has no such module'):
+        bm.compile_for_inference(det, 'default', ['img_neck.fpn'])
     assert tool.parse_args(['--device', 'cpu', '--only', 'P1', 'P2', '--compile-fp-train']).compile_fp_train
     with pytest.raises(SystemExit):
         tool.parse_args(['--device', 'cpu', '--compile-fp-train'])  # all items: P3 included

@@ -29,7 +29,8 @@ from mmengine.model import BaseModel
 from torch import Tensor
 
 from qdbev.distill import find_module
-from qdbev.quant import calibration, check_qconfig, compile_quantized, quant_state, quantize_model, quantizers
+from qdbev.quant import (calibration, check_qconfig, compile_quantized, module_slot, quant_state, quantize_model,
+                         quantizers)
 
 from .distill_terms import DistillTerms
 from .feature_records import FeatureRecords, resolve_source
@@ -173,12 +174,11 @@ class QDBEVDistiller(BaseModel):
                              'without quantization compile the model with torch.compile')
         kwargs = dict(dynamic=False) if option is True else dict(option)
         for path in kwargs.pop('parts', STUDENT_COMPILE_PARTS):
-            module = self.student
-            for attr in path.split('.'):
-                if not hasattr(module, attr):
-                    raise ValueError(f'model.student_compile parts: the student {type(self.student).__name__} has '
-                                     f'no module {path!r}; name dotted paths such as {STUDENT_COMPILE_PARTS[0]!r}')
-                module = getattr(module, attr)
+            try:
+                module = getattr(*module_slot(self.student, path))
+            except AttributeError:
+                raise ValueError(f'model.student_compile parts: the student {type(self.student).__name__} has no '
+                                 f'module {path!r}; name dotted paths such as {STUDENT_COMPILE_PARTS[0]!r}') from None
             if module is not None and next(quantizers(module), None) is not None:
                 compile_quantized(module, watch=self.student, **kwargs)
 
