@@ -87,6 +87,10 @@ def parse_args(argv=None):
     p.add_argument('--interleave-infer', action='store_true',
                    help='P3 with both models on the device and their predicts timed call by call in turn, so that '
                         'host or clock drift during the run falls on both alike (default: each model alone)')
+    p.add_argument('--interleave-train', action='store_true',
+                   help='P1 with both models on the device, the FP step, the QAT+VGD step and the teacher\'s forward '
+                        'timed call by call in turn (after each has compiled and its peak memory was read alone), '
+                        'so that drift during the run falls on all alike (default: each model alone; not with P3)')
     p.add_argument('--compile-fp-train', action='store_true',
                    help='P1/P2 with the FP model\'s image backbone and neck (or the parts named in '
                         'model.student_compile.parts) compiled as model.student_compile compiles the student\'s: the '
@@ -124,6 +128,9 @@ def parse_args(argv=None):
         p.error('--compile-infer-parts names what --compile-infer compiles: add --compile-infer [MODE]')
     if args.interleave_infer and 'P3' not in args.only:
         p.error('--interleave-infer times P3: add P3 to --only')
+    if args.interleave_train and ('P1' not in args.only or 'P3' in args.only):
+        p.error('--interleave-train times P1 with both models on the device: use it with --only P1 [P2], and run P3 '
+                'separately')
     if args.compile_fp_train and 'P3' in args.only:
         p.error('--compile-fp-train compiles the FP model for its training step, which P3 would then time: '
                 'run P3 separately (--only P1 P2 here)')
@@ -156,7 +163,8 @@ def run(args) -> dict:
                                         fp_memory_budget=args.fp_memory_budget,
                                         memory_phases=args.memory_phases,
                                         saved_activations=args.saved_activations,
-                                        interleave_infer=args.interleave_infer)
+                                        interleave_infer=args.interleave_infer,
+                                        interleave_train=args.interleave_train)
             except RuntimeError as err:
                 if not bm.is_oom(err):
                     raise

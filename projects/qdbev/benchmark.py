@@ -453,9 +453,10 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
                    compile_infer: Optional[str] = None, compile_infer_parts: Sequence[str] = IMAGE_PARTS,
                    compile_fp_train: bool = False,
                    fp_memory_budget: Optional[float] = None, memory_phases: bool = False,
-                   saved_activations: bool = False, interleave_infer: bool = False) -> Dict[str, object]:
-    """P1, P2 and P3 at one batch size; each model is alone on the device while it is measured (P3 with
-    ``interleave_infer`` excepted). ``profile_dir``:
+                   saved_activations: bool = False, interleave_infer: bool = False,
+                   interleave_train: bool = False) -> Dict[str, object]:
+    """P1, P2 and P3 at one batch size; each model is alone on the device while it is measured (P1 with
+    ``interleave_train`` and P3 with ``interleave_infer`` excepted). ``profile_dir``:
     also write ``torch.profiler`` tables of one call of each (``<what>_b<batch>.txt``). ``compile_infer``: P3 runs
     both models with their image backbone and neck (or ``compile_infer_parts``) ``torch.compile``d in that mode
     (:func:`compile_for_inference`; ``'default'``, ``'reduce-overhead'``, ...).
@@ -466,7 +467,10 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
     ``saved_activations``: also what each step's compiled training graphs keep for backward
     (:class:`qdbev.quant.SavedActivations`, ``<step>_compiled_saved``: MiB, MiB by dtype, graphs), on any device.
     ``interleave_infer``: P3 with both models on the device, their predicts timed call by call in turn
-    (:func:`interleaved_median_ms`) after the training steps, instead of each model's predict alone."""
+    (:func:`interleaved_median_ms`) after the training steps, instead of each model's predict alone.
+    ``interleave_train``: P1 as :func:`interleaved_steps` times it (both models on the device, the FP step, the
+    QAT+VGD step and the teacher's forward call by call in turn) after each model's step has compiled and its peak
+    memory (P2) has been read with the model alone on the device."""
     def profiled(fn, what):
         if profile_dir:
             profile_table(fn, device, osp.join(profile_dir, f'{what}_b{batch}.txt'))
@@ -491,7 +495,11 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
             step = train_step_fn(model, data, make_optimizer(model, optim_cfg))
             census = SavedActivations() if saved_activations else contextlib.nullcontext()
             with census:  # the first call compiles
-                out[step_name] = median_ms(step, reps, warmup, device)
+                if interleave_train:  # timed later, in turn with the other model's step
+                    for _ in range(max(warmup, 1)):
+                        step()
+                else:
+                    out[step_name] = median_ms(step, reps, warmup, device)
             if saved_activations:
                 out[f'{step_name}_compiled_saved'] = dict(mib=census.mib(), by_dtype=census.by_dtype(),
                                                           graphs=len(census.graphs))
@@ -499,7 +507,7 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
             if teacher and memory_phases:
                 out['qat_vgd_memory_phases'] = distiller_memory_phases(model, step)
             profiled(step, step_name)
-            if teacher:
+            if teacher and not interleave_train:
                 out['teacher_forward'] = median_ms(teacher_forward_fn(model, data), reps, warmup, device)
             del data, step
         if with_infer and not interleave_infer:
@@ -522,6 +530,9 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
     distiller.to(device)
     calibrate(distiller, raw)  # QAT + VGD: the student's activation scales first
     measure(distiller, distiller.student, 'qat_vgd_step', 'fakequant_infer', teacher=True)
+    if with_train and interleave_train:
+        out.update(interleaved_steps(fp, distiller, raw, optim_cfg, device, reps, warmup))
+        out['train_interleaved'] = True
     if with_infer and interleave_infer:
         fns = dict(fp_infer=infer_fn(fp.to(device), fp),
                    fakequant_infer=infer_fn(distiller.to(device), distiller.student))
@@ -548,6 +559,28 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
         if compile_infer and tuple(compile_infer_parts) != IMAGE_PARTS:
             out['compiled_infer_parts'] = list(compile_infer_parts)
         out['fakequant_infer_over_fp'] = ratio(out['fakequant_infer']['median_ms'], out['fp_infer']['median_ms'])
+    return out
+
+
+def interleaved_steps(fp, distiller, raw: dict, optim_cfg: dict, device: torch.device, reps: int,
+                      warmup: int) -> Dict[str, Dict[str, object]]:
+    """P1's timings with both models on ``device``: the FP model's training step, the distiller's QAT+VGD step and
+    its teacher's forward, call by call in turn (:func:`interleaved_median_ms`), so that a drift of the clocks or the
+    host during the run falls on all three alike (between separate blocks the FP step of one machine varied
+    225-274 ms, sessions 23-25). Each step gets a new optimizer (its first warm-up call makes the state); the
+    models' compiled parts, compiled by their earlier steps, are reused. Both models go back to the CPU after."""
+    fns, data = {}, None
+    for name, model in (('fp_step', fp), ('qat_vgd_step', distiller)):
+        model.to(device).train()
+        data = model.data_preprocessor(raw, True)
+        fns[name] = train_step_fn(model, data, make_optimizer(model, optim_cfg))
+    fns['teacher_forward'] = teacher_forward_fn(distiller, data)
+    out = interleaved_median_ms(fns, reps, max(warmup, 1), device)
+    del fns, data
+    fp.cpu()
+    distiller.cpu()
+    if device.type == 'cuda':
+        torch.cuda.empty_cache()
     return out
 
 
@@ -872,6 +905,7 @@ def render_markdown(merged: dict) -> str:
             tag = f'batch {bs}, {t["num_cams"]} cams {hw}, queue {t["queue"]}'
             if 'qat_vgd_step' in t:
                 fp_tag = ', FP step compiled' if t.get('fp_step_compiled') else ''
+                fp_tag += ', interleaved' if t.get('train_interleaved') else ''
                 for who, label in (('student', 'student'), ('fp', 'FP')):
                     if t.get(f'{who}_activation_memory_budget') is not None:
                         fp_tag += f', {label} memory budget {t[f"{who}_activation_memory_budget"]:g}'

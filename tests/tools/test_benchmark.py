@@ -164,6 +164,30 @@ def test_interleave_infer_times_both_predicts_in_turn_and_the_row_says_so(tmp_pa
         tool.parse_args(['--device', 'cpu', '--only', 'P1', '--interleave-infer'])
 
 
+def test_interleave_train_times_both_steps_and_the_teacher_in_turn_and_the_row_says_so(tmp_path):
+    """``--interleave-train``: P1's FP step, QAT+VGD step and teacher forward timed in turn with both models on the
+    device (a CPU run of the quick configs), each after its own warm-up; the ratios come from those medians, P2 is
+    still read, and the P1 row says it was interleaved. Without P1, or with P3, the option is refused."""
+    out_json, out_md = tmp_path / 'b.json', tmp_path / 'b.md'
+    assert tool.main(['--device', 'cpu', '--quick', '--only', 'P1', 'P2', '--interleave-train', '--reps', '3',
+                      '--warmup', '1', '--threads', '1', '--out-json', str(out_json), '--out-md', str(out_md)]) == 0
+    entry = next(iter(json.loads(out_json.read_text())['runs'].values()))['train']['1']
+    assert entry['train_interleaved'] is True
+    for key in ('fp_step', 'qat_vgd_step', 'teacher_forward'):
+        assert entry[key]['reps'] == 3 and len(entry[key]['times_ms']) == 3
+        assert all(t > 0 for t in entry[key]['times_ms'])
+    assert entry['qat_vgd_step_over_fp_step'] == pytest.approx(
+        entry['qat_vgd_step']['median_ms'] / entry['fp_step']['median_ms'], abs=1e-3)
+    assert entry['qat_vgd_step_floor'] == pytest.approx(
+        1 + entry['teacher_forward']['median_ms'] / entry['fp_step']['median_ms'], abs=1e-3)
+    assert entry['qat_vgd_step_peak_mib'] > 0 and entry['fp_step_peak_mib'] > 0
+    assert 'fp_infer' not in entry
+    assert ', interleaved) |' in out_md.read_text()
+    for only in (['P2'], ['P1', 'P3']):
+        with pytest.raises(SystemExit):
+            tool.parse_args(['--device', 'cpu', '--only', *only, '--interleave-train'])
+
+
 def test_cpu_peak_counts_the_live_tensors_of_the_call():
     big = torch.ones(1024, 1024)  # 4 MiB, alive during the call
 
