@@ -359,6 +359,14 @@ def train_step_fn(model, data: dict, optim: torch.optim.Optimizer, max_norm: flo
     return step
 
 
+def new_train_step(model, raw: dict, optim_cfg: dict) -> Tuple[dict, Callable[[], float]]:
+    """``model`` in training mode, ``raw`` preprocessed by it (on its device) and :func:`train_step_fn` on that data
+    with a new optimizer: ``(data, step)``."""
+    model.train()
+    data = model.data_preprocessor(raw, True)
+    return data, train_step_fn(model, data, make_optimizer(model, optim_cfg))
+
+
 def teacher_forward_fn(distiller, data: dict) -> Callable[[], object]:
     """The distiller's teacher pass on preprocessed ``data``: every frame of the queue through image features and
     encoder, without autograd and in the distiller's ``teacher_autocast`` precision
@@ -490,9 +498,7 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
         """Train step (time, peak memory) and ``predictor``'s predict of ``model``, alone on the device; then the
         model goes back to the CPU. ``teacher``: also time the distiller's teacher forward of the same batch."""
         if with_train:
-            model.train()
-            data = model.data_preprocessor(raw, True)
-            step = train_step_fn(model, data, make_optimizer(model, optim_cfg))
+            data, step = new_train_step(model, raw, optim_cfg)
             census = SavedActivations() if saved_activations else contextlib.nullcontext()
             with census:  # the first call compiles
                 if interleave_train:  # timed later, in turn with the other model's step
@@ -569,14 +575,11 @@ def interleaved_steps(fp, distiller, raw: dict, optim_cfg: dict, device: torch.d
     host during the run falls on all three alike (between separate blocks the FP step of one machine varied
     225-274 ms, sessions 23-25). Each step gets a new optimizer (its first warm-up call makes the state); the
     models' compiled parts, compiled by their earlier steps, are reused. Both models go back to the CPU after."""
-    fns, data = {}, None
-    for name, model in (('fp_step', fp), ('qat_vgd_step', distiller)):
-        model.to(device).train()
-        data = model.data_preprocessor(raw, True)
-        fns[name] = train_step_fn(model, data, make_optimizer(model, optim_cfg))
-    fns['teacher_forward'] = teacher_forward_fn(distiller, data)
+    _, fp_step = new_train_step(fp.to(device), raw, optim_cfg)
+    data, qat_vgd_step = new_train_step(distiller.to(device), raw, optim_cfg)
+    fns = dict(fp_step=fp_step, qat_vgd_step=qat_vgd_step, teacher_forward=teacher_forward_fn(distiller, data))
     out = interleaved_median_ms(fns, reps, max(warmup, 1), device)
-    del fns, data
+    del fns, fp_step, qat_vgd_step, data
     fp.cpu()
     distiller.cpu()
     if device.type == 'cuda':
