@@ -90,7 +90,8 @@ def parse_args(argv=None):
     p.add_argument('--interleave-train', action='store_true',
                    help='P1 with both models on the device, the FP step, the QAT+VGD step and the teacher\'s forward '
                         'timed call by call in turn (after each has compiled and its peak memory was read alone), '
-                        'so that drift during the run falls on all alike (default: each model alone; not with P3)')
+                        'so that drift during the run falls on all alike; adds qat_vgd_step_over_fp_step_paired, '
+                        'the median of the repetitions\' ratios (default: each model alone; not with P3)')
     p.add_argument('--compile-fp-train', action='store_true',
                    help='P1/P2 with the FP model\'s image backbone and neck (or the parts named in '
                         'model.student_compile.parts) compiled as model.student_compile compiles the student\'s: the '

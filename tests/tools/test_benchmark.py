@@ -180,12 +180,27 @@ def test_interleave_train_times_both_steps_and_the_teacher_in_turn_and_the_row_s
         entry['qat_vgd_step']['median_ms'] / entry['fp_step']['median_ms'], abs=1e-3)
     assert entry['qat_vgd_step_floor'] == pytest.approx(
         1 + entry['teacher_forward']['median_ms'] / entry['fp_step']['median_ms'], abs=1e-3)
+    pairs = sorted(q / f for q, f in zip(entry['qat_vgd_step']['times_ms'], entry['fp_step']['times_ms']))
+    assert entry['qat_vgd_step_over_fp_step_paired'] == pytest.approx(pairs[1], abs=1e-3)  # the median of 3
     assert entry['qat_vgd_step_peak_mib'] > 0 and entry['fp_step_peak_mib'] > 0
     assert 'fp_infer' not in entry
-    assert ', interleaved) |' in out_md.read_text()
+    md = out_md.read_text()
+    assert ', interleaved) |' in md
+    assert f"timed in turn | | | {entry['qat_vgd_step_over_fp_step_paired']:.3f} | ≤ 1.45 |" in md
     for only in (['P2'], ['P1', 'P3']):
         with pytest.raises(SystemExit):
             tool.parse_args(['--device', 'cpu', '--only', *only, '--interleave-train'])
+
+
+def test_paired_ratio_is_the_median_of_the_repetitions_ratios():
+    """Pairs that drift together (two clock states) give their common ratio, which the ratio of the two medians
+    misses; unequal lengths or no positive denominator give None."""
+    fp = [250.0, 251.0, 290.0, 288.0, 300.0]
+    qat = [400.0, 401.6, 464.0, 460.8, 480.0]  # 1.6x each
+    assert bm.paired_ratio(qat, fp) == pytest.approx(1.6, abs=1e-3)
+    assert bm.paired_ratio([3.0, 1.0, 2.0], [1.0, 1.0, 1.0]) == 2.0
+    assert bm.paired_ratio([1.0], [1.0, 2.0]) is None
+    assert bm.paired_ratio([1.0], [0.0]) is None
 
 
 def test_cpu_peak_counts_the_live_tensors_of_the_call():
