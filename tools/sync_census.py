@@ -1,7 +1,7 @@
 """Count what makes a CUDA stream wait for the host in one training step or predict (issue 9), by source line.
 
     python tools/sync_census.py STEP [STEP ...] [--quick] [--batch B] [--img-size H W] [--device cpu|cuda]
-                                [--qdbev-config C] [--fp-config C] [--top N] [--out-json FILE]
+                                [--qdbev-config C] [--fp-config C] [--top N] [--ops] [--out-json FILE]
 
 STEP: ``fp`` (an FP BEVFormer training step), ``qat`` (a QAT+VGD step of the distiller), ``predict_fp`` /
 ``predict_qat`` (a test-mode predict of the FP model / the calibrated W4A6 student): the models, batches and steps
@@ -9,7 +9,10 @@ of ``tools/benchmark.py`` (P1 / P3), BEVFormer-tiny by default (``--quick``: its
 untimed, then once under :class:`projects.qdbev.sync_census.SyncCensus`: host-to-device copies of host values and
 reads of device values (``.item()``, ``int()`` / ``float()`` / ``bool()`` of a tensor, ``nonzero``, boolean
 indexing). On the CPU it counts what the same code does on a GPU; the figures and what was done about them are in
-docs/benchmarks.md.
+docs/benchmarks.md. ``--ops`` also runs each step once under :class:`projects.qdbev.op_census.OpCensus`: the
+operators it dispatches (about one kernel launch each where the code runs eagerly) by model part (image backbone,
+neck, encoder, decoder, the rest of the head; the distiller's student and teacher apart), autograd's backward, and
+the rest (losses' sums, clipping, optimizer).
 """
 import argparse
 import json
@@ -24,10 +27,13 @@ if ROOT not in sys.path:
 import torch  # noqa: E402
 
 from projects.qdbev import benchmark as bm  # noqa: E402
+from projects.qdbev.op_census import OpCensus, model_parts  # noqa: E402
 from projects.qdbev.sync_census import SyncCensus  # noqa: E402
 from qdbev.fileio import atomic_write_bytes  # noqa: E402
 
 STEPS = ('fp', 'qat', 'predict_fp', 'predict_qat')
+PARTS = ('img_backbone', 'img_neck', 'pts_bbox_head.transformer.encoder', 'pts_bbox_head.transformer.decoder',
+         'pts_bbox_head')  # the owners of --ops (the innermost running one counts)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -41,7 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--qdbev-config', default='configs/qdbev/qdbev_tiny_w4a6.py')
     p.add_argument('--fp-config', default='configs/bevformer/bevformer_tiny.py')
     p.add_argument('--top', type=int, default=25, help='source lines printed per step')
-    p.add_argument('--out-json', help='write {step: {totals, table}} here (atomically)')
+    p.add_argument('--ops', action='store_true',
+                   help='also count the dispatched operators of one more call of each step by model part')
+    p.add_argument('--out-json', help='write {step: {totals, table[, ops]}} here (atomically)')
     args = p.parse_args(argv)
     if args.batch < 1:
         p.error(f'--batch must be >= 1, got {args.batch}')
@@ -66,6 +74,17 @@ def step_fn(step: str, fp, distiller, raw: dict, optim_cfg: dict, img_hw, batch:
     return run
 
 
+def step_parts(step: str, fp, distiller) -> dict:
+    """The owners :class:`OpCensus` counts for ``step``: the FP model's parts, or the distiller's student's (and, for
+    a QAT+VGD step, its teacher's), labelled ``student.`` / ``teacher.``."""
+    if step in ('fp', 'predict_fp'):
+        return model_parts(fp, '', PARTS)
+    parts = model_parts(distiller.student, 'student.', PARTS)
+    if step == 'qat':
+        parts.update(model_parts(distiller.teacher, 'teacher.', PARTS))
+    return parts
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
@@ -88,6 +107,13 @@ def main(argv=None) -> int:
         print(f'== {step} (batch {args.batch}{", quick" if args.quick else ""}): {totals}')
         for n, kind, op, src in table[:args.top]:
             print(f'{n:6d}  {kind:5s} {op:14s} {src}')
+        if args.ops:
+            with OpCensus(step_parts(step, fp, distiller)) as ops:
+                fn()
+            out[step]['ops'] = {owner: dict(total=n, top=ops.top(owner, 5)) for owner, n in ops.totals().items()}
+            print(f'-- {step}: {sum(ops.totals().values())} operators dispatched, by owner')
+            for owner, n in ops.totals().items():
+                print(f'{n:6d}  {owner:42s} ' + ', '.join(f'{op} {c}' for op, c in ops.top(owner, 4)))
     if args.out_json:
         given = list(argv) if argv is not None else sys.argv[1:]
         record = dict(command=' '.join(['python', 'tools/sync_census.py'] + given), device=str(device),

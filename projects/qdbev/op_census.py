@@ -1,0 +1,110 @@
+"""How many operators a step dispatches, by the model part that runs them (issue 9: the host-bound QAT+VGD step).
+
+At batch 8 on the H200 both training steps are host-bound (docs/benchmarks.md "Session 26"): the device is busy for
+1.45-1.47x the FP step's time in the QAT+VGD step, the wall clock reads more, and what sets it is the host's work per
+step, roughly one kernel launch per operator that runs eagerly. :class:`OpCensus` counts the operators a step
+dispatches (views, other metadata-only operators and profiler marks left out: they launch nothing) under the innermost
+of the named model parts that is running, ``optimizer`` inside an optimizer's ``step``, ``backward`` for what the
+autograd engine runs, ``outside`` for the rest (the losses computed outside a module's forward, their sum, gradient
+clipping). A CPU run counts what the same eager code dispatches on a GPU, with two differences: on a GPU a part
+compiled with ``torch.compile`` runs as a few fused kernels (counted here operator by operator when it runs eagerly),
+and PyTorch's optimizers take their multi-tensor (``foreach``) path on CUDA parameters only, so on the CPU
+``optimizer`` holds one set of operators per parameter tensor.
+"""
+import collections
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+import torch.optim.optimizer as optim_hooks  # the global step hooks (not re-exported by torch.optim)
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+_ATEN = torch.ops.aten
+METADATA_OPS = frozenset({  # views, aliases and shape changes without a copy: no kernel
+    _ATEN.view.default, _ATEN._unsafe_view.default, _ATEN.t.default, _ATEN.expand.default, _ATEN.permute.default,
+    _ATEN.transpose.int, _ATEN.unsqueeze.default, _ATEN.squeeze.dim, _ATEN.squeeze.default, _ATEN.squeeze.dims,
+    _ATEN.slice.Tensor, _ATEN.select.int, _ATEN.alias.default, _ATEN.as_strided.default, _ATEN.split.Tensor,
+    _ATEN.unbind.int, _ATEN.split_with_sizes.default, _ATEN.detach.default, _ATEN.lift_fresh.default,
+    _ATEN.unflatten.int, _ATEN.empty.memory_format, _ATEN.empty_strided.default})
+BACKWARD, OUTSIDE, OPTIMIZER = 'backward', 'outside', 'optimizer'
+
+
+class _Count(TorchDispatchMode):
+    def __init__(self, census: 'OpCensus'):
+        super().__init__()
+        self.census = census
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func not in METADATA_OPS and func.namespace != 'profiler':  # record_function marks launch nothing
+            self.census.record(func)
+        return func(*args, **(kwargs or {}))
+
+
+class OpCensus:
+    """Context manager counting the dispatched operators of the code it wraps by owner (module docstring).
+
+    ``parts``: ``{label: module}``; an operator counts for the innermost labelled module whose forward is running
+    (e.g. ``student.encoder`` inside ``student.head``), else :data:`OPTIMIZER` inside any ``torch.optim`` optimizer's
+    ``step``, else :data:`BACKWARD` inside the autograd engine, else :data:`OUTSIDE`.
+
+        with OpCensus({'fp.encoder': fp.pts_bbox_head.transformer.encoder, ...}) as census:
+            step()
+        census.totals()      # {owner: operators}, most first
+        census.top(owner, 5) # [(operator, count)]
+    """
+
+    def __init__(self, parts: Dict[str, nn.Module]):
+        self.parts = dict(parts)
+        self.counts: Dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        self._stack: List[str] = []
+        self._handles: list = []
+        self._mode = None
+
+    def record(self, func) -> None:
+        if self._stack:
+            owner = self._stack[-1]
+        else:
+            owner = BACKWARD if torch._C._current_autograd_node() is not None else OUTSIDE
+        self.counts[owner][str(func)] += 1
+
+    def __enter__(self) -> 'OpCensus':
+        for label, module in self.parts.items():
+            def enter(_module, _args, _label=label):
+                self._stack.append(_label)
+
+            def leave(_module, _args, _output):
+                self._stack.pop()
+            self._handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+        self._handles += [optim_hooks.register_optimizer_step_pre_hook(
+                              lambda *_: self._stack.append(OPTIMIZER)),
+                          optim_hooks.register_optimizer_step_post_hook(lambda *_: self._stack.pop())]
+        self._mode = _Count(self)
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._mode.__exit__(*exc)
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._stack = []
+
+    def totals(self) -> Dict[str, int]:
+        """Operators per owner, most first."""
+        return dict(sorted(((k, sum(c.values())) for k, c in self.counts.items()), key=lambda kv: -kv[1]))
+
+    def top(self, owner: str, n: int = 5) -> List[Tuple[str, int]]:
+        return self.counts[owner].most_common(n)
+
+
+def model_parts(model: nn.Module, prefix: str, paths: Sequence[str]) -> Dict[str, nn.Module]:
+    """``{prefix + path: module}`` for the dotted ``paths`` that ``model`` has (a missing or None part is left
+    out)."""
+    out = {}
+    for path in paths:
+        module = model
+        for attr in path.split('.'):
+            module = getattr(module, attr, None)
+        if isinstance(module, nn.Module):
+            out[prefix + path] = module
+    return out
