@@ -845,17 +845,18 @@ def carry_items(earlier: Optional[dict], run: Dict[str, object]) -> Dict[str, ob
     before = earlier.get('carried', {})
 
     def carry(key: str) -> None:
-        """Name the run that measured ``key`` (or the item/batch it is part of) and keep its noisy flags."""
+        """Name the run that measured ``key`` (or the item/batch it is part of), keep the earlier names of its parts
+        (``train.1.step`` when ``train.1`` is carried whole) and its noisy flags."""
         prefixes = ['.'.join(key.split('.')[:n]) for n in range(key.count('.') + 1, 0, -1)]
         carried[key] = next((before[p] for p in prefixes if p in before),
                             dict(command=earlier.get('command'), time=earlier.get('time')))
+        carried.update({k: v for k, v in before.items() if k.startswith(key + '.')})
         noisy.extend(line for line in earlier.get('noisy', []) if key in flag_keys(line))
 
     for item in RUN_ITEMS:
         if item in earlier and item not in run:
             out[item] = earlier[item]
             carry(item)
-            carried.update({k: v for k, v in before.items() if k.startswith(item + '.')})
     if 'train' in run and 'train' in earlier and 'train' not in carried:
         # a run at some batches keeps the device's earlier entries at the others (P1-P3 rows per batch)
         out['train'] = dict(run['train'])

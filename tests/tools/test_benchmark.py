@@ -443,6 +443,12 @@ def test_a_run_at_some_batches_keeps_the_devices_other_batches_and_heads_with_it
                               'train.1.infer': dict(command='benchmark --batch 1 8', time='1')}
     assert run['train']['1']['qat_vgd_step_over_fp_step'] == 2.5
     assert run['train']['1']['fakequant_infer_over_fp'] == 1.25
+    # a fourth run at batch 8 carries batch 1 whole: its parts keep the runs that measured them
+    fourth = dict(_run('cuda: H200', 1.7, '4'), command='benchmark --only P1 P2 --batch 8 (4)', noisy=[])
+    fourth['train'] = {'8': dict(fourth['train'].pop('1'), batch=8)}
+    run = bm.merge_runs(bm.merge_runs(merged, third), fourth)['runs']['cuda: H200']
+    assert run['carried'] == {'train.1': dict(command='benchmark --only P1 P2 --batch 1', time='3'),
+                              'train.1.infer': dict(command='benchmark --batch 1 8', time='1')}
 
 
 def test_the_headline_takes_each_figure_from_its_newest_measurement():
