@@ -41,7 +41,7 @@ RUN_ITEMS = ('train', 'deform_attn', 'group_matching', 'data_loading', 'devkit_e
 HEADLINE_KEYS = ('device', 'qat_vgd_step_over_fp_step', 'qat_vgd_memory_over_fp', 'fakequant_infer_over_fp',
                  'deform_attn_ours_over_mmcv', 'fp_step_ms', 'qat_vgd_step_ms', 'fp_infer_ms', 'fakequant_infer_ms',
                  'fp_step_peak_mib', 'qat_vgd_step_peak_mib', 'deform_attn_ours_ms', 'deform_attn_mmcv_ms',
-                 'headline_from', 'runs')
+                 'p1_p2_batch', 'p3_batch', 'headline_from', 'runs')
 RATIO_KEYS = ('qat_vgd_step_over_fp_step', 'qat_vgd_memory_over_fp', 'fakequant_infer_over_fp',
               'deform_attn_ours_over_mmcv')
 GOALS = dict(qat_vgd_step_over_fp_step=1.45, qat_vgd_memory_over_fp=1.35, fakequant_infer_over_fp=1.15,
@@ -778,7 +778,7 @@ def headline(run: Dict[str, object]) -> Dict[str, object]:
     """The four ratios and the absolute figures behind them, from one run's raw results: P1/P2 and P3 each from the
     entry that measured them last (:func:`_newest_entry`), so a ``--only P1 P2`` run heads the table with its own
     training figures and keeps the device's earlier P3, and a later ``--only P3`` run at another batch does not
-    bring back older P1/P2 figures."""
+    bring back older P1/P2 figures. ``p1_p2_batch`` / ``p3_batch`` name the batches of those entries."""
     step = _newest_entry(run, 'qat_vgd_step')
     infer = _newest_entry(run, 'fakequant_infer')
     out: Dict[str, object] = dict(device=run['device'])
@@ -795,6 +795,9 @@ def headline(run: Dict[str, object]) -> Dict[str, object]:
     if step:
         out['fp_step_peak_mib'] = step.get('fp_step_peak_mib')
         out['qat_vgd_step_peak_mib'] = step.get('qat_vgd_step_peak_mib')
+        out['p1_p2_batch'] = step.get('batch')  # the batch the P1 / P2 figures are of
+    if infer:
+        out['p3_batch'] = infer.get('batch')
     if 'tiny_sca' in deform:
         out['deform_attn_ours_ms'] = deform['tiny_sca']['ours']['median_ms']
         out['deform_attn_mmcv_ms'] = deform['tiny_sca']['mmcv']['median_ms']

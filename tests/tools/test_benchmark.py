@@ -463,6 +463,7 @@ def test_the_headline_takes_each_figure_from_its_newest_measurement():
         merged = bm.merge_runs(None if run is old else merged, run)
     assert merged['runs']['cuda: H200']['train']['1']['qat_vgd_step_over_fp_step'] == 2.6  # carried, older
     assert merged['qat_vgd_step_over_fp_step'] == 1.8 and merged['fakequant_infer_over_fp'] == 1.49
+    assert merged['p1_p2_batch'] == 8 and merged['p3_batch'] == 1  # the batches the headline figures are of
     assert merged['qat_vgd_step_ms'] == 180.0 and merged['fakequant_infer_ms'] == pytest.approx(59.6)
 
 
