@@ -44,8 +44,9 @@ def test_model_parts_names_the_parts_a_model_has():
 
 
 def test_the_tool_counts_the_quick_qat_steps_operators_by_part(tmp_path):
-    """``--ops`` on the quick QAT+VGD step: the student's and the teacher's parts apart, the fake quantizers' operators
-    in the student's encoder and none in the teacher's, the teacher without backward of its own."""
+    """``--ops`` on the quick FP and QAT+VGD steps: the student's and the teacher's parts apart, the fake quantizers'
+    operators in the student's image backbone and none in the teacher's, more operators in the student's encoder than
+    in the FP model's and in the QAT+VGD step than in the FP step."""
     out = tmp_path / 'census.json'
     assert main(['fp', 'qat', '--quick', '--ops', '--top', '0', '--out-json', str(out)]) == 0
     steps = json.loads(out.read_text())['steps']
