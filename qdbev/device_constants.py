@@ -46,7 +46,9 @@ def device_constant(values: Values, dtype: torch.dtype, device: Union[str, torch
     device copy after the first call; :func:`host_values` gives its values back)."""
     values, device = _frozen(values), torch.device(device)
     const = _cached((values, dtype, device), lambda: torch.tensor(values, dtype=dtype, device=device))
-    if not torch.jit.is_tracing():  # a traced call's fresh tensor is not kept: its id may be another's later
+    # a traced call's fresh tensor is not kept (its id may be another's later); under torch.compile the id of a
+    # tensor is not traceable (dynamo stops with an internal error in torch 2.13): an entry made there is read back
+    if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
         _HOST.setdefault(id(const), values)
     return const
 

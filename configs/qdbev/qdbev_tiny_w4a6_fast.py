@@ -1,6 +1,7 @@
 # QD-BEV-Tiny W4A6 with the GPU settings the benchmarks measured (docs/benchmarks.md "Session 19", H200, batch 8):
-# - model.teacher_compile=True: the frozen teacher's image backbone compiled (its forward is the floor of a QAT+VGD
-#   step's cost over an FP step);
+# - model.teacher_compile: the frozen teacher's image backbone compiled with static shapes (its forward is the floor of
+#   a QAT+VGD step's cost over an FP step); written as a dict so that --cfg-options can name more parts, e.g.
+#   model.teacher_compile.parts=[img_backbone,pts_bbox_head.transformer.encoder];
 # - model.teacher_autocast='bf16': the teacher's forward in bf16, its features cast back to float32 for the distill
 #   terms. Compiled, it cut the teacher's forward 124 -> 87 ms and the QAT+VGD step to 1.61x the FP step's (1.81x in
 #   float32). On the synthetic study it changed the distilled NDS by -0.0004 / -0.0003 on two seeds, on the same
@@ -20,7 +21,7 @@
 _base_ = ['./qdbev_tiny_w4a6.py']
 
 model = dict(
-    teacher_compile=True,
+    teacher_compile=dict(parts=['img_backbone'], dynamic=False),
     teacher_autocast='bf16',
     teacher_img_chunk=None,
     student_compile=dict(dynamic=False, int_codes=True, activation_memory_budget=0.5))

@@ -53,3 +53,16 @@ def test_while_tracing_each_call_makes_its_own_tensor():
     torch.jit.trace(f, torch.zeros(1))
     assert made[0] is not made[1] and made[0] is not device_constant((1.0, ), torch.float32, 'cpu')
     assert host_values(made[0]) is None  # a traced call's tensor is not a cached constant
+
+
+def test_a_compiled_function_reads_the_cached_constant():
+    """Under torch.compile the cached tensor is used as it is (its host values were recorded when it was made
+    eagerly), and a constant first made inside the compiled function gives the right numbers too."""
+    eager = device_constant((4.0, 5.0), torch.float32, 'cpu')
+
+    def f(x):
+        return x + device_constant((4.0, 5.0), torch.float32, 'cpu') + device_constant((0.5, ), torch.float32, 'cpu')
+    torch._dynamo.reset()
+    out = torch.compile(f, backend='eager', fullgraph=False)(torch.zeros(2))
+    assert out.tolist() == [4.5, 5.5]
+    assert host_values(eager) == (4.0, 5.0)

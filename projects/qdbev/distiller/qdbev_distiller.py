@@ -40,6 +40,7 @@ from .view_geometry import BEVGeometry, current_lidar2img
 
 AUTOCAST_DTYPES = {None: None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 STUDENT_COMPILE_PARTS = ('img_backbone', 'img_neck')  # what ``student_compile`` compiles unless told other parts
+TEACHER_COMPILE_PARTS = ('img_backbone', )  # what ``teacher_compile`` compiles unless told other parts
 DEFAULT_RECORDERS = dict(
     img=dict(type='ModuleOutputRecorder', source='img_neck'),
     bev=dict(type='ModuleOutputRecorder', source='pts_bbox_head.transformer.encoder'),
@@ -96,7 +97,9 @@ class QDBEVDistiller(BaseModel):
         teacher_compile: compile the frozen teacher's image backbone with ``torch.compile`` (in place,
             ``nn.Module.compile``: state-dict keys and checkpoints are unchanged; its first call compiles, one graph
             per image-chunk shape). The teacher's forward is the floor of a QAT+VGD step's cost over an FP step
-            (issue 9, ``docs/benchmarks.md``).
+            (issue 9, ``docs/benchmarks.md``). True compiles with ``dynamic=False``; a dict gives ``torch.compile``'s
+            arguments and may name the parts, ``parts=[dotted module paths]`` (e.g. add
+            ``'pts_bbox_head.transformer.encoder'``, the teacher's eager BEV encoder).
         student_compile: compile parts of the fake-quantized student for training, by default its image backbone
             and neck (:func:`qdbev.quant.compile_quantized`: compiled while the student's quantizers are calibrated,
             eager while any of them observes or is uncalibrated, so calibration at every phase switch still works;
@@ -113,7 +116,7 @@ class QDBEVDistiller(BaseModel):
                  teacher_first: bool = True,
                  bev_geometry: Optional[dict] = None, log_teacher_losses: bool = False,
                  teacher_img_chunk: Optional[int] = 6, teacher_autocast: Optional[str] = None,
-                 teacher_compile: bool = False, student_compile: Union[bool, dict] = False,
+                 teacher_compile: Union[bool, dict] = False, student_compile: Union[bool, dict] = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         if not isinstance(architecture, dict) or 'type' not in architecture:
@@ -155,14 +158,27 @@ class QDBEVDistiller(BaseModel):
             raise ValueError(f'model.teacher_autocast must be one of {sorted(k for k in AUTOCAST_DTYPES if k)} or '
                              f'None, got {teacher_autocast!r}')
         self.teacher_autocast = teacher_autocast
-        if not isinstance(teacher_compile, bool):
-            raise ValueError(f'model.teacher_compile must be True or False, got {teacher_compile!r}')
-        if teacher_compile:
-            self.teacher.img_backbone.compile(dynamic=False)
+        self._compile_teacher(teacher_compile)
         self._compile_student(student_compile)
         self.set_distill_mode(distill_mode)
 
     # ------------------------------------------------------------------ configuration
+    def _compile_teacher(self, option: Union[bool, dict]) -> None:
+        if option is False:
+            return
+        if not (option is True or isinstance(option, dict)):
+            raise ValueError(f'model.teacher_compile must be True, False or a dict of torch.compile arguments, got '
+                             f'{option!r}')
+        kwargs = dict(dynamic=False) if option is True else dict(option)
+        for path in kwargs.pop('parts', TEACHER_COMPILE_PARTS):
+            try:
+                module = getattr(*module_slot(self.teacher, path))
+            except AttributeError:
+                raise ValueError(f'model.teacher_compile parts: the teacher {type(self.teacher).__name__} has no '
+                                 f'module {path!r}; name dotted paths such as {TEACHER_COMPILE_PARTS[0]!r}') from None
+            if module is not None:
+                module.compile(**kwargs)
+
     def _compile_student(self, option: Union[bool, dict]) -> None:
         if option is False:
             return

@@ -231,8 +231,33 @@ def test_teacher_compile_gives_the_eager_teachers_terms_and_keeps_the_state_dict
     assert keys[True] == keys[False] and terms[True].keys() == terms[False].keys()
     for key in terms[False]:
         assert torch.allclose(terms[False][key], terms[True][key], rtol=1e-4, atol=1e-6), key
-    with pytest.raises(ValueError, match='model.teacher_compile must be True or False'):
+    with pytest.raises(ValueError, match='model.teacher_compile must be True, False or a dict'):
         build_distiller(arch, None, teacher_compile='yes')
+    with pytest.raises(ValueError, match="the teacher BEVFormer has no module 'pts_bbox_head.nope'"):
+        build_distiller(arch, None, teacher_compile=dict(parts=['pts_bbox_head.nope']))
+
+
+def test_teacher_compile_parts_compile_the_teachers_encoder_too(arch, teacher_ckpt):
+    """``teacher_compile=dict(parts=[...])`` compiles the named teacher modules in place with those torch.compile
+    arguments (here the tracing backend without a code generator): the teacher's encoder, with its data-dependent
+    per-camera hit lists, gives the eager teacher's distillation terms; the student stays eager."""
+    torch.manual_seed(5)
+    raw = raw_batch(0, batch=1, queue=2)
+    terms = {}
+    parts = ['img_backbone', 'pts_bbox_head.transformer.encoder']
+    for option in (False, dict(parts=parts, backend='aot_eager', dynamic=False)):
+        model = build_distiller(arch, teacher_ckpt, qconfig=W4A6, distill_mode='img+bev+vgd', distill_losses=LOSSES,
+                                teacher_compile=option)
+        model.calibrate_student([raw])
+        model.eval()
+        losses = model(**model.data_preprocessor(raw, True), mode='loss')
+        terms[bool(option)] = {k: v for k, v in losses.items() if k.startswith('loss_distill_')}
+        encoder = model.teacher.pts_bbox_head.transformer.encoder
+        assert (encoder._compiled_call_impl is not None) == bool(option)
+        assert model.student.pts_bbox_head.transformer.encoder._compiled_call_impl is None
+    assert terms[True].keys() == terms[False].keys() and terms[False]
+    for key in terms[False]:
+        assert torch.allclose(terms[False][key], terms[True][key], rtol=1e-5, atol=1e-7), key
 
 
 DECODER = 'pts_bbox_head.transformer.decoder'
