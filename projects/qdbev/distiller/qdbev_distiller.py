@@ -20,7 +20,7 @@ the teacher file). ``state_dict`` holds ``teacher.*`` and ``student.*``; ``predi
 student only; :meth:`export_student` returns the student's weights and quantizer state.
 """
 import copy
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmdet3d.registry import MODELS
@@ -55,6 +55,30 @@ def batch_images(inputs: dict) -> Tensor:
 
 def _plain(cfg):
     return cfg.to_dict() if hasattr(cfg, 'to_dict') else copy.deepcopy(cfg)
+
+
+def _compile_request(option: Union[bool, dict], role: str, model: torch.nn.Module, default_parts: Sequence[str]
+                     ) -> Tuple[List[torch.nn.Module], dict]:
+    """``model.<role>_compile`` read: the modules to compile and the ``torch.compile`` arguments. False: none; True:
+    ``default_parts`` with ``dynamic=False``; a dict: its arguments, its ``parts`` (dotted paths; a part that is None,
+    e.g. a missing neck, is skipped) or ``default_parts``. ValueError naming the key for anything else or a path that
+    names nothing."""
+    if option is False:
+        return [], {}
+    if not (option is True or isinstance(option, dict)):
+        raise ValueError(f'model.{role}_compile must be True, False or a dict of torch.compile arguments, got '
+                         f'{option!r}')
+    kwargs = dict(dynamic=False) if option is True else dict(option)
+    modules = []
+    for path in kwargs.pop('parts', default_parts):
+        try:
+            module = getattr(*module_slot(model, path))
+        except AttributeError:
+            raise ValueError(f'model.{role}_compile parts: the {role} {type(model).__name__} has no module {path!r}; '
+                             f'name dotted paths such as {default_parts[0]!r}') from None
+        if module is not None:
+            modules.append(module)
+    return modules, kwargs
 
 
 @MODELS.register_module()
@@ -164,38 +188,17 @@ class QDBEVDistiller(BaseModel):
 
     # ------------------------------------------------------------------ configuration
     def _compile_teacher(self, option: Union[bool, dict]) -> None:
-        if option is False:
-            return
-        if not (option is True or isinstance(option, dict)):
-            raise ValueError(f'model.teacher_compile must be True, False or a dict of torch.compile arguments, got '
-                             f'{option!r}')
-        kwargs = dict(dynamic=False) if option is True else dict(option)
-        for path in kwargs.pop('parts', TEACHER_COMPILE_PARTS):
-            try:
-                module = getattr(*module_slot(self.teacher, path))
-            except AttributeError:
-                raise ValueError(f'model.teacher_compile parts: the teacher {type(self.teacher).__name__} has no '
-                                 f'module {path!r}; name dotted paths such as {TEACHER_COMPILE_PARTS[0]!r}') from None
-            if module is not None:
-                module.compile(**kwargs)
+        modules, kwargs = _compile_request(option, 'teacher', self.teacher, TEACHER_COMPILE_PARTS)
+        for module in modules:
+            module.compile(**kwargs)
 
     def _compile_student(self, option: Union[bool, dict]) -> None:
-        if option is False:
-            return
-        if not (option is True or isinstance(option, dict)):
-            raise ValueError(f'model.student_compile must be True, False or a dict of torch.compile arguments, got '
-                             f'{option!r}')
-        if self.qconfig is None:
+        modules, kwargs = _compile_request(option, 'student', self.student, STUDENT_COMPILE_PARTS)
+        if option is not False and self.qconfig is None:
             raise ValueError('model.student_compile needs model.qconfig (it compiles the fake-quantized student); '
                              'without quantization compile the model with torch.compile')
-        kwargs = dict(dynamic=False) if option is True else dict(option)
-        for path in kwargs.pop('parts', STUDENT_COMPILE_PARTS):
-            try:
-                module = getattr(*module_slot(self.student, path))
-            except AttributeError:
-                raise ValueError(f'model.student_compile parts: the student {type(self.student).__name__} has no '
-                                 f'module {path!r}; name dotted paths such as {STUDENT_COMPILE_PARTS[0]!r}') from None
-            if module is not None and next(quantizers(module), None) is not None:
+        for module in modules:
+            if next(quantizers(module), None) is not None:
                 compile_quantized(module, watch=self.student, **kwargs)
 
     def _set_teacher_img_chunk(self, chunk: Optional[int], recorders: dict, replay: Sequence[str]) -> None:
