@@ -110,9 +110,10 @@ def main(argv=None) -> int:
         if args.ops:
             with OpCensus(step_parts(step, fp, distiller)) as ops:
                 fn()
-            out[step]['ops'] = {owner: dict(total=n, top=ops.top(owner, 5)) for owner, n in ops.totals().items()}
-            print(f'-- {step}: {sum(ops.totals().values())} operators dispatched, by owner')
-            for owner, n in ops.totals().items():
+            by_owner = ops.totals()
+            out[step]['ops'] = {owner: dict(total=n, top=ops.top(owner, 5)) for owner, n in by_owner.items()}
+            print(f'-- {step}: {sum(by_owner.values())} operators dispatched, by owner')
+            for owner, n in by_owner.items():
                 print(f'{n:6d}  {owner:42s} ' + ', '.join(f'{op} {c}' for op, c in ops.top(owner, 4)))
     if args.out_json:
         given = list(argv) if argv is not None else sys.argv[1:]

@@ -19,6 +19,8 @@ import torch.optim.optimizer as optim_hooks  # the global step hooks (not re-exp
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from qdbev.quant import module_slot
+
 _ATEN = torch.ops.aten
 METADATA_OPS = frozenset({  # views, aliases and shape changes without a copy: no kernel
     _ATEN.view.default, _ATEN._unsafe_view.default, _ATEN.t.default, _ATEN.expand.default, _ATEN.permute.default,
@@ -102,9 +104,10 @@ def model_parts(model: nn.Module, prefix: str, paths: Sequence[str]) -> Dict[str
     out)."""
     out = {}
     for path in paths:
-        module = model
-        for attr in path.split('.'):
-            module = getattr(module, attr, None)
-        if isinstance(module, nn.Module):
+        try:
+            module = getattr(*module_slot(model, path))
+        except AttributeError:  # the model has no such part
+            continue
+        if module is not None:
             out[prefix + path] = module
     return out
