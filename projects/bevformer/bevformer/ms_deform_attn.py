@@ -133,6 +133,20 @@ def _ms_deform_attn_grad(ctx, grad_output):
 ms_deform_attn_op.register_autograd(_ms_deform_attn_grad, setup_context=_save_for_backward)
 
 
+def kernel_im2col_step(batch: int, im2col_step: int) -> int:
+    """The largest chunk of the batch, at most ``im2col_step``, that divides ``batch``.
+
+    mmcv's CUDA kernel walks the batch in chunks of ``min(batch, im2col_step)`` and requires that chunk to divide the
+    batch; otherwise mmcv 2.1 stops the process with a segmentation fault (seen on an H200 at batch 80 and 96 with
+    the BEVFormer default of 64, where the decoder's batch is the sample count). The chunk only sets how many
+    samples one kernel launch covers, so any divisor gives the same numbers.
+    """
+    step = max(1, min(batch, im2col_step))
+    while batch % step:
+        step -= 1
+    return step
+
+
 def multi_scale_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
                             sampling_locations: Tensor, attention_weights: Tensor, im2col_step: int = 64) -> Tensor:
     """Weighted sum of bilinearly sampled values.
@@ -148,7 +162,8 @@ def multi_scale_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_i
     """
     if value.is_cuda and cuda_kernel_available():
         args = (value.float().contiguous(), spatial_shapes.contiguous(), level_start_index.contiguous(),
-                sampling_locations.float().contiguous(), attention_weights.float().contiguous(), im2col_step)
+                sampling_locations.float().contiguous(), attention_weights.float().contiguous(),
+                kernel_im2col_step(value.shape[0], im2col_step))
         if torch.compiler.is_compiling():  # one operator node for the compiler
             return ms_deform_attn_op(*args).to(value.dtype)
         # eager: the same kernels without a Python-level operator dispatch (P4 1.08 through the operator, session 24)

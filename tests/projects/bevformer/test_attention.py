@@ -28,11 +28,11 @@ def _zero_sampling_(attn) -> None:
 
 
 # ---------------------------------------------------------------- multi-scale deformable attention
-def _random_msda_inputs(device, seed=0):
+def _random_msda_inputs(device, seed=0, b=2):
     g = torch.Generator().manual_seed(seed)
     shapes = torch.tensor([[12, 20], [6, 10]], dtype=torch.long)
     start = torch.cat((shapes.new_zeros(1), shapes.prod(1).cumsum(0)[:-1]))
-    b, nq, heads, ch, lv, p = 2, 30, 4, 8, 2, 3
+    nq, heads, ch, lv, p = 30, 4, 8, 2, 3
     value = torch.rand(b, int(shapes.prod(1).sum()), heads, ch, generator=g)
     loc = torch.rand(b, nq, heads, lv, p, 2, generator=g) * 1.2 - 0.1  # some outside the map
     weights = torch.rand(b, nq, heads, lv, p, generator=g)
@@ -48,6 +48,26 @@ def test_cuda_kernel_matches_pytorch_path():
     cuda_out = multi_scale_deform_attn(value, shapes, start, loc, weights)
     ref_out = multi_scale_deformable_attn_pytorch(value.double(), shapes, loc.double(), weights.double())
     assert (cuda_out.double() - ref_out).abs().max().item() < 1e-4
+    g_cuda, = torch.autograd.grad(cuda_out.sum(), value)
+    g_ref, = torch.autograd.grad(ref_out.sum(), value)
+    assert (g_cuda.double() - g_ref).abs().max().item() < 1e-4
+
+
+def test_the_kernel_chunk_divides_the_batch():
+    from projects.bevformer.bevformer.ms_deform_attn import kernel_im2col_step
+    assert [kernel_im2col_step(b, 64) for b in (1, 8, 64, 80, 96, 97, 128)] == [1, 8, 64, 40, 48, 1, 64]
+    assert kernel_im2col_step(5, 4) == 1 and kernel_im2col_step(6, 4) == 3
+
+
+@pytest.mark.skipif(not cuda_kernel_available(), reason='needs CUDA and mmcv compiled with CUDA')
+def test_cuda_kernel_runs_a_batch_the_default_chunk_does_not_divide():
+    """Batch 5 with chunk 4: mmcv's kernel alone stops the process; through the wrapper it matches the PyTorch path."""
+    from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
+    value, shapes, start, loc, weights = _random_msda_inputs('cuda', b=5)
+    value.requires_grad_(True)
+    cuda_out = multi_scale_deform_attn(value, shapes, start, loc, weights, im2col_step=4)
+    ref_out = multi_scale_deformable_attn_pytorch(value.double(), shapes, loc.double(), weights.double())
+    assert cuda_out.shape[0] == 5 and (cuda_out.double() - ref_out).abs().max().item() < 1e-4
     g_cuda, = torch.autograd.grad(cuda_out.sum(), value)
     g_ref, = torch.autograd.grad(ref_out.sum(), value)
     assert (g_cuda.double() - g_ref).abs().max().item() < 1e-4
