@@ -72,6 +72,9 @@ def parse_args(argv=None):
     p.add_argument('--fp-config', default=osp.join(ROOT, 'configs/bevformer/bevformer_tiny.py'))
     p.add_argument('--qdbev-options', nargs='+', action=DictAction, default=None, metavar='KEY=VALUE',
                    help='overrides of the distiller config, e.g. model.teacher_img_chunk=None')
+    p.add_argument('--fp-options', nargs='+', action=DictAction, default=None, metavar='KEY=VALUE',
+                   help='overrides of the FP config, e.g. '
+                   'model.pts_bbox_head.transformer.encoder.static_hit_lists=True')
     p.add_argument('--data-root', default=None, help='nuScenes-layout folder with infos (data loading, devkit eval)')
     p.add_argument('--data-samples', type=int, default=20, help='samples read for the data-loading rate')
     p.add_argument('--data-workers', type=int, default=None, help='dataloader workers (default: the config\'s)')
@@ -151,7 +154,7 @@ def run(args) -> dict:
     want_train, want_infer = bool(args.only & {'P1', 'P2'}), 'P3' in args.only
     if want_train or want_infer:
         dcfg, fcfg, queue, optim = bm.load_configs(args.qdbev_config, args.fp_config, quick=args.quick,
-                                                   qdbev_options=args.qdbev_options)
+                                                   qdbev_options=args.qdbev_options, fp_options=args.fp_options)
         record['train'] = {}
         for b in args.batch:
             print(f'[benchmark] P1-P3 batch {b} on {record["device"]} ...', flush=True)

@@ -33,7 +33,7 @@ import torch
 
 from qdbev.geometry import RING_YAWS_DEG, pose_can_bus
 from qdbev.geometry import ring_lidar2img as geometry_ring_lidar2img
-from qdbev.quant import SavedActivations, memory_budget, module_slot
+from qdbev.quant import SavedActivations, allow_recompiles, memory_budget, module_slot
 
 RUN_ITEMS = ('train', 'deform_attn', 'group_matching', 'data_loading', 'devkit_eval')  # measured parts of a run
 # top-level keys of docs/benchmarks.json that merge_runs rewrites from the runs; every other key (tools/ddp_scaling.py's
@@ -295,10 +295,12 @@ def raw_batch(batch: int, queue: int, img_hw: Tuple[int, int], num_cams: int = 6
 
 
 # ---------------------------------------------------------------------------------------------------- models
-def load_configs(qdbev_config: str, fp_config: str, quick: bool = False, qdbev_options: Optional[dict] = None):
+def load_configs(qdbev_config: str, fp_config: str, quick: bool = False, qdbev_options: Optional[dict] = None,
+                 fp_options: Optional[dict] = None):
     """``(distiller model dict, FP model dict, queue_length, optimizer dict)`` from the two config files; ``quick``
-    applies :data:`QUICK_OVERRIDES` to both architectures; ``qdbev_options`` (``{'model.key': value}``, as
-    ``--cfg-options``) are merged into the distiller config."""
+    applies :data:`QUICK_OVERRIDES` to both architectures; ``qdbev_options`` / ``fp_options`` (``{'model.key':
+    value}``, as ``--cfg-options``) are merged into the distiller / FP config (an architecture option such as the
+    encoder's ``static_hit_lists`` goes to both, so that P1 compares like with like)."""
     from mmengine.config import Config
     for path in (qdbev_config, fp_config):
         if not osp.isfile(path):
@@ -308,6 +310,8 @@ def load_configs(qdbev_config: str, fp_config: str, quick: bool = False, qdbev_o
         raise ValueError(f'{qdbev_config}: model.architecture missing; pass a configs/qdbev/*.py distiller config')
     if qdbev_options:
         qcfg.merge_from_dict(qdbev_options)
+    if fp_options:
+        fcfg.merge_from_dict(fp_options)
     if quick:
         qcfg.merge_from_dict({f'model.architecture.{k}': v for k, v in QUICK_OVERRIDES.items()})
         fcfg.merge_from_dict({f'model.{k}': v for k, v in QUICK_OVERRIDES.items()})
@@ -434,6 +438,7 @@ def compile_for_inference(detector, mode: str = 'default', parts: Sequence[str] 
             raise ValueError(f'--compile-infer-parts {path}: {type(detector).__name__} has no such module') from None
         module = getattr(owner, name)
         if module is not None and not hasattr(module, '_orig_mod'):
+            allow_recompiles()
             compiled = torch.compile(module, mode=mode)
             setattr(owner, name, GraphStepModule(compiled) if mode in CUDA_GRAPH_MODES else compiled)
 
@@ -446,6 +451,7 @@ def compile_for_training(detector, parts: Sequence[str] = IMAGE_PARTS) -> None:
     for path in parts:
         module = getattr(*module_slot(detector, path))
         if module is not None:
+            allow_recompiles()
             module.compile(dynamic=False)
 
 

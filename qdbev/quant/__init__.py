@@ -15,7 +15,8 @@ Pieces, one job each (see docs/quantization.md):
 """
 from .analysis import (find_scale_conflicts, layer_weight_errors, per_channel_fallback, record_activation_ranges,
                        weight_quant_error)
-from .compile import CompiledWhenCalibrated, SavedActivations, compile_quantized, memory_budget, module_slot
+from .compile import (CompiledWhenCalibrated, SavedActivations, allow_recompiles, compile_quantized, memory_budget,
+                      module_slot)
 from .dfq import bias_correct, cross_layer_equalize, relu_input_mean
 from .fake_quant import (FLOAT_BITS, check_bits, fake_quantize, fake_quantize_reference, qrange, quantize_codes,
                          scale_from_absmax, symmetric_scale)
@@ -51,4 +52,5 @@ __all__ = [
     'find_scale_conflicts',
     # torch.compile during QAT
     'CompiledWhenCalibrated', 'compile_quantized', 'module_slot', 'memory_budget', 'SavedActivations',
+    'allow_recompiles',
 ]

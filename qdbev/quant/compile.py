@@ -32,6 +32,23 @@ def module_slot(root: nn.Module, path: str) -> Tuple[nn.Module, str]:
     return owner, name
 
 
+RECOMPILE_LIMIT = 64  # graphs dynamo may keep per function once a model compiles some of its parts
+
+
+def allow_recompiles(limit: int = RECOMPILE_LIMIT) -> None:
+    """Raise dynamo's limit of compiled graphs per function (``torch._dynamo.config.recompile_limit``, 8 by default)
+    to at least ``limit``; a higher setting is kept.
+
+    Dynamo keeps its graphs per code object, not per module. The FP model's, the teacher's and the student's encoders
+    share ``BEVFormerEncoder.forward``, and each is called with and without grad (the history frames), with and
+    without a previous BEV, in training and in eval mode, and the student's once more per QAT phase. Past the limit
+    dynamo runs the function eagerly from then on, with only a warning, which quietly undoes the compilation (seen
+    on the CPU with the three encoders compiled, session 27)."""
+    config = torch._dynamo.config
+    name = 'recompile_limit' if hasattr(config, 'recompile_limit') else 'cache_size_limit'
+    setattr(config, name, max(int(getattr(config, name)), int(limit)))
+
+
 def memory_budget(budget: Optional[float]):
     """Context for ``torch.compile`` calls whose training graphs keep at most ``budget`` (0 < b <= 1) of the
     activations the partitioner saves by default (``torch._functorch.config.activation_memory_budget``; it reads
@@ -68,6 +85,7 @@ class CompiledWhenCalibrated:
     def __init__(self, module: nn.Module, activation_memory_budget: Optional[float] = None, int_codes: bool = False,
                  watch: Optional[nn.Module] = None, **compile_kwargs) -> None:
         memory_budget(activation_memory_budget)  # checks the value now, not at the first compiled call
+        allow_recompiles()
         self.eager = module.forward
         self.compiled = torch.compile(self.eager, **compile_kwargs)
         self.quantizers: List[FakeQuantizer] = [q for _, q in quantizers(module)]

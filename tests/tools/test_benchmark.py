@@ -288,6 +288,16 @@ def test_qdbev_options_reach_the_distiller_config():
     assert 'teacher_img_chunk' not in plain  # the distiller's default (6) applies
 
 
+def test_fp_options_reach_the_fp_config_only():
+    key = 'pts_bbox_head.transformer.encoder.static_hit_lists'
+    args = tool.parse_args(['--device', 'cpu', '--fp-options', f'model.{key}=True',
+                            '--qdbev-options', f'model.architecture.{key}=True'])
+    assert args.fp_options == {f'model.{key}': True}
+    dcfg, fcfg, _, _ = bm.load_configs(args.qdbev_config, args.fp_config, quick=True, fp_options=args.fp_options)
+    assert fcfg['pts_bbox_head']['transformer']['encoder']['static_hit_lists'] is True
+    assert 'static_hit_lists' not in dcfg['architecture']['pts_bbox_head']['transformer']['encoder']
+
+
 def test_group_matching_times_both_assigners_and_renders_a_row():
     from mmengine.config import Config
     assigner = Config.fromfile(f'{tool.ROOT}/configs/bevformer/bevformer_tiny.py').model.train_cfg.pts.assigner

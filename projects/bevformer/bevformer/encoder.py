@@ -91,10 +91,14 @@ class BEVFormerEncoder(BaseModule):
     Args:
         num_layers: layers (tiny/small 3, base 6). layer_cfg: config of one layer.
         pc_range: ``[x_min, y_min, z_min, x_max, y_max, z_max]``. num_points_in_pillar: D heights per BEV cell.
+        static_hit_lists: pad each camera's list of hit queries to all ``bev_h * bev_w`` queries rather than to the
+            longest list (:func:`rebatch_hits`). The same output; no read-back of the longest length per frame, so
+            ``torch.compile`` captures the whole encoder as one graph with static shapes, while the spatial
+            cross-attention attends the padding too (BEVFormer's behaviour is the default, False).
     """
 
     def __init__(self, num_layers: int, layer_cfg: dict, pc_range: Sequence[float], num_points_in_pillar: int = 4,
-                 init_cfg: Optional[dict] = None) -> None:
+                 static_hit_lists: bool = False, init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg)
         if len(pc_range) != 6:
             raise ValueError(f'BEVFormerEncoder: pc_range must have 6 numbers, got {pc_range}')
@@ -102,6 +106,7 @@ class BEVFormerEncoder(BaseModule):
         self.num_layers = num_layers
         self.pc_range = list(pc_range)
         self.num_points_in_pillar = num_points_in_pillar
+        self.static_hit_lists = static_hit_lists
 
     def camera_points(self, bev_h: int, bev_w: int, lidar2img: Tensor, pad_shape: Tuple[int, int]
                       ) -> Tuple[Tensor, Tensor]:
@@ -140,7 +145,7 @@ class BEVFormerEncoder(BaseModule):
             shifted = ref_2d
         ref_queue = torch.stack((shifted, ref_2d), dim=1)[:, :, :, None, :]  # [B, 2, HW, 1, 2] (new tensors)
         bev_shapes = device_constant([(bev_h, bev_w)], torch.long, bev_query.device)
-        hits = CameraHits.of(bev_mask)  # the same for every layer: built once
+        hits = CameraHits.of(bev_mask, self.static_hit_lists)  # the same for every layer: built once
         query = bev_query
         for layer in self.layers:
             query = layer(query, bev_pos, bev_query, prev_bev, prev_valid, ref_queue, value, reference_points_cam,

@@ -61,7 +61,11 @@ def check_value_length(spatial_shapes: Tensor, n_values: int, who: str) -> None:
     """Raise ``ValueError`` naming ``who`` unless the levels ``spatial_shapes`` ``[L, 2]`` cover ``n_values``
     values. The shapes are read from the host where they come from one (a cached constant of
     :func:`qdbev.device_constants.device_constant`, as the transformer builds them, or a CPU tensor); only other
-    device tensors are copied back, which synchronises the stream."""
+    device tensors are copied back, which synchronises the stream. While ``torch.compile`` traces, the check is
+    left to the eager calls: a read-back would break the graph, and a tensor's identity (how a cached constant is
+    recognised) cannot be traced."""
+    if torch.compiler.is_compiling():
+        return
     shapes = host_values(spatial_shapes)
     if shapes is None:
         shapes = spatial_shapes.tolist()
@@ -80,8 +84,10 @@ def ms_deform_attn_op(value: Tensor, spatial_shapes: Tensor, level_start_index: 
     """Deformable-attention sampling as a custom operator (arguments as :func:`multi_scale_deform_attn`; float32,
     contiguous). On CUDA tensors mmcv's kernel (``ms_deform_attn_forward``, what ``MultiScaleDeformableAttnFunction``
     calls); on others the pure-PyTorch path, so that the operator's registration (shape function, autograd) can be
-    checked without a GPU. Its gradient is :func:`ms_deform_attn_backward_op`."""
-    if value.is_cuda:  # (the kernel needs contiguous inputs; a compiled graph may hand over other strides)
+    checked without a GPU, and so that a compiled graph on the CPU holds it as one node too. Its gradient is
+    :func:`ms_deform_attn_backward_op`."""
+    if value.is_cuda and cuda_kernel_available():
+        # (the kernel needs contiguous inputs; a compiled graph may hand over other strides)
         return _mmcv_ext().ms_deform_attn_forward(value.contiguous(), spatial_shapes.contiguous(),
                                                   level_start_index.contiguous(), sampling_locations.contiguous(),
                                                   attention_weights.contiguous(), im2col_step=im2col_step)
@@ -102,7 +108,7 @@ def ms_deform_attn_backward_op(grad_output: Tensor, value: Tensor, spatial_shape
     ``attention_weights``: mmcv's ``ms_deform_attn_backward`` kernel on CUDA tensors (which accumulates with
     atomic adds: not bitwise deterministic), the pure-PyTorch path's vector-Jacobian product on others. The
     gradients are contiguous whatever the inputs' strides (the shape function says so to the compiler)."""
-    if value.is_cuda:
+    if value.is_cuda and cuda_kernel_available():
         inputs = [t.contiguous() for t in (value, spatial_shapes, level_start_index, sampling_locations,
                                            attention_weights)]
         grads = tuple(t.new_zeros(t.shape) for t in (inputs[0], inputs[3], inputs[4]))
@@ -160,11 +166,12 @@ def multi_scale_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_i
     Returns:
         ``[B, N_q, heads * C_h]``.
     """
-    if value.is_cuda and cuda_kernel_available():
+    compiling = torch.compiler.is_compiling()
+    if compiling or (value.is_cuda and cuda_kernel_available()):
         args = (value.float().contiguous(), spatial_shapes.contiguous(), level_start_index.contiguous(),
                 sampling_locations.float().contiguous(), attention_weights.float().contiguous(),
                 kernel_im2col_step(value.shape[0], im2col_step))
-        if torch.compiler.is_compiling():  # one operator node for the compiler
+        if compiling:  # one operator node for the compiler (the PyTorch path reads the level shapes on the host)
             return ms_deform_attn_op(*args).to(value.dtype)
         # eager: the same kernels without a Python-level operator dispatch (P4 1.08 through the operator, session 24)
         from mmcv.ops.multi_scale_deform_attn import MultiScaleDeformableAttnFunction

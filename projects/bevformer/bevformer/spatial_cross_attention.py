@@ -15,11 +15,14 @@ from torch import Tensor, nn
 from .ms_deform_attn import xavier_linear_
 
 
-def rebatch_hits(bev_mask: Tensor) -> Tuple[Tensor, Tensor]:
+def rebatch_hits(bev_mask: Tensor, static: bool = False) -> Tuple[Tensor, Tensor]:
     """Indices of the BEV queries each (sample, camera) sees, padded to the longest list.
 
     Args:
         bev_mask: ``[N_cam, B, HW, D]`` bool hits of the pillar points.
+        static: pad every list to all ``HW`` queries instead of the longest list. The longest list's length is
+            read back from the device (a stream synchronisation, and a graph break under ``torch.compile``);
+            ``HW`` is known on the host, so the shapes stay static, at the cost of attending the padding.
     Returns:
         ``(index, valid)``, both ``[B * N_cam, max_len]`` (row ``b * N_cam + cam``): ``index`` the query
         indices in ascending order (0 in padding), ``valid`` true where the slot holds a real query.
@@ -28,7 +31,10 @@ def rebatch_hits(bev_mask: Tensor) -> Tuple[Tensor, Tensor]:
     b, n, hw = hit.shape
     hit = hit.reshape(b * n, hw)
     counts = hit.sum(-1)
-    max_len = int(counts.max()) if counts.numel() else 0
+    if static:
+        max_len = hw
+    else:
+        max_len = int(counts.max()) if counts.numel() else 0
     order = torch.sort((~hit).to(torch.int8), dim=-1, stable=True).indices[:, :max_len]
     valid = torch.arange(max_len, device=hit.device)[None, :] < counts[:, None]
     return torch.where(valid, order, torch.zeros_like(order)), valid
@@ -50,8 +56,8 @@ class CameraHits(NamedTuple):
     count: Tensor
 
     @classmethod
-    def of(cls, bev_mask: Tensor) -> 'CameraHits':
-        index, valid = rebatch_hits(bev_mask)
+    def of(cls, bev_mask: Tensor, static: bool = False) -> 'CameraHits':
+        index, valid = rebatch_hits(bev_mask, static)
         return cls(bev_mask, index, valid, hit_count(bev_mask))
 
 

@@ -9,7 +9,7 @@ import projects.bevformer.bevformer  # noqa: F401  (registers the components)
 from projects.bevformer.bevformer.ego_motion import bev_shift, rotate_bev
 from projects.bevformer.bevformer.ms_deform_attn import (cuda_kernel_available, ms_deform_attn_op,
                                                          multi_scale_deform_attn)
-from projects.bevformer.bevformer.spatial_cross_attention import SpatialCrossAttention
+from projects.bevformer.bevformer.spatial_cross_attention import SpatialCrossAttention, rebatch_hits
 from projects.bevformer.bevformer.temporal_self_attention import TemporalSelfAttention
 from projects.bevformer.bevformer.encoder import BEVFormerEncoder, bev_grid_2d
 
@@ -286,12 +286,7 @@ def test_the_value_length_check_reads_cached_shapes_on_the_host(monkeypatch):
         check_value_length(shapes, 27, 'MSDeformableAttention3D')
 
 
-def test_the_encoder_builds_the_camera_hits_once_for_all_layers(monkeypatch):
-    """Every layer's spatial cross-attention gets the frame's ``CameraHits``; the hit lists (whose length is read
-    back from the device) are built once per frame, and the output equals the per-layer computation."""
-    from projects.bevformer.bevformer import spatial_cross_attention as sca_mod
-    torch.manual_seed(0)
-    c, bev_h, bev_w = 16, 4, 4
+def _small_encoder(c=16, **kwargs):
     layer = dict(type='BEVFormerEncoderLayer',
                  self_attn_cfg=dict(type='TemporalSelfAttention', embed_dims=c, num_heads=2, num_levels=1,
                                     num_points=2),
@@ -299,15 +294,61 @@ def test_the_encoder_builds_the_camera_hits_once_for_all_layers(monkeypatch):
                                      deformable_attention=dict(type='MSDeformableAttention3D', embed_dims=c,
                                                                num_heads=2, num_levels=1, num_points=4)),
                  ffn_cfg=dict(embed_dims=c, feedforward_channels=2 * c, ffn_drop=0.0))
-    enc = BEVFormerEncoder(num_layers=3, layer_cfg=layer, pc_range=[-4.0, -3.0, -1.0, 4.0, 3.0, 1.0],
-                           num_points_in_pillar=4).eval()
+    return BEVFormerEncoder(num_layers=3, layer_cfg=layer, pc_range=[-4.0, -3.0, -1.0, 4.0, 3.0, 1.0],
+                            num_points_in_pillar=4, **kwargs)
+
+
+def _encoder_args(c=16, bev_h=4, bev_w=4):
     lidar2img = torch.tensor(np.stack([_camera(y) for y in (0.0, math.radians(60))]), dtype=torch.float32)[None]
-    value = torch.randn(1, 2, 20 * 20, c)
-    args = (torch.randn(1, bev_h * bev_w, c), value, bev_h, bev_w, torch.randn(1, bev_h * bev_w, c),
-            torch.tensor([[20, 20]]), torch.tensor([0]), lidar2img, (200, 200))
+    return (torch.randn(1, bev_h * bev_w, c), torch.randn(1, 2, 20 * 20, c), bev_h, bev_w,
+            torch.randn(1, bev_h * bev_w, c), torch.tensor([[20, 20]]), torch.tensor([0]), lidar2img, (200, 200))
+
+
+def test_static_hit_lists_give_the_same_encoder_and_one_compiled_graph():
+    """``static_hit_lists`` pads every camera's hit list to all BEV queries: the same output and gradients as
+    BEVFormer's lists padded to the longest (whose length is read back from the device, a graph break), and the whole
+    encoder compiles as one graph (``fullgraph``), forward and backward."""
+    torch.manual_seed(0)
+    enc = _small_encoder(static_hit_lists=False).eval()  # (no dropout; gradients still flow)
+    args = _encoder_args(bev_h=6, bev_w=6)
+    ref_cam, mask = enc.camera_points(6, 6, args[7], args[8])
+    index, valid = rebatch_hits(mask)
+    assert 0 < index.shape[1] < 36  # the cameras see part of the BEV: BEVFormer's lists are shorter than all
+    static_index, static_valid = rebatch_hits(mask, static=True)
+    assert static_index.shape[1] == 36 and torch.equal(static_valid.sum(1), valid.sum(1))
+    assert torch.equal(static_index[:, :index.shape[1]] * static_valid[:, :index.shape[1]], index * valid)
+
+    def run(fn):
+        query = args[0].clone().requires_grad_()
+        out = fn(query, *args[1:])
+        grads = torch.autograd.grad(out.square().sum(), [query] + list(enc.parameters()))
+        return [out.detach()] + list(grads)
+    dynamic = run(enc)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    run(torch.compile(enc, backend='aot_eager'))
+    assert torch._dynamo.utils.counters['graph_break']  # BEVFormer's lists: the length is read back
+    enc.static_hit_lists = True
+    static = run(enc)
+    torch._dynamo.reset()
+    compiled = run(torch.compile(enc, backend='aot_eager', fullgraph=True))
+    for got in (static, compiled):
+        for g, r in zip(got, dynamic):
+            torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6)
+
+
+def test_the_encoder_builds_the_camera_hits_once_for_all_layers(monkeypatch):
+    """Every layer's spatial cross-attention gets the frame's ``CameraHits``; the hit lists (whose length is read
+    back from the device) are built once per frame, and the output equals the per-layer computation."""
+    from projects.bevformer.bevformer import spatial_cross_attention as sca_mod
+    torch.manual_seed(0)
+    c, bev_h, bev_w = 16, 4, 4
+    enc = _small_encoder(c).eval()
+    args = _encoder_args(c, bev_h, bev_w)
+    value, lidar2img = args[1], args[7]
     calls = []
     real = sca_mod.rebatch_hits
-    monkeypatch.setattr(sca_mod, 'rebatch_hits', lambda mask: calls.append(1) or real(mask))
+    monkeypatch.setattr(sca_mod, 'rebatch_hits', lambda *a: calls.append(1) or real(*a))
     with torch.no_grad():
         out = enc(*args)
     assert len(calls) == 1

@@ -7,8 +7,6 @@ import torch
 
 from qdbev_distiller_helpers import BEV, W4A6, build_distiller, raw_batch
 
-from projects.bevformer.bevformer import decoder_cross_attention
-from projects.bevformer.bevformer.ms_deform_attn import ms_deform_attn_op
 from qdbev.distill import bev_kl, confidence_guided_loss, image_kl, logit_kd, vgd_loss, view_masks
 from qdbev.quant import CompiledWhenCalibrated
 
@@ -263,16 +261,12 @@ def test_teacher_compile_parts_compile_the_teachers_encoder_too(arch, teacher_ck
 DECODER = 'pts_bbox_head.transformer.decoder'
 
 
-def test_student_compile_trains_with_the_eager_students_losses_and_gradients(arch, teacher_ckpt, monkeypatch):
+def test_student_compile_trains_with_the_eager_students_losses_and_gradients(arch, teacher_ckpt):
     """``student_compile`` routes the quantized student's backbone and neck (and, named in ``parts``, its decoder)
     through torch.compile once calibrated: calibration still runs (eagerly), a training step gives the eager
     student's losses and gradients, and the decoder (which calls the head's quantized regression branches) compiles
     without a graph break. Its deformable sampling runs as the custom operator that CUDA runs (here around the
-    pure-PyTorch path; the CPU path itself reads the level shapes on the host, one break per layer)."""
-    def as_operator(value, spatial_shapes, level_start_index, locations, weights, im2col_step=64):
-        return ms_deform_attn_op(value.contiguous(), spatial_shapes, level_start_index, locations.contiguous(),
-                                 weights.contiguous(), im2col_step)
-    monkeypatch.setattr(decoder_cross_attention, 'multi_scale_deform_attn', as_operator)
+    pure-PyTorch path, which read the level shapes on the host if it were traced: one break per layer)."""
     raw = raw_batch(0, batch=1, queue=2)
     losses, grads = {}, {}
     options = {'eager': False, 'image': dict(backend='aot_eager'),
@@ -305,6 +299,38 @@ def test_student_compile_trains_with_the_eager_students_losses_and_gradients(arc
         build_distiller(arch, None, qconfig=W4A6, student_compile=dict(parts=['pts_bbox_head.decoder']))
     with pytest.raises(ValueError, match='model.student_compile needs model.qconfig'):
         build_distiller(arch, None, student_compile=True)
+
+
+def test_static_hit_lists_compile_both_encoders_without_a_graph_break(arch, teacher_ckpt):
+    """With the encoder's ``static_hit_lists`` the student's quantized encoder and the teacher's encoder compile
+    as whole graphs (no read-back of the per-camera hit count): a training step gives the eager distiller's losses
+    (BEVFormer's hit lists) and gradients, and dynamo records no graph break."""
+    encoder = 'pts_bbox_head.transformer.encoder'
+    static = copy.deepcopy(arch)
+    static['pts_bbox_head']['transformer']['encoder']['static_hit_lists'] = True
+    raw = raw_batch(0, batch=1, queue=2)
+    losses, grads = {}, {}
+    for name, cfg, option in (('eager', arch, False),
+                              ('compiled', static, dict(backend='aot_eager', parts=['img_backbone', encoder]))):
+        torch.manual_seed(5)
+        model = build_distiller(cfg, teacher_ckpt, qconfig=W4A6, distill_mode='img+bev+vgd', distill_losses=LOSSES,
+                                student_compile=option, teacher_compile=option and dict(option, dynamic=False))
+        model.calibrate_student([raw])
+        model.train()
+        torch._dynamo.utils.counters.clear()
+        out = model(**model.data_preprocessor(raw, True), mode='loss')
+        sum(v for k, v in out.items() if 'loss' in k).backward()
+        losses[name] = {k: v.detach() for k, v in out.items() if 'loss' in k}
+        grads[name] = {n: p.grad.clone() for n, p in model.student.named_parameters() if p.grad is not None}
+        assert not torch._dynamo.utils.counters['graph_break'], dict(torch._dynamo.utils.counters['graph_break'])
+    router = model.student.get_submodule(encoder).forward
+    assert isinstance(router, CompiledWhenCalibrated) and router.compiled_calls > 0
+    assert model.teacher.get_submodule(encoder)._compiled_call_impl is not None
+    assert losses['compiled'].keys() == losses['eager'].keys() and 'loss_distill_vgd' in losses['eager']
+    for k in losses['eager']:
+        torch.testing.assert_close(losses['compiled'][k], losses['eager'][k], rtol=1e-4, atol=1e-6, msg=k)
+    for k in grads['eager']:
+        torch.testing.assert_close(grads['compiled'][k], grads['eager'][k], rtol=1e-3, atol=1e-6, msg=k)
 
 
 def test_mode_none_skips_the_teacher_and_modes_switch_at_run_time(arch, teacher_ckpt):

@@ -222,3 +222,41 @@ def test_saved_activations_puts_the_partition_function_back():
     with SavedActivations():
         assert compile_fx.min_cut_rematerialization_partition is not original
     assert compile_fx.min_cut_rematerialization_partition is original
+
+
+def test_allow_recompiles_keeps_a_graph_for_every_module_sharing_a_forward(monkeypatch):
+    """Twelve modules of one class that need a graph each (a Python constant differs): with dynamo's default limit
+    of 8 graphs per function the last four run eagerly; after ``allow_recompiles`` each has its graph, and a higher
+    setting is kept."""
+    from qdbev.quant import allow_recompiles
+
+    class Times(nn.Module):
+        def __init__(self, k):
+            super().__init__()
+            self.k = k
+
+        def forward(self, x):
+            return x * self.k
+
+    def graphs_made(limit_first):
+        torch._dynamo.reset()
+        made = []
+
+        def backend(gm, _inputs):
+            made.append(gm)
+            return gm.forward
+        if limit_first:
+            allow_recompiles()
+        for k in range(12):
+            module = Times(k)
+            module.compile(backend=backend)
+            assert module(torch.ones(2)).tolist() == [float(k)] * 2  # eager past the limit: the same numbers
+        return len(made)
+    config = torch._dynamo.config
+    monkeypatch.setattr(config, 'recompile_limit', 8)
+    assert graphs_made(limit_first=False) == 8
+    assert graphs_made(limit_first=True) == 12 and config.recompile_limit == 64
+    monkeypatch.setattr(config, 'recompile_limit', 100)
+    allow_recompiles()
+    assert config.recompile_limit == 100
+    torch._dynamo.reset()
