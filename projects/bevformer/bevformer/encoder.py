@@ -91,14 +91,16 @@ class BEVFormerEncoder(BaseModule):
     Args:
         num_layers: layers (tiny/small 3, base 6). layer_cfg: config of one layer.
         pc_range: ``[x_min, y_min, z_min, x_max, y_max, z_max]``. num_points_in_pillar: D heights per BEV cell.
-        static_hit_lists: pad each camera's list of hit queries to all ``bev_h * bev_w`` queries rather than to the
-            longest list (:func:`rebatch_hits`). The same output; no read-back of the longest length per frame, so
-            ``torch.compile`` captures the whole encoder as one graph with static shapes, while the spatial
-            cross-attention attends the padding too (BEVFormer's behaviour is the default, False).
+        static_hit_lists: False (BEVFormer): each camera's list of hit queries is padded to the longest list, whose
+            length is read back from the device once per frame. True: padded to all ``bev_h * bev_w`` queries; a
+            number: to that many (:func:`rebatch_hits`; a camera that sees more stops the run). The same output,
+            and no read-back, so ``torch.compile`` captures the whole encoder as one graph with static shapes;
+            the spatial cross-attention samples for the padding too. With BEVFormer-tiny's 50x50 BEV each camera of
+            a ring of six sees at most 625 of the 2500 queries (docs/benchmarks.md "Session 27").
     """
 
     def __init__(self, num_layers: int, layer_cfg: dict, pc_range: Sequence[float], num_points_in_pillar: int = 4,
-                 static_hit_lists: bool = False, init_cfg: Optional[dict] = None) -> None:
+                 static_hit_lists: Union[bool, int] = False, init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg)
         if len(pc_range) != 6:
             raise ValueError(f'BEVFormerEncoder: pc_range must have 6 numbers, got {pc_range}')
@@ -106,6 +108,9 @@ class BEVFormerEncoder(BaseModule):
         self.num_layers = num_layers
         self.pc_range = list(pc_range)
         self.num_points_in_pillar = num_points_in_pillar
+        if not isinstance(static_hit_lists, (bool, int)) or (static_hit_lists is not True and static_hit_lists < 0):
+            raise ValueError(f'BEVFormerEncoder: static_hit_lists must be False, True or a number of queries, got '
+                             f'{static_hit_lists!r}')
         self.static_hit_lists = static_hit_lists
 
     def camera_points(self, bev_h: int, bev_w: int, lidar2img: Tensor, pad_shape: Tuple[int, int]
@@ -145,7 +150,9 @@ class BEVFormerEncoder(BaseModule):
             shifted = ref_2d
         ref_queue = torch.stack((shifted, ref_2d), dim=1)[:, :, :, None, :]  # [B, 2, HW, 1, 2] (new tensors)
         bev_shapes = device_constant([(bev_h, bev_w)], torch.long, bev_query.device)
-        hits = CameraHits.of(bev_mask, self.static_hit_lists)  # the same for every layer: built once
+        static = self.static_hit_lists
+        length = bev_h * bev_w if static is True else (static or None)
+        hits = CameraHits.of(bev_mask, length)  # the same for every layer: built once
         query = bev_query
         for layer in self.layers:
             query = layer(query, bev_pos, bev_query, prev_bev, prev_valid, ref_queue, value, reference_points_cam,

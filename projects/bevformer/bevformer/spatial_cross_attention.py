@@ -15,14 +15,15 @@ from torch import Tensor, nn
 from .ms_deform_attn import xavier_linear_
 
 
-def rebatch_hits(bev_mask: Tensor, static: bool = False) -> Tuple[Tensor, Tensor]:
-    """Indices of the BEV queries each (sample, camera) sees, padded to the longest list.
+def rebatch_hits(bev_mask: Tensor, length: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+    """Indices of the BEV queries each (sample, camera) sees, padded to the longest list or to ``length``.
 
     Args:
         bev_mask: ``[N_cam, B, HW, D]`` bool hits of the pillar points.
-        static: pad every list to all ``HW`` queries instead of the longest list. The longest list's length is
-            read back from the device (a stream synchronisation, and a graph break under ``torch.compile``);
-            ``HW`` is known on the host, so the shapes stay static, at the cost of attending the padding.
+        length: None (BEVFormer): pad to the longest list, whose length is read back from the device (a stream
+            synchronisation, and a graph break under ``torch.compile``). A number: pad every list to that many
+            slots (at most ``HW``), known on the host, so the shapes stay static; a longer list stops the run (an
+            assertion checked on the device, without a read-back: on a GPU it surfaces as a device-side assert).
     Returns:
         ``(index, valid)``, both ``[B * N_cam, max_len]`` (row ``b * N_cam + cam``): ``index`` the query
         indices in ascending order (0 in padding), ``valid`` true where the slot holds a real query.
@@ -31,10 +32,13 @@ def rebatch_hits(bev_mask: Tensor, static: bool = False) -> Tuple[Tensor, Tensor
     b, n, hw = hit.shape
     hit = hit.reshape(b * n, hw)
     counts = hit.sum(-1)
-    if static:
-        max_len = hw
-    else:
+    if length is None:
         max_len = int(counts.max()) if counts.numel() else 0
+    else:
+        max_len = min(int(length), hw)
+        if max_len < hw and counts.numel():
+            torch._assert_async(counts.max() <= max_len, f'static_hit_lists={max_len}: a camera sees more BEV '
+                                'queries than that; raise it, or set it to True (all of them)')
     order = torch.sort((~hit).to(torch.int8), dim=-1, stable=True).indices[:, :max_len]
     valid = torch.arange(max_len, device=hit.device)[None, :] < counts[:, None]
     return torch.where(valid, order, torch.zeros_like(order)), valid
@@ -56,8 +60,8 @@ class CameraHits(NamedTuple):
     count: Tensor
 
     @classmethod
-    def of(cls, bev_mask: Tensor, static: bool = False) -> 'CameraHits':
-        index, valid = rebatch_hits(bev_mask, static)
+    def of(cls, bev_mask: Tensor, length: Optional[int] = None) -> 'CameraHits':
+        index, valid = rebatch_hits(bev_mask, length)
         return cls(bev_mask, index, valid, hit_count(bev_mask))
 
 

@@ -305,18 +305,25 @@ def _encoder_args(c=16, bev_h=4, bev_w=4):
 
 
 def test_static_hit_lists_give_the_same_encoder_and_one_compiled_graph():
-    """``static_hit_lists`` pads every camera's hit list to all BEV queries: the same output and gradients as
-    BEVFormer's lists padded to the longest (whose length is read back from the device, a graph break), and the whole
-    encoder compiles as one graph (``fullgraph``), forward and backward."""
+    """``static_hit_lists`` pads every camera's hit list to all BEV queries (True) or to a given length: the same
+    output and gradients as BEVFormer's lists padded to the longest (whose length is read back from the device, a
+    graph break), and the whole encoder compiles as one graph (``fullgraph``), forward and backward; a length shorter
+    than a camera's list stops the run."""
     torch.manual_seed(0)
     enc = _small_encoder(static_hit_lists=False).eval()  # (no dropout; gradients still flow)
     args = _encoder_args(bev_h=6, bev_w=6)
     ref_cam, mask = enc.camera_points(6, 6, args[7], args[8])
     index, valid = rebatch_hits(mask)
     assert 0 < index.shape[1] < 36  # the cameras see part of the BEV: BEVFormer's lists are shorter than all
-    static_index, static_valid = rebatch_hits(mask, static=True)
+    static_index, static_valid = rebatch_hits(mask, 36)
     assert static_index.shape[1] == 36 and torch.equal(static_valid.sum(1), valid.sum(1))
     assert torch.equal(static_index[:, :index.shape[1]] * static_valid[:, :index.shape[1]], index * valid)
+    assert all(torch.equal(a, b) for a, b in zip(rebatch_hits(mask, index.shape[1]), (index, valid)))
+    assert rebatch_hits(mask, 100)[0].shape[1] == 36  # never longer than all queries
+    with pytest.raises(RuntimeError, match=f'static_hit_lists={index.shape[1] - 1}: a camera sees more'):
+        rebatch_hits(mask, index.shape[1] - 1)
+    with pytest.raises(ValueError, match='static_hit_lists must be False, True or a number'):
+        _small_encoder(static_hit_lists=-1)
 
     def run(fn):
         query = args[0].clone().requires_grad_()
@@ -328,11 +335,13 @@ def test_static_hit_lists_give_the_same_encoder_and_one_compiled_graph():
     torch._dynamo.utils.counters.clear()
     run(torch.compile(enc, backend='aot_eager'))
     assert torch._dynamo.utils.counters['graph_break']  # BEVFormer's lists: the length is read back
-    enc.static_hit_lists = True
-    static = run(enc)
-    torch._dynamo.reset()
-    compiled = run(torch.compile(enc, backend='aot_eager', fullgraph=True))
-    for got in (static, compiled):
+    results = []
+    for option in (True, index.shape[1]):  # all queries, or the longest list's length given
+        enc.static_hit_lists = option
+        results.append(run(enc))
+        torch._dynamo.reset()
+        results.append(run(torch.compile(enc, backend='aot_eager', fullgraph=True)))
+    for got in results:
         for g, r in zip(got, dynamic):
             torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6)
 
