@@ -443,16 +443,16 @@ def compile_for_inference(detector, mode: str = 'default', parts: Sequence[str] 
             setattr(owner, name, GraphStepModule(compiled) if mode in CUDA_GRAPH_MODES else compiled)
 
 
-def compile_for_training(detector, parts: Sequence[str] = IMAGE_PARTS) -> None:
+def compile_for_training(detector, parts: Sequence[str] = IMAGE_PARTS, mode: Optional[str] = None) -> None:
     """Compile ``detector``'s ``parts`` (dotted module paths; default its image backbone and neck) in place with
-    ``torch.compile(dynamic=False)``, as ``model.student_compile`` does for the fake-quantized student (the same
-    ``parts``): the FP step to set beside a compiled student's QAT+VGD step, so that P1 does not count the
-    compiler's gain as a saving of QAT+VGD. A part that is None (a detector without a neck) is left out."""
+    ``torch.compile(dynamic=False, mode=mode)``, as ``model.student_compile`` does for the fake-quantized student (the
+    same ``parts`` and ``mode``): the FP step to set beside a compiled student's QAT+VGD step, so that P1 does not
+    count the compiler's gain as a saving of QAT+VGD. A part that is None (a detector without a neck) is left out."""
     for path in parts:
         module = getattr(*module_slot(detector, path))
         if module is not None:
             allow_recompiles()
-            module.compile(dynamic=False)
+            module.compile(dynamic=False, mode=mode)
 
 
 def calibrate(distiller, raw: dict) -> None:
@@ -532,10 +532,10 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
 
     fp.to(device)
     student_compile = distiller_cfg.get('student_compile')
-    compiled_parts = tuple(student_compile.get('parts', IMAGE_PARTS)) if isinstance(student_compile, dict) \
-        else IMAGE_PARTS
+    student_compile = student_compile if isinstance(student_compile, dict) else {}
+    compiled_parts = tuple(student_compile.get('parts', IMAGE_PARTS))
     if compile_fp_train and with_train:
-        compile_for_training(fp, compiled_parts)
+        compile_for_training(fp, compiled_parts, student_compile.get('mode'))
     # the FP model compiles in its first step, inside measure: the budget applies to that compilation
     with memory_budget(fp_memory_budget):
         measure(fp, fp, 'fp_step', 'fp_infer')

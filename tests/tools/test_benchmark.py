@@ -360,7 +360,7 @@ def test_a_recompilation_inside_the_timed_calls_is_counted_and_flagged():
     assert lines == ['train.step: torch.compile compiled 3 graph(s) during the timed calls']
 
 
-def test_compile_fp_train_compiles_the_fp_image_path_in_place_and_refuses_p3():
+def test_compile_fp_train_compiles_the_fp_image_path_in_place_and_refuses_p3(monkeypatch):
     """--compile-fp-train: the FP model's backbone and neck (or the student_compile parts) are compiled in place
     (state-dict keys unchanged), as student_compile compiles the student's, and the option cannot be combined with
     P3, which would time them."""
@@ -379,6 +379,11 @@ def test_compile_fp_train_compiles_the_fp_image_path_in_place_and_refuses_p3():
     assert det.pts_bbox_head[0]._compiled_call_impl is not None and det.pts_bbox_head._compiled_call_impl is None
     with pytest.raises(AttributeError, match="no module 'pts_bbox_head.decoder'"):
         bm.compile_for_training(det, ['pts_bbox_head.decoder'])
+    seen = []
+    with monkeypatch.context() as m:  # the student's compile mode (e.g. CUDA graphs) reaches the FP model too
+        m.setattr(torch.nn.Module, 'compile', lambda self, **kwargs: seen.append(kwargs))
+        bm.compile_for_training(det, ['img_neck'], 'reduce-overhead')
+    assert seen == [dict(dynamic=False, mode='reduce-overhead')]
     with pytest.raises(ValueError, match='--compile-infer-parts img_neck.fpn: Detector has no such module'):
         bm.compile_for_inference(det, 'default', ['img_neck.fpn'])
     assert tool.parse_args(['--device', 'cpu', '--only', 'P1', 'P2', '--compile-fp-train']).compile_fp_train

@@ -32,3 +32,9 @@ ensure p1_base_b8 --creates work_dirs/bench28/p1_base_b8.json --after-ended p1_s
   --warmup 2 --out-json work_dirs/bench28/p1_base_b8.json
 ensure p1_static_b1 --creates work_dirs/bench28/p1_static_b1.json --after-ended p1_base_b8 $P1 --batch 1 \
   --reps 15 --warmup 3 $STATIC --out-json work_dirs/bench28/p1_static_b1.json
+# 4. If time is left: the same with the compiled parts as CUDA graphs for training (mode reduce-overhead for the
+#    student's and the teacher's parts; the benchmark compiles the FP model's parts in the student's mode). Not run
+#    before: the first run may end with an error that says what CUDA graphs need in the training step.
+ensure p1_graphs_b8 --creates work_dirs/bench28/p1_graphs_b8.json --after-ended p1_static_b1 $P1 --batch 8 --reps 7 \
+  --warmup 3 $STATIC model.student_compile.mode=reduce-overhead model.teacher_compile.mode=reduce-overhead \
+  --out-json work_dirs/bench28/p1_graphs_b8.json
