@@ -261,6 +261,30 @@ def test_teacher_compile_parts_compile_the_teachers_encoder_too(arch, teacher_ck
 DECODER = 'pts_bbox_head.transformer.decoder'
 
 
+def _compiled_step(arch, teacher_ckpt, raw, distill_mode, **compile_options):
+    """One calibrated training step of a distiller built with ``compile_options``: the model, its losses and the
+    student's gradients; dynamo must record no graph break."""
+    torch.manual_seed(5)
+    model = build_distiller(arch, teacher_ckpt, qconfig=W4A6, distill_mode=distill_mode, distill_losses=LOSSES,
+                            **compile_options)
+    model.calibrate_student([raw])
+    model.train()
+    torch._dynamo.utils.counters.clear()
+    out = model(**model.data_preprocessor(raw, True), mode='loss')
+    sum(v for k, v in out.items() if 'loss' in k).backward()
+    assert not torch._dynamo.utils.counters['graph_break'], dict(torch._dynamo.utils.counters['graph_break'])
+    losses = {k: v.detach() for k, v in out.items() if 'loss' in k}
+    return model, losses, {n: p.grad.clone() for n, p in model.student.named_parameters() if p.grad is not None}
+
+
+def _assert_same_step(got, ref, tag):
+    """``(losses, grads)`` of a compiled step against the eager step's."""
+    for have, want, rtol in zip(got, ref, (1e-4, 1e-3)):
+        assert have.keys() == want.keys()
+        for k in want:
+            torch.testing.assert_close(have[k], want[k], rtol=rtol, atol=1e-6, msg=(tag, k))
+
+
 def test_student_compile_trains_with_the_eager_students_losses_and_gradients(arch, teacher_ckpt):
     """``student_compile`` routes the quantized student's backbone and neck (and, named in ``parts``, its decoder)
     through torch.compile once calibrated: calibration still runs (eagerly), a training step gives the eager
@@ -268,31 +292,17 @@ def test_student_compile_trains_with_the_eager_students_losses_and_gradients(arc
     without a graph break. Its deformable sampling runs as the custom operator that CUDA runs (here around the
     pure-PyTorch path, which read the level shapes on the host if it were traced: one break per layer)."""
     raw = raw_batch(0, batch=1, queue=2)
-    losses, grads = {}, {}
+    steps = {}
     options = {'eager': False, 'image': dict(backend='aot_eager'),
                'decoder': dict(backend='aot_eager', parts=['img_backbone', 'img_neck', DECODER])}
     for name, option in options.items():
-        torch.manual_seed(5)
-        model = build_distiller(arch, teacher_ckpt, qconfig=W4A6, distill_mode='vgd', distill_losses=LOSSES,
-                                student_compile=option)
-        model.calibrate_student([raw])
-        model.train()
-        torch._dynamo.utils.counters.clear()
-        out = model(**model.data_preprocessor(raw, True), mode='loss')
-        sum(v for k, v in out.items() if 'loss' in k).backward()
-        losses[name] = {k: v.detach() for k, v in out.items() if 'loss' in k}
-        grads[name] = {n: p.grad.clone() for n, p in model.student.named_parameters() if p.grad is not None}
+        model, *steps[name] = _compiled_step(arch, teacher_ckpt, raw, 'vgd', student_compile=option)
         parts = [model.student.img_backbone, model.student.img_neck, model.student.get_submodule(DECODER)]
         routers = [m.forward for m in parts if isinstance(m.__dict__.get('forward'), CompiledWhenCalibrated)]
         assert len(routers) == {'eager': 0, 'image': 2, 'decoder': 3}[name]
         assert all(r.compiled_calls > 0 for r in routers)  # the calibrated step ran compiled
-        assert not torch._dynamo.utils.counters['graph_break'], dict(torch._dynamo.utils.counters['graph_break'])
     for name in ('image', 'decoder'):
-        assert losses[name].keys() == losses['eager'].keys() and grads[name].keys() == grads['eager'].keys()
-        for k in losses['eager']:
-            torch.testing.assert_close(losses[name][k], losses['eager'][k], rtol=1e-4, atol=1e-6, msg=(name, k))
-        for k in grads['eager']:
-            torch.testing.assert_close(grads[name][k], grads['eager'][k], rtol=1e-3, atol=1e-6, msg=(name, k))
+        _assert_same_step(steps[name], steps['eager'], name)
     with pytest.raises(ValueError, match='model.student_compile must be True, False or a dict'):
         build_distiller(arch, None, qconfig=W4A6, student_compile='yes')
     with pytest.raises(ValueError, match="student_compile parts: .* no module 'pts_bbox_head.decoder'"):
@@ -309,28 +319,15 @@ def test_static_hit_lists_compile_both_encoders_without_a_graph_break(arch, teac
     static = copy.deepcopy(arch)
     static['pts_bbox_head']['transformer']['encoder']['static_hit_lists'] = True
     raw = raw_batch(0, batch=1, queue=2)
-    losses, grads = {}, {}
-    for name, cfg, option in (('eager', arch, False),
-                              ('compiled', static, dict(backend='aot_eager', parts=['img_backbone', encoder]))):
-        torch.manual_seed(5)
-        model = build_distiller(cfg, teacher_ckpt, qconfig=W4A6, distill_mode='img+bev+vgd', distill_losses=LOSSES,
-                                student_compile=option, teacher_compile=option and dict(option, dynamic=False))
-        model.calibrate_student([raw])
-        model.train()
-        torch._dynamo.utils.counters.clear()
-        out = model(**model.data_preprocessor(raw, True), mode='loss')
-        sum(v for k, v in out.items() if 'loss' in k).backward()
-        losses[name] = {k: v.detach() for k, v in out.items() if 'loss' in k}
-        grads[name] = {n: p.grad.clone() for n, p in model.student.named_parameters() if p.grad is not None}
-        assert not torch._dynamo.utils.counters['graph_break'], dict(torch._dynamo.utils.counters['graph_break'])
+    _, *eager = _compiled_step(arch, teacher_ckpt, raw, 'img+bev+vgd')
+    option = dict(backend='aot_eager', parts=['img_backbone', encoder])
+    model, *compiled = _compiled_step(static, teacher_ckpt, raw, 'img+bev+vgd', student_compile=option,
+                                      teacher_compile=dict(option, dynamic=False))
     router = model.student.get_submodule(encoder).forward
     assert isinstance(router, CompiledWhenCalibrated) and router.compiled_calls > 0
     assert model.teacher.get_submodule(encoder)._compiled_call_impl is not None
-    assert losses['compiled'].keys() == losses['eager'].keys() and 'loss_distill_vgd' in losses['eager']
-    for k in losses['eager']:
-        torch.testing.assert_close(losses['compiled'][k], losses['eager'][k], rtol=1e-4, atol=1e-6, msg=k)
-    for k in grads['eager']:
-        torch.testing.assert_close(grads['compiled'][k], grads['eager'][k], rtol=1e-3, atol=1e-6, msg=k)
+    assert 'loss_distill_vgd' in eager[0]
+    _assert_same_step(compiled, eager, 'static')
 
 
 def test_mode_none_skips_the_teacher_and_modes_switch_at_run_time(arch, teacher_ckpt):
