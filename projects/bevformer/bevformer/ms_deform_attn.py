@@ -9,7 +9,9 @@ Under ``torch.compile`` the kernel is called through the custom operators ``qdbe
 ``_backward`` (:func:`ms_deform_attn_op`, ``torch.library``) rather than mmcv's ``autograd.Function``: the same two
 kernel calls, but the compiler sees one opaque node with a known output shape instead of a Python call it cannot
 trace, so a compiled decoder is one graph, not a graph per attention (each break also ends a CUDA graph under
-``reduce-overhead``). Eager calls keep mmcv's ``autograd.Function``, which skips the operator's Python dispatch.
+``reduce-overhead``). Without the kernel (CPU) the operators wrap the pure-PyTorch path, which traced would read the
+level shapes back on the host (a break per attention). Eager calls keep mmcv's ``autograd.Function``, which skips
+the operator's Python dispatch.
 
 :func:`init_sampling_` is Deformable DETR's initialisation shared by all deformable attentions: zero offset
 weights, offset biases on a ring of ``num_heads`` directions growing with the point index, zero attention logits.
