@@ -224,7 +224,7 @@ def test_saved_activations_puts_the_partition_function_back():
     assert compile_fx.min_cut_rematerialization_partition is original
 
 
-def test_allow_recompiles_keeps_a_graph_for_every_module_sharing_a_forward(monkeypatch):
+def test_allow_recompiles_keeps_a_graph_for_every_module_sharing_a_forward():
     """Twelve modules of one class that need a graph each (a Python constant differs): with dynamo's default limit
     of 8 graphs per function the last four run eagerly; after ``allow_recompiles`` each has its graph, and a higher
     setting is kept."""
@@ -252,11 +252,11 @@ def test_allow_recompiles_keeps_a_graph_for_every_module_sharing_a_forward(monke
             module.compile(backend=backend)
             assert module(torch.ones(2)).tolist() == [float(k)] * 2  # eager past the limit: the same numbers
         return len(made)
-    config = torch._dynamo.config
-    monkeypatch.setattr(config, 'recompile_limit', 8)
-    assert graphs_made(limit_first=False) == 8
-    assert graphs_made(limit_first=True) == 12 and config.recompile_limit == 64
-    monkeypatch.setattr(config, 'recompile_limit', 100)
-    allow_recompiles()
-    assert config.recompile_limit == 100
+    config = torch._dynamo.config  # (its own patch: pytest's monkeypatch deletes a config entry when it undoes)
+    with config.patch(recompile_limit=8):
+        assert graphs_made(limit_first=False) == 8
+        assert graphs_made(limit_first=True) == 12 and config.recompile_limit == 64
+    with config.patch(recompile_limit=100):
+        allow_recompiles()
+        assert config.recompile_limit == 100
     torch._dynamo.reset()
