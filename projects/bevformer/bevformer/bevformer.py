@@ -215,7 +215,7 @@ class BEVFormer(Base3DDetector):
             can_bus = torch.as_tensor(delta, dtype=torch.float32, device=imgs.device)[None]
             valid = torch.ones(1, dtype=torch.bool, device=imgs.device)
             outs = self.pts_bbox_head([f[i:i + 1] for f in feats], can_bus, lidar2img, pad_shape,
-                                      prev_bev=prev, prev_valid=valid)
+                                      prev_bev=prev, prev_valid=valid, last_layer_only=True)
             self.temporal_state.update(outs['bev_embed'])
             results += self.pts_bbox_head.predict_by_feat(outs['all_cls_scores'], outs['all_bbox_preds'])
         return self.add_pred_to_datasample(batch_data_samples, results)

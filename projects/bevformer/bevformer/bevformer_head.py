@@ -168,10 +168,16 @@ class BEVFormerHead(BaseModule):
             prev_bev=prev_bev, prev_valid=prev_valid)
 
     def forward(self, mlvl_feats: List[Tensor], can_bus: Tensor, lidar2img: Tensor, pad_shape: Tuple[int, int],
-                prev_bev: Optional[Tensor] = None, prev_valid: Optional[Tensor] = None) -> Dict[str, Tensor]:
+                prev_bev: Optional[Tensor] = None, prev_valid: Optional[Tensor] = None,
+                last_layer_only: bool = False) -> Dict[str, Tensor]:
         """Full head. Returns ``bev_embed`` ``[B, HW, C]``, ``all_cls_scores`` ``[L, B, Q, num_classes]`` (logits)
         and ``all_bbox_preds`` ``[L, B, Q, 10]`` (codes with metric centres). In training mode with query groups,
-        ``Q = num_query_groups * num_query`` (groups contiguous, the inference group first)."""
+        ``Q = num_query_groups * num_query`` (groups contiguous, the inference group first).
+
+        ``last_layer_only``: the classification and regression branches on the last decoder layer alone (``L = 1``),
+        all that decoding boxes reads (:meth:`predict_by_feat`); BEVFormer runs all layers' branches at test time
+        too and drops all but the last. (With box refinement the decoder still runs each layer's regression branch
+        to refine its reference points.)"""
         bev = self.get_bev_features(mlvl_feats, can_bus, lidar2img, pad_shape, prev_bev, prev_valid)
         groups = self.num_query_groups if self.training else 1
         queries = self.query_embedding.weight
@@ -181,7 +187,7 @@ class BEVFormerHead(BaseModule):
             bev, queries, self.bev_h, self.bev_w,
             reg_branches=self.reg_branches if self.with_box_refine else None, num_groups=groups)
         cls_scores, bbox_preds = [], []
-        for lvl in range(states.shape[0]):
+        for lvl in range(states.shape[0] - 1 if last_layer_only else 0, states.shape[0]):
             reference = init_ref if lvl == 0 else refs[lvl - 1]
             cls_scores.append(self.cls_branches[lvl](states[lvl]))
             bbox_preds.append(decode_reg_output(self.reg_branches[lvl](states[lvl]), reference, self.pc_range))

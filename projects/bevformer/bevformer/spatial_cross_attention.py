@@ -37,11 +37,26 @@ def rebatch_hits(bev_mask: Tensor, length: Optional[int] = None) -> Tuple[Tensor
     else:
         max_len = min(int(length), hw)
         if max_len < hw and counts.numel():
-            torch._assert_async(counts.max() <= max_len, f'static_hit_lists={max_len}: a camera sees more BEV '
-                                'queries than that; raise it, or set it to True (all of them)')
+            counts = hit_counts_within(counts, max_len)
     order = torch.sort((~hit).to(torch.int8), dim=-1, stable=True).indices[:, :max_len]
     valid = torch.arange(max_len, device=hit.device)[None, :] < counts[:, None]
     return torch.where(valid, order, torch.zeros_like(order)), valid
+
+
+@torch.library.custom_op('qdbev::hit_counts_within', mutates_args=())
+def hit_counts_within(counts: Tensor, max_len: int) -> Tensor:
+    """``counts`` (a copy), after an assertion on the device that none exceeds ``max_len`` (no read-back): the
+    check of :func:`rebatch_hits`'s static length. An operator of its own, whose output the hit lists use, so that
+    a compiled graph keeps the assertion as one node with a shape: torch 2.11's partitioner of a training graph
+    fails on a bare ``torch._assert_async`` node ("didn't have `val` metadata")."""
+    torch._assert_async(counts.max() <= max_len, f'static_hit_lists={max_len}: a camera sees more BEV queries than '
+                        'that; raise it, or set it to True (all of them)')
+    return counts.clone()
+
+
+@hit_counts_within.register_fake
+def _(counts, max_len):
+    return torch.empty_like(counts)
 
 
 def hit_count(bev_mask: Tensor) -> Tensor:

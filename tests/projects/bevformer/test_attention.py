@@ -307,7 +307,8 @@ def _encoder_args(c=16, bev_h=4, bev_w=4):
 def test_static_hit_lists_give_the_same_encoder_and_one_compiled_graph():
     """``static_hit_lists`` pads every camera's hit list to all BEV queries (True) or to a given length: the same
     output and gradients as BEVFormer's lists padded to the longest (whose length is read back from the device, a
-    graph break), and the whole encoder compiles as one graph (``fullgraph``), forward and backward; a length shorter
+    graph break), and the whole encoder compiles as one graph (``fullgraph``), forward and backward (split by the
+    min-cut partitioner, as inductor does; torch 2.11's failed on a bare assertion node); a length shorter
     than a camera's list stops the run."""
     torch.manual_seed(0)
     enc = _small_encoder(static_hit_lists=False).eval()  # (no dropout; gradients still flow)
@@ -340,10 +341,10 @@ def test_static_hit_lists_give_the_same_encoder_and_one_compiled_graph():
         enc.static_hit_lists = option
         results.append(run(enc))
         torch._dynamo.reset()
-        results.append(run(torch.compile(enc, backend='aot_eager', fullgraph=True)))
+        results.append(run(torch.compile(enc, backend='aot_eager_decomp_partition', fullgraph=True)))
     for got in results:
         for g, r in zip(got, dynamic):
-            torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)  # (decomposed ops round differently)
 
 
 def test_the_encoder_builds_the_camera_hits_once_for_all_layers(monkeypatch):

@@ -288,3 +288,29 @@ def test_a_target_without_velocity_weighs_nothing_in_the_box_loss():
     expected = head.loss_bbox(bbox_preds[0][finite], targets[2][finite], (targets[3] * head.code_weights)[finite],
                               avg_factor=float(targets[4]))
     assert torch.allclose(loss_bbox, expected, rtol=1e-6, atol=0)
+
+
+def test_predict_runs_the_branches_of_the_last_decoder_layer_only(monkeypatch):
+    """``predict`` decodes the last decoder layer, and its head runs the classification and box branches on that
+    layer alone (``last_layer_only``), with the numbers of the full head's last layer."""
+    torch.manual_seed(0)
+    model = build_nano()
+    model.eval()
+    head = model.pts_bbox_head
+    data = preprocess(model, [torch.rand(N_CAM, 3, H, W, generator=torch.Generator().manual_seed(5)) * 255],
+                      [make_sample('scene-a', 0)], False)
+    decoded = []
+    real = head.predict_by_feat
+    monkeypatch.setattr(head, 'predict_by_feat', lambda cls, reg: decoded.append((cls, reg)) or real(cls, reg))
+    calls = {'cls': 0}
+    for branch in head.cls_branches:
+        branch.register_forward_hook(lambda *a: calls.__setitem__('cls', calls['cls'] + 1))
+    with torch.no_grad():
+        model(**data, mode='predict')
+        assert calls['cls'] == 1
+        full = model._forward(data['inputs'], data['data_samples'])  # the first frame: no previous BEV either way
+    assert calls['cls'] == 1 + len(head.cls_branches) > 2
+    (cls, reg), = decoded
+    assert cls.shape[0] == reg.shape[0] == 1
+    torch.testing.assert_close(cls[0], full['all_cls_scores'][-1])
+    torch.testing.assert_close(reg[0], full['all_bbox_preds'][-1])
