@@ -299,8 +299,9 @@ def load_configs(qdbev_config: str, fp_config: str, quick: bool = False, qdbev_o
                  fp_options: Optional[dict] = None):
     """``(distiller model dict, FP model dict, queue_length, optimizer dict)`` from the two config files; ``quick``
     applies :data:`QUICK_OVERRIDES` to both architectures; ``qdbev_options`` / ``fp_options`` (``{'model.key':
-    value}``, as ``--cfg-options``) are merged into the distiller / FP config (an architecture option such as the
-    encoder's ``static_hit_lists`` goes to both, so that P1 compares like with like)."""
+    value}``, as ``--cfg-options``) are merged into the distiller / FP config. The student's encoder option
+    ``static_hit_lists`` also goes to the FP model unless the FP config or ``fp_options`` set it
+    (:func:`mirror_static_hit_lists`), so that P1 and P3 compare like with like."""
     from mmengine.config import Config
     for path in (qdbev_config, fp_config):
         if not osp.isfile(path):
@@ -312,12 +313,26 @@ def load_configs(qdbev_config: str, fp_config: str, quick: bool = False, qdbev_o
         qcfg.merge_from_dict(qdbev_options)
     if fp_options:
         fcfg.merge_from_dict(fp_options)
+    mirror_static_hit_lists(qcfg.model.architecture, fcfg.model)
     if quick:
         qcfg.merge_from_dict({f'model.architecture.{k}': v for k, v in QUICK_OVERRIDES.items()})
         fcfg.merge_from_dict({f'model.{k}': v for k, v in QUICK_OVERRIDES.items()})
     queue = int(fcfg.get('queue_length', 3))
     optim = fcfg.optim_wrapper.optimizer.to_dict() if 'optim_wrapper' in fcfg else dict(lr=2e-4, weight_decay=0.01)
     return qcfg.model.to_dict(), fcfg.model.to_dict(), queue, optim
+
+
+def mirror_static_hit_lists(student: dict, fp: dict) -> None:
+    """Give the FP model's encoder the student's ``static_hit_lists`` (e.g. the fast config's 640) where the FP
+    config leaves it unset: with BEVFormer's lists the FP encoder would read the longest list back from the device
+    every frame (a graph break when compiled) while the student's does not."""
+    try:
+        source = student['pts_bbox_head']['transformer']['encoder']
+        target = fp['pts_bbox_head']['transformer']['encoder']
+    except KeyError:
+        return
+    if 'static_hit_lists' in source and 'static_hit_lists' not in target:
+        target['static_hit_lists'] = source['static_hit_lists']
 
 
 def build_models(distiller_cfg: dict, fp_cfg: dict, device: torch.device, workdir: str, seed: int = 0):

@@ -298,6 +298,21 @@ def test_fp_options_reach_the_fp_config_only():
     assert 'static_hit_lists' not in dcfg['architecture']['pts_bbox_head']['transformer']['encoder']
 
 
+def test_the_students_static_hit_lists_reach_the_fp_model_unless_it_sets_its_own():
+    """The fast config pads the hit lists to 640 slots; the FP model gets the same, so that its compiled encoder is
+    not broken where the student's is whole; an FP option of its own wins."""
+    key = 'pts_bbox_head.transformer.encoder.static_hit_lists'
+    fast = f'{tool.ROOT}/configs/qdbev/qdbev_tiny_w4a6_fast.py'
+    args = tool.parse_args(['--device', 'cpu', '--qdbev-config', fast])
+    dcfg, fcfg, _, _ = bm.load_configs(args.qdbev_config, args.fp_config)
+    assert dcfg['architecture']['pts_bbox_head']['transformer']['encoder']['static_hit_lists'] == 640
+    assert fcfg['pts_bbox_head']['transformer']['encoder']['static_hit_lists'] == 640
+    _, fcfg, _, _ = bm.load_configs(args.qdbev_config, args.fp_config, fp_options={f'model.{key}': False})
+    assert fcfg['pts_bbox_head']['transformer']['encoder']['static_hit_lists'] is False
+    _, fcfg, _, _ = bm.load_configs(tool.parse_args(['--device', 'cpu']).qdbev_config, args.fp_config)
+    assert 'static_hit_lists' not in fcfg['pts_bbox_head']['transformer']['encoder']  # BEVFormer's lists
+
+
 def test_group_matching_times_both_assigners_and_renders_a_row():
     from mmengine.config import Config
     assigner = Config.fromfile(f'{tool.ROOT}/configs/bevformer/bevformer_tiny.py').model.train_cfg.pts.assigner

@@ -181,8 +181,9 @@ class BEVFormerNuScenesDataset(NuScenesDataset):
         return int(self._scene_first[index])
 
     # ------------------------------------------------------------------ samples
-    def _pipeline_frame(self, index: int) -> Optional[dict]:
-        """One previous frame through the pipeline (its ground truth is not used, so never filtered)."""
+    def pipeline_frame(self, index: int) -> Optional[dict]:
+        """Frame ``index`` alone through the pipeline, never filtered (a previous frame of a queue, whose ground truth
+        is not used; tools/hit_lists.py)."""
         input_dict = copy.deepcopy(self.get_data_info(index))
         input_dict['box_type_3d'] = self.box_type_3d
         input_dict['box_mode_3d'] = self.box_mode_3d
@@ -199,7 +200,7 @@ class BEVFormerNuScenesDataset(NuScenesDataset):
         indices = queue_indices(index, self.queue_length, self.scene_first(index))
         frames = []
         for i in indices[:-1]:
-            frame = self._pipeline_frame(i)
+            frame = self.pipeline_frame(i)
             if frame is None:
                 return None
             frames.append(frame)
