@@ -27,8 +27,6 @@ if ROOT not in sys.path:
 
 from tools._launch import CliError, data_root_options, run_cli  # noqa: E402
 
-CAMERAS = ('CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_FRONT_LEFT', 'CAM_BACK', 'CAM_BACK_LEFT', 'CAM_BACK_RIGHT')
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     from mmengine.config import DictAction
@@ -84,7 +82,8 @@ def frame_hits(frame: dict, geometry: dict) -> np.ndarray:
 
 
 def split_hits(cfg, split: str, geometry: dict, samples: int) -> tuple:
-    """``(counts [frames, N_cam], indices)`` of ``samples`` frames of a split spread evenly (0: all)."""
+    """``(counts [frames, N_cam], indices, camera names)`` of ``samples`` frames of a split spread evenly (0: all);
+    the names are the info file's camera keys, in the order the pipeline stacks the images."""
     from mmdet3d.registry import DATASETS
     loader = cfg.get(f'{split}_dataloader')
     if not loader:
@@ -96,8 +95,11 @@ def split_hits(cfg, split: str, geometry: dict, samples: int) -> tuple:
     indices = range(n) if samples == 0 or samples >= n else np.unique(np.linspace(0, n - 1, samples).round())
     indices = [int(i) for i in indices]
     pipeline_frame = getattr(dataset, 'pipeline_frame', None)
-    counts = [frame_hits(pipeline_frame(i) if pipeline_frame else dataset[i], geometry) for i in indices]
-    return np.stack(counts), indices
+    counts = np.stack([frame_hits(pipeline_frame(i) if pipeline_frame else dataset[i], geometry) for i in indices])
+    names = list(dataset.get_data_info(indices[0]).get('images', {}))
+    if len(names) != counts.shape[1]:
+        names = [f'camera {c}' for c in range(counts.shape[1])]
+    return counts, indices, names
 
 
 def suggestion(longest: int, margin: float, queries: int) -> int:
@@ -125,18 +127,19 @@ def main(argv=None) -> dict:
     queries = geometry['bev_h'] * geometry['bev_w']
     longest, where, per_split = 0, None, {}
     for split in args.split:
-        counts, indices = split_hits(cfg, split, geometry, args.samples)
-        per_split[split] = dict(frames=len(indices), per_camera=counts.max(0).tolist())
+        counts, indices, names = split_hits(cfg, split, geometry, args.samples)
+        per_split[split] = dict(frames=len(indices), per_camera=dict(zip(names, counts.max(0).tolist())))
         frame, cam = np.unravel_index(int(counts.argmax()), counts.shape)
         if counts[frame, cam] > longest:
-            longest, where = int(counts[frame, cam]), (split, indices[frame], int(cam))
-        names = CAMERAS if counts.shape[1] == len(CAMERAS) else [f'camera {c}' for c in range(counts.shape[1])]
+            longest, where = int(counts[frame, cam]), f'{split} frame {indices[frame]}, {names[cam]}'
         print(f'{split}: {len(indices)} frames; longest list per camera: '
-              + ', '.join(f'{name} {c}' for name, c in zip(names, per_split[split]['per_camera'])))
+              + ', '.join(f'{name} {c}' for name, c in per_split[split]['per_camera'].items()))
+    if longest == 0:
+        raise CliError(f'{args.config}: no camera sees any BEV query; check the infos\' lidar2img and the encoder\'s '
+                       'pc_range')
     value = suggestion(longest, args.margin, queries)
-    split, index, cam = where
-    print(f'longest: {longest} of {queries} BEV queries ({split} frame {index}, camera {cam}); '
-          f'static_hit_lists={value} leaves {value - longest} spare')
+    print(f'longest: {longest} of {queries} BEV queries ({where}); static_hit_lists={value} leaves '
+          f'{value - longest} spare')
     print(f'  --cfg-options {geometry["key"]}={value}')
     current = geometry['static_hit_lists']
     result = dict(longest=longest, queries=queries, suggested=value, splits=per_split, current=current)

@@ -16,6 +16,7 @@ from tools._launch import CliError
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 PC_RANGE = [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0]
+CAMERAS = ['CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_FRONT_LEFT', 'CAM_BACK', 'CAM_BACK_LEFT', 'CAM_BACK_RIGHT']
 
 
 def _info_hits(path: str) -> np.ndarray:
@@ -37,12 +38,13 @@ def test_longest_hit_lists_of_the_synthetic_set(tmp_path, synth_set, capsys):
     out = capsys.readouterr().out
     expected = {split: _info_hits(path) for split, path in (('train', synth_set.train), ('val', synth_set.val))}
     for split, counts in expected.items():
-        assert res['splits'][split] == dict(frames=len(counts), per_camera=counts.max(0).tolist())
+        assert res['splits'][split] == dict(frames=len(counts), per_camera=dict(zip(CAMERAS, counts.max(0).tolist())))
     longest = max(int(c.max()) for c in expected.values())
     assert res['longest'] == longest and res['queries'] == 256
     assert 0 < longest < 256  # the cameras see part of the BEV: a static length below all queries pays
     assert res['suggested'] == min(256, math.ceil(longest * 1.05 / 32) * 32) >= longest
     assert f'model.pts_bbox_head.transformer.encoder.static_hit_lists={res["suggested"]}' in out
+    assert f'longest: {longest} of 256 BEV queries' in out
     # the encoder's own check agrees: the longest list fits, one slot fewer does not
     l2i = torch.tensor(np.stack([np.asarray(c['lidar2img']) for c in
                                  pickle.load(open(synth_set.train, 'rb'))['data_list'][0]['images'].values()]),
@@ -60,6 +62,9 @@ def test_longest_hit_lists_of_the_synthetic_set(tmp_path, synth_set, capsys):
         hit_lists.main([cfg, '--samples', '0', '--cfg-options', f'{key}={longest - 1}'])
     res = hit_lists.main([cfg, '--split', 'val', '--samples', '2', '--cfg-options', f'{key}={longest}'])
     assert res['current'] == longest and res['splits']['val']['frames'] == 2
+    with pytest.raises(CliError, match='no camera sees any BEV query'):  # pillars 500 m up: above every image
+        hit_lists.main([cfg, '--split', 'val', '--samples', '1', '--cfg-options',
+                        'model.pts_bbox_head.transformer.encoder.pc_range=[-51.2,-51.2,500,51.2,51.2,508]'])
 
 
 def test_geometry_of_a_qdbev_config_and_a_foreign_one():
