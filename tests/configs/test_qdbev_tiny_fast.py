@@ -1,7 +1,8 @@
 """configs/qdbev/qdbev_tiny_w4a6_fast.py: qdbev_tiny_w4a6.py with the GPU settings docs/benchmarks.md measured. The
-built distiller has them: the teacher's backbone compiled and run in bf16 on a whole frame per call, the student's
-image modules routed through the compiled forward with the int8 codes and memory budget 0.5; the rest of the config is
-the base's."""
+built distiller has them: both encoders with static hit lists of 640, the teacher's backbone and encoder compiled and
+run in bf16 on a whole frame per call, the student's image modules and encoder routed through the compiled forward
+with the int8 codes and memory budget 0.5; the rest of the config is the base's."""
+import copy
 import os
 
 import pytest
@@ -25,13 +26,21 @@ def test_the_fast_tiny_config_builds_the_measured_settings():
     model = MODELS.build(fast.model)
     assert model.teacher_autocast == 'bf16'
     assert model.teacher.eval_img_chunk is None and MODELS.build(base.model).teacher.eval_img_chunk == 6
+    encoders = [m.pts_bbox_head.transformer.encoder for m in (model.teacher, model.student)]
+    assert [e.static_hit_lists for e in encoders] == [640, 640]
     assert model.teacher.img_backbone._compiled_call_impl is not None  # nn.Module.compile, in place
-    for name in ('img_backbone', 'img_neck'):
-        router = getattr(model.student, name).__dict__['forward']
+    assert encoders[0]._compiled_call_impl is not None
+    for module in (model.student.img_backbone, model.student.img_neck, encoders[1]):
+        router = module.__dict__['forward']
         assert isinstance(router, CompiledWhenCalibrated) and router.budget == 0.5
         assert all(q.int_codes for q in router.quantizers)
     assert all(isinstance(q, FakeQuantizer) for _, q in quantizers(model.student.img_backbone))
     settings = ('teacher_compile', 'teacher_autocast', 'teacher_img_chunk', 'student_compile')
     assert not any(k in base.model for k in settings)  # the base's defaults: float32, eager
-    assert {k: v for k, v in fast.model.items() if k not in settings} == dict(base.model)
+    arch = copy.deepcopy(fast.model.architecture)
+    arch.pts_bbox_head.transformer.encoder.pop('static_hit_lists')
+    assert 'static_hit_lists' not in base.model.architecture.pts_bbox_head.transformer.encoder
+    assert arch == base.model.architecture
+    assert {k: v for k, v in fast.model.items() if k not in settings + ('architecture', )} == \
+        {k: v for k, v in base.model.items() if k != 'architecture'}
     assert fast.qat_schedule == base.qat_schedule and fast.optim_wrapper == base.optim_wrapper

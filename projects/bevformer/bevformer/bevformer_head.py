@@ -176,21 +176,22 @@ class BEVFormerHead(BaseModule):
 
         ``last_layer_only``: the classification and regression branches on the last decoder layer alone (``L = 1``),
         all that decoding boxes reads (:meth:`predict_by_feat`); BEVFormer runs all layers' branches at test time
-        too and drops all but the last. (With box refinement the decoder still runs each layer's regression branch
-        to refine its reference points.)"""
+        too and drops all but the last. With box refinement the decoder runs each layer's regression branch to refine
+        its reference points, and the box outputs are those (BEVFormer runs the branch again on the same state)."""
         bev = self.get_bev_features(mlvl_feats, can_bus, lidar2img, pad_shape, prev_bev, prev_valid)
         groups = self.num_query_groups if self.training else 1
         queries = self.query_embedding.weight
         if groups > 1:
             queries = torch.cat((queries, self.group_query_embedding.weight))
-        states, init_ref, refs = self.transformer.decode(
+        states, init_ref, refs, reg_outs = self.transformer.decode(
             bev, queries, self.bev_h, self.bev_w,
             reg_branches=self.reg_branches if self.with_box_refine else None, num_groups=groups)
         cls_scores, bbox_preds = [], []
         for lvl in range(states.shape[0] - 1 if last_layer_only else 0, states.shape[0]):
             reference = init_ref if lvl == 0 else refs[lvl - 1]
             cls_scores.append(self.cls_branches[lvl](states[lvl]))
-            bbox_preds.append(decode_reg_output(self.reg_branches[lvl](states[lvl]), reference, self.pc_range))
+            reg = reg_outs[lvl] if reg_outs is not None else self.reg_branches[lvl](states[lvl])
+            bbox_preds.append(decode_reg_output(reg, reference, self.pc_range))
         return dict(bev_embed=bev, all_cls_scores=torch.stack(cls_scores), all_bbox_preds=torch.stack(bbox_preds))
 
     # ------------------------------------------------------------------ training

@@ -84,7 +84,8 @@ class DetectionTransformerDecoder(BaseModule):
 
     def forward(self, query: Tensor, query_pos: Tensor, value: Tensor, reference_points: Tensor,
                 spatial_shapes: Tensor, level_start_index: Tensor,
-                reg_branches: Optional[nn.ModuleList] = None, num_groups: int = 1) -> Tuple[Tensor, Tensor]:
+                reg_branches: Optional[nn.ModuleList] = None, num_groups: int = 1
+                ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
         """
         Args:
             query, query_pos: ``[B, Q, C]``. value: ``[B, HW, C]`` BEV features.
@@ -92,15 +93,19 @@ class DetectionTransformerDecoder(BaseModule):
             reg_branches: per-layer regression branches for box refinement (None: no refinement).
             num_groups: independent query groups (training-time Group DETR; 1 at inference).
         Returns:
-            ``(states [L, B, Q, C], references [L, B, Q, 3])``: references[l] are the points AFTER layer l's
-            refinement (the head uses ``references[l - 1]`` for layer l).
+            ``(states [L, B, Q, C], references [L, B, Q, 3], reg_outs [L, B, Q, 10] or None)``: references[l] are
+            the points AFTER layer l's refinement (the head uses ``references[l - 1]`` for layer l); ``reg_outs[l]``
+            is ``reg_branches[l](states[l])``, the refinement's input and, with its gradient, the head's box output
+            of layer l (None without ``reg_branches``). BEVFormer's head runs each branch a second time on the same
+            state for its boxes; here it reuses these.
         """
-        states, refs = [], []
+        states, refs, reg_outs = [], [], []
         for lid, layer in enumerate(self.layers):
             query = layer(query, query_pos, value, reference_points[..., :2].unsqueeze(2), spatial_shapes,
                           level_start_index, num_groups=num_groups)
             if reg_branches is not None:
-                reference_points = refine_reference_points(reference_points, reg_branches[lid](query))
+                reg_outs.append(reg_branches[lid](query))
+                reference_points = refine_reference_points(reference_points, reg_outs[-1])
             states.append(query)
             refs.append(reference_points)
-        return torch.stack(states), torch.stack(refs)
+        return torch.stack(states), torch.stack(refs), torch.stack(reg_outs) if reg_outs else None

@@ -123,14 +123,16 @@ class PerceptionTransformer(BaseModule):
                             pad_shape, prev_bev=prev_bev, prev_valid=prev_valid, shift=shift)
 
     def decode(self, bev_embed: Tensor, object_query_embed: Tensor, bev_h: int, bev_w: int,
-               reg_branches: Optional[nn.ModuleList] = None, num_groups: int = 1) -> Tuple[Tensor, Tensor, Tensor]:
+               reg_branches: Optional[nn.ModuleList] = None, num_groups: int = 1
+               ) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
         """Decoder on the BEV.
 
         Args:
             bev_embed: ``[B, HW, C]``. object_query_embed: ``[Q, 2C]`` (positional half first, BEVFormer).
             num_groups: the queries are that many contiguous groups attending only within their own group.
         Returns:
-            ``(states [L, B, Q, C], init_reference [B, Q, 3], references [L, B, Q, 3])``.
+            ``(states [L, B, Q, C], init_reference [B, Q, 3], references [L, B, Q, 3], reg_outs [L, B, Q, 10] or
+            None)``: ``reg_outs`` the refinement's branch outputs (:class:`DetectionTransformerDecoder`).
         """
         b = bev_embed.shape[0]
         query_pos, query = torch.split(object_query_embed.to(bev_embed.dtype), self.embed_dims, dim=1)
@@ -138,6 +140,6 @@ class PerceptionTransformer(BaseModule):
         query = query[None].expand(b, -1, -1)
         init_reference = self.reference_points(query_pos).sigmoid()
         shapes, start = level_tensors([(bev_h, bev_w)], bev_embed.device)
-        states, references = self.decoder(query, query_pos, bev_embed, init_reference, shapes, start,
-                                          reg_branches=reg_branches, num_groups=num_groups)
-        return states, init_reference, references
+        states, references, reg_outs = self.decoder(query, query_pos, bev_embed, init_reference, shapes, start,
+                                                    reg_branches=reg_branches, num_groups=num_groups)
+        return states, init_reference, references, reg_outs

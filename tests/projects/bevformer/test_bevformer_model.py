@@ -314,3 +314,31 @@ def test_predict_runs_the_branches_of_the_last_decoder_layer_only(monkeypatch):
     assert cls.shape[0] == reg.shape[0] == 1
     torch.testing.assert_close(cls[0], full['all_cls_scores'][-1])
     torch.testing.assert_close(reg[0], full['all_bbox_preds'][-1])
+
+
+def test_the_head_reuses_the_decoders_box_branch_outputs(monkeypatch):
+    """With box refinement the decoder runs each layer's regression branch on the layer's state; the head's box
+    outputs are those (BEVFormer runs every branch a second time on the same state): the same boxes and the same
+    gradients, half the branch calls."""
+    torch.manual_seed(0)
+    model = build_nano()
+    model.eval()  # no dropout: the two ways must agree exactly
+    head = model.pts_bbox_head
+    data = preprocess(model, [torch.rand(N_CAM, 3, H, W, generator=torch.Generator().manual_seed(6)) * 255],
+                      [make_sample('scene-a', 0)], False)
+    calls = []
+    for branch in head.reg_branches:
+        branch.register_forward_hook(lambda *a: calls.append(1))
+    params = list(head.reg_branches.parameters())
+
+    def run():
+        preds = model._forward(data['inputs'], data['data_samples'])['all_bbox_preds']
+        return [preds.detach()] + list(torch.autograd.grad(preds.square().sum(), params))
+    reused = run()
+    assert len(calls) == len(head.reg_branches) > 1
+    real = head.transformer.decode
+    monkeypatch.setattr(head.transformer, 'decode', lambda *a, **k: real(*a, **k)[:3] + (None,))  # BEVFormer's way
+    again = run()
+    assert len(calls) == 3 * len(head.reg_branches)
+    for a, b in zip(reused, again):
+        torch.testing.assert_close(a, b)
