@@ -345,6 +345,10 @@ def test_static_hit_lists_give_the_same_encoder_and_one_compiled_graph():
     for got in results:
         for g, r in zip(got, dynamic):
             torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)  # (decomposed ops round differently)
+    enc.static_hit_lists = index.shape[1] - 1  # the compiled graph keeps the length check
+    torch._dynamo.reset()
+    with pytest.raises(RuntimeError, match=f'static_hit_lists={index.shape[1] - 1}: a camera sees more'):
+        run(torch.compile(enc, backend='aot_eager_decomp_partition', fullgraph=True))
 
 
 def test_the_encoder_builds_the_camera_hits_once_for_all_layers(monkeypatch):
