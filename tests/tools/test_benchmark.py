@@ -186,7 +186,7 @@ def test_interleave_train_times_both_steps_and_the_teacher_in_turn_and_the_row_s
     assert 'fp_infer' not in entry
     md = out_md.read_text()
     assert ', interleaved) |' in md
-    assert f"timed in turn | | | {entry['qat_vgd_step_over_fp_step_paired']:.3f} | ≤ 1.45 |" in md
+    assert f"timed in turn | | | {entry['qat_vgd_step_over_fp_step_paired']:g} | ≤ 1.45 |" in md
     for only in (['P2'], ['P1', 'P3']):
         with pytest.raises(SystemExit):
             tool.parse_args(['--device', 'cpu', '--only', *only, '--interleave-train'])
