@@ -24,9 +24,9 @@
 # - model.student_compile: the fake-quantized student's image backbone, neck and encoder compiled with static
 #   shapes, int8 codes that carry the straight-through mask (no numbers change), and activation_memory_budget 0.5:
 #   peak memory 1.08x the FP step's compiled at the same budget (session 28).
-# The figures are from one GPU at batch 8 (at batch 1 the step was 2.02x: host-bound); this config trains at the
-# base's batch 1 per GPU, where the settings were not timed. Compiling costs start-up time (the first steps, and
-# each phase switch's recompile) and gains nothing on CPU: use qdbev_tiny_w4a6.py there. Everything else is
+# The figures are from one GPU at batch 8. This config trains at the base's batch 1 per GPU, where the QAT+VGD step was
+# 2.02x the FP step's with these settings (host-bound; session 28). Compiling costs start-up time (the first steps,
+# and each phase switch's recompile) and gains nothing on CPU: use qdbev_tiny_w4a6.py there. Everything else is
 # qdbev_tiny_w4a6.py.
 #   tools/dist_train.sh configs/qdbev/qdbev_tiny_w4a6_fast.py 8
 _base_ = ['./qdbev_tiny_w4a6.py']
