@@ -70,15 +70,16 @@ def encoder_geometry(cfg) -> dict:
 def frame_hits(frame: dict, geometry: dict) -> np.ndarray:
     """Per camera, the number of BEV queries one packed frame's cameras see (``[N_cam]``)."""
     import torch
-    from projects.bevformer.bevformer.encoder import camera_points
+    from qdbev.distill import view_masks
     img = frame['inputs']['img']
     height, width = (img.shape[-2:] if hasattr(img, 'shape') else img[0].shape[-2:])
     div = geometry['pad_divisor']
     pad_shape = (math.ceil(height / div) * div, math.ceil(width / div) * div)
     lidar2img = torch.as_tensor(np.asarray(frame['data_samples'].metainfo['lidar2img'], dtype=np.float32))[None]
-    _, mask = camera_points(geometry['bev_h'], geometry['bev_w'], geometry['num_points_in_pillar'],
-                            geometry['pc_range'], lidar2img, pad_shape)
-    return mask.any(-1).sum(-1)[:, 0].numpy()
+    pc_range = geometry['pc_range']  # (the encoder's pillar heights: its bev_mask reduced over height)
+    seen = view_masks(lidar2img, pad_shape, geometry['bev_h'], geometry['bev_w'], pc_range,
+                      geometry['num_points_in_pillar'], z_span=pc_range[5] - pc_range[2])
+    return seen.sum(-1)[:, 0].numpy()
 
 
 def split_hits(cfg, split: str, geometry: dict, samples: int) -> tuple:

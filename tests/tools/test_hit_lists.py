@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from projects.bevformer.bevformer.encoder import camera_points
+from projects.bevformer.bevformer.encoder import BEVFormerEncoder
 from projects.bevformer.bevformer.spatial_cross_attention import rebatch_hits
 from tests.tools.small_nano import write_config
 from tools import hit_lists
@@ -16,19 +16,20 @@ from tools._launch import CliError
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 PC_RANGE = [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0]
+ENCODER = BEVFormerEncoder(num_layers=0, layer_cfg={}, pc_range=PC_RANGE)  # its geometry only (the nano's pillars)
 CAMERAS = ['CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_FRONT_LEFT', 'CAM_BACK', 'CAM_BACK_LEFT', 'CAM_BACK_RIGHT']
 
 
 def _info_hits(path: str) -> np.ndarray:
-    """Per frame and camera, the hits computed straight from an info file's lidar2img (images used as rendered,
-    160x90, padded to 96x160 by the data preprocessor)."""
+    """Per frame and camera, the hits of the encoder's own ``camera_points`` straight from an info file's lidar2img
+    (images used as rendered, 160x90, padded to 96x160 by the data preprocessor)."""
     with open(path, 'rb') as f:
         infos = pickle.load(f)['data_list']
     counts = []
     for info in infos:
         l2i = torch.tensor(np.stack([np.asarray(c['lidar2img']) for c in info['images'].values()]),
                            dtype=torch.float32)[None]
-        counts.append(camera_points(16, 16, 4, PC_RANGE, l2i, (96, 160))[1].any(-1).sum(-1)[:, 0].numpy())
+        counts.append(ENCODER.camera_points(16, 16, l2i, (96, 160))[1].any(-1).sum(-1)[:, 0].numpy())
     return np.stack(counts)
 
 
@@ -49,7 +50,7 @@ def test_longest_hit_lists_of_the_synthetic_set(tmp_path, synth_set, capsys):
     l2i = torch.tensor(np.stack([np.asarray(c['lidar2img']) for c in
                                  pickle.load(open(synth_set.train, 'rb'))['data_list'][0]['images'].values()]),
                        dtype=torch.float32)[None]
-    mask = camera_points(16, 16, 4, PC_RANGE, l2i, (96, 160))[1]
+    mask = ENCODER.camera_points(16, 16, l2i, (96, 160))[1]
     rebatch_hits(mask, longest)
     first = int(mask.any(-1).sum(-1).max())
     with pytest.raises(RuntimeError, match='a camera sees more'):

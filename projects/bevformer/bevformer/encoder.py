@@ -40,18 +40,6 @@ def temporal_queue(query: Tensor, init_query: Tensor, prev_bev: Optional[Tensor]
     return torch.stack((torch.where(keep, prev_bev, query), torch.where(keep, init_query, query)), dim=1)
 
 
-def camera_points(bev_h: int, bev_w: int, num_points_in_pillar: int, pc_range: Sequence[float], lidar2img: Tensor,
-                  pad_shape: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
-    """The encoder's pillar points projected into the cameras, ``(reference_points_cam [N, B, HW, D, 2], bev_mask
-    [N, B, HW, D])``: BEVFormer's ``point_sampling`` (heights over the pc_range z span) via
-    :func:`qdbev.geometry.project_points`, in float32 like BEVFormer's ``force_fp32``. ``lidar2img`` ``[B, N, 4, 4]``
-    refers to the padded input of size ``pad_shape`` (H, W)."""
-    ref_3d = pillar_points(bev_h, bev_w, num_points_in_pillar, z_span=pc_range[5] - pc_range[2],
-                           device=lidar2img.device, dtype=torch.float32)
-    with torch.autocast(device_type=lidar2img.device.type, enabled=False):
-        return project_points(ref_3d, lidar2img.float(), pad_shape, pc_range)
-
-
 @MODELS.register_module()
 class BEVFormerEncoderLayer(BaseModule):
     """One encoder layer: temporal self-attention, norm, spatial cross-attention, norm, FFN, norm.
@@ -127,8 +115,13 @@ class BEVFormerEncoder(BaseModule):
 
     def camera_points(self, bev_h: int, bev_w: int, lidar2img: Tensor, pad_shape: Tuple[int, int]
                       ) -> Tuple[Tensor, Tensor]:
-        """:func:`camera_points` with this encoder's pillars and pc_range."""
-        return camera_points(bev_h, bev_w, self.num_points_in_pillar, self.pc_range, lidar2img, pad_shape)
+        """Pillar points projected into the cameras: ``(reference_points_cam [N, B, HW, D, 2],
+        bev_mask [N, B, HW, D])`` (BEVFormer's ``point_sampling``, via :func:`qdbev.geometry.project_points`;
+        projections in float32 like BEVFormer's ``force_fp32``)."""
+        ref_3d = pillar_points(bev_h, bev_w, self.num_points_in_pillar, z_span=self.pc_range[5] - self.pc_range[2],
+                               device=lidar2img.device, dtype=torch.float32)
+        with torch.autocast(device_type=lidar2img.device.type, enabled=False):
+            return project_points(ref_3d, lidar2img.float(), pad_shape, self.pc_range)
 
     def forward(self, bev_query: Tensor, value: Tensor, bev_h: int, bev_w: int, bev_pos: Tensor,
                 spatial_shapes: Tensor, level_start_index: Tensor, lidar2img: Tensor, pad_shape: Tuple[int, int],
