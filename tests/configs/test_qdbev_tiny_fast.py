@@ -1,6 +1,6 @@
 """configs/qdbev/qdbev_tiny_w4a6_fast.py: qdbev_tiny_w4a6.py with the GPU settings docs/benchmarks.md measured. The
 built distiller has them: both encoders with static hit lists of 640, the teacher's backbone and encoder compiled and
-run in bf16 on a whole frame per call, the student's image modules and encoder routed through the compiled forward
+run in bf16 on a whole frame per call, the student's image modules, encoder and decoder routed through the compiled forward
 with the int8 codes and memory budget 0.5; the rest of the config is the base's."""
 import copy
 import os
@@ -30,7 +30,8 @@ def test_the_fast_tiny_config_builds_the_measured_settings():
     assert [e.static_hit_lists for e in encoders] == [640, 640]
     assert model.teacher.img_backbone._compiled_call_impl is not None  # nn.Module.compile, in place
     assert encoders[0]._compiled_call_impl is not None
-    for module in (model.student.img_backbone, model.student.img_neck, encoders[1]):
+    for module in (model.student.img_backbone, model.student.img_neck, encoders[1],
+                   model.student.pts_bbox_head.transformer.decoder):
         router = module.__dict__['forward']
         assert isinstance(router, CompiledWhenCalibrated) and router.budget == 0.5
         assert all(q.int_codes for q in router.quantizers)
