@@ -95,6 +95,10 @@ def parse_args(argv=None):
                         'timed call by call in turn (after each has compiled and its peak memory was read alone), '
                         'so that drift during the run falls on all alike; adds qat_vgd_step_over_fp_step_paired, '
                         'the median of the repetitions\' ratios (default: each model alone; not with P3)')
+    p.add_argument('--prequantize-weights', action='store_true',
+                   help='P3: the W4A6 predict with each quantized weight fake-quantized once, before the first call '
+                        '(as deployed), instead of in every call of a compiled graph (qdbev.quant.export.'
+                        'prequantized_weights)')
     p.add_argument('--compile-fp-train', action='store_true',
                    help='P1/P2 with the FP model\'s image backbone and neck (or the parts named in '
                         'model.student_compile.parts) compiled as model.student_compile compiles the student\'s: the '
@@ -130,6 +134,8 @@ def parse_args(argv=None):
         p.error('--memory-phases reads the CUDA allocator: use it with --device cuda')
     if args.compile_infer_parts != list(bm.IMAGE_PARTS) and not args.compile_infer:
         p.error('--compile-infer-parts names what --compile-infer compiles: add --compile-infer [MODE]')
+    if args.prequantize_weights and 'P3' not in args.only:
+        p.error('--prequantize-weights changes P3 only: add P3 to --only')
     if args.interleave_infer and 'P3' not in args.only:
         p.error('--interleave-infer times P3: add P3 to --only')
     if args.interleave_train and ('P1' not in args.only or 'P3' in args.only):
@@ -168,7 +174,8 @@ def run(args) -> dict:
                                         memory_phases=args.memory_phases,
                                         saved_activations=args.saved_activations,
                                         interleave_infer=args.interleave_infer,
-                                        interleave_train=args.interleave_train)
+                                        interleave_train=args.interleave_train,
+                                        prequantize_weights=args.prequantize_weights)
             except RuntimeError as err:
                 if not bm.is_oom(err):
                     raise

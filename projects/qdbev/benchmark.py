@@ -34,6 +34,7 @@ import torch
 from qdbev.geometry import RING_YAWS_DEG, pose_can_bus
 from qdbev.geometry import ring_lidar2img as geometry_ring_lidar2img
 from qdbev.quant import SavedActivations, allow_recompiles, memory_budget, module_slot
+from qdbev.quant.export import prequantized_weights
 
 RUN_ITEMS = ('train', 'deform_attn', 'group_matching', 'data_loading', 'devkit_eval')  # measured parts of a run
 # top-level keys of docs/benchmarks.json that merge_runs rewrites from the runs; every other key (tools/ddp_scaling.py's
@@ -483,7 +484,7 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
                    compile_fp_train: bool = False,
                    fp_memory_budget: Optional[float] = None, memory_phases: bool = False,
                    saved_activations: bool = False, interleave_infer: bool = False,
-                   interleave_train: bool = False) -> Dict[str, object]:
+                   interleave_train: bool = False, prequantize_weights: bool = False) -> Dict[str, object]:
     """P1, P2 and P3 at one batch size; each model is alone on the device while it is measured (P1 with
     ``interleave_train`` and P3 with ``interleave_infer`` excepted). ``profile_dir``:
     also write ``torch.profiler`` tables of one call of each (``<what>_b<batch>.txt``). ``compile_infer``: P3 runs
@@ -499,7 +500,10 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
     (:func:`interleaved_median_ms`) after the training steps, instead of each model's predict alone.
     ``interleave_train``: P1 as :func:`interleaved_steps` times it (both models on the device, the FP step, the
     QAT+VGD step and the teacher's forward call by call in turn) after each model's step has compiled and its peak
-    memory (P2) has been read with the model alone on the device."""
+    memory (P2) has been read with the model alone on the device.
+    ``prequantize_weights``: P3's W4A6 predict with each quantized weight fake-quantized once, before its first call
+    (:func:`qdbev.quant.export.prequantized_weights`, what a deployed model does), instead of in every call (what a
+    compiled graph of the quantizers does)."""
     def profiled(fn, what):
         if profile_dir:
             profile_table(fn, device, osp.join(profile_dir, f'{what}_b{batch}.txt'))
@@ -511,6 +515,8 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
     def infer_fn(model, predictor) -> Callable[[], object]:
         """``predictor``'s test-mode predict (compiled as asked) with ``model``'s preprocessing."""
         model.eval()
+        if prequantize_weights:  # before compiling: the graphs then read the stored weights
+            weights_once.enter_context(prequantized_weights(predictor))
         if compile_infer:
             compile_for_inference(predictor, compile_infer, compile_infer_parts)
         return predict_fn(predictor, model.data_preprocessor, img_hw, batch, num_cams, reps + warmup + 1)
@@ -545,28 +551,30 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
         if device.type == 'cuda':
             torch.cuda.empty_cache()
 
-    fp.to(device)
-    student_compile = distiller_cfg.get('student_compile')
-    student_compile = student_compile if isinstance(student_compile, dict) else {}
-    compiled_parts = tuple(student_compile.get('parts', IMAGE_PARTS))
-    if compile_fp_train and with_train:
-        compile_for_training(fp, compiled_parts, student_compile.get('mode'))
-    # the FP model compiles in its first step, inside measure: the budget applies to that compilation
-    with memory_budget(fp_memory_budget):
-        measure(fp, fp, 'fp_step', 'fp_infer')
-    distiller.to(device)
-    calibrate(distiller, raw)  # QAT + VGD: the student's activation scales first
-    measure(distiller, distiller.student, 'qat_vgd_step', 'fakequant_infer', teacher=True)
-    if with_train and interleave_train:
-        out.update(interleaved_steps(fp, distiller, raw, optim_cfg, device, reps, warmup))
-        out['train_interleaved'] = True
-    if with_infer and interleave_infer:
-        fns = dict(fp_infer=infer_fn(fp.to(device), fp),
-                   fakequant_infer=infer_fn(distiller.to(device), distiller.student))
-        out.update(interleaved_median_ms(fns, reps, warmup, device))
-        for name, infer in fns.items():
-            profiled(infer, name)
-        out['infer_interleaved'] = True
+    weights_once = contextlib.ExitStack()  # the quantizers come back when the measurements end
+    with weights_once:
+        fp.to(device)
+        student_compile = distiller_cfg.get('student_compile')
+        student_compile = student_compile if isinstance(student_compile, dict) else {}
+        compiled_parts = tuple(student_compile.get('parts', IMAGE_PARTS))
+        if compile_fp_train and with_train:
+            compile_for_training(fp, compiled_parts, student_compile.get('mode'))
+        # the FP model compiles in its first step, inside measure: the budget applies to that compilation
+        with memory_budget(fp_memory_budget):
+            measure(fp, fp, 'fp_step', 'fp_infer')
+        distiller.to(device)
+        calibrate(distiller, raw)  # QAT + VGD: the student's activation scales first
+        measure(distiller, distiller.student, 'qat_vgd_step', 'fakequant_infer', teacher=True)
+        if with_train and interleave_train:
+            out.update(interleaved_steps(fp, distiller, raw, optim_cfg, device, reps, warmup))
+            out['train_interleaved'] = True
+        if with_infer and interleave_infer:
+            fns = dict(fp_infer=infer_fn(fp.to(device), fp),
+                       fakequant_infer=infer_fn(distiller.to(device), distiller.student))
+            out.update(interleaved_median_ms(fns, reps, warmup, device))
+            for name, infer in fns.items():
+                profiled(infer, name)
+            out['infer_interleaved'] = True
     del fp, distiller
     if with_train:
         out['fp_step_compiled'] = bool(compile_fp_train)
@@ -583,6 +591,8 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
         out['qat_vgd_memory_over_fp'] = ratio(out['qat_vgd_step_peak_mib'], out['fp_step_peak_mib'])
     if with_infer:
         out['compiled_infer'] = compile_infer or False  # the mode, or False (eager)
+        if prequantize_weights:
+            out['prequantized_weights'] = True
         if compile_infer and tuple(compile_infer_parts) != IMAGE_PARTS:
             out['compiled_infer_parts'] = list(compile_infer_parts)
         out['fakequant_infer_over_fp'] = ratio(out['fakequant_infer']['median_ms'], out['fp_infer']['median_ms'])
@@ -826,7 +836,7 @@ def headline(run: Dict[str, object]) -> Dict[str, object]:
 
 
 INFER_KEYS = ('fp_infer', 'fakequant_infer', 'fakequant_infer_over_fp', 'compiled_infer',
-              'compiled_infer_parts', 'infer_interleaved')  # P3's part of an entry
+              'compiled_infer_parts', 'infer_interleaved', 'prequantized_weights')  # P3's part of an entry
 SHAPE_KEYS = ('batch', 'img_hw', 'num_cams', 'queue')  # what P1-P3 of one entry share
 
 
@@ -973,6 +983,7 @@ def render_markdown(merged: dict) -> str:
                 infer_tag += '' if not mode else f', compiled {parts}' + (
                     f' ({mode})' if isinstance(mode, str) and mode != 'default' else '')
                 infer_tag += ', interleaved' if t.get('infer_interleaved') else ''
+                infer_tag += ', weights quantized once' if t.get('prequantized_weights') else ''
                 lines.append(f'| P3 fake-quant W4A6 predict / FP predict ({infer_tag}) | '
                              f'{t["fakequant_infer"]["median_ms"]:g} ms | {t["fp_infer"]["median_ms"]:g} ms | '
                              f'{_fmt(t["fakequant_infer_over_fp"])} | ≤ 1.15 |')

@@ -22,7 +22,7 @@ import json
 import os
 import warnings
 import zlib
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -33,8 +33,8 @@ from .fake_quantizer import FakeQuantizer
 from .pack import pack_state, packed_nbytes, unpack_state
 from .transforms import quant_layers, quantizers
 
-__all__ = ['PACKED_FORMAT', 'export_state', 'save_packed', 'load_packed', 'apply_packed', 'onnx_export_mode',
-           'export_onnx']
+__all__ = ['PACKED_FORMAT', 'export_state', 'save_packed', 'load_packed', 'apply_packed', 'swapped_quantizers',
+           'onnx_export_mode', 'export_onnx', 'prequantized_weights']
 
 PACKED_FORMAT = 'qdbev-packed'
 PACKED_VERSION = 1
@@ -253,20 +253,23 @@ def _export_activation(q: FakeQuantizer, where: str) -> Optional[nn.Module]:
 
 
 @contextlib.contextmanager
-def onnx_export_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Inside, every quantized layer's quantizers are replaced by export stand-ins (same numbers in PyTorch, QDQ
-    nodes in ONNX); float (32-bit) and ``'off'`` quantizers stay; the originals return on exit."""
+def swapped_quantizers(model: nn.Module, weight_stand_in: Callable[[FakeQuantizer, Tensor, str], Optional[nn.Module]],
+                       act_stand_in: Optional[Callable[[FakeQuantizer, str], Optional[nn.Module]]] = None
+                       ) -> Iterator[nn.Module]:
+    """Inside, every quantized layer's weight quantizer is replaced by ``weight_stand_in(quantizer, weight, where)``
+    and each activation quantizer by ``act_stand_in(quantizer, where)`` (``where``: the layer's name and the
+    attribute); a stand-in of None keeps the quantizer. The originals return on exit, also after an error."""
     swapped: List[Tuple[nn.Module, str, nn.Module]] = []
     try:
         for name, layer in quant_layers(model):
             for pname, w, q in layer.weight_quantizers():
-                new = _export_weight(q, w, f'{name}.{pname}')
+                new = weight_stand_in(q, w, f'{name}.{pname}')
                 if new is not None:
                     swapped.append((layer, 'w_quant', q))
                     layer.w_quant = new.to(w.device)
-            for aname in layer.act_quantizer_names:
+            for aname in layer.act_quantizer_names if act_stand_in is not None else ():
                 q = getattr(layer, aname)
-                new = _export_activation(q, f'{name}.{aname}')
+                new = act_stand_in(q, f'{name}.{aname}')
                 if new is not None:
                     swapped.append((layer, aname, q))
                     setattr(layer, aname, new.to(q.scale.device))
@@ -274,6 +277,55 @@ def onnx_export_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for layer, attr, q in reversed(swapped):
             setattr(layer, attr, q)
+
+
+@contextlib.contextmanager
+def onnx_export_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside, every quantized layer's quantizers are replaced by export stand-ins (same numbers in PyTorch, QDQ
+    nodes in ONNX); float (32-bit) and ``'off'`` quantizers stay; the originals return on exit."""
+    with swapped_quantizers(model, _export_weight, _export_activation):
+        yield model
+
+
+# ---------------------------------------------------------------------------------------------- inference
+class _PrequantizedWeight(nn.Module):
+    """Stands in for a weight :class:`FakeQuantizer` at inference: its output for the layer's weight, computed
+    once. Eagerly it refuses a weight that changed in place since (an optimizer step inside the block)."""
+
+    def __init__(self, weight: Tensor, quantized: Tensor, where: str):
+        super().__init__()
+        self.register_buffer('weight_q', quantized, persistent=False)
+        self.version = weight._version
+        self.where = where
+
+    def forward(self, weight: Tensor) -> Tensor:
+        if not torch.compiler.is_compiling() and weight._version != self.version:
+            raise RuntimeError(f'prequantized_weights: {self.where} changed inside the block; leave it before '
+                               f'training or loading weights')
+        return self.weight_q
+
+
+def _prequantized_weight(q: FakeQuantizer, w: Tensor, where: str) -> Optional[nn.Module]:
+    if q.mode != 'quantize' or q.bits == FLOAT_BITS:
+        return None
+    with torch.no_grad():
+        return _PrequantizedWeight(w, q(w).detach().clone(), where)
+
+
+@contextlib.contextmanager
+def prequantized_weights(model: nn.Module) -> Iterator[nn.Module]:
+    """Inference with each quantized weight fake-quantized once, on entry, instead of at every forward.
+
+    Inside, every quantized layer's weight quantizer (in ``'quantize'`` mode, below 32 bits) is replaced by a
+    stand-in that returns the quantizer's output for the layer's weight, computed on entry; activation quantizers
+    stay. Outputs are the same numbers. Eagerly a dynamic weight quantizer already reuses its output without autograd
+    (:class:`FakeQuantizer`); a ``torch.compile``d graph cannot (it recomputes Eq. 1's scale and codes for every
+    weight in every call), and here it reads the stored tensor instead, as a deployed model does. Costs one float
+    copy of the quantized weights. Inference only: the stand-ins keep no quantizer state (a state dict taken inside
+    lacks the weight quantizers' keys) and refuse a weight changed inside the block. The quantizers return on exit.
+    Compile inside the block: a graph compiled before it traced the quantizers (dynamo recompiles on the swap)."""
+    with swapped_quantizers(model, _prequantized_weight):
+        yield model
 
 
 def export_onnx(model: nn.Module, args: Tuple[Tensor, ...], path: str, input_names: Sequence[str] = ('input',),

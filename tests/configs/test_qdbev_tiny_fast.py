@@ -1,7 +1,7 @@
 """configs/qdbev/qdbev_tiny_w4a6_fast.py: qdbev_tiny_w4a6.py with the GPU settings docs/benchmarks.md measured. The
 built distiller has them: both encoders with static hit lists of 640, the teacher's backbone and encoder compiled and
-run in bf16 on a whole frame per call, the student's image modules, encoder and decoder routed through the compiled forward
-with the int8 codes and memory budget 0.5; the rest of the config is the base's."""
+run in bf16 on a whole frame per call, the student's image modules, encoder and decoder routed through the compiled
+forward with the int8 codes and memory budget 0.5; the rest of the config is the base's."""
 import copy
 import os
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from projects.qdbev import benchmark as bm
-from qdbev.quant import FakeQuantizer
+from qdbev.quant import FakeQuantizer, quant_layers
+from qdbev.quant.export import prequantized_weights
 from tools import benchmark as tool
 
 HEADLINE = ('device', 'qat_vgd_step_over_fp_step', 'qat_vgd_memory_over_fp', 'fakequant_infer_over_fp',
@@ -664,6 +665,38 @@ def test_compile_infer_parts_compile_the_named_modules_and_the_row_names_them(mo
     assert args.compile_infer_parts == parts
     with pytest.raises(SystemExit):
         tool.parse_args(['--device', 'cpu', '--only', 'P3', '--compile-infer-parts', *parts])
+
+
+def test_prequantize_weights_predicts_the_same_and_the_row_says_so(tmp_path):
+    """``--prequantize-weights``: P3's W4A6 predict with each weight fake-quantized once
+    (``qdbev.quant.export.prequantized_weights``). On the quick configs the calibrated student's predictions of
+    consecutive frames are bitwise the ones with its weight quantizers; the entry and the P3 row say so, and the
+    quantizers are back after the run. Without P3 the option is refused."""
+    defaults = tool.parse_args([])
+    dcfg, fcfg, queue, _ = bm.load_configs(defaults.qdbev_config, defaults.fp_config, quick=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        _, distiller = bm.build_models(dcfg, fcfg, torch.device('cpu'), tmp)
+    hw = (64, 96)
+    bm.calibrate(distiller, bm.raw_batch(1, queue, hw, 6))
+    distiller.eval()
+    student = distiller.student
+    plain = copy.deepcopy(student)
+    runs = [bm.predict_fn(m, distiller.data_preprocessor, hw, 1, 6, 2) for m in (plain, student)]
+    with prequantized_weights(student):
+        swapped = sum(not isinstance(m.w_quant, FakeQuantizer) for _, m in quant_layers(student))
+        assert swapped == sum(1 for _ in quant_layers(student)) > 50
+        for _ in range(2):
+            a, b = (run()[0].pred_instances_3d for run in runs)
+            assert torch.equal(a.scores_3d, b.scores_3d) and torch.equal(a.bboxes_3d.tensor, b.bboxes_3d.tensor)
+    assert all(isinstance(m.w_quant, FakeQuantizer) for _, m in quant_layers(student))
+    out_json, out_md = tmp_path / 'b.json', tmp_path / 'b.md'
+    assert tool.main(['--device', 'cpu', '--quick', '--only', 'P3', '--prequantize-weights', '--reps', '1',
+                      '--warmup', '1', '--threads', '1', '--out-json', str(out_json), '--out-md', str(out_md)]) == 0
+    entry = next(iter(json.loads(out_json.read_text())['runs'].values()))['train']['1']
+    assert entry['prequantized_weights'] is True and entry['fakequant_infer']['median_ms'] > 0
+    assert ', weights quantized once) |' in out_md.read_text()
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--device', 'cpu', '--only', 'P1', '--prequantize-weights'])
 
 
 def test_the_compiled_decoder_predicts_what_the_eager_one_does():

@@ -1,12 +1,14 @@
-"""Export: the packed file round trip (bit-exact outputs, size on disk vs the report) and ONNX QDQ in onnxruntime."""
+"""Export: the packed file round trip (bit-exact outputs, size on disk vs the report), ONNX QDQ in onnxruntime, and
+inference with the weights fake-quantized once (``prequantized_weights``)."""
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from qdbev.quant import calibration, quantize_model, report
-from qdbev.quant.export import apply_packed, export_onnx, load_packed, onnx_export_mode, save_packed
+from qdbev.quant import FakeQuantizer, calibration, quantize_model, report
+from qdbev.quant.export import (apply_packed, export_onnx, load_packed, onnx_export_mode, prequantized_weights,
+                                save_packed)
 
 
 def _net() -> nn.Sequential:
@@ -138,3 +140,54 @@ def test_onnx_qdq_matches_pytorch(tmp_path, w_bits, a_bits):
     assert float((diff > 1e-5).float().mean()) <= 0.05
     # default onnxruntime optimisations also quantize each float bias to int32 (scale S_a * S_w): within 2 %
     assert float((_ort_run(path, x, keep_qdq=False) - ref).abs().max()) <= 0.02 * span
+
+
+def _graph_ops(model: nn.Module, x: torch.Tensor) -> list:
+    """The aten operators of ``model(x)``'s compiled forward graph (AOTAutograd's, without running inductor)."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+    ops = []
+
+    def forward_graph(gm, example_inputs):
+        ops.extend(str(n.target) for n in gm.graph.nodes if n.op == 'call_function')
+        return make_boxed_func(gm.forward)
+
+    torch._dynamo.reset()
+    with torch.no_grad():
+        out = torch.compile(model, backend=aot_autograd(fw_compiler=forward_graph))(x)
+    return out, ops
+
+
+def test_prequantized_weights_compute_the_same_numbers_without_quantizing_weights_per_call():
+    model = _calibrated(4, 6)
+    model[8].set_bits(w_bits=32)  # the last linear's weight in float: its quantizer is the identity and stays
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    originals = [m.w_quant for m in model if hasattr(m, 'w_quant')]
+    with torch.no_grad():
+        ref = model(x)
+    compiled_ref, ops_ref = _graph_ops(model, x)
+    with prequantized_weights(model):
+        stand_ins = [m.w_quant for m in model if hasattr(m, 'w_quant')]
+        assert [isinstance(q, FakeQuantizer) for q in stand_ins] == [False, False, False, True]  # float layer kept
+        assert all(isinstance(m.a_quant, FakeQuantizer) for m in model if hasattr(m, 'a_quant'))
+        with torch.no_grad():
+            assert torch.equal(model(x), ref)
+        compiled, ops = _graph_ops(model, x)
+    torch._dynamo.reset()
+    assert torch.allclose(compiled, ref, atol=1e-5) and torch.allclose(compiled_ref, ref, atol=1e-5)
+    # without the stand-ins the graph derives each per-channel weight scale (Eq. 1: abs, amax) in every call
+    assert sum('amax' in op for op in ops_ref) == 3 and sum('amax' in op for op in ops) == 0
+    assert [m.w_quant for m in model if hasattr(m, 'w_quant')] == originals  # the quantizers return on exit
+
+
+def test_prequantized_weights_refuse_a_changed_weight_and_restore_after_an_error():
+    model = _calibrated(4, 6)
+    original = model[0].w_quant
+    x = torch.randn(2, 3, 16, 16)
+    with pytest.raises(RuntimeError, match=r'prequantized_weights: 0\.weight changed inside the block'):
+        with prequantized_weights(model), torch.no_grad():
+            model[0].weight.add_(0.1)
+            model(x)
+    assert model[0].w_quant is original
+    with torch.no_grad():  # outside the block the changed weight is quantized afresh
+        assert torch.equal(model[0].w_quant(model[0].weight), original(model[0].weight))

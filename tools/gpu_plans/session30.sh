@@ -1,0 +1,31 @@
+# The next GPU session's work (issue 9). Session 29: compiling the student's decoder took P1 at batch 1 from 2.14 to
+# 1.61 (now the fast config; batch 8 with it untimed); P3 at batch 1 stays at 1.19-1.21 (goal 1.15). Since then
+# `--prequantize-weights` (qdbev.quant.export.prequantized_weights): the compiled W4A6 graphs read each weight
+# fake-quantized once instead of deriving Eq. 1's per-channel scale and codes for every weight in every call.
+# Every remote call is this one line, with carry [".gpu", "work_dirs/bench30"]; about 24 minutes of jobs:
+#
+#   SHARED_DIR=.gpu bash tools/gpu_job.sh call $OUT 540 tools/gpu_plans/session30.sh work_dirs/bench30
+K=pts_bbox_head.transformer.encoder.static_hit_lists
+ENC=pts_bbox_head.transformer.encoder
+DEC=pts_bbox_head.transformer.decoder
+# 1. P3 at batch 1 with all four parts as CUDA graphs (session 29's p3_last, the same-machine baseline), then with the
+#    weights quantized once. (A part compiled on its own inside another compiled part would call
+#    cudagraph_mark_step_begin while that one is traced, so the head's branches are not named.)
+P3="python tools/benchmark.py --device cuda --only P3 --batch 1 --reps 30 --warmup 5 --interleave-infer \
+  --compile-infer reduce-overhead --fp-options model.$K=640 --qdbev-options model.architecture.$K=640 \
+  --compile-infer-parts img_backbone img_neck $ENC $DEC"
+ensure p3_base --creates work_dirs/bench30/p3_base.json $P3 --out-json work_dirs/bench30/p3_base.json
+ensure p3_pre --creates work_dirs/bench30/p3_pre.json --after-ended p3_base $P3 --prequantize-weights \
+  --out-json work_dirs/bench30/p3_pre.json
+# 2. P1 at batch 8 with the fast config as it now is (the student's decoder compiled too), then without the decoder
+#    (session 28's setting, 1.41 then): is the decoder's gain at batch 1 a loss at batch 8?
+P1="python tools/benchmark.py --device cuda --only P1 P2 --interleave-train --compile-fp-train --fp-memory-budget 0.5 \
+  --qdbev-config configs/qdbev/qdbev_tiny_w4a6_fast.py"
+ensure p1_b8 --creates work_dirs/bench30/p1_b8.json --after-ended p3_pre $P1 --batch 8 --reps 7 --warmup 2 \
+  --out-json work_dirs/bench30/p1_b8.json
+ensure p1_nodec_b8 --creates work_dirs/bench30/p1_nodec_b8.json --after-ended p1_b8 $P1 --batch 8 --reps 7 \
+  --warmup 2 --qdbev-options "model.student_compile.parts=[img_backbone,img_neck,$ENC]" \
+  --out-json work_dirs/bench30/p1_nodec_b8.json
+# 3. What is left of P1 at batch 1 (1.61, host-bound): profiler tables of one FP and one QAT+VGD step.
+ensure p1_prof_b1 --creates work_dirs/bench30/p1_prof_b1.json --after-ended p1_nodec_b8 $P1 --batch 1 --reps 10 \
+  --warmup 3 --profile work_dirs/bench30/p1_prof --out-json work_dirs/bench30/p1_prof_b1.json
