@@ -33,6 +33,29 @@ from .fake_quant import (FLOAT_BITS, check_bits, fake_quantize, fake_quantize_fr
 from .observers import MinMaxObserver, Observer, build_observer
 
 MODES = ('observe', 'quantize', 'off')
+_STATE_VERSION = [0]  # bumped by every assignment of a quantizer's mode, bits, dynamic flag or calibrated flag
+
+
+def state_version() -> int:
+    """A number that changes whenever any :class:`FakeQuantizer`'s ``mode``, ``bits``, ``dynamic`` or calibrated
+    flag is assigned: what :meth:`FakeQuantizer.traceable` reads (besides the observer's type, fixed at
+    construction). A decision taken over many quantizers can be kept until it changes
+    (:class:`qdbev.quant.compile.CompiledWhenCalibrated`)."""
+    return _STATE_VERSION[0]
+
+
+def _versioned(name: str, doc: str) -> property:
+    """A :class:`FakeQuantizer` attribute stored as ``_<name>_value`` whose every assignment bumps
+    :func:`state_version` (a property: dynamo inlines its getter in the traced forward)."""
+    slot = f'_{name}_value'
+
+    def get(self):
+        return getattr(self, slot)
+
+    def set_(self, value):
+        object.__setattr__(self, slot, value)
+        _STATE_VERSION[0] += 1
+    return property(get, set_, doc=doc)
 
 
 class FakeQuantizer(nn.Module):
@@ -48,6 +71,10 @@ class FakeQuantizer(nn.Module):
         sync: all-reduce observer statistics across ranks (activations under DDP).
         mode: initial mode, one of ``'observe'``, ``'quantize'``, ``'off'``.
     """
+    mode = _versioned('mode', "``'observe'``, ``'quantize'`` or ``'off'``")
+    bits = _versioned('bits', 'k, or 32 for float')
+    dynamic = _versioned('dynamic', 'the scale is derived from every tensor')
+    _ready = _versioned('ready', 'python mirror of the ``initialized`` buffer: no device sync on the forward path')
 
     def __init__(self, bits: int = 8, observer: Union[str, dict, Observer] = 'minmax', ch_axis: Optional[int] = None,
                  learnable: bool = False, dynamic: bool = False, grad_factor: Union[str, float] = 'lsq',
@@ -69,7 +96,7 @@ class FakeQuantizer(nn.Module):
         else:
             self.register_buffer('scale', torch.ones(()))
         self.register_buffer('initialized', torch.tensor(False))
-        self._ready = False  # python mirror of `initialized`: no device sync on the forward path
+        self._ready = False
         # traced forward from the integer codes (fake_quantize_reference int_codes); set by compile_quantized
         self.int_codes = False
         self.clear_cache()
@@ -127,8 +154,13 @@ class FakeQuantizer(nn.Module):
 
     def clear_cache(self) -> None:
         """Forget the tensor the dynamic scale and the last no-grad output were computed from."""
-        self._scale_src = None
-        self._cached_out = None
+        self._remember(_scale_src=None, _cached_out=None)
+
+    def _remember(self, **fields) -> None:
+        """Set the dynamic-reuse fields as plain attributes. ``nn.Module.__setattr__`` checks every value against the
+        module's parameters, buffers and submodules; for the quantizers of BEVFormer-tiny's student that made up
+        two thirds of a ``train()`` / ``eval()`` switch (which each training step's history frames make)."""
+        self.__dict__.update(fields)
 
     def _source(self, x: Tensor):
         """Identity of ``x`` for the dynamic reuse: (weak reference, storage pointer, version, bits)."""
@@ -160,14 +192,14 @@ class FakeQuantizer(nn.Module):
         if self.dynamic:
             if self._same_source(x) and not torch.jit.is_tracing():
                 return self.scale
-            self._cached_out = None
+            self._remember(_cached_out=None)
             if isinstance(self.observer, MinMaxObserver):  # Eq. 1 on the tensor itself, without the bookkeeping
                 self._assign_scale(symmetric_scale(x, self.bits, self.ch_axis))
             else:
                 self.observer.reset()
                 self.observer(x)
                 self._assign_scale(self.observer.compute_scale(self.bits))
-            self._scale_src = self._source(x)
+            self._remember(_scale_src=self._source(x))
         elif not self._ready:
             if not bool(self.observer.initialized):
                 self.observer(x)
@@ -223,10 +255,11 @@ class FakeQuantizer(nn.Module):
         if not self.dynamic:
             return fake_quantize(x, self.bits, scale, self.ch_axis, grad_factor=self._grad_factor(x))
         if (torch.is_grad_enabled() and x.requires_grad) or torch.jit.is_tracing():
-            self._cached_out = None  # the graph needs its own output; free the no-grad copy
+            self._remember(_cached_out=None)  # the graph needs its own output; free the no-grad copy
             return fake_quantize(x, self.bits, scale, self.ch_axis, grad_factor=self._grad_factor(x))
         if self._cached_out is None or not self._same_source(x):
-            self._cached_out = fake_quantize(x, self.bits, scale, self.ch_axis, grad_factor=self._grad_factor(x))
+            self._remember(_cached_out=fake_quantize(x, self.bits, scale, self.ch_axis,
+                                                     grad_factor=self._grad_factor(x)))
         return self._cached_out
 
     def traceable(self) -> bool:

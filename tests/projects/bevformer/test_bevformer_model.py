@@ -13,6 +13,7 @@ from mmengine.structures import InstanceData
 import projects.bevformer.bevformer  # noqa: F401
 from mmdet3d.registry import MODELS
 from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
+from projects.bevformer.bevformer.bevformer import eval_flags
 from projects.bevformer.bevformer.temporal_state import TemporalState, can_bus_delta
 from qdbev.geometry import RING_YAWS_DEG as CAM_YAWS
 from qdbev.geometry import pose_can_bus as can_bus
@@ -128,6 +129,22 @@ def test_forward_loss_on_interface_inputs():
     assert model.pts_bbox_head.transformer.encoder.layers[0].self_attn.sampling_offsets.weight.grad.abs().sum() > 0
     # the history pass left the modules' training flags untouched
     assert model.training and model.img_backbone.training and model.pts_bbox_head.training
+
+
+def test_eval_flags_put_every_module_in_eval_and_restore_each_flag():
+    """``eval_flags``, the history frames' eval mode: every module's flag is False inside (dropout off, BatchNorm on
+    its running statistics), and after the block, also after an error, each module has its own flag back, including
+    the ones that were in eval mode within a training model (a frozen stage)."""
+    model = build_nano()
+    model.train()
+    model.img_backbone.layer1.eval()  # as ResNet's frozen_stages / norm_eval leave some modules
+    before = [(name, m.training) for name, m in model.named_modules()]
+    assert {flag for _, flag in before} == {True, False}
+    with pytest.raises(RuntimeError, match='inside'):
+        with eval_flags(model):
+            assert not any(m.training for m in model.modules())
+            raise RuntimeError('inside')
+    assert [(name, m.training) for name, m in model.named_modules()] == before
 
 
 def test_backbone_runs_one_frame_of_images_per_call():

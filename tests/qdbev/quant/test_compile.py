@@ -115,6 +115,31 @@ def test_compile_quantized_runs_eagerly_while_a_quantizer_observes():
     assert router.compiled_calls == 1 and bool(act.observer.initialized)
 
 
+def test_the_routers_answer_is_kept_until_a_quantizer_changes(monkeypatch):
+    """The router asks its quantizers again only after one of them changed (``state_version``): a mode, a width, the
+    dynamic flag or the calibrated flag, by method or by plain assignment."""
+    net = _net().train()
+    router = compile_quantized(net, backend='aot_eager')
+    asked = []
+    traceable = FakeQuantizer.traceable
+    monkeypatch.setattr(FakeQuantizer, 'traceable', lambda self: asked.append(self) is None and traceable(self))
+    assert router.ready() and router.ready()
+    assert len(asked) == 6  # three layers' weight and input quantizers, once
+    act, weight = net[3].a_quant, net[0].w_quant
+    act.mode = 'observe'
+    assert not router.ready()
+    act.mode = 'quantize'
+    assert router.ready()
+    weight.dynamic = False  # a weight scale that was never derived: not traceable
+    assert not router.ready()
+    weight.set_initialized(True)
+    assert router.ready()
+    act.bits = 32
+    assert router.ready() and len(asked) > 6
+    n = len(asked)
+    assert router.ready() and len(asked) == n
+
+
 def test_a_watched_module_keeps_a_part_eager_while_a_quantizer_outside_it_observes():
     """``watch``: a part that calls quantized layers it does not own (as a decoder calls the head's regression
     branches) runs eagerly while any quantizer of the watched module observes, its own all calibrated."""
