@@ -667,11 +667,9 @@ def test_compile_infer_parts_compile_the_named_modules_and_the_row_names_them(mo
         tool.parse_args(['--device', 'cpu', '--only', 'P3', '--compile-infer-parts', *parts])
 
 
-def test_prequantize_weights_predicts_the_same_and_the_row_says_so(tmp_path):
-    """``--prequantize-weights``: P3's W4A6 predict with each weight fake-quantized once
-    (``qdbev.quant.export.prequantized_weights``). On the quick configs the calibrated student's predictions of
-    consecutive frames are bitwise the ones with its weight quantizers; the entry and the P3 row say so, and the
-    quantizers are back after the run. Without P3 the option is refused."""
+def calibrated_quick_student():
+    """The quick configs' distiller in eval mode with its student's activations calibrated on one batch, and a
+    function that makes a detector's predict of two consecutive frames (64x96 images, 6 cameras)."""
     defaults = tool.parse_args([])
     dcfg, fcfg, queue, _ = bm.load_configs(defaults.qdbev_config, defaults.fp_config, quick=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -679,9 +677,17 @@ def test_prequantize_weights_predicts_the_same_and_the_row_says_so(tmp_path):
     hw = (64, 96)
     bm.calibrate(distiller, bm.raw_batch(1, queue, hw, 6))
     distiller.eval()
+    return distiller, lambda detector: bm.predict_fn(detector, distiller.data_preprocessor, hw, 1, 6, 2)
+
+
+def test_prequantize_weights_predicts_the_same_and_the_row_says_so(tmp_path):
+    """``--prequantize-weights``: P3's W4A6 predict with each weight fake-quantized once
+    (``qdbev.quant.export.prequantized_weights``). On the quick configs the calibrated student's predictions of
+    consecutive frames are bitwise the ones with its weight quantizers; the entry and the P3 row say so, and the
+    quantizers are back after the run. Without P3 the option is refused."""
+    distiller, predicts = calibrated_quick_student()
     student = distiller.student
-    plain = copy.deepcopy(student)
-    runs = [bm.predict_fn(m, distiller.data_preprocessor, hw, 1, 6, 2) for m in (plain, student)]
+    runs = [predicts(m) for m in (copy.deepcopy(student), student)]
     with prequantized_weights(student):
         swapped = sum(not isinstance(m.w_quant, FakeQuantizer) for _, m in quant_layers(student))
         assert swapped == sum(1 for _ in quant_layers(student)) > 50
@@ -704,18 +710,12 @@ def test_the_compiled_decoder_predicts_what_the_eager_one_does():
     can compile it, with the W4A6 student's quantizers through their traceable forward: on the quick configs the
     calibrated student's predictions of consecutive frames are the eager ones (scores to 1e-6, boxes to 1e-4)."""
     torch._dynamo.reset()
-    defaults = tool.parse_args([])
-    dcfg, fcfg, queue, _ = bm.load_configs(defaults.qdbev_config, defaults.fp_config, quick=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        _, distiller = bm.build_models(dcfg, fcfg, torch.device('cpu'), tmp)
-    hw = (64, 96)
-    bm.calibrate(distiller, bm.raw_batch(1, queue, hw, 6))
-    distiller.eval()
+    distiller, predicts = calibrated_quick_student()
     eager = distiller.student
     compiled = copy.deepcopy(eager)
     bm.compile_for_inference(compiled, 'default', ['pts_bbox_head.transformer.decoder'])
     assert hasattr(compiled.pts_bbox_head.transformer.decoder, '_orig_mod')
-    runs = [bm.predict_fn(m, distiller.data_preprocessor, hw, 1, 6, 2) for m in (eager, compiled)]
+    runs = [predicts(m) for m in (eager, compiled)]
     for _ in range(2):
         a, b = (run()[0].pred_instances_3d for run in runs)
         assert torch.allclose(a.scores_3d, b.scores_3d, atol=1e-6)
