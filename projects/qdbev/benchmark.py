@@ -551,12 +551,13 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
         if device.type == 'cuda':
             torch.cuda.empty_cache()
 
+    from projects.qdbev.distiller.qdbev_distiller import STUDENT_COMPILE_PARTS
     weights_once = contextlib.ExitStack()  # the quantizers come back when the measurements end
     with weights_once:
         fp.to(device)
         student_compile = distiller_cfg.get('student_compile')
         student_compile = student_compile if isinstance(student_compile, dict) else {}
-        compiled_parts = tuple(student_compile.get('parts', IMAGE_PARTS))
+        compiled_parts = tuple(student_compile.get('parts', STUDENT_COMPILE_PARTS))
         if compile_fp_train and with_train:
             compile_for_training(fp, compiled_parts, student_compile.get('mode'))
         # the FP model compiles in its first step, inside measure: the budget applies to that compilation
@@ -578,7 +579,7 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
     del fp, distiller
     if with_train:
         out['fp_step_compiled'] = bool(compile_fp_train)
-        if compile_fp_train and compiled_parts != IMAGE_PARTS:
+        if compile_fp_train and compiled_parts != STUDENT_COMPILE_PARTS:
             out['fp_step_compiled_parts'] = list(compiled_parts)
         if fp_memory_budget is not None and compile_fp_train:
             out['fp_activation_memory_budget'] = fp_memory_budget
