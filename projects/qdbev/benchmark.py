@@ -424,13 +424,17 @@ CUDA_GRAPH_MODES = ('reduce-overhead', 'max-autotune')  # the torch.compile mode
 class GraphStepModule(torch.nn.Module):
     """A ``torch.compile``d module whose every call is one CUDA-graph step: it marks the step's start and clones the
     outputs, so that a later call of the same graph (the backbone runs once per ``eval_img_chunk`` images) does not
-    overwrite the outputs of an earlier one, which ``reduce-overhead``'s graph replay otherwise does."""
+    overwrite the outputs of an earlier one, which ``reduce-overhead``'s graph replay otherwise does. Called while
+    another compiled part is traced (a head branch that the compiled decoder calls), it runs the plain module inside
+    that part's graph: a step mark there would break the graph and start a new CUDA-graph step in its middle."""
 
     def __init__(self, compiled: torch.nn.Module):
         super().__init__()
         self._orig_mod = compiled
 
     def forward(self, *args, **kwargs):
+        if torch.compiler.is_compiling():
+            return getattr(self._orig_mod, '_orig_mod', self._orig_mod)(*args, **kwargs)
         torch.compiler.cudagraph_mark_step_begin()
         return torch.utils._pytree.tree_map(
             lambda t: t.clone() if isinstance(t, torch.Tensor) else t, self._orig_mod(*args, **kwargs))
@@ -445,8 +449,9 @@ def compile_for_inference(detector, mode: str = 'default', parts: Sequence[str] 
     ops before it; the quantizers run their traceable forward, :meth:`qdbev.quant.FakeQuantizer._traceable_forward`).
     ``mode``: torch.compile's, e.g. ``'reduce-overhead'``, which also replays them as CUDA graphs on a GPU (the host's
     launch cost of a batch-1 predict goes); in the modes with CUDA graphs each call is a :class:`GraphStepModule`
-    step. A part that is None (a detector without a neck) is left out; a path that names no attribute is refused.
-    The first call compiles (the timing's warm-up calls absorb it)."""
+    step, and a part that another part calls runs inside that part's graph. A part that is None (a detector without
+    a neck) is left out; a path that names no attribute is refused. The first call compiles (the timing's warm-up
+    calls absorb it)."""
     for path in parts:
         try:
             owner, name = module_slot(detector, path)

@@ -723,6 +723,38 @@ def test_the_compiled_decoder_predicts_what_the_eager_one_does():
     torch._dynamo.reset()
 
 
+def test_a_part_called_inside_another_compiled_part_runs_in_its_graph():
+    """``--compile-infer reduce-overhead`` with a part that another part calls (a head branch inside the compiled
+    decoder): the inner part runs inside the outer part's graph instead of marking a CUDA-graph step in its middle,
+    which broke the outer graph in two; called on its own it is still a step of its own."""
+    from torch._dynamo.utils import counters
+
+    class Body(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.outer = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
+            self.inner = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.inner(self.outer(x))
+
+    torch._dynamo.reset()
+    counters.clear()
+    detector = torch.nn.Module()
+    detector.body = Body()
+    x = torch.randn(3, 4)
+    with torch.no_grad():
+        ref, ref_inner = detector.body(x), detector.body.inner(x)
+        bm.compile_for_inference(detector, 'reduce-overhead', ['body.inner', 'body'])
+        assert isinstance(detector.body, bm.GraphStepModule)
+        assert isinstance(detector.body._orig_mod._orig_mod.inner, bm.GraphStepModule)
+        for _ in range(2):
+            assert torch.allclose(detector.body(x), ref, atol=1e-6)
+        assert torch.allclose(detector.body._orig_mod._orig_mod.inner(x), ref_inner, atol=1e-6)
+    assert sum(counters['graph_break'].values()) == 0
+    torch._dynamo.reset()
+
+
 def test_graph_step_module_keeps_each_calls_outputs(monkeypatch):
     """Under ``reduce-overhead`` the backbone runs once per ``eval_img_chunk`` images; each call is one CUDA-graph step
     whose outputs are cloned, so a later chunk's replay cannot overwrite an earlier chunk's features (session 20's

@@ -12,8 +12,7 @@ K=pts_bbox_head.transformer.encoder.static_hit_lists
 ENC=pts_bbox_head.transformer.encoder
 DEC=pts_bbox_head.transformer.decoder
 # 1. P3 at batch 1 with all four parts as CUDA graphs (session 29's p3_last, the same-machine baseline), then with the
-#    weights quantized once. (A part compiled on its own inside another compiled part would call
-#    cudagraph_mark_step_begin while that one is traced, so the head's branches are not named.)
+#    weights quantized once.
 P3="python tools/benchmark.py --device cuda --only P3 --batch 1 --reps 30 --warmup 5 --interleave-infer \
   --compile-infer reduce-overhead --fp-options model.$K=640 --qdbev-options model.architecture.$K=640 \
   --compile-infer-parts img_backbone img_neck $ENC $DEC"
