@@ -142,8 +142,9 @@ def test_onnx_qdq_matches_pytorch(tmp_path, w_bits, a_bits):
     assert float((_ort_run(path, x, keep_qdq=False) - ref).abs().max()) <= 0.02 * span
 
 
-def _graph_ops(model: nn.Module, x: torch.Tensor) -> list:
-    """The aten operators of ``model(x)``'s compiled forward graph (AOTAutograd's, without running inductor)."""
+def _graph_ops(model: nn.Module, x: torch.Tensor) -> tuple:
+    """``(output, ops)``: ``model(x)`` compiled, and the aten operators of its forward graph (AOTAutograd's, without
+    running inductor)."""
     from functorch.compile import make_boxed_func
     from torch._dynamo.backends.common import aot_autograd
     ops = []
@@ -186,8 +187,9 @@ def test_prequantized_weights_refuse_a_changed_weight_and_restore_after_an_error
     x = torch.randn(2, 3, 16, 16)
     with pytest.raises(RuntimeError, match=r'prequantized_weights: 0\.weight changed inside the block'):
         with prequantized_weights(model), torch.no_grad():
+            stale = model[0].w_quant.weight_q.clone()
             model[0].weight.add_(0.1)
             model(x)
     assert model[0].w_quant is original
-    with torch.no_grad():  # outside the block the changed weight is quantized afresh
-        assert torch.equal(model[0].w_quant(model[0].weight), original(model[0].weight))
+    with torch.no_grad():  # outside the block the quantizer serves the changed weight, not the stale copy
+        assert not torch.equal(model[0].w_quant(model[0].weight), stale)
