@@ -47,8 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def encoder_geometry(cfg) -> dict:
-    """BEV size, pillar heights, pc_range, padding and the current ``static_hit_lists`` of a BEVFormer or QD-BEV
-    config, plus the config key that sets the option."""
+    """BEV size, pillar heights, pc_range (also as ``bev``, a :class:`BEVGeometry`), padding and the current
+    ``static_hit_lists`` of a BEVFormer or QD-BEV config, plus the config key that sets the option."""
     model = cfg.model
     prefix = 'model.'
     if 'architecture' in model:  # the QD-BEV distiller wraps the detector
@@ -62,24 +62,23 @@ def encoder_geometry(cfg) -> dict:
     except (KeyError, TypeError) as err:
         raise CliError(f'{cfg.filename}: not a BEVFormer config (model.pts_bbox_head.transformer.encoder and '
                        f'bev_h/bev_w are needed; missing {err})') from None
+    from projects.qdbev.distiller.view_geometry import BEVGeometry
+    geometry['bev'] = BEVGeometry.from_config(geometry)
     geometry['static_hit_lists'] = enc.get('static_hit_lists', False)
     geometry['key'] = prefix + 'pts_bbox_head.transformer.encoder.static_hit_lists'
     return geometry
 
 
 def frame_hits(frame: dict, geometry: dict) -> np.ndarray:
-    """Per camera, the number of BEV queries one packed frame's cameras see (``[N_cam]``)."""
+    """Per camera, the number of BEV queries one packed frame's cameras see (``[N_cam]``): the encoder's own
+    ``bev_mask`` reduced over height, as VGD's masks are (:meth:`BEVGeometry.masks`)."""
     import torch
-    from qdbev.distill import view_masks
     img = frame['inputs']['img']
     height, width = (img.shape[-2:] if hasattr(img, 'shape') else img[0].shape[-2:])
     div = geometry['pad_divisor']
     pad_shape = (math.ceil(height / div) * div, math.ceil(width / div) * div)
     lidar2img = torch.as_tensor(np.asarray(frame['data_samples'].metainfo['lidar2img'], dtype=np.float32))[None]
-    pc_range = geometry['pc_range']  # (the encoder's pillar heights: its bev_mask reduced over height)
-    seen = view_masks(lidar2img, pad_shape, geometry['bev_h'], geometry['bev_w'], pc_range,
-                      geometry['num_points_in_pillar'], z_span=pc_range[5] - pc_range[2])
-    return seen.sum(-1)[:, 0].numpy()
+    return geometry['bev'].masks(lidar2img, pad_shape).sum(-1)[:, 0].numpy()
 
 
 def split_hits(cfg, split: str, geometry: dict, samples: int) -> tuple:
