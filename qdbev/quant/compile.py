@@ -96,14 +96,14 @@ class CompiledWhenCalibrated:
         self.watched: List[FakeQuantizer] = self.quantizers if watch is None else [q for _, q in quantizers(watch)]
         self.compiled_calls = 0  # calls routed to the compiled forward (tests, logs)
         self.budget = None if activation_memory_budget is None else float(activation_memory_budget)
-        self._ready_at: Optional[Tuple[int, bool]] = None  # (state_version, ready) of the last check
+        self._ready_at: Tuple[int, bool] = (-1, False)  # (state_version, ready) of the last check; -1: none yet
 
     def ready(self) -> bool:
         """All watched quantizers traceable. Asked at every call (12 per training step of BEVFormer-tiny's student:
         4 parts x 3 frames), answered again only after some quantizer's state changed (:func:`state_version`):
         walking the student's 368 quantizers took about 0.5 ms of host time per call."""
         version = state_version()
-        if self._ready_at is None or self._ready_at[0] != version:
+        if self._ready_at[0] != version:
             self._ready_at = (version, all(q.traceable() for q in self.watched))
         return self._ready_at[1]
 

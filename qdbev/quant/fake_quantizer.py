@@ -159,7 +159,7 @@ class FakeQuantizer(nn.Module):
     def _remember(self, **fields) -> None:
         """Set the dynamic-reuse fields as plain attributes. ``nn.Module.__setattr__`` checks every value against the
         module's parameters, buffers and submodules; for the quantizers of BEVFormer-tiny's student that made up
-        two thirds of a ``train()`` / ``eval()`` switch (which each training step's history frames make)."""
+        two thirds of a ``train()`` / ``eval()`` switch of the model (:meth:`train` clears the cache)."""
         self.__dict__.update(fields)
 
     def _source(self, x: Tensor):
