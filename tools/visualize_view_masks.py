@@ -75,7 +75,7 @@ def settings_from_config(path: str) -> dict:
     prep = model.get('data_preprocessor') or cfg.model.get('data_preprocessor') or {}
     return dict(info=info, data_root=data_root, data_prefix=dict(dataset.get('data_prefix', {})),
                 scale=_find_scale(dataset.get('pipeline', [])) or 1.0,
-                pad_divisor=int(prep.get('pad_size_divisor', 32) or 1),
+                pad_divisor=int(prep.get('pad_size_divisor', 1) or 1),  # Det3DDataPreprocessor's default: 1
                 bev_h=int(head['bev_h']), bev_w=int(head['bev_w']), pc_range=list(encoder['pc_range']),
                 num_points_in_pillar=int(encoder.get('num_points_in_pillar', 4)))
 

@@ -82,3 +82,18 @@ def test_cli_writes_png_and_refuses_bad_input(info_file, tmp_path):
     bad = subprocess.run([sys.executable, tool, str(info_file), '--sample-idx', '7', '--out', str(out),
                           '--img-size', '900', '1600'], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count('\n') == 1 and '--sample-idx 7 is out of range' in bad.stderr
+
+
+@pytest.mark.parametrize('prep, divisor', [("dict(type='Det3DDataPreprocessor', pad_size_divisor=32)", 32),
+                                           ("dict(type='Det3DDataPreprocessor')", 1)])
+def test_settings_read_the_pad_divisor_the_model_uses(tmp_path, prep, divisor):
+    """A config without ``pad_size_divisor`` pads like mmdet's preprocessor does by default: not at all."""
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text(
+        f"model = dict(data_preprocessor={prep}, pts_bbox_head=dict(bev_h=20, bev_w=30, transformer=dict(\n"
+        "    encoder=dict(pc_range=[-51.2, -51.2, -5.0, 51.2, 51.2, 3.0]))))\n"
+        "val_dataloader = dict(dataset=dict(data_root='d/', ann_file='val.pkl', pipeline=[\n"
+        "    dict(type='ScaleMultiViewImage', scale=0.5)]))\n")
+    st = vvm.settings_from_config(str(cfg))
+    assert (st['pad_divisor'], st['scale'], st['bev_h'], st['bev_w']) == (divisor, 0.5, 20, 30)
+    assert st['info'] == os.path.join('d/', 'val.pkl')

@@ -1,7 +1,7 @@
 # BEVFormer-nano: a small BEVFormer for the 2-core CPU quick start on the synthetic 400x225 renders
-# (all components of the published model, smaller): ResNet-18 with 32 base channels cut after stage 3 (C4, stride
-# 16, 128 channels), FPN 1 level, embed 128, BEV 32x32 (3.2 m cells), 2 encoder / 3 decoder layers, 100 queries,
-# queue 3. Trained from scratch: trainable BN, no frozen stages, no GridMask.
+# (all components of the published model, smaller): ResNet-18 with 16 base channels cut after stage 3 (C4, stride
+# 16, 64 channels), FPN 1 level to 128 channels, embed 128, BEV 32x32 (3.2 m cells), 2 encoder / 3 decoder layers,
+# 100 queries, queue 3. Trained from scratch: trainable BN, no frozen stages, no GridMask.
 _base_ = ['./bevformer_tiny.py']
 
 _dim_ = 128
