@@ -286,22 +286,25 @@ def _assert_same_step(got, ref, tag):
 
 
 def test_student_compile_trains_with_the_eager_students_losses_and_gradients(arch, teacher_ckpt):
-    """``student_compile`` routes the quantized student's backbone and neck (and, named in ``parts``, its decoder)
-    through torch.compile once calibrated: calibration still runs (eagerly), a training step gives the eager
-    student's losses and gradients, and the decoder (which calls the head's quantized regression branches) compiles
-    without a graph break. Its deformable sampling runs as the custom operator that CUDA runs (here around the
+    """``student_compile`` routes the quantized student's backbone and neck (and, named in ``parts``, its decoder and
+    the head's classification branches, one graph each) through torch.compile once calibrated: calibration still
+    runs (eagerly), a training step gives the eager student's losses and gradients, and the decoder (which calls the
+    head's quantized regression branches) compiles without a graph break. Its deformable sampling runs as the custom operator that CUDA runs (here around the
     pure-PyTorch path, which read the level shapes on the host if it were traced: one break per layer)."""
     raw = raw_batch(0, batch=1, queue=2)
     steps = {}
+    branches = [f'pts_bbox_head.cls_branches.{i}' for i in range(arch['pts_bbox_head']['transformer']['decoder']
+                                                                  ['num_layers'])]
     options = {'eager': False, 'image': dict(backend='aot_eager'),
-               'decoder': dict(backend='aot_eager', parts=['img_backbone', 'img_neck', DECODER])}
+               'decoder': dict(backend='aot_eager', parts=['img_backbone', 'img_neck', DECODER]),
+               'branches': dict(backend='aot_eager', parts=['img_backbone', 'img_neck', DECODER] + branches)}
     for name, option in options.items():
         model, *steps[name] = _compiled_step(arch, teacher_ckpt, raw, 'vgd', student_compile=option)
-        parts = [model.student.img_backbone, model.student.img_neck, model.student.get_submodule(DECODER)]
+        parts = [model.student.get_submodule(p) for p in ['img_backbone', 'img_neck', DECODER] + branches]
         routers = [m.forward for m in parts if isinstance(m.__dict__.get('forward'), CompiledWhenCalibrated)]
-        assert len(routers) == {'eager': 0, 'image': 2, 'decoder': 3}[name]
+        assert len(routers) == {'eager': 0, 'image': 2, 'decoder': 3, 'branches': 3 + len(branches)}[name]
         assert all(r.compiled_calls > 0 for r in routers)  # the calibrated step ran compiled
-    for name in ('image', 'decoder'):
+    for name in ('image', 'decoder', 'branches'):
         _assert_same_step(steps[name], steps['eager'], name)
     with pytest.raises(ValueError, match='model.student_compile must be True, False or a dict'):
         build_distiller(arch, None, qconfig=W4A6, student_compile='yes')
