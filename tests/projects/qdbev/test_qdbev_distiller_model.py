@@ -289,12 +289,13 @@ def test_student_compile_trains_with_the_eager_students_losses_and_gradients(arc
     """``student_compile`` routes the quantized student's backbone and neck (and, named in ``parts``, its decoder and
     the head's classification branches, one graph each) through torch.compile once calibrated: calibration still
     runs (eagerly), a training step gives the eager student's losses and gradients, and the decoder (which calls the
-    head's quantized regression branches) compiles without a graph break. Its deformable sampling runs as the custom operator that CUDA runs (here around the
-    pure-PyTorch path, which read the level shapes on the host if it were traced: one break per layer)."""
+    head's quantized regression branches) compiles without a graph break. Its deformable sampling runs as the custom
+    operator that CUDA runs (here around the pure-PyTorch path, which read the level shapes on the host if it were
+    traced: one break per layer)."""
     raw = raw_batch(0, batch=1, queue=2)
     steps = {}
-    branches = [f'pts_bbox_head.cls_branches.{i}' for i in range(arch['pts_bbox_head']['transformer']['decoder']
-                                                                  ['num_layers'])]
+    num_layers = arch['pts_bbox_head']['transformer']['decoder']['num_layers']
+    branches = [f'pts_bbox_head.cls_branches.{i}' for i in range(num_layers)]
     options = {'eager': False, 'image': dict(backend='aot_eager'),
                'decoder': dict(backend='aot_eager', parts=['img_backbone', 'img_neck', DECODER]),
                'branches': dict(backend='aot_eager', parts=['img_backbone', 'img_neck', DECODER] + branches)}
