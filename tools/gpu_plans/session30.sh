@@ -23,8 +23,9 @@ ensure p3_pre --creates work_dirs/bench30/p3_pre.json --after-ended p3_base $P3 
   --out-json work_dirs/bench30/p3_pre.json
 # 2. P1 at batch 1 after the host-time cuts (1.61 before, host-bound), with profiler tables of one FP and one QAT+VGD
 #    step (each profiled call runs apart from the timed ones); then with the head's six classification branches
-#    compiled as well, in both steps (about 360 operators of eager quantizers forward and as many backward per
-#    QAT+VGD step: `tools/sync_census.py qat --ops`, "rest of the head").
+#    compiled as well, in both steps: outside the compiled parts the student's head dispatches 459 operators forward
+#    against the FP head's 218, most of the difference its branches' quantizers, plus their backward
+#    (`python tools/sync_census.py fp qat --ops --top 0 --batch 1`, CPU, session 30).
 P1="python tools/benchmark.py --device cuda --only P1 P2 --interleave-train --compile-fp-train --fp-memory-budget 0.5 \
   --qdbev-config configs/qdbev/qdbev_tiny_w4a6_fast.py"
 CLS="pts_bbox_head.cls_branches"
