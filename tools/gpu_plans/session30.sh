@@ -6,7 +6,7 @@
 # host time per step on the student, 4-5 ms on the FP model, 2-core CPU) and the compile routers keep their
 # readiness until a quantizer changes (0.5 ms x 12 calls per step).
 # Session 30 had no machine lent; the plan waits for the next one. Every remote call is this one line, with carry
-# [".gpu", "work_dirs/bench30"]; about 29 minutes of jobs, in order of need (a job whose --creates file came back
+# [".gpu", "work_dirs/bench30"]; about 32 minutes of jobs, in order of need (a job whose --creates file came back
 # is skipped on the next call, so what one session's device time does not reach, the next call runs):
 #
 #   SHARED_DIR=.gpu bash tools/gpu_job.sh call $OUT 540 tools/gpu_plans/session30.sh work_dirs/bench30
@@ -21,6 +21,12 @@ P3="python tools/benchmark.py --device cuda --only P3 --batch 1 --reps 30 --warm
 ensure p3_base --creates work_dirs/bench30/p3_base.json $P3 --out-json work_dirs/bench30/p3_base.json
 ensure p3_pre --creates work_dirs/bench30/p3_pre.json --after-ended p3_base $P3 --prequantize-weights \
   --out-json work_dirs/bench30/p3_pre.json
+#    Then also the student's last quantized layers that run eagerly around the graphs: the last classification
+#    branch, the can_bus MLP (both graphed in session 29's p3_branches: 1.193) and the reference-point projection.
+ensure p3_pre_edges --creates work_dirs/bench30/p3_pre_edges.json --after-ended p3_pre $P3 --prequantize-weights \
+  --compile-infer-parts img_backbone img_neck $ENC $DEC pts_bbox_head.cls_branches.5 \
+  pts_bbox_head.transformer.can_bus_mlp pts_bbox_head.transformer.reference_points \
+  --out-json work_dirs/bench30/p3_pre_edges.json
 # 2. P1 at batch 1 after the host-time cuts (1.61 before, host-bound), with profiler tables of one FP and one QAT+VGD
 #    step (each profiled call runs apart from the timed ones); then with the head's six classification branches
 #    compiled as well, in both steps: outside the compiled parts the student's head dispatches 459 operators forward
@@ -29,7 +35,7 @@ ensure p3_pre --creates work_dirs/bench30/p3_pre.json --after-ended p3_base $P3 
 P1="python tools/benchmark.py --device cuda --only P1 P2 --interleave-train --compile-fp-train --fp-memory-budget 0.5 \
   --qdbev-config configs/qdbev/qdbev_tiny_w4a6_fast.py"
 CLS="pts_bbox_head.cls_branches"
-ensure p1_prof_b1 --creates work_dirs/bench30/p1_prof_b1.json --after-ended p3_pre $P1 --batch 1 --reps 10 \
+ensure p1_prof_b1 --creates work_dirs/bench30/p1_prof_b1.json --after-ended p3_pre_edges $P1 --batch 1 --reps 10 \
   --warmup 3 --profile work_dirs/bench30/p1_prof --out-json work_dirs/bench30/p1_prof_b1.json
 ensure p1_cls_b1 --creates work_dirs/bench30/p1_cls_b1.json --after-ended p1_prof_b1 $P1 --batch 1 --reps 15 \
   --warmup 3 --qdbev-options \
