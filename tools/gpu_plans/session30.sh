@@ -16,15 +16,16 @@ DEC=pts_bbox_head.transformer.decoder
 # 1. P3 at batch 1 with all four parts as CUDA graphs (session 29's p3_last, the same-machine baseline), then with the
 #    weights quantized once.
 P3="python tools/benchmark.py --device cuda --only P3 --batch 1 --reps 30 --warmup 5 --interleave-infer \
-  --compile-infer reduce-overhead --fp-options model.$K=640 --qdbev-options model.architecture.$K=640 \
-  --compile-infer-parts img_backbone img_neck $ENC $DEC"
-ensure p3_base --creates work_dirs/bench30/p3_base.json $P3 --out-json work_dirs/bench30/p3_base.json
-ensure p3_pre --creates work_dirs/bench30/p3_pre.json --after-ended p3_base $P3 --prequantize-weights \
-  --out-json work_dirs/bench30/p3_pre.json
+  --compile-infer reduce-overhead --fp-options model.$K=640 --qdbev-options model.architecture.$K=640"
+PARTS="img_backbone img_neck $ENC $DEC"
+ensure p3_base --creates work_dirs/bench30/p3_base.json $P3 --compile-infer-parts $PARTS \
+  --out-json work_dirs/bench30/p3_base.json
+ensure p3_pre --creates work_dirs/bench30/p3_pre.json --after-ended p3_base $P3 --compile-infer-parts $PARTS \
+  --prequantize-weights --out-json work_dirs/bench30/p3_pre.json
 #    Then also the student's last quantized layers that run eagerly around the graphs: the last classification
 #    branch, the can_bus MLP (both graphed in session 29's p3_branches: 1.193) and the reference-point projection.
 ensure p3_pre_edges --creates work_dirs/bench30/p3_pre_edges.json --after-ended p3_pre $P3 --prequantize-weights \
-  --compile-infer-parts img_backbone img_neck $ENC $DEC pts_bbox_head.cls_branches.5 \
+  --compile-infer-parts $PARTS pts_bbox_head.cls_branches.5 \
   pts_bbox_head.transformer.can_bus_mlp pts_bbox_head.transformer.reference_points \
   --out-json work_dirs/bench30/p3_pre_edges.json
 # 2. P1 at batch 1 after the host-time cuts (1.61 before, host-bound), with profiler tables of one FP and one QAT+VGD
