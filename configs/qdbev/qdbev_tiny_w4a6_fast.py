@@ -24,10 +24,10 @@
 # - model.student_compile: the fake-quantized student's image backbone, neck, encoder and decoder compiled with
 #   static shapes, int8 codes that carry the straight-through mask (no numbers change), and activation_memory_budget
 #   0.5: peak memory 1.08x the FP step's compiled at the same budget (session 28, without the decoder).
-# The P1 figure at batch 8 (1.41) is from these settings without the student's decoder. This config trains at the
-# base's batch 1 per GPU, where the step is host-bound: there the decoder compiled as well (in both steps) took the
-# QAT+VGD step from 2.14x to 1.61x the FP step's on the same machine (session 29); at batch 8 that combination is not
-# timed yet (session 26 found the compiled decoder faster at batch 8 before the static lists). Compiling costs
+# With these settings the QAT+VGD step is 1.259x the FP step's at batch 8 (paired 1.259, floor 1.25), against 1.477
+# without the student's decoder compiled, on the same machine (session 31). This config trains at the base's batch 1
+# per GPU, where the step is host-bound: there the decoder compiled as well (in both steps) took the step from 2.14x
+# to 1.61x the FP step's on the same machine (session 29; 1.59 in session 31). Compiling costs
 # start-up time (the first steps, and each phase switch's recompile) and gains nothing on CPU: use qdbev_tiny_w4a6.py
 # there. Everything else is qdbev_tiny_w4a6.py.
 #   tools/dist_train.sh configs/qdbev/qdbev_tiny_w4a6_fast.py 8

@@ -33,7 +33,8 @@ import torch
 
 from qdbev.geometry import RING_YAWS_DEG, pose_can_bus
 from qdbev.geometry import ring_lidar2img as geometry_ring_lidar2img
-from qdbev.quant import SavedActivations, allow_recompiles, memory_budget, module_slot
+from qdbev.quant import (CUDA_GRAPH_MODES, SavedActivations, allow_recompiles, compile_module, memory_budget,
+                         module_slot)
 from qdbev.quant.export import prequantized_weights
 
 RUN_ITEMS = ('train', 'deform_attn', 'group_matching', 'data_loading', 'devkit_eval')  # measured parts of a run
@@ -79,10 +80,13 @@ def _sync(device: torch.device) -> None:
 
 
 def compile_counts() -> Dict[str, int]:
-    """``torch.compile``'s running totals in this process: frames compiled, distinct graphs, graph breaks."""
+    """``torch.compile``'s running totals in this process: frames compiled, distinct graphs, graph breaks, and the
+    graphs that a mode with CUDA graphs compiled but runs without them (``cudagraph_skips``: e.g. a CPU tensor or an
+    input mutated in place; always on the CPU; inductor logs the reason)."""
     from torch._dynamo.utils import counters
     return dict(frames=int(counters['frames']['ok']), graphs=int(counters['stats']['unique_graphs']),
-                graph_breaks=int(sum(counters['graph_break'].values())))
+                graph_breaks=int(sum(counters['graph_break'].values())),
+                cudagraph_skips=int(counters['inductor']['cudagraph_skips']))
 
 
 def median_ms(fn: Callable[[], object], reps: int, warmup: int, device: torch.device) -> Dict[str, object]:
@@ -418,9 +422,6 @@ def predict_fn(detector, preprocessor, img_hw: Tuple[int, int], batch: int, num_
     return infer
 
 
-CUDA_GRAPH_MODES = ('reduce-overhead', 'max-autotune')  # the torch.compile modes that replay CUDA graphs
-
-
 class GraphStepModule(torch.nn.Module):
     """A ``torch.compile``d module whose every call is one CUDA-graph step: it marks the step's start and clones the
     outputs, so that a later call of the same graph (the backbone runs once per ``eval_img_chunk`` images) does not
@@ -441,6 +442,13 @@ class GraphStepModule(torch.nn.Module):
 
 
 IMAGE_PARTS = ('img_backbone', 'img_neck')  # what ``--compile-infer`` compiles unless told other parts
+
+
+def part_label(path: str) -> str:
+    """A compiled part's short name in a table row: the last step of its dotted path (``'decoder'``, ``'backbone'``
+    for ``img_backbone``), with its parent where that step is an index (``'cls_branches.5'``)."""
+    steps = path.split('.')
+    return ('.'.join(steps[-2:]) if steps[-1].isdigit() and len(steps) > 1 else steps[-1]).replace('img_', '')
 
 
 def compile_for_inference(detector, mode: str = 'default', parts: Sequence[str] = IMAGE_PARTS) -> None:
@@ -472,8 +480,7 @@ def compile_for_training(detector, parts: Sequence[str] = IMAGE_PARTS, mode: Opt
     for path in parts:
         module = getattr(*module_slot(detector, path))
         if module is not None:
-            allow_recompiles()
-            module.compile(dynamic=False, mode=mode)
+            compile_module(module, dynamic=False, mode=mode)
 
 
 def calibrate(distiller, raw: dict) -> None:
@@ -984,8 +991,7 @@ def render_markdown(merged: dict) -> str:
             if 'fakequant_infer' in t:
                 infer_tag = tag.replace(f', queue {t["queue"]}', '')
                 mode = t.get('compiled_infer')
-                parts = ' + '.join(p.rsplit('.', 1)[-1].replace('img_', '')
-                                   for p in t.get('compiled_infer_parts', IMAGE_PARTS))
+                parts = ' + '.join(part_label(p) for p in t.get('compiled_infer_parts', IMAGE_PARTS))
                 infer_tag += '' if not mode else f', compiled {parts}' + (
                     f' ({mode})' if isinstance(mode, str) and mode != 'default' else '')
                 infer_tag += ', interleaved' if t.get('infer_interleaved') else ''

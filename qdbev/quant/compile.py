@@ -32,6 +32,42 @@ def module_slot(root: nn.Module, path: str) -> Tuple[nn.Module, str]:
     return owner, name
 
 
+CUDA_GRAPH_MODES = ('reduce-overhead', 'max-autotune')  # the torch.compile modes that replay CUDA graphs
+
+
+class NoGradOutputsCopied:
+    """A compiled callable whose calls made without grad return copies of their outputs; calls with grad return them
+    as they are. What training needs from ``torch.compile``'s modes that replay CUDA graphs (:data:`CUDA_GRAPH_MODES`).
+
+    There a compiled call made while no backward is pending starts a new graph step, and its replay may overwrite the
+    outputs of the calls before it, which then fail when read ("accessing tensor output of CUDAGraphs that has been
+    overwritten by a subsequent run"; session 28, in the student's backbone). A training step's calls without grad
+    are such calls: the teacher's frames and the student's history frames, whose backbone output the neck reads, the
+    neck's the encoder, and the encoder's BEV the next frame. Their copies live outside the graphs' memory pool. The
+    calls with grad (the student's current frame) keep a backward pending, which holds the step open until the
+    backward has run, so their outputs stay valid without a copy."""
+
+    def __init__(self, compiled) -> None:
+        self.compiled = compiled
+
+    def __call__(self, *args, **kwargs):
+        out = self.compiled(*args, **kwargs)
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return out
+        return torch.utils._pytree.tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, out)
+
+
+def compile_module(module: nn.Module, **compile_kwargs) -> None:
+    """``module.compile(**compile_kwargs)`` (in place: parameters, state-dict keys and hooks unchanged), and in the
+    modes that replay CUDA graphs its calls without grad hand back copies (:class:`NoGradOutputsCopied`), so that a
+    training step may call it with and without grad. How the distiller compiles the FP teacher's parts, and the
+    benchmark the FP model's."""
+    allow_recompiles()
+    module.compile(**compile_kwargs)
+    if compile_kwargs.get('mode') in CUDA_GRAPH_MODES:
+        module._compiled_call_impl = NoGradOutputsCopied(module._compiled_call_impl)
+
+
 RECOMPILE_LIMIT = 64  # graphs dynamo may keep per function once a model compiles some of its parts
 
 
@@ -88,6 +124,8 @@ class CompiledWhenCalibrated:
         allow_recompiles()
         self.eager = module.forward
         self.compiled = torch.compile(self.eager, **compile_kwargs)
+        if compile_kwargs.get('mode') in CUDA_GRAPH_MODES:  # a training step calls it with and without grad
+            self.compiled = NoGradOutputsCopied(self.compiled)
         self.quantizers: List[FakeQuantizer] = [q for _, q in quantizers(module)]
         for q in self.quantizers:
             q.int_codes = bool(int_codes)

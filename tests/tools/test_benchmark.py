@@ -376,6 +376,15 @@ def test_a_recompilation_inside_the_timed_calls_is_counted_and_flagged():
     assert lines == ['train.step: torch.compile compiled 3 graph(s) during the timed calls']
 
 
+def test_the_compile_counts_name_graphs_run_without_their_cuda_graphs():
+    """A mode with CUDA graphs that inductor compiles but runs without them (on the CPU always) is counted in the
+    timing's compile record (``cudagraph_skips``), so that a GPU run shows whether its graphs replayed."""
+    before = bm.compile_counts()['cudagraph_skips']
+    compiled, x = torch.compile(lambda t: t.sin() * 2, mode='reduce-overhead', dynamic=False), torch.randn(8)
+    timed = bm.median_ms(lambda: compiled(x), reps=2, warmup=1, device=torch.device('cpu'))
+    assert timed['compile']['cudagraph_skips'] == before + 1
+
+
 def test_compile_fp_train_compiles_the_fp_image_path_in_place_and_refuses_p3(monkeypatch):
     """--compile-fp-train: the FP model's backbone and neck (or the student_compile parts) are compiled in place
     (state-dict keys unchanged), as student_compile compiles the student's, and the option cannot be combined with
@@ -658,9 +667,10 @@ def test_compile_infer_parts_compile_the_named_modules_and_the_row_names_them(mo
     with pytest.raises(ValueError, match='--compile-infer-parts pts_bbox_head.transformer.encoderr: '):
         bm.compile_for_inference(detector, 'default', ['pts_bbox_head.transformer.encoderr'])
     run = _infer_run('1', 1.1)
-    run['train']['8'].update(compiled_infer='reduce-overhead', compiled_infer_parts=parts)
-    assert '6 cams 450x800, compiled backbone + neck + decoder (reduce-overhead)) | 44 ms | 40 ms | 1.1 |' in \
-        bm.render_markdown(bm.merge_runs(None, run))
+    run['train']['8'].update(compiled_infer='reduce-overhead',
+                             compiled_infer_parts=parts + ['pts_bbox_head.cls_branches.5'])
+    assert '6 cams 450x800, compiled backbone + neck + decoder + cls_branches.5 (reduce-overhead)) | 44 ms | 40 ms |' \
+        in bm.render_markdown(bm.merge_runs(None, run))
     args = tool.parse_args(['--device', 'cpu', '--only', 'P3', '--compile-infer', '--compile-infer-parts', *parts])
     assert args.compile_infer_parts == parts
     with pytest.raises(SystemExit):

@@ -29,7 +29,7 @@ from mmengine.model import BaseModel
 from torch import Tensor
 
 from qdbev.distill import find_module
-from qdbev.quant import (allow_recompiles, calibration, check_qconfig, compile_quantized, module_slot, quant_state,
+from qdbev.quant import (calibration, check_qconfig, compile_module, compile_quantized, module_slot, quant_state,
                          quantize_model, quantizers)
 
 from .distill_terms import DistillTerms
@@ -190,8 +190,7 @@ class QDBEVDistiller(BaseModel):
     def _compile_teacher(self, option: Union[bool, dict]) -> None:
         modules, kwargs = _compile_request(option, 'teacher', self.teacher, TEACHER_COMPILE_PARTS)
         for module in modules:
-            allow_recompiles()
-            module.compile(**kwargs)
+            compile_module(module, **kwargs)
 
     def _compile_student(self, option: Union[bool, dict]) -> None:
         modules, kwargs = _compile_request(option, 'student', self.student, STUDENT_COMPILE_PARTS)

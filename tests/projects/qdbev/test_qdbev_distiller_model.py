@@ -8,7 +8,7 @@ import torch
 from qdbev_distiller_helpers import BEV, W4A6, build_distiller, raw_batch
 
 from qdbev.distill import bev_kl, confidence_guided_loss, image_kl, logit_kd, vgd_loss, view_masks
-from qdbev.quant import CompiledWhenCalibrated
+from qdbev.quant import CompiledWhenCalibrated, NoGradOutputsCopied
 
 ALL_TERMS = 'img+bev+vgd+head+kd'
 LOSSES = dict(img=dict(tau=2.0, loss_weight=3.0), bev=dict(tau=0.5, loss_weight=5.0),
@@ -332,6 +332,31 @@ def test_static_hit_lists_compile_both_encoders_without_a_graph_break(arch, teac
     assert model.teacher.get_submodule(encoder)._compiled_call_impl is not None
     assert 'loss_distill_vgd' in eager[0]
     _assert_same_step(compiled, eager, 'static')
+
+
+def test_cuda_graph_modes_copy_the_outputs_of_both_models_calls_without_grad(arch, teacher_ckpt, monkeypatch):
+    """``student_compile`` / ``teacher_compile`` in a mode that replays CUDA graphs (``mode='reduce-overhead'``):
+    every compiled call of a training step goes through NoGradOutputsCopied, which copies the outputs of the calls
+    without grad (all the teacher's frames, the student's history frame), since the next graph replay may overwrite
+    them (session 28's failure), and leaves the student's current frame, with grad, alone; the step gives the eager
+    step's losses and gradients. (aot_eager ignores the mode on the CPU: the wiring is what is tested.)"""
+    raw = raw_batch(0, batch=1, queue=2)
+    _, *eager = _compiled_step(arch, teacher_ckpt, raw, 'img+bev+vgd')
+    calls = []
+    call = NoGradOutputsCopied.__call__
+    monkeypatch.setattr(NoGradOutputsCopied, '__call__',
+                        lambda self, *a, **k: calls.append((self, torch.is_grad_enabled())) or call(self, *a, **k))
+    option = dict(backend='aot_eager', mode='reduce-overhead', parts=['img_backbone', 'img_neck'])
+    model, *graphed = _compiled_step(arch, teacher_ckpt, raw, 'img+bev+vgd', student_compile=option,
+                                     teacher_compile=option)
+    student = [model.student.get_submodule(p).forward.compiled for p in option['parts']]
+    teacher = [model.teacher.get_submodule(p)._compiled_call_impl for p in option['parts']]
+    assert all(isinstance(c, NoGradOutputsCopied) for c in student + teacher)
+    # queue 2: per part, the teacher's two frames without grad, the student's history frame without, its current with
+    for part in range(2):
+        assert [grad for c, grad in calls if c is teacher[part]] == [False, False]
+        assert [grad for c, grad in calls if c is student[part]] == [False, True]
+    _assert_same_step(graphed, eager, 'graphs')
 
 
 def test_mode_none_skips_the_teacher_and_modes_switch_at_run_time(arch, teacher_ckpt):

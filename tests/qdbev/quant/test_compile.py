@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from qdbev.quant import FakeQuantizer, QuantConv2d, QuantLinear, SavedActivations, compile_quantized
+from qdbev.quant import (FakeQuantizer, NoGradOutputsCopied, QuantConv2d, QuantLinear, SavedActivations, compile_module,
+                         compile_quantized)
 
 
 def _calibrated_act(bits=6):
@@ -152,6 +153,46 @@ def test_a_watched_module_keeps_a_part_eager_while_a_quantizer_outside_it_observ
     outside.freeze()
     net(torch.randn(2, 3, 12, 10))
     assert router.compiled_calls == 1
+
+
+def test_no_grad_outputs_copied_copies_what_calls_without_grad_return():
+    """NoGradOutputsCopied: a call without grad returns copies of the tensors in its output (own storage, same
+    values, the output's structure kept); a call with grad returns the output itself."""
+    store = torch.arange(6.)
+    fn = NoGradOutputsCopied(lambda scale: (store * scale, {'bev': store}, 3))
+    out = fn(1.0)
+    assert out[1]['bev'] is store and out[2] == 3
+    with torch.no_grad():
+        prod, rec, n = fn(2.0)
+    assert rec['bev'].data_ptr() != store.data_ptr() and torch.equal(rec['bev'], store) and n == 3
+    assert torch.equal(prod, store * 2)
+
+
+@pytest.mark.parametrize('mode', [None, 'reduce-overhead'])
+def test_a_part_compiled_for_cuda_graphs_copies_its_no_grad_outputs(mode):
+    """In the modes that replay CUDA graphs, a float part compiled by compile_module and a quantized part compiled by
+    compile_quantized hand back copies from their calls without grad (a training step's history frames, whose
+    outputs the next replay would overwrite), and train with the eager numbers; in the other modes they are
+    compiled as before. (The CPU runs no CUDA graphs: aot_eager ignores the mode; the wrapping is what is tested.)"""
+    graphs = mode == 'reduce-overhead'
+    fp = nn.Linear(4, 2)
+    compile_module(fp, backend='aot_eager', mode=mode, dynamic=False)
+    assert isinstance(fp._compiled_call_impl, NoGradOutputsCopied) == graphs
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(fp(x), nn.functional.linear(x, fp.weight, fp.bias))
+    eager_net, compiled_net = _learnable_net(), _learnable_net()
+    compiled_net.load_state_dict(eager_net.state_dict())
+    router = compile_quantized(compiled_net, backend='aot_eager', mode=mode)
+    assert isinstance(router.compiled, NoGradOutputsCopied) == graphs
+    x = torch.randn(2, 3, 12, 10)
+    out_e, grads_e = _train_step(eager_net, x)
+    out_c, grads_c = _train_step(compiled_net, x)
+    torch.testing.assert_close(out_c, out_e, rtol=1e-5, atol=1e-5)
+    for k in grads_e:
+        torch.testing.assert_close(grads_c[k], grads_e[k], rtol=1e-4, atol=1e-5, msg=k)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled_net(x), eager_net(x), rtol=1e-5, atol=1e-5)
+    assert router.compiled_calls == 2
 
 
 def test_compile_quantized_refuses_a_float_module_and_a_second_call():

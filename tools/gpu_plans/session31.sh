@@ -1,0 +1,50 @@
+# The next GPU session's work (issue 9): CUDA graphs for training, for P1 at batch 1. Session 31's profiles of one
+# step each at batch 1 (work_dirs/bench30/p1_prof, H200): the device works 44.8 ms in the QAT+VGD step and 32.9 ms in
+# the FP step (1.36x, under the goal), while the host spends 255 and 126 ms launching them (2291 and 1092 kernel
+# launches): P1 at batch 1 is the host's ratio. Session 28's try of mode=reduce-overhead for training failed because
+# a call without grad (the history frames, the teacher) starts a new graph step whose replay overwrote the outputs
+# of the call before it; the compiled parts now copy those outputs (qdbev.quant.compile.NoGradOutputsCopied, tested
+# on the CPU). The FP step takes the student's mode (benchmark: compile_for_training), so both steps replay graphs.
+# Every remote call is this one line, with carry [".gpu", "work_dirs/bench31"]; about 30 minutes of jobs, in order of
+# need (a job whose --creates file came back is skipped on the next call):
+#
+#   SHARED_DIR=.gpu bash tools/gpu_job.sh call $OUT 540 tools/gpu_plans/session31.sh work_dirs/bench31
+ENC=pts_bbox_head.transformer.encoder
+DEC=pts_bbox_head.transformer.decoder
+CLS=pts_bbox_head.cls_branches
+GRAPHS="model.student_compile.mode=reduce-overhead model.teacher_compile.mode=reduce-overhead"
+P1="python tools/benchmark.py --device cuda --only P1 P2 --interleave-train --compile-fp-train --fp-memory-budget 0.5 \
+  --qdbev-config configs/qdbev/qdbev_tiny_w4a6_fast.py"
+# 1. P1 at batch 1 with every compiled part of the three models replayed as CUDA graphs (the compile record's
+#    cudagraph_skips says whether some graph ran without), then the fast config as it is on the same machine.
+#    Warm-up 4: each graph runs eagerly once and is recorded on its second call.
+ensure p1_graphs_b1 --creates work_dirs/bench31/p1_graphs_b1.json $P1 --batch 1 --reps 15 --warmup 4 \
+  --qdbev-options $GRAPHS --out-json work_dirs/bench31/p1_graphs_b1.json
+ensure p1_b1 --creates work_dirs/bench31/p1_b1.json --after-ended p1_graphs_b1 $P1 --batch 1 --reps 15 --warmup 3 \
+  --out-json work_dirs/bench31/p1_b1.json
+# 2. The same at batch 8 (the fast config gave 1.259 there in session 31, paired 1.259).
+ensure p1_graphs_b8 --creates work_dirs/bench31/p1_graphs_b8.json --after-ended p1_b1 $P1 --batch 8 --reps 7 \
+  --warmup 4 --qdbev-options $GRAPHS --out-json work_dirs/bench31/p1_graphs_b8.json
+# 3. Graphs with the head's six classification branches in them as well (their quantizers are most of the student
+#    head's eager operators; without graphs, session 31 could not tell their effect from the noise).
+ensure p1_graphs_cls_b1 --creates work_dirs/bench31/p1_graphs_cls_b1.json --after-ended p1_graphs_b8 $P1 --batch 1 \
+  --reps 15 --warmup 4 --qdbev-options $GRAPHS \
+  "model.student_compile.parts=[img_backbone,img_neck,$ENC,$DEC,$CLS.0,$CLS.1,$CLS.2,$CLS.3,$CLS.4,$CLS.5]" \
+  --out-json work_dirs/bench31/p1_graphs_cls_b1.json
+# 4. P3 at batch 1 as session 31's best (weights quantized once, every quantized layer of the predict in the graphs),
+#    with a profile of one predict of each model: what the W4A6 graphs run beyond the FP ones (1.193 in session 31).
+K=pts_bbox_head.transformer.encoder.static_hit_lists
+ensure p3_prof --creates work_dirs/bench31/p3_prof.json --after-ended p1_graphs_cls_b1 python tools/benchmark.py \
+  --device cuda --only P3 --batch 1 --reps 30 --warmup 5 --interleave-infer --compile-infer reduce-overhead \
+  --fp-options model.$K=640 --qdbev-options model.architecture.$K=640 --prequantize-weights \
+  --compile-infer-parts img_backbone img_neck $ENC $DEC $CLS.5 pts_bbox_head.transformer.can_bus_mlp \
+  pts_bbox_head.transformer.reference_points --profile work_dirs/bench31/p3_prof \
+  --out-json work_dirs/bench31/p3_prof.json
+# 5. The same in mode max-autotune (both models): inductor's own matmul and convolution templates, into whose
+#    epilogues it can fuse the activation fake quantization that follows an extern kernel otherwise. Autotuning
+#    compiles for minutes; the job may span calls.
+ensure p3_autotune --creates work_dirs/bench31/p3_autotune.json --after-ended p3_prof python tools/benchmark.py \
+  --device cuda --only P3 --batch 1 --reps 30 --warmup 5 --interleave-infer --compile-infer max-autotune \
+  --fp-options model.$K=640 --qdbev-options model.architecture.$K=640 --prequantize-weights \
+  --compile-infer-parts img_backbone img_neck $ENC $DEC $CLS.5 pts_bbox_head.transformer.can_bus_mlp \
+  pts_bbox_head.transformer.reference_points --out-json work_dirs/bench31/p3_autotune.json
