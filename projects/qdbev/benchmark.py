@@ -472,15 +472,18 @@ def compile_for_inference(detector, mode: str = 'default', parts: Sequence[str] 
             setattr(owner, name, GraphStepModule(compiled) if mode in CUDA_GRAPH_MODES else compiled)
 
 
-def compile_for_training(detector, parts: Sequence[str] = IMAGE_PARTS, mode: Optional[str] = None) -> None:
+def compile_for_training(detector, parts: Sequence[str] = IMAGE_PARTS, mode: Optional[str] = None,
+                         options: Optional[dict] = None) -> None:
     """Compile ``detector``'s ``parts`` (dotted module paths; default its image backbone and neck) in place with
-    ``torch.compile(dynamic=False, mode=mode)``, as ``model.student_compile`` does for the fake-quantized student (the
-    same ``parts`` and ``mode``): the FP step to set beside a compiled student's QAT+VGD step, so that P1 does not
-    count the compiler's gain as a saving of QAT+VGD. A part that is None (a detector without a neck) is left out."""
+    ``torch.compile(dynamic=False, mode=mode, options=options)``, as ``model.student_compile`` does for the
+    fake-quantized student (the same ``parts``, ``mode`` and inductor ``options``, e.g. CUDA graphs or
+    ``combo_kernels``): the FP step to set beside a compiled student's QAT+VGD step, so that P1 does not count the
+    compiler's gain as a saving of QAT+VGD. A part that is None (a detector without a neck) is left out."""
+    codegen = dict(mode=mode) if options is None else dict(mode=mode, options=dict(options))
     for path in parts:
         module = getattr(*module_slot(detector, path))
         if module is not None:
-            compile_module(module, dynamic=False, mode=mode)
+            compile_module(module, dynamic=False, **codegen)
 
 
 def calibrate(distiller, raw: dict) -> None:
@@ -571,7 +574,7 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
         student_compile = student_compile if isinstance(student_compile, dict) else {}
         compiled_parts = tuple(student_compile.get('parts', STUDENT_COMPILE_PARTS))
         if compile_fp_train and with_train:
-            compile_for_training(fp, compiled_parts, student_compile.get('mode'))
+            compile_for_training(fp, compiled_parts, student_compile.get('mode'), student_compile.get('options'))
         # the FP model compiles in its first step, inside measure: the budget applies to that compilation
         with memory_budget(fp_memory_budget):
             measure(fp, fp, 'fp_step', 'fp_infer')

@@ -35,9 +35,16 @@ def module_slot(root: nn.Module, path: str) -> Tuple[nn.Module, str]:
 CUDA_GRAPH_MODES = ('reduce-overhead', 'max-autotune')  # the torch.compile modes that replay CUDA graphs
 
 
+def replays_cuda_graphs(compile_kwargs: dict) -> bool:
+    """Whether ``torch.compile(**compile_kwargs)`` replays CUDA graphs: a mode of :data:`CUDA_GRAPH_MODES`, or
+    inductor's ``options`` with ``triton.cudagraphs`` set."""
+    options = compile_kwargs.get('options') or {}
+    return compile_kwargs.get('mode') in CUDA_GRAPH_MODES or bool(options.get('triton.cudagraphs'))
+
+
 class NoGradOutputsCopied:
     """A compiled callable whose calls made without grad return copies of their outputs; calls with grad return them
-    as they are. What training needs from ``torch.compile``'s modes that replay CUDA graphs (:data:`CUDA_GRAPH_MODES`).
+    as they are. What training needs from ``torch.compile`` when it replays CUDA graphs (:func:`replays_cuda_graphs`).
 
     There a compiled call made while no backward is pending starts a new graph step, and its replay may overwrite the
     outputs of the calls before it, which then fail when read ("accessing tensor output of CUDAGraphs that has been
@@ -64,7 +71,7 @@ def compile_module(module: nn.Module, **compile_kwargs) -> None:
     benchmark the FP model's."""
     allow_recompiles()
     module.compile(**compile_kwargs)
-    if compile_kwargs.get('mode') in CUDA_GRAPH_MODES:
+    if replays_cuda_graphs(compile_kwargs):
         module._compiled_call_impl = NoGradOutputsCopied(module._compiled_call_impl)
 
 
@@ -124,7 +131,7 @@ class CompiledWhenCalibrated:
         allow_recompiles()
         self.eager = module.forward
         self.compiled = torch.compile(self.eager, **compile_kwargs)
-        if compile_kwargs.get('mode') in CUDA_GRAPH_MODES:  # a training step calls it with and without grad
+        if replays_cuda_graphs(compile_kwargs):  # a training step calls it with and without grad
             self.compiled = NoGradOutputsCopied(self.compiled)
         self.quantizers: List[FakeQuantizer] = [q for _, q in quantizers(module)]
         for q in self.quantizers:

@@ -408,7 +408,9 @@ def test_compile_fp_train_compiles_the_fp_image_path_in_place_and_refuses_p3(mon
     with monkeypatch.context() as m:  # the student's compile mode (e.g. CUDA graphs) reaches the FP model too
         m.setattr(torch.nn.Module, 'compile', lambda self, **kwargs: seen.append(kwargs))
         bm.compile_for_training(det, ['img_neck'], 'reduce-overhead')
-    assert seen == [dict(dynamic=False, mode='reduce-overhead')]
+        bm.compile_for_training(det, ['img_neck'], None, {'combo_kernels': True})  # and its inductor options
+    assert seen == [dict(dynamic=False, mode='reduce-overhead'),
+                    dict(dynamic=False, mode=None, options={'combo_kernels': True})]
     with pytest.raises(ValueError, match='--compile-infer-parts img_neck.fpn: Detector has no such module'):
         bm.compile_for_inference(det, 'default', ['img_neck.fpn'])
     assert tool.parse_args(['--device', 'cpu', '--only', 'P1', 'P2', '--compile-fp-train']).compile_fp_train

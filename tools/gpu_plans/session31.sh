@@ -5,7 +5,7 @@
 # a call without grad (the history frames, the teacher) starts a new graph step whose replay overwrote the outputs
 # of the call before it; the compiled parts now copy those outputs (qdbev.quant.compile.NoGradOutputsCopied, tested
 # on the CPU). The FP step takes the student's mode (benchmark: compile_for_training), so both steps replay graphs.
-# Every remote call is this one line, with carry [".gpu", "work_dirs/bench31"]; about 30 minutes of jobs, in order of
+# Every remote call is this one line, with carry [".gpu", "work_dirs/bench31"]; about 35 minutes of jobs, in order of
 # need (a job whose --creates file came back is skipped on the next call):
 #
 #   SHARED_DIR=.gpu bash tools/gpu_job.sh call $OUT 540 tools/gpu_plans/session31.sh work_dirs/bench31
@@ -22,16 +22,21 @@ ensure p1_graphs_b1 --creates work_dirs/bench31/p1_graphs_b1.json $P1 --batch 1 
   --qdbev-options $GRAPHS --out-json work_dirs/bench31/p1_graphs_b1.json
 ensure p1_b1 --creates work_dirs/bench31/p1_b1.json --after-ended p1_graphs_b1 $P1 --batch 1 --reps 15 --warmup 3 \
   --out-json work_dirs/bench31/p1_b1.json
-# 2. The same at batch 8 (the fast config gave 1.259 there in session 31, paired 1.259).
-ensure p1_graphs_b8 --creates work_dirs/bench31/p1_graphs_b8.json --after-ended p1_b1 $P1 --batch 8 --reps 7 \
+# 2. The alternative if the graphs fail: inductor's combo kernels (independent small kernels of a graph, such as the
+#    per-layer weight fake quantizations, launched together, up to 8 in one), in all three models' compiled parts.
+COMBO="model.student_compile.options.combo_kernels=True model.teacher_compile.options.combo_kernels=True"
+ensure p1_combo_b1 --creates work_dirs/bench31/p1_combo_b1.json --after-ended p1_b1 $P1 --batch 1 --reps 15 \
+  --warmup 3 --qdbev-options $COMBO --out-json work_dirs/bench31/p1_combo_b1.json
+# 3. The graphs at batch 8 (the fast config gave 1.259 there in session 31, paired 1.259).
+ensure p1_graphs_b8 --creates work_dirs/bench31/p1_graphs_b8.json --after-ended p1_combo_b1 $P1 --batch 8 --reps 7 \
   --warmup 4 --qdbev-options $GRAPHS --out-json work_dirs/bench31/p1_graphs_b8.json
-# 3. Graphs with the head's six classification branches in them as well (their quantizers are most of the student
+# 4. Graphs with the head's six classification branches in them as well (their quantizers are most of the student
 #    head's eager operators; without graphs, session 31 could not tell their effect from the noise).
 ensure p1_graphs_cls_b1 --creates work_dirs/bench31/p1_graphs_cls_b1.json --after-ended p1_graphs_b8 $P1 --batch 1 \
   --reps 15 --warmup 4 --qdbev-options $GRAPHS \
   "model.student_compile.parts=[img_backbone,img_neck,$ENC,$DEC,$CLS.0,$CLS.1,$CLS.2,$CLS.3,$CLS.4,$CLS.5]" \
   --out-json work_dirs/bench31/p1_graphs_cls_b1.json
-# 4. P3 at batch 1 as session 31's best (weights quantized once, every quantized layer of the predict in the graphs),
+# 5. P3 at batch 1 as session 31's best (weights quantized once, every quantized layer of the predict in the graphs),
 #    with a profile of one predict of each model: what the W4A6 graphs run beyond the FP ones (1.193 in session 31).
 K=pts_bbox_head.transformer.encoder.static_hit_lists
 ensure p3_prof --creates work_dirs/bench31/p3_prof.json --after-ended p1_graphs_cls_b1 python tools/benchmark.py \
@@ -40,7 +45,7 @@ ensure p3_prof --creates work_dirs/bench31/p3_prof.json --after-ended p1_graphs_
   --compile-infer-parts img_backbone img_neck $ENC $DEC $CLS.5 pts_bbox_head.transformer.can_bus_mlp \
   pts_bbox_head.transformer.reference_points --profile work_dirs/bench31/p3_prof \
   --out-json work_dirs/bench31/p3_prof.json
-# 5. The same in mode max-autotune (both models): inductor's own matmul and convolution templates, into whose
+# 6. The same in mode max-autotune (both models): inductor's own matmul and convolution templates, into whose
 #    epilogues it can fuse the activation fake quantization that follows an extern kernel otherwise. Autotuning
 #    compiles for minutes; the job may span calls.
 ensure p3_autotune --creates work_dirs/bench31/p3_autotune.json --after-ended p3_prof python tools/benchmark.py \

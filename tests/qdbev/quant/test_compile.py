@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from qdbev.quant import (FakeQuantizer, NoGradOutputsCopied, QuantConv2d, QuantLinear, SavedActivations, compile_module,
-                         compile_quantized)
+                         compile_quantized, replays_cuda_graphs)
 
 
 def _calibrated_act(bits=6):
@@ -166,6 +166,13 @@ def test_no_grad_outputs_copied_copies_what_calls_without_grad_return():
         prod, rec, n = fn(2.0)
     assert rec['bev'].data_ptr() != store.data_ptr() and torch.equal(rec['bev'], store) and n == 3
     assert torch.equal(prod, store * 2)
+
+
+def test_which_compile_arguments_replay_cuda_graphs():
+    assert replays_cuda_graphs(dict(mode='reduce-overhead')) and replays_cuda_graphs(dict(mode='max-autotune'))
+    assert replays_cuda_graphs(dict(options={'triton.cudagraphs': True}, dynamic=False))
+    assert not replays_cuda_graphs(dict(mode='max-autotune-no-cudagraphs'))
+    assert not replays_cuda_graphs(dict(options={'combo_kernels': True})) and not replays_cuda_graphs({})
 
 
 @pytest.mark.parametrize('mode', [None, 'reduce-overhead'])
