@@ -361,11 +361,13 @@ def build_models(distiller_cfg: dict, fp_cfg: dict, device: torch.device, workdi
 
 
 def make_optimizer(model: torch.nn.Module, optim_cfg: dict) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters (lr / weight decay of the config; mmengine's paramwise backbone lr
-    multiplier does not change the cost and is left out)."""
+    """AdamW over the trainable parameters (lr / weight decay of the config, and its ``fused`` / ``foreach`` choice
+    of torch's implementation where set; mmengine's paramwise backbone lr multiplier does not change the cost and is
+    left out)."""
     params = [p for p in model.parameters() if p.requires_grad]
+    impl = {k: bool(optim_cfg[k]) for k in ('fused', 'foreach') if optim_cfg.get(k) is not None}
     return torch.optim.AdamW(params, lr=float(optim_cfg.get('lr', 2e-4)),
-                             weight_decay=float(optim_cfg.get('weight_decay', 0.01)))
+                             weight_decay=float(optim_cfg.get('weight_decay', 0.01)), **impl)
 
 
 def train_step_fn(model, data: dict, optim: torch.optim.Optimizer, max_norm: float = 35.0) -> Callable[[], float]:
@@ -600,6 +602,11 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
             out['fp_activation_memory_budget'] = fp_memory_budget
         if isinstance(student_compile, dict) and 'activation_memory_budget' in student_compile:
             out['student_activation_memory_budget'] = student_compile['activation_memory_budget']
+        for key in ('mode', 'options'):  # how every model's compiled parts were generated (CUDA graphs, ...)
+            if student_compile.get(key):
+                out[f'train_compile_{key}'] = student_compile[key]
+        if optim_cfg.get('fused'):
+            out['optimizer_fused'] = True
         out['qat_vgd_step_over_fp_step'] = ratio(out['qat_vgd_step']['median_ms'], out['fp_step']['median_ms'])
         # the least a QAT+VGD step can cost: the FP step plus the teacher's forward of the whole queue
         out['qat_vgd_step_floor'] = ratio(out['fp_step']['median_ms'] + out['teacher_forward']['median_ms'],
@@ -975,6 +982,10 @@ def render_markdown(merged: dict) -> str:
                 for who, label in (('student', 'student'), ('fp', 'FP')):
                     if t.get(f'{who}_activation_memory_budget') is not None:
                         fp_tag += f', {label} memory budget {t[f"{who}_activation_memory_budget"]:g}'
+                fp_tag += f', compiled in mode {t["train_compile_mode"]}' if t.get('train_compile_mode') else ''
+                options = t.get('train_compile_options') or {}
+                fp_tag += ''.join(f', inductor {k}={v}' for k, v in sorted(options.items()))
+                fp_tag += ', fused AdamW' if t.get('optimizer_fused') else ''
                 lines.append(f'| P1 QAT+VGD step / FP step ({tag}{fp_tag}) | {t["qat_vgd_step"]["median_ms"]:g} ms | '
                              f'{t["fp_step"]["median_ms"]:g} ms | {_fmt(t["qat_vgd_step_over_fp_step"])} | ≤ 1.45 |')
                 if t.get('qat_vgd_step_over_fp_step_paired') is not None:

@@ -430,6 +430,20 @@ def test_p1_rows_name_the_memory_budgets():
                              fp_step_peak_mib=9.0)
     text = bm.render_markdown(bm.merge_runs(None, run))
     assert 'queue 3, FP step compiled, student memory budget 0.5, FP memory budget 0.5) | 190 ms | 100 ms' in text
+    run['train']['1'].update(train_compile_mode='reduce-overhead', train_compile_options={'combo_kernels': True},
+                             optimizer_fused=True)
+    text = bm.render_markdown(bm.merge_runs(None, run))
+    assert ('FP memory budget 0.5, compiled in mode reduce-overhead, inductor combo_kernels=True, fused AdamW) | '
+            '190 ms | 100 ms') in text
+
+
+def test_the_optimizer_takes_the_configs_choice_of_implementation():
+    """make_optimizer: AdamW with the config's lr and weight decay, and its ``fused`` / ``foreach`` where set."""
+    net = torch.nn.Linear(2, 2)
+    plain = bm.make_optimizer(net, dict(lr=1e-3))
+    assert plain.defaults['lr'] == 1e-3 and plain.defaults['weight_decay'] == 0.01 and not plain.defaults['fused']
+    assert bm.make_optimizer(net, dict(foreach=False)).defaults['foreach'] is False
+    assert bm.make_optimizer(net, dict(fused=True)).defaults['fused'] is True
 
 
 def test_p4_rows_name_the_projects_path_and_the_fallback_and_read_older_runs():
