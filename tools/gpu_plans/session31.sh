@@ -1,10 +1,10 @@
 # The next GPU session's work (issue 9): CUDA graphs for training, for P1 at batch 1. Session 31's profiles of one
-# step each at batch 1 (work_dirs/bench30/p1_prof, H200): the device works 44.8 ms in the QAT+VGD step and 32.9 ms in
-# the FP step (1.36x, under the goal), while the host spends 255 and 126 ms launching them (2291 and 1092 kernel
-# launches): P1 at batch 1 is the host's ratio. Session 28's try of mode=reduce-overhead for training failed because
-# a call without grad (the history frames, the teacher) starts a new graph step whose replay overwrote the outputs
-# of the call before it; the compiled parts now copy those outputs (qdbev.quant.compile.NoGradOutputsCopied, tested
-# on the CPU). The FP step takes the student's mode (benchmark: compile_for_training), so both steps replay graphs.
+# step each at batch 1 (docs/profiles/session31_p1_b1, H200): the device works 44.8 ms in the QAT+VGD step and
+# 32.9 ms in the FP step (1.36x, under the goal), while the host spends 255 and 126 ms launching them (5209 and 3286
+# kernel launches, 1.59x): P1 at batch 1 is the host's ratio. Session 28's try of mode=reduce-overhead for training
+# failed because a call without grad (the history frames, the teacher) starts a new graph step whose replay
+# overwrote the outputs of the call before it; the compiled parts now copy those outputs
+# (qdbev.quant.compile.NoGradOutputsCopied, tested on the CPU). The FP step takes the student's mode (benchmark: compile_for_training), so both steps replay graphs.
 # Every remote call is this one line, with carry [".gpu", "work_dirs/bench31"]; about 40 minutes of jobs, in order of
 # need (a job whose --creates file came back is skipped on the next call):
 #
@@ -31,8 +31,8 @@ ensure p1_graphs_fused_b1 --creates work_dirs/bench31/p1_graphs_fused_b1.json --
 # 2. The alternative if the graphs fail: inductor's combo kernels (independent small kernels of a graph, such as the
 #    per-layer weight fake quantizations, launched together, up to 8 in one), in all three models' compiled parts.
 COMBO="model.student_compile.options.combo_kernels=True model.teacher_compile.options.combo_kernels=True"
-ensure p1_combo_b1 --creates work_dirs/bench31/p1_combo_b1.json --after-ended p1_graphs_fused_b1 $P1 --batch 1 --reps 15 \
-  --warmup 3 --qdbev-options $COMBO --out-json work_dirs/bench31/p1_combo_b1.json
+ensure p1_combo_b1 --creates work_dirs/bench31/p1_combo_b1.json --after-ended p1_graphs_fused_b1 $P1 --batch 1 \
+  --reps 15 --warmup 3 --qdbev-options $COMBO --out-json work_dirs/bench31/p1_combo_b1.json
 # 3. The graphs at batch 8 (the fast config gave 1.259 there in session 31, paired 1.259).
 ensure p1_graphs_b8 --creates work_dirs/bench31/p1_graphs_b8.json --after-ended p1_combo_b1 $P1 --batch 8 --reps 7 \
   --warmup 4 --qdbev-options $GRAPHS --out-json work_dirs/bench31/p1_graphs_b8.json
