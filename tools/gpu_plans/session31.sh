@@ -4,7 +4,8 @@
 # kernel launches, 1.59x): P1 at batch 1 is the host's ratio. Session 28's try of mode=reduce-overhead for training
 # failed because a call without grad (the history frames, the teacher) starts a new graph step whose replay
 # overwrote the outputs of the call before it; the compiled parts now copy those outputs
-# (qdbev.quant.compile.NoGradOutputsCopied, tested on the CPU). The FP step takes the student's mode (benchmark: compile_for_training), so both steps replay graphs.
+# (qdbev.quant.compile.NoGradOutputsCopied, tested on the CPU). The FP step takes the student's mode (benchmark:
+# compile_for_training), so both steps replay graphs.
 # Every remote call is this one line, with carry [".gpu", "work_dirs/bench31"]; about 40 minutes of jobs, in order of
 # need (a job whose --creates file came back is skipped on the next call):
 #
