@@ -35,6 +35,7 @@ from qdbev.geometry import RING_YAWS_DEG, pose_can_bus
 from qdbev.geometry import ring_lidar2img as geometry_ring_lidar2img
 from qdbev.quant import (CUDA_GRAPH_MODES, SavedActivations, allow_recompiles, compile_module, memory_budget,
                          module_slot)
+from qdbev.quant.compile import copied_outputs
 from qdbev.quant.export import prequantized_weights
 
 RUN_ITEMS = ('train', 'deform_attn', 'group_matching', 'data_loading', 'devkit_eval')  # measured parts of a run
@@ -439,8 +440,7 @@ class GraphStepModule(torch.nn.Module):
         if torch.compiler.is_compiling():
             return getattr(self._orig_mod, '_orig_mod', self._orig_mod)(*args, **kwargs)
         torch.compiler.cudagraph_mark_step_begin()
-        return torch.utils._pytree.tree_map(
-            lambda t: t.clone() if isinstance(t, torch.Tensor) else t, self._orig_mod(*args, **kwargs))
+        return copied_outputs(self._orig_mod(*args, **kwargs))
 
 
 IMAGE_PARTS = ('img_backbone', 'img_neck')  # what ``--compile-infer`` compiles unless told other parts

@@ -42,6 +42,12 @@ def replays_cuda_graphs(compile_kwargs: dict) -> bool:
     return compile_kwargs.get('mode') in CUDA_GRAPH_MODES or bool(options.get('triton.cudagraphs'))
 
 
+def copied_outputs(out):
+    """``out`` (a tensor, or a tuple / list / dict nesting them) with every tensor cloned: outputs of a CUDA-graph
+    replay moved out of the graphs' memory pool, where the next replay may overwrite them."""
+    return torch.utils._pytree.tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, out)
+
+
 class NoGradOutputsCopied:
     """A compiled callable whose calls made without grad return copies of their outputs; calls with grad return them
     as they are. What training needs from ``torch.compile`` when it replays CUDA graphs (:func:`replays_cuda_graphs`).
@@ -61,7 +67,7 @@ class NoGradOutputsCopied:
         out = self.compiled(*args, **kwargs)
         if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return out
-        return torch.utils._pytree.tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, out)
+        return copied_outputs(out)
 
 
 def compile_module(module: nn.Module, **compile_kwargs) -> None:
