@@ -46,17 +46,14 @@ ensure p1_graphs_cls_b1 --creates work_dirs/bench31/p1_graphs_cls_b1.json --afte
 # 5. P3 at batch 1 as session 31's best (weights quantized once, every quantized layer of the predict in the graphs),
 #    with a profile of one predict of each model: what the W4A6 graphs run beyond the FP ones (1.193 in session 31).
 K=pts_bbox_head.transformer.encoder.static_hit_lists
-ensure p3_prof --creates work_dirs/bench31/p3_prof.json --after-ended p1_graphs_cls_b1 python tools/benchmark.py \
-  --device cuda --only P3 --batch 1 --reps 30 --warmup 5 --interleave-infer --compile-infer reduce-overhead \
-  --fp-options model.$K=640 --qdbev-options model.architecture.$K=640 --prequantize-weights \
-  --compile-infer-parts img_backbone img_neck $ENC $DEC $CLS.5 pts_bbox_head.transformer.can_bus_mlp \
-  pts_bbox_head.transformer.reference_points --profile work_dirs/bench31/p3_prof \
-  --out-json work_dirs/bench31/p3_prof.json
+P3="python tools/benchmark.py --device cuda --only P3 --batch 1 --reps 30 --warmup 5 --interleave-infer \
+  --fp-options model.$K=640 --qdbev-options model.architecture.$K=640 --prequantize-weights --compile-infer-parts \
+  img_backbone img_neck $ENC $DEC $CLS.5 pts_bbox_head.transformer.can_bus_mlp \
+  pts_bbox_head.transformer.reference_points"
+ensure p3_prof --creates work_dirs/bench31/p3_prof.json --after-ended p1_graphs_cls_b1 $P3 \
+  --compile-infer reduce-overhead --profile work_dirs/bench31/p3_prof --out-json work_dirs/bench31/p3_prof.json
 # 6. The same in mode max-autotune (both models): inductor's own matmul and convolution templates, into whose
 #    epilogues it can fuse the activation fake quantization that follows an extern kernel otherwise. Autotuning
 #    compiles for minutes; the job may span calls.
-ensure p3_autotune --creates work_dirs/bench31/p3_autotune.json --after-ended p3_prof python tools/benchmark.py \
-  --device cuda --only P3 --batch 1 --reps 30 --warmup 5 --interleave-infer --compile-infer max-autotune \
-  --fp-options model.$K=640 --qdbev-options model.architecture.$K=640 --prequantize-weights \
-  --compile-infer-parts img_backbone img_neck $ENC $DEC $CLS.5 pts_bbox_head.transformer.can_bus_mlp \
-  pts_bbox_head.transformer.reference_points --out-json work_dirs/bench31/p3_autotune.json
+ensure p3_autotune --creates work_dirs/bench31/p3_autotune.json --after-ended p3_prof $P3 --compile-infer max-autotune \
+  --out-json work_dirs/bench31/p3_autotune.json
