@@ -37,6 +37,9 @@
 #                                                   results into the tree after each call and carry their folders,
 #                                                   and the jobs that name them in --creates are not run again
 #
+# Every job runs under a guard that stops it (status 137) when the host's available memory falls under a floor
+# ($QDBEV_GPU_MIN_FREE_MB, default 5 % of the host's memory), so that a job filling the memory does not take the
+# machine and the call's results with it; NAME.mem holds the lowest available memory seen while it ran.
 # A job has ended when its NAME.rc exists and no process of its group lives on (read from /proc; zombies do not
 # count); starting a NAME that still runs is refused. The job files live in
 # $QDBEV_GPU_JOBS (default work_dirs/gpu_jobs, relative to the repository root).
@@ -46,14 +49,17 @@ cd "$(dirname "$0")/.."
 JOBS=${QDBEV_GPU_JOBS:-work_dirs/gpu_jobs}
 mkdir -p "$JOBS"
 
-group_alive() {  # PGID -> status 0 while a process of that group lives and is not a zombie (read from /proc)
+group_pids() {  # PGID -> the pids of that group's processes that are not zombies (read from /proc)
   local pgid=$1 st line fields
   for st in /proc/[0-9]*/stat; do
     { read -r line < "$st"; } 2>/dev/null || continue  # (a process that ended meanwhile)
     read -r -a fields <<< "${line##*) }"  # after the command name: state ppid pgrp ...
-    [ "${fields[2]:-}" = "$pgid" ] && [ "${fields[0]:-}" != Z ] && return 0
+    if [ "${fields[2]:-}" = "$pgid" ] && [ "${fields[0]:-}" != Z ]; then st=${st#/proc/}; echo "${st%/stat}"; fi
   done
-  return 1
+}
+
+group_alive() {  # PGID -> status 0 while a process of that group lives
+  [ -n "$(group_pids "$1")" ]
 }
 
 running() {  # NAME -> status 0 while a process of its group is alive, or, before setsid ran, the job itself
@@ -83,7 +89,7 @@ case "$cmd" in
     # setsid: the job's own process group, so that the end of the call that started it does not end it; no stdio
     # shared with the caller, whose output pipe would otherwise stay open until the job ends
     GPU_JOB=$name setsid bash -c '"$@" > "$0.log" 2>&1; echo $? > "$0.rc.tmp" && mv "$0.rc.tmp" "$0.rc"' \
-      "$JOBS/$name" "$@" \
+      "$JOBS/$name" bash "$SELF" guard "$@" \
       < /dev/null > /dev/null 2>&1 &
     echo $! > "$JOBS/$name.pid"
     printf '%q ' "$@" > "$JOBS/$name.cmd"  # the command in its own file: a call's output stays short
@@ -167,6 +173,36 @@ case "$cmd" in
       if running "$n"; then echo "gpu_job: $n is running; stop it first" >&2; exit 1; fi
       rm -f "$JOBS/$n.rc" "$JOBS/$n.pid" && echo "gpu_job: forgot $n (ensure starts it again)"
     done ;;
+  guard)  # (inside a job) guard CMD...: run CMD; when the host's available memory falls under the floor, stop it
+    # A job that fills the host's memory leaves a lent machine unable to answer, and the call that would bring the
+    # results back is lost with it. The floor: $QDBEV_GPU_MIN_FREE_MB, default 5 % of the host's memory. The lowest
+    # available memory seen goes to NAME.mem (brought back with the logs).
+    min_mb=${QDBEV_GPU_MIN_FREE_MB:-$(awk '/^MemTotal:/ {printf "%d", $2 / 1024 / 20}' /proc/meminfo)}
+    mem_file="$JOBS/${GPU_JOB:-guard}.mem"
+    "$@" &
+    child=$!
+    low=
+    while kill -0 "$child" 2> /dev/null; do
+      while read -r key avail _; do [ "$key" = MemAvailable: ] && break; done < /proc/meminfo
+      avail=$(( avail / 1024 ))
+      if [ -z "$low" ] || [ "$avail" -lt "$low" ]; then low=$avail; echo "$low MiB available at least" > "$mem_file"; fi
+      if [ "$avail" -lt "$min_mb" ]; then
+        echo "gpu_job: the host's available memory fell to $avail MiB (floor $min_mb MiB): the job is stopped" >&2
+        read -r line < /proc/$$/stat; read -r -a fields <<< "${line##*) }"
+        others=1
+        while [ $others = 1 ]; do  # the job's processes but this guard and the job's wrapper, until none is left
+          # (the listing's own subshell is listed too, and gone when the kill comes: it does not count)
+          others=0
+          for pid in $(group_pids "${fields[2]}"); do
+            if [ "$pid" != $$ ] && [ "$pid" != "$PPID" ] && kill -KILL "$pid" 2> /dev/null; then others=1; fi
+          done
+        done
+        wait "$child" 2> /dev/null || true
+        exit 137
+      fi
+      sleep 0.5
+    done
+    wait "$child" ;;
   after)  # (inside a job) after DEP[,DEP...] [-ended] CMD...: wait for the jobs to end (with status 0), then run CMD
     IFS=, read -r -a deps <<< "$1"; any=$2; shift 2
     for dep in "${deps[@]}"; do

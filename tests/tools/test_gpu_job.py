@@ -68,7 +68,10 @@ def test_a_job_that_left_a_process_behind_still_runs_until_stopped(tmp_path):
     """A job whose command ended (status written) while a process it started lives on counts as running, so that a
     later call does not start the same work beside it; stop ends the whole group."""
     assert gpu_job(tmp_path, 'start', 'leaky', 'bash', '-c', 'sleep 30 & exit 0').returncode == 0
-    time.sleep(1)
+    for _ in range(50):  # the command's status is written within moments
+        if (tmp_path / 'jobs' / 'leaky.rc').exists():
+            break
+        time.sleep(0.2)
     assert (tmp_path / 'jobs' / 'leaky.rc').read_text().strip() == '0'
     waited = gpu_job(tmp_path, 'wait', 1, 'leaky')
     assert waited.returncode == 2 and '== leaky: running' in waited.stdout
@@ -188,3 +191,21 @@ def test_call_runs_a_plan_and_brings_back_its_results(tmp_path):
                             text=True, timeout=60)
     assert called.returncode == 2 and time.time() - start < 9
     gpu_job(tmp_path, 'stop', 'long')
+
+
+def test_a_job_is_stopped_when_the_hosts_available_memory_falls_under_the_floor(tmp_path):
+    """The guard around every job stops all its processes (status 137, a line in its log) once the host's available
+    memory is under $QDBEV_GPU_MIN_FREE_MB, and records the lowest available memory it saw in NAME.mem."""
+    env = dict(os.environ, QDBEV_GPU_JOBS=str(tmp_path / 'jobs'))
+    assert gpu_job(tmp_path, 'start', 'fine', 'true').returncode == 0
+    assert gpu_job(tmp_path, 'wait', 10, 'fine').returncode == 0
+    seen = (tmp_path / 'jobs' / 'fine.mem').read_text().split()
+    assert int(seen[0]) > 0 and seen[1:] == ['MiB', 'available', 'at', 'least']
+    total_mb = int(open('/proc/meminfo').readline().split()[1]) // 1024
+    env['QDBEV_GPU_MIN_FREE_MB'] = str(total_mb + 1)  # more than the host has: the floor is under water at once
+    started = subprocess.run(['bash', SCRIPT, 'start', 'hungry', 'bash', '-c', 'sleep 60 & sleep 60'], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert started.returncode == 0
+    waited = gpu_job(tmp_path, 'wait', 20, 'hungry')
+    assert waited.returncode == 1 and '== hungry: ended, status 137' in waited.stdout  # nothing of it left running
+    assert 'available memory fell to' in (tmp_path / 'jobs' / 'hungry.log').read_text()
