@@ -26,6 +26,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from tools._launch import CliError, data_root_options, run_cli  # noqa: E402
+from tools._model_config import bev_grid, detector_config, pad_divisor, padded_shape  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -49,16 +50,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def encoder_geometry(cfg) -> dict:
     """BEV size, pillar heights, pc_range (also as ``bev``, a :class:`BEVGeometry`), padding and the current
     ``static_hit_lists`` of a BEVFormer or QD-BEV config, plus the config key that sets the option."""
-    model = cfg.model
-    prefix = 'model.'
-    if 'architecture' in model:  # the QD-BEV distiller wraps the detector
-        model, prefix = model['architecture'], 'model.architecture.'
+    model, prefix = detector_config(cfg.model)
     try:
-        head = model['pts_bbox_head']
-        enc = head['transformer']['encoder']
-        geometry = dict(bev_h=int(head['bev_h']), bev_w=int(head['bev_w']), pc_range=list(enc['pc_range']),
-                        num_points_in_pillar=int(enc.get('num_points_in_pillar', 4)),
-                        pad_divisor=int(model.get('data_preprocessor', {}).get('pad_size_divisor', 1) or 1))
+        enc = model['pts_bbox_head']['transformer']['encoder']
+        geometry = dict(bev_grid(model), pad_divisor=pad_divisor(model))
     except (KeyError, TypeError) as err:
         raise CliError(f'{cfg.filename}: not a BEVFormer config (model.pts_bbox_head.transformer.encoder and '
                        f'bev_h/bev_w are needed; missing {err})') from None
@@ -75,8 +70,7 @@ def frame_hits(frame: dict, geometry: dict) -> np.ndarray:
     import torch
     img = frame['inputs']['img']
     height, width = (img.shape[-2:] if hasattr(img, 'shape') else img[0].shape[-2:])
-    div = geometry['pad_divisor']
-    pad_shape = (math.ceil(height / div) * div, math.ceil(width / div) * div)
+    pad_shape = padded_shape((height, width), geometry['pad_divisor'])
     lidar2img = torch.as_tensor(np.asarray(frame['data_samples'].metainfo['lidar2img'], dtype=np.float32))[None]
     return geometry['bev'].masks(lidar2img, pad_shape).sum(-1)[:, 0].numpy()
 

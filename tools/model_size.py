@@ -14,7 +14,6 @@ preprocessor's ``pad_size_divisor``. The paper's QD-BEV Table 1 / Table 2 figure
 import argparse
 import copy
 import json
-import math
 import os.path as osp
 import sys
 from typing import Dict, Optional, Sequence, Tuple
@@ -25,6 +24,8 @@ if ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+from tools._model_config import DISTILLER_PREFIX, detector_config, pad_divisor, padded_shape  # noqa: E402
 
 QCONFIG_FILE = osp.join(ROOT, 'configs/qdbev/_base_/qconfig_w4a6.py')
 # QD-BEV paper figures: FP32 size (MB) and BOPS (T) of BEVFormer tiny/small/base; the W4A6 QD-BEV-Tiny.
@@ -48,12 +49,9 @@ def load_config(path: str):
 def architecture_and_qconfig(cfg) -> Tuple[dict, dict]:
     """The detector config and the qconfig of a bevformer config (qconfig_w4a6.py) or a qdbev config (its own)."""
     model = cfg.model.to_dict() if hasattr(cfg.model, 'to_dict') else dict(cfg.model)
-    if 'architecture' in model:
-        arch = dict(model['architecture'])
-        qconfig = model.get('qconfig') or default_qconfig()
-    else:
-        arch, qconfig = model, default_qconfig()
-    return arch, dict(qconfig)
+    arch, prefix = detector_config(model)
+    qconfig = (model.get('qconfig') if prefix == DISTILLER_PREFIX else None) or default_qconfig()
+    return dict(arch), dict(qconfig)
 
 
 def default_qconfig() -> dict:
@@ -99,9 +97,7 @@ def config_img_size(cfg) -> Tuple[int, int]:
         if step.get('type') == 'ScaleMultiViewImage':
             scale = float(step.get('scale', 1.0))
     arch, _ = architecture_and_qconfig(cfg)
-    div = int((arch.get('data_preprocessor') or {}).get('pad_size_divisor', 1) or 1)
-    h, w = int(round(h * scale)), int(round(w * scale))
-    return int(math.ceil(h / div) * div), int(math.ceil(w / div) * div)
+    return padded_shape((round(h * scale), round(w * scale)), pad_divisor(arch))
 
 
 def random_inputs(img_hw: Sequence[int], cams: int, seed: int = 0) -> dict:

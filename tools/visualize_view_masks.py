@@ -7,12 +7,11 @@ CONFIG_OR_INFO is a BEVFormer / QD-BEV config (.py: the val info file, image sca
 from it) or an info file (.pkl from tools/create_data.py: give --scale / --bev-size / --pc-range if they differ
 from BEVFormer-tiny's). The projections are the info file's ``lidar2img`` (original image size) scaled to the
 config's image scale, with the input padded to a multiple of 32 as ``Det3DDataPreprocessor`` does; the masks are
-those the distiller and the BEVFormer encoder use (:func:`qdbev.distill.view_masks` with the encoder's pillar
+those the distiller and the BEVFormer encoder use (:meth:`BEVGeometry.masks` with the encoder's pillar
 heights). The plot is in the lidar frame (x right, y up on the page), ego at the centre, ego heading drawn from
 ``lidar2ego``; one colour per camera, overlaps blend.
 """
 import argparse
-import math
 import os
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -23,7 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from qdbev.distill import view_masks  # noqa: E402
+from projects.qdbev.distiller.view_geometry import BEVGeometry  # noqa: E402
+from tools._model_config import bev_grid, detector_config, pad_divisor, padded_shape  # noqa: E402
 
 CAMERAS = ('CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_FRONT_LEFT', 'CAM_BACK', 'CAM_BACK_LEFT', 'CAM_BACK_RIGHT')
 COLOURS = {'CAM_FRONT': (0.90, 0.10, 0.10), 'CAM_FRONT_RIGHT': (0.95, 0.60, 0.05), 'CAM_FRONT_LEFT': (0.75, 0.15, 0.75),
@@ -60,9 +60,7 @@ def settings_from_config(path: str) -> dict:
         cfg = Config.fromfile(path)
     except Exception as err:  # noqa: BLE001 - config syntax errors of any kind
         raise ToolError(f'cannot read config {path}: {type(err).__name__}: {err}') from None
-    model = cfg.model.get('architecture', cfg.model) if cfg.model.get('type') == 'QDBEVDistiller' else cfg.model
-    head = model['pts_bbox_head']
-    encoder = head['transformer']['encoder']
+    model = detector_config(cfg.model)[0]
     loader = cfg.get('val_dataloader') or cfg.get('test_dataloader')
     if not loader:
         raise ToolError(f'config {path} has no val_dataloader: pass the info file (.pkl) instead')
@@ -72,12 +70,9 @@ def settings_from_config(path: str) -> dict:
     data_root = dataset.get('data_root', '')
     ann_file = dataset['ann_file']
     info = ann_file if os.path.isabs(ann_file) else os.path.join(data_root, ann_file)
-    prep = model.get('data_preprocessor') or cfg.model.get('data_preprocessor') or {}
-    return dict(info=info, data_root=data_root, data_prefix=dict(dataset.get('data_prefix', {})),
+    return dict(bev_grid(model), info=info, data_root=data_root, data_prefix=dict(dataset.get('data_prefix', {})),
                 scale=_find_scale(dataset.get('pipeline', [])) or 1.0,
-                pad_divisor=int(prep.get('pad_size_divisor', 1) or 1),  # Det3DDataPreprocessor's default: 1
-                bev_h=int(head['bev_h']), bev_w=int(head['bev_w']), pc_range=list(encoder['pc_range']),
-                num_points_in_pillar=int(encoder.get('num_points_in_pillar', 4)))
+                pad_divisor=pad_divisor(model if 'data_preprocessor' in model else cfg.model))
 
 
 def load_sample(info_path: str, index: int) -> dict:
@@ -126,17 +121,13 @@ def sample_rig(sample: dict, scale: float, img_hw: Tuple[int, int], pad_divisor:
         if 'lidar2img' not in sample['images'][cam]:
             raise ToolError(f"images['{cam}'] has no lidar2img: regenerate the infos with tools/create_data.py")
         mats.append(np.diag([scale, scale, 1.0, 1.0]) @ np.asarray(sample['images'][cam]['lidar2img'], np.float64))
-    h, w = int(round(img_hw[0] * scale)), int(round(img_hw[1] * scale))
-    pad = (int(math.ceil(h / pad_divisor) * pad_divisor), int(math.ceil(w / pad_divisor) * pad_divisor))
+    pad = padded_shape((round(img_hw[0] * scale), round(img_hw[1] * scale)), pad_divisor)
     return cams, torch.as_tensor(np.stack(mats)[None], dtype=torch.float32), pad
 
 
-def compute_masks(lidar2img: torch.Tensor, pad_shape: Tuple[int, int], bev_h: int, bev_w: int,
-                  pc_range: Sequence[float], num_points_in_pillar: int) -> np.ndarray:
-    """``[N_cam, bev_h, bev_w]`` bool masks (row i along y, column j along x) of one sample."""
-    m = view_masks(lidar2img, pad_shape, bev_h, bev_w, pc_range, num_points_in_pillar,
-                   z_span=pc_range[5] - pc_range[2])
-    return m[:, 0].reshape(-1, bev_h, bev_w).numpy()
+def compute_masks(lidar2img: torch.Tensor, pad_shape: Tuple[int, int], bev: BEVGeometry) -> np.ndarray:
+    """``[N_cam, bev_h, bev_w]`` bool masks (row i along y, column j along x) of one sample: the distiller's."""
+    return bev.masks(lidar2img, pad_shape)[:, 0].reshape(-1, bev.bev_h, bev.bev_w).numpy()
 
 
 # ---------------------------------------------------------------------------- drawing
@@ -236,7 +227,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         hw = image_size(sample, camera_order(sample)[0], st['data_root'], st['data_prefix'],
                         tuple(args.img_size) if args.img_size else None)
         cams, l2i, pad = sample_rig(sample, st['scale'], hw, st['pad_divisor'])
-        masks = compute_masks(l2i, pad, st['bev_h'], st['bev_w'], st['pc_range'], st['num_points_in_pillar'])
+        masks = compute_masks(l2i, pad, BEVGeometry.from_config(st))
     except (ToolError, KeyError, ValueError) as err:
         print(f'visualize_view_masks.py: error: {err}', file=sys.stderr)
         return 2

@@ -59,7 +59,7 @@ def test_masks_follow_the_lidar_frame(info_file):
     sample = vvm.load_sample(str(info_file), 0)
     cams, l2i, pad = vvm.sample_rig(sample, 0.5, (900, 1600), 32)
     assert cams[0] == 'CAM_FRONT' and pad == (480, 800)
-    masks = vvm.compute_masks(l2i, pad, 50, 50, [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0], 4)
+    masks = vvm.compute_masks(l2i, pad, vvm.BEVGeometry.from_config(vvm.TINY))
     front, back = masks[cams.index('CAM_FRONT')], masks[cams.index('CAM_BACK')]
     # CAM_FRONT looks along lidar +y (the ego's forward), CAM_BACK along -y; lidar +x is the ego's right
     assert _cell(front, 0.0, 30.0) and not _cell(front, 0.0, -30.0) and not _cell(front, 30.0, 0.0)
