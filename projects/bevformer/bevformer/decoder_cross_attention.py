@@ -1,18 +1,16 @@
 """BEVFormer's ``CustomMSDeformableAttention``: object queries attend into the BEV with deformable attention
 around their (refined) reference points."""
-import warnings
 from typing import Optional
 
 import torch
 from mmdet3d.registry import MODELS
-from mmengine.model import BaseModule
-from torch import Tensor, nn
+from torch import Tensor
 
-from .ms_deform_attn import init_sampling_, multi_scale_deform_attn, xavier_linear_
+from .ms_deform_attn import DeformableAttentionBase, multi_scale_deform_attn
 
 
 @MODELS.register_module()
-class CustomMSDeformableAttention(BaseModule):
+class CustomMSDeformableAttention(DeformableAttentionBase):
     """Deformable DETR attention with output projection, dropout and residual.
 
     Args:
@@ -23,30 +21,8 @@ class CustomMSDeformableAttention(BaseModule):
     def __init__(self, embed_dims: int = 256, num_heads: int = 8, num_levels: int = 1, num_points: int = 4,
                  im2col_step: int = 64, dropout: float = 0.1, batch_first: bool = True,
                  init_cfg: Optional[dict] = None) -> None:
-        super().__init__(init_cfg)
-        if embed_dims % num_heads != 0:
-            raise ValueError(f'CustomMSDeformableAttention: embed_dims {embed_dims} must be divisible by '
-                             f'num_heads {num_heads}')
-        head_dim = embed_dims // num_heads
-        if head_dim & (head_dim - 1):
-            warnings.warn(f'CustomMSDeformableAttention: head dim {head_dim} is not a power of 2')
-        self.embed_dims, self.num_heads = embed_dims, num_heads
-        self.num_levels, self.num_points = num_levels, num_points
-        self.im2col_step = im2col_step
-        self.sampling_offsets = nn.Linear(embed_dims, num_heads * num_levels * num_points * 2)
-        self.attention_weights = nn.Linear(embed_dims, num_heads * num_levels * num_points)
-        self.value_proj = nn.Linear(embed_dims, embed_dims)
-        self.output_proj = nn.Linear(embed_dims, embed_dims)
-        self.dropout = nn.Dropout(dropout)
-        self.init_weights()
-
-    def init_weights(self) -> None:
-        """Deformable DETR initialisation (see :func:`init_sampling_`)."""
-        init_sampling_(self.sampling_offsets, self.attention_weights, self.num_heads, self.num_levels,
-                       self.num_points)
-        xavier_linear_(self.value_proj)
-        xavier_linear_(self.output_proj)
-        self._is_init = True
+        super().__init__('CustomMSDeformableAttention', embed_dims, num_heads, num_levels, num_points, im2col_step,
+                         output_dropout=dropout, init_cfg=init_cfg)
 
     def forward(self, query: Tensor, value: Tensor, reference_points: Tensor, spatial_shapes: Tensor,
                 level_start_index: Tensor, query_pos: Optional[Tensor] = None) -> Tensor:

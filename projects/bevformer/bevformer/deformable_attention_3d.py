@@ -1,18 +1,16 @@
 """BEVFormer's ``MSDeformableAttention3D``: deformable attention of BEV queries into ONE camera's multi-level
 features, around the projections of the query's ``D`` pillar points."""
-import warnings
 from typing import Optional
 
 import torch
 from mmdet3d.registry import MODELS
-from mmengine.model import BaseModule
-from torch import Tensor, nn
+from torch import Tensor
 
-from .ms_deform_attn import check_value_length, init_sampling_, multi_scale_deform_attn, xavier_linear_
+from .ms_deform_attn import DeformableAttentionBase, check_value_length, multi_scale_deform_attn
 
 
 @MODELS.register_module()
-class MSDeformableAttention3D(BaseModule):
+class MSDeformableAttention3D(DeformableAttentionBase):
     """``num_points`` samples per head and level, split evenly over the ``D`` projected pillar points
     (point index ``k * D + d`` belongs to pillar point ``d``). No output projection and no residual: the
     surrounding :class:`SpatialCrossAttention` owns them.
@@ -24,27 +22,8 @@ class MSDeformableAttention3D(BaseModule):
 
     def __init__(self, embed_dims: int = 256, num_heads: int = 8, num_levels: int = 4, num_points: int = 8,
                  im2col_step: int = 64, batch_first: bool = True, init_cfg: Optional[dict] = None) -> None:
-        super().__init__(init_cfg)
-        if embed_dims % num_heads != 0:
-            raise ValueError(f'MSDeformableAttention3D: embed_dims {embed_dims} must be divisible by num_heads '
-                             f'{num_heads}')
-        head_dim = embed_dims // num_heads
-        if head_dim & (head_dim - 1):
-            warnings.warn(f'MSDeformableAttention3D: head dim {head_dim} is not a power of 2 (slower CUDA kernel)')
-        self.embed_dims, self.num_heads = embed_dims, num_heads
-        self.num_levels, self.num_points = num_levels, num_points
-        self.im2col_step = im2col_step
-        self.sampling_offsets = nn.Linear(embed_dims, num_heads * num_levels * num_points * 2)
-        self.attention_weights = nn.Linear(embed_dims, num_heads * num_levels * num_points)
-        self.value_proj = nn.Linear(embed_dims, embed_dims)
-        self.init_weights()
-
-    def init_weights(self) -> None:
-        """Deformable DETR initialisation (see :func:`init_sampling_`)."""
-        init_sampling_(self.sampling_offsets, self.attention_weights, self.num_heads, self.num_levels,
-                       self.num_points)
-        xavier_linear_(self.value_proj)
-        self._is_init = True
+        super().__init__('MSDeformableAttention3D', embed_dims, num_heads, num_levels, num_points, im2col_step,
+                         init_cfg=init_cfg)
 
     def forward(self, query: Tensor, value: Tensor, reference_points: Tensor, spatial_shapes: Tensor,
                 level_start_index: Tensor) -> Tensor:

@@ -15,12 +15,15 @@ the operator's Python dispatch.
 
 :func:`init_sampling_` is Deformable DETR's initialisation shared by all deformable attentions: zero offset
 weights, offset biases on a ring of ``num_heads`` directions growing with the point index, zero attention logits.
+:class:`DeformableAttentionBase` holds the layers and checks the three BEVFormer attentions share.
 """
 import math
-from typing import Tuple
+import warnings
+from typing import Optional, Tuple
 
 import torch
 from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
+from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from qdbev.device_constants import host_values
@@ -205,3 +208,43 @@ def xavier_linear_(layer: nn.Linear) -> None:
     nn.init.xavier_uniform_(layer.weight)
     if layer.bias is not None:
         nn.init.constant_(layer.bias, 0.)
+
+
+class DeformableAttentionBase(BaseModule):
+    """The layers BEVFormer's deformable attentions share, initialised as Deformable DETR's.
+
+    ``sampling_offsets`` and ``attention_weights`` project the query (``queue`` of them side by side: 2 for
+    temporal self-attention) to ``queue * num_heads * num_levels * num_points`` samples; ``value_proj`` projects the
+    values; with ``output_dropout`` given, ``output_proj`` and ``dropout`` follow the sampling (the attentions that
+    own their residual). ``who`` names the attention in errors and warnings.
+    """
+
+    def __init__(self, who: str, embed_dims: int, num_heads: int, num_levels: int, num_points: int,
+                 im2col_step: int, queue: int = 1, output_dropout: Optional[float] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg)
+        if embed_dims % num_heads != 0:
+            raise ValueError(f'{who}: embed_dims {embed_dims} must be divisible by num_heads {num_heads}')
+        head_dim = embed_dims // num_heads
+        if head_dim & (head_dim - 1):
+            warnings.warn(f'{who}: head dim {head_dim} is not a power of 2 (slower CUDA kernel)')
+        self.embed_dims, self.num_heads = embed_dims, num_heads
+        self.num_levels, self.num_points = num_levels, num_points
+        self.im2col_step = im2col_step
+        self.sampling_offsets = nn.Linear(embed_dims * queue, queue * num_heads * num_levels * num_points * 2)
+        self.attention_weights = nn.Linear(embed_dims * queue, queue * num_heads * num_levels * num_points)
+        self.value_proj = nn.Linear(embed_dims, embed_dims)
+        if output_dropout is not None:
+            self.output_proj = nn.Linear(embed_dims, embed_dims)
+            self.dropout = nn.Dropout(output_dropout)
+        self._sample_groups = queue * num_levels
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Deformable DETR initialisation (see :func:`init_sampling_`), Xavier projections."""
+        init_sampling_(self.sampling_offsets, self.attention_weights, self.num_heads, self._sample_groups,
+                       self.num_points)
+        xavier_linear_(self.value_proj)
+        if hasattr(self, 'output_proj'):
+            xavier_linear_(self.output_proj)
+        self._is_init = True

@@ -1,18 +1,16 @@
 """BEVFormer's temporal self-attention (TSA): BEV queries attend to the (ego-aligned) previous BEV and to
 themselves with deformable attention on the BEV plane."""
-import warnings
 from typing import Optional
 
 import torch
 from mmdet3d.registry import MODELS
-from mmengine.model import BaseModule
-from torch import Tensor, nn
+from torch import Tensor
 
-from .ms_deform_attn import check_value_length, init_sampling_, multi_scale_deform_attn, xavier_linear_
+from .ms_deform_attn import DeformableAttentionBase, check_value_length, multi_scale_deform_attn
 
 
 @MODELS.register_module()
-class TemporalSelfAttention(BaseModule):
+class TemporalSelfAttention(DeformableAttentionBase):
     """Deformable self-attention over a queue of two BEVs (previous, current), outputs averaged.
 
     Offsets and weights are predicted from ``[prev_value, query + pos]`` (``2 * embed_dims`` inputs), per head,
@@ -28,33 +26,11 @@ class TemporalSelfAttention(BaseModule):
     def __init__(self, embed_dims: int = 256, num_heads: int = 8, num_levels: int = 1, num_points: int = 4,
                  num_bev_queue: int = 2, im2col_step: int = 64, dropout: float = 0.1,
                  batch_first: bool = True, init_cfg: Optional[dict] = None) -> None:
-        super().__init__(init_cfg)
-        if embed_dims % num_heads != 0:
-            raise ValueError(f'TemporalSelfAttention: embed_dims {embed_dims} must be divisible by num_heads '
-                             f'{num_heads}')
         if num_bev_queue != 2:
             raise ValueError(f'TemporalSelfAttention: num_bev_queue must be 2 (previous, current), got {num_bev_queue}')
-        head_dim = embed_dims // num_heads
-        if head_dim & (head_dim - 1):
-            warnings.warn(f'TemporalSelfAttention: head dim {head_dim} is not a power of 2 (slower CUDA kernel)')
-        self.embed_dims, self.num_heads = embed_dims, num_heads
-        self.num_levels, self.num_points, self.num_bev_queue = num_levels, num_points, num_bev_queue
-        self.im2col_step = im2col_step
-        q = num_bev_queue
-        self.sampling_offsets = nn.Linear(embed_dims * q, q * num_heads * num_levels * num_points * 2)
-        self.attention_weights = nn.Linear(embed_dims * q, q * num_heads * num_levels * num_points)
-        self.value_proj = nn.Linear(embed_dims, embed_dims)
-        self.output_proj = nn.Linear(embed_dims, embed_dims)
-        self.dropout = nn.Dropout(dropout)
-        self.init_weights()
-
-    def init_weights(self) -> None:
-        """Deformable DETR initialisation (see :func:`init_sampling_`)."""
-        init_sampling_(self.sampling_offsets, self.attention_weights, self.num_heads,
-                       self.num_levels * self.num_bev_queue, self.num_points)
-        xavier_linear_(self.value_proj)
-        xavier_linear_(self.output_proj)
-        self._is_init = True
+        super().__init__('TemporalSelfAttention', embed_dims, num_heads, num_levels, num_points, im2col_step,
+                         queue=num_bev_queue, output_dropout=dropout, init_cfg=init_cfg)
+        self.num_bev_queue = num_bev_queue
 
     def forward(self, query: Tensor, value: Tensor, reference_points: Tensor, spatial_shapes: Tensor,
                 level_start_index: Tensor, query_pos: Optional[Tensor] = None) -> Tensor:
