@@ -7,6 +7,8 @@ import torch
 
 import projects.bevformer.bevformer  # noqa: F401  (registers the components)
 from projects.bevformer.bevformer.ego_motion import bev_shift, rotate_bev
+from projects.bevformer.bevformer.decoder_cross_attention import CustomMSDeformableAttention
+from projects.bevformer.bevformer.deformable_attention_3d import MSDeformableAttention3D
 from projects.bevformer.bevformer.ms_deform_attn import (cuda_kernel_available, ms_deform_attn_op,
                                                          multi_scale_deform_attn)
 from projects.bevformer.bevformer.spatial_cross_attention import SpatialCrossAttention, rebatch_hits
@@ -373,3 +375,24 @@ def test_the_encoder_builds_the_camera_hits_once_for_all_layers(monkeypatch):
     with torch.no_grad():  # a mask or its CameraHits: the same output
         assert torch.equal(sca(query, value, ref_cam, mask, *args[5:7]),
                            sca(query, value, ref_cam, sca_mod.CameraHits.of(mask), *args[5:7]))
+
+
+# ---------------------------------------------------------------- the shared layers of the three attentions
+@pytest.mark.parametrize('cls, kwargs, in_dims, samples, has_output', [
+    (TemporalSelfAttention, dict(num_levels=1, num_points=4), 64, 2 * 4 * 1 * 4, True),  # queue of 2 BEVs
+    (CustomMSDeformableAttention, dict(num_levels=1, num_points=4), 32, 4 * 1 * 4, True),
+    (MSDeformableAttention3D, dict(num_levels=2, num_points=8), 32, 4 * 2 * 8, False)])  # SCA owns the output
+def test_each_attention_builds_and_initialises_its_projections(cls, kwargs, in_dims, samples, has_output):
+    attn = cls(embed_dims=32, num_heads=4, **kwargs)
+    assert attn.sampling_offsets.in_features == in_dims and attn.sampling_offsets.out_features == 2 * samples
+    assert attn.attention_weights.out_features == samples and hasattr(attn, 'output_proj') == has_output
+    # Deformable DETR: zero offset weights, head 0 points along +x at 1, 2, ... cells, uniform attention
+    assert attn.sampling_offsets.weight.abs().max() == 0 and attn.attention_weights.weight.abs().max() == 0
+    ring = attn.sampling_offsets.bias.view(4, -1, kwargs['num_points'], 2)
+    assert torch.equal(ring[0, 0, :, 0], torch.arange(1.0, kwargs['num_points'] + 1))
+    assert ring[0, :, :, 1].abs().max() == 0
+    assert attn.value_proj.bias.abs().max() == 0
+    with pytest.raises(ValueError, match=f'{cls.__name__}: embed_dims 30 must be divisible by num_heads 4'):
+        cls(embed_dims=30, num_heads=4, **kwargs)
+    with pytest.warns(UserWarning, match=f'{cls.__name__}: head dim 6 is not a power of 2'):
+        cls(embed_dims=24, num_heads=4, **kwargs)
