@@ -67,6 +67,15 @@ def per_channel_fallback(model: nn.Module, ratio: float = 10.0) -> Dict[str, Tup
     return switched
 
 
+def run_forward(model: nn.Module, inputs):
+    """``model``'s output on ``inputs``: keyword arguments (a dict), positional ones (a tuple or list) or one input."""
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
+
+
 @torch.no_grad()
 def record_activation_ranges(model: nn.Module, inputs, names: Optional[Sequence[str]] = None
                              ) -> Dict[str, Tuple[float, float]]:
@@ -91,12 +100,7 @@ def record_activation_ranges(model: nn.Module, inputs, names: Optional[Sequence[
 
     handles = [modules[n].register_forward_hook(make_hook(n)) for n in names]
     try:
-        if isinstance(inputs, dict):
-            model(**inputs)
-        elif isinstance(inputs, (tuple, list)):
-            model(*inputs)
-        else:
-            model(inputs)
+        run_forward(model, inputs)
     finally:
         for h in handles:
             h.remove()

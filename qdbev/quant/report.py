@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type
 import torch
 from torch import Tensor, nn
 
+from .analysis import run_forward
 from .fake_quant import FLOAT_BITS
 from .modules import QuantModule, QuantMultiheadAttention
 from .transforms import quantizers, stage_of
@@ -96,15 +97,6 @@ def _estimator(module: nn.Module) -> Optional[MacEstimator]:
     return best
 
 
-def _call(model: nn.Module, inputs) -> None:
-    if isinstance(inputs, dict):
-        model(**inputs)
-    elif isinstance(inputs, (tuple, list)):
-        model(*inputs)
-    else:
-        model(inputs)
-
-
 def _empty() -> Dict[str, float]:
     return dict(params=0, size_mb=0.0, macs=0, bops=0)
 
@@ -161,7 +153,7 @@ def report(model: nn.Module, inputs, stages: Optional[Dict[str, Sequence[str]]] 
         q.set_mode('off')
     try:
         with torch.no_grad():
-            _call(model, inputs)
+            run_forward(model, inputs)
     finally:
         for h in handles:
             h.remove()
