@@ -189,13 +189,14 @@ case "$cmd" in
       if [ "$avail" -lt "$min_mb" ]; then
         echo "gpu_job: the host's available memory fell to $avail MiB (floor $min_mb MiB): the job is stopped" >&2
         read -r line < /proc/$$/stat; read -r -a fields <<< "${line##*) }"
-        others=1
-        while [ $others = 1 ]; do  # the job's processes but this guard and the job's wrapper, until none is left
-          # (the listing's own subshell is listed too, and gone when the kill comes: it does not count)
-          others=0
+        others=1; rounds=0
+        while [ $others = 1 ] && [ $rounds -lt 50 ]; do  # the job's processes but this guard and its wrapper, until
+          # none is left (the listing's own subshell is listed too, and gone when the kill comes: it does not count)
+          others=0; rounds=$(( rounds + 1 ))
           for pid in $(group_pids "${fields[2]}"); do
             if [ "$pid" != $$ ] && [ "$pid" != "$PPID" ] && kill -KILL "$pid" 2> /dev/null; then others=1; fi
           done
+          [ $others = 0 ] || sleep 0.2
         done
         wait "$child" 2> /dev/null || true
         exit 137
