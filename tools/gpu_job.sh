@@ -182,7 +182,7 @@ case "$cmd" in
     "$@" &
     child=$!
     low=
-    while kill -0 "$child" 2> /dev/null; do
+    while :; do
       while read -r key avail _; do [ "$key" = MemAvailable: ] && break; done < /proc/meminfo
       avail=$(( avail / 1024 ))
       if [ -z "$low" ] || [ "$avail" -lt "$low" ]; then low=$avail; echo "$low MiB available at least" > "$mem_file"; fi
@@ -201,7 +201,12 @@ case "$cmd" in
         wait "$child" 2> /dev/null || true
         exit 137
       fi
-      sleep 0.5
+      # half a second, or less when the job ends: wait -n returns at the first of the two (so that a job's status
+      # comes at once, and a plan's next job, which polls for it, does not wait a polling round longer)
+      sleep 0.5 &
+      timer=$!
+      wait -n || true
+      if ! kill -0 "$child" 2> /dev/null; then kill "$timer" 2> /dev/null || true; break; fi
     done
     wait "$child" ;;
   after)  # (inside a job) after DEP[,DEP...] [-ended] CMD...: wait for the jobs to end (with status 0), then run CMD

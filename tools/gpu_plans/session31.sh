@@ -9,7 +9,10 @@
 # Every remote call is this one line, with carry [".gpu", "work_dirs/bench31"]; about 40 minutes of jobs, in order of
 # need (a job whose --creates file came back is skipped on the next call):
 #
-#   SHARED_DIR=.gpu bash tools/gpu_job.sh call $OUT 540 tools/gpu_plans/session31.sh work_dirs/bench31
+#   SHARED_DIR=.gpu bash tools/gpu_job.sh call $OUT 300 tools/gpu_plans/session31.sh work_dirs/bench31
+#
+# (300 s calls, not 540: session 32's first machine stopped answering mid-call and nothing of that call came back;
+# shorter calls lose less, and a call within about 30 s of the last one finds the machine warm.)
 ENC=pts_bbox_head.transformer.encoder
 DEC=pts_bbox_head.transformer.decoder
 CLS=pts_bbox_head.cls_branches
