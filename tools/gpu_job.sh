@@ -58,6 +58,12 @@ group_pids() {  # PGID -> the pids of that group's processes that are not zombie
   done
 }
 
+meminfo_mib() {  # KEY -> sets mib to /proc/meminfo's KEY in MiB (builtins only: no process per reading)
+  local key value _
+  while read -r key value _; do [ "$key" = "$1:" ] && break; done < /proc/meminfo
+  mib=$(( value / 1024 ))
+}
+
 group_alive() {  # PGID -> status 0 while a process of that group lives
   [ -n "$(group_pids "$1")" ]
 }
@@ -177,14 +183,15 @@ case "$cmd" in
     # A job that fills the host's memory leaves a lent machine unable to answer, and the call that would bring the
     # results back is lost with it. The floor: $QDBEV_GPU_MIN_FREE_MB, default 5 % of the host's memory. The lowest
     # available memory seen goes to NAME.mem (brought back with the logs).
-    min_mb=${QDBEV_GPU_MIN_FREE_MB:-$(awk '/^MemTotal:/ {printf "%d", $2 / 1024 / 20}' /proc/meminfo)}
+    meminfo_mib MemTotal
+    min_mb=${QDBEV_GPU_MIN_FREE_MB:-$(( mib / 20 ))}
     mem_file="$JOBS/${GPU_JOB:-guard}.mem"
     "$@" &
     child=$!
     low=
     while :; do
-      while read -r key avail _; do [ "$key" = MemAvailable: ] && break; done < /proc/meminfo
-      avail=$(( avail / 1024 ))
+      meminfo_mib MemAvailable
+      avail=$mib
       if [ -z "$low" ] || [ "$avail" -lt "$low" ]; then low=$avail; echo "$low MiB available at least" > "$mem_file"; fi
       if [ "$avail" -lt "$min_mb" ]; then
         echo "gpu_job: the host's available memory fell to $avail MiB (floor $min_mb MiB): the job is stopped" >&2
