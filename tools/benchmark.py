@@ -99,6 +99,10 @@ def parse_args(argv=None):
                    help='P3: the W4A6 predict with each quantized weight fake-quantized once, before the first call '
                         '(as deployed), instead of in every call of a compiled graph (qdbev.quant.export.'
                         'prequantized_weights)')
+    p.add_argument('--freeze-infer', action='store_true',
+                   help="P3: both models' predicts traced with their weights as constants (inductor's freezing, "
+                        'qdbev.quant.freezing): what depends on the weights alone is folded out of every call; '
+                        'with --compile-infer')
     p.add_argument('--compile-fp-train', action='store_true',
                    help='P1/P2 with the FP model\'s image backbone and neck (or the parts named in '
                         'model.student_compile.parts) compiled as model.student_compile compiles the student\'s: the '
@@ -136,6 +140,8 @@ def parse_args(argv=None):
         p.error('--compile-infer-parts names what --compile-infer compiles: add --compile-infer [MODE]')
     if args.prequantize_weights and 'P3' not in args.only:
         p.error('--prequantize-weights changes P3 only: add P3 to --only')
+    if args.freeze_infer and not (args.compile_infer and 'P3' in args.only):
+        p.error('--freeze-infer changes the compiled P3 only: add P3 to --only and give --compile-infer')
     if args.interleave_infer and 'P3' not in args.only:
         p.error('--interleave-infer times P3: add P3 to --only')
     if args.interleave_train and ('P1' not in args.only or 'P3' in args.only):
@@ -175,7 +181,8 @@ def run(args) -> dict:
                                         saved_activations=args.saved_activations,
                                         interleave_infer=args.interleave_infer,
                                         interleave_train=args.interleave_train,
-                                        prequantize_weights=args.prequantize_weights)
+                                        prequantize_weights=args.prequantize_weights,
+                                        freeze_infer=args.freeze_infer)
             except RuntimeError as err:
                 if not bm.is_oom(err):
                     raise

@@ -33,8 +33,8 @@ import torch
 
 from qdbev.geometry import RING_YAWS_DEG, pose_can_bus
 from qdbev.geometry import ring_lidar2img as geometry_ring_lidar2img
-from qdbev.quant import (CUDA_GRAPH_MODES, SavedActivations, allow_recompiles, compile_module, memory_budget,
-                         module_slot)
+from qdbev.quant import (CUDA_GRAPH_MODES, SavedActivations, allow_recompiles, compile_module, freezing,
+                         memory_budget, module_slot)
 from qdbev.quant.compile import copied_outputs
 from qdbev.quant.export import prequantized_weights
 
@@ -501,7 +501,8 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
                    compile_fp_train: bool = False,
                    fp_memory_budget: Optional[float] = None, memory_phases: bool = False,
                    saved_activations: bool = False, interleave_infer: bool = False,
-                   interleave_train: bool = False, prequantize_weights: bool = False) -> Dict[str, object]:
+                   interleave_train: bool = False, prequantize_weights: bool = False,
+                   freeze_infer: bool = False) -> Dict[str, object]:
     """P1, P2 and P3 at one batch size; each model is alone on the device while it is measured (P1 with
     ``interleave_train`` and P3 with ``interleave_infer`` excepted). ``profile_dir``:
     also write ``torch.profiler`` tables of one call of each (``<what>_b<batch>.txt``). ``compile_infer``: P3 runs
@@ -520,7 +521,10 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
     memory (P2) has been read with the model alone on the device.
     ``prequantize_weights``: P3's W4A6 predict with each quantized weight fake-quantized once, before its first call
     (:func:`qdbev.quant.export.prequantized_weights`, what a deployed model does), instead of in every call (what a
-    compiled graph of the quantizers does)."""
+    compiled graph of the quantizers does). ``freeze_infer``: P3's predicts of both models traced with their
+    weights as constants (:func:`qdbev.quant.freezing`: inductor folds what depends on the weights alone, such as
+    batch norm into the convolution before it, or the W4A6 weights' fake quantization), as a deployed model's
+    compiler does."""
     def profiled(fn, what):
         if profile_dir:
             profile_table(fn, device, osp.join(profile_dir, f'{what}_b{batch}.txt'))
@@ -536,7 +540,14 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
             weights_once.enter_context(prequantized_weights(predictor))
         if compile_infer:
             compile_for_inference(predictor, compile_infer, compile_infer_parts)
-        return predict_fn(predictor, model.data_preprocessor, img_hw, batch, num_cams, reps + warmup + 1)
+        predict = predict_fn(predictor, model.data_preprocessor, img_hw, batch, num_cams, reps + warmup + 1)
+        if not freeze_infer:
+            return predict
+
+        def frozen():
+            with freezing():  # the first calls trace
+                return predict()
+        return frozen
 
     def measure(model, predictor, step_name: str, infer_name: str, teacher: bool = False) -> None:
         """Train step (time, peak memory) and ``predictor``'s predict of ``model``, alone on the device; then the
@@ -607,6 +618,9 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
                 out[f'train_compile_{key}'] = student_compile[key]
         if optim_cfg.get('fused'):
             out['optimizer_fused'] = True
+        teacher_compile = distiller_cfg.get('teacher_compile')
+        if isinstance(teacher_compile, dict) and teacher_compile.get('freeze'):
+            out['teacher_frozen'] = True
         out['qat_vgd_step_over_fp_step'] = ratio(out['qat_vgd_step']['median_ms'], out['fp_step']['median_ms'])
         # the least a QAT+VGD step can cost: the FP step plus the teacher's forward of the whole queue
         out['qat_vgd_step_floor'] = ratio(out['fp_step']['median_ms'] + out['teacher_forward']['median_ms'],
@@ -616,6 +630,8 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
         out['compiled_infer'] = compile_infer or False  # the mode, or False (eager)
         if prequantize_weights:
             out['prequantized_weights'] = True
+        if freeze_infer:
+            out['infer_frozen'] = True
         if compile_infer and tuple(compile_infer_parts) != IMAGE_PARTS:
             out['compiled_infer_parts'] = list(compile_infer_parts)
         out['fakequant_infer_over_fp'] = ratio(out['fakequant_infer']['median_ms'], out['fp_infer']['median_ms'])
@@ -986,6 +1002,7 @@ def render_markdown(merged: dict) -> str:
                 options = t.get('train_compile_options') or {}
                 fp_tag += ''.join(f', inductor {k}={v}' for k, v in sorted(options.items()))
                 fp_tag += ', fused AdamW' if t.get('optimizer_fused') else ''
+                fp_tag += ', teacher frozen' if t.get('teacher_frozen') else ''
                 lines.append(f'| P1 QAT+VGD step / FP step ({tag}{fp_tag}) | {t["qat_vgd_step"]["median_ms"]:g} ms | '
                              f'{t["fp_step"]["median_ms"]:g} ms | {_fmt(t["qat_vgd_step_over_fp_step"])} | ≤ 1.45 |')
                 if t.get('qat_vgd_step_over_fp_step_paired') is not None:
@@ -1010,6 +1027,7 @@ def render_markdown(merged: dict) -> str:
                     f' ({mode})' if isinstance(mode, str) and mode != 'default' else '')
                 infer_tag += ', interleaved' if t.get('infer_interleaved') else ''
                 infer_tag += ', weights quantized once' if t.get('prequantized_weights') else ''
+                infer_tag += ', weights frozen' if t.get('infer_frozen') else ''
                 lines.append(f'| P3 fake-quant W4A6 predict / FP predict ({infer_tag}) | '
                              f'{t["fakequant_infer"]["median_ms"]:g} ms | {t["fp_infer"]["median_ms"]:g} ms | '
                              f'{_fmt(t["fakequant_infer_over_fp"])} | ≤ 1.15 |')

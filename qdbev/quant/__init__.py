@@ -12,13 +12,14 @@ Pieces, one job each (see docs/quantization.md):
     analysis        per-layer errors, per-channel fallback, scale conflicts
     compile         ``compile_quantized``: torch.compile during QAT, eager while quantizers observe;
                     ``SavedActivations``: what the compiled graphs keep for backward; ``compile_module``:
-                    a float part compiled for training, CUDA-graph modes included
+                    a float part compiled for training, CUDA-graph modes included, or with its weights as
+                    constants (``freezing``, ``FrozenWeightsCall``: the frozen teacher)
 """
 from .analysis import (find_scale_conflicts, layer_weight_errors, per_channel_fallback, record_activation_ranges,
                        weight_quant_error)
-from .compile import (CUDA_GRAPH_MODES, CompiledWhenCalibrated, NoGradOutputsCopied, SavedActivations,
-                      allow_recompiles, compile_module, compile_quantized, memory_budget, module_slot,
-                      replays_cuda_graphs)
+from .compile import (CUDA_GRAPH_MODES, CompiledWhenCalibrated, FrozenWeightsCall, NoGradOutputsCopied,
+                      SavedActivations, allow_recompiles, compile_module, compile_quantized, freezing, memory_budget,
+                      module_slot, replays_cuda_graphs)
 from .dfq import bias_correct, cross_layer_equalize, relu_input_mean
 from .fake_quant import (FLOAT_BITS, check_bits, fake_quantize, fake_quantize_reference, qrange, quantize_codes,
                          scale_from_absmax, symmetric_scale)
@@ -55,4 +56,5 @@ __all__ = [
     # torch.compile during QAT
     'CompiledWhenCalibrated', 'compile_quantized', 'module_slot', 'memory_budget', 'SavedActivations',
     'allow_recompiles', 'compile_module', 'NoGradOutputsCopied', 'CUDA_GRAPH_MODES', 'replays_cuda_graphs',
+    'freezing', 'FrozenWeightsCall',
 ]

@@ -70,15 +70,64 @@ class NoGradOutputsCopied:
         return copied_outputs(out)
 
 
-def compile_module(module: nn.Module, **compile_kwargs) -> None:
+def freezing():
+    """Context in which ``torch.compile`` traces a call made without grad with the module's parameters and buffers as
+    constants (inductor's ``freezing``): inductor then folds out of the graph whatever depends on them alone, such as
+    the bf16 copy of every weight under autocast (a kernel per weight and call otherwise), eval batch norm into the
+    convolution before it, or the encoder's reference points. Dynamo reads the setting while it traces, so it must
+    hold around the call; passed as a compile option (``options=dict(freezing=True)``) it leaves the parameters
+    graph inputs. For modules whose weights do not change: :class:`FrozenWeightsCall`."""
+    import torch._inductor.config as inductor_config
+    return inductor_config.patch(freezing=True)
+
+
+class FrozenWeightsCall:
+    """A compiled call of ``module`` whose calls without grad run under :func:`freezing`: the graphs they trace hold
+    the module's weights as constants. For a module whose weights stay as they are after its first call, such as the
+    distiller's frozen FP teacher (``model.teacher_compile.freeze``).
+
+    The graphs keep the values of the weights at tracing time, and an in-place change of the weights does not reach
+    them. A ``load_state_dict`` that brings the module other values after a graph was traced therefore clears
+    dynamo's caches (``torch._dynamo.reset()``: every compiled graph of the process compiles again at its next call);
+    loading the values it holds (a resume or a rollback to a checkpoint of the same teacher) keeps the graphs."""
+
+    def __init__(self, compiled, module: nn.Module) -> None:
+        self.compiled = compiled
+        self.traced = False  # a call without grad has run (and traced, the first time) under freezing
+        self.resets = 0  # loads of other weights that cleared dynamo's caches (tests, logs)
+        module.register_load_state_dict_pre_hook(self._before_load)
+
+    def __call__(self, *args, **kwargs):
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return self.compiled(*args, **kwargs)
+        self.traced = True
+        with freezing():
+            return self.compiled(*args, **kwargs)
+
+    def _before_load(self, module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+        if not self.traced:
+            return
+        own = dict(module.named_parameters(), **dict(module.named_buffers()))
+        changed = any(not torch.equal(state_dict[prefix + name].to(t.device, t.dtype), t)
+                      for name, t in own.items() if prefix + name in state_dict)
+        if changed:
+            torch._dynamo.reset()
+            self.traced = False
+            self.resets += 1
+
+
+def compile_module(module: nn.Module, freeze: bool = False, **compile_kwargs) -> None:
     """``module.compile(**compile_kwargs)`` (in place: parameters, state-dict keys and hooks unchanged), and in the
     modes that replay CUDA graphs its calls without grad hand back copies (:class:`NoGradOutputsCopied`), so that a
-    training step may call it with and without grad. How the distiller compiles the FP teacher's parts, and the
-    benchmark the FP model's."""
+    training step may call it with and without grad. ``freeze``: its calls without grad hold the weights as
+    constants (:class:`FrozenWeightsCall`; for a module whose weights do not change). How the distiller compiles the
+    FP teacher's parts, and the benchmark the FP model's."""
     allow_recompiles()
     module.compile(**compile_kwargs)
     if replays_cuda_graphs(compile_kwargs):
         module._compiled_call_impl = NoGradOutputsCopied(module._compiled_call_impl)
+    if freeze:
+        module._compiled_call_impl = FrozenWeightsCall(module._compiled_call_impl, module)
 
 
 RECOMPILE_LIMIT = 64  # graphs dynamo may keep per function once a model compiles some of its parts

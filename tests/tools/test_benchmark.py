@@ -431,10 +431,23 @@ def test_p1_rows_name_the_memory_budgets():
     text = bm.render_markdown(bm.merge_runs(None, run))
     assert 'queue 3, FP step compiled, student memory budget 0.5, FP memory budget 0.5) | 190 ms | 100 ms' in text
     run['train']['1'].update(train_compile_mode='reduce-overhead', train_compile_options={'combo_kernels': True},
-                             optimizer_fused=True)
+                             optimizer_fused=True, teacher_frozen=True)
     text = bm.render_markdown(bm.merge_runs(None, run))
-    assert ('FP memory budget 0.5, compiled in mode reduce-overhead, inductor combo_kernels=True, fused AdamW) | '
-            '190 ms | 100 ms') in text
+    assert ('FP memory budget 0.5, compiled in mode reduce-overhead, inductor combo_kernels=True, fused AdamW, '
+            'teacher frozen) | 190 ms | 100 ms') in text
+
+
+def test_freeze_infer_is_named_in_the_p3_row_and_needs_a_compiled_p3():
+    """``--freeze-infer`` (both predicts traced with their weights as constants) is said in the P3 row, and refused
+    without P3 or without ``--compile-infer`` (it changes nothing eager)."""
+    run = _infer_run('1', 1.1)
+    run['train']['8'].update(compiled_infer='reduce-overhead', prequantized_weights=True, infer_frozen=True)
+    assert ('compiled backbone + neck (reduce-overhead), weights quantized once, weights frozen) | 44 ms | 40 ms |'
+            in bm.render_markdown(bm.merge_runs(None, run)))
+    assert tool.parse_args(['--only', 'P3', '--compile-infer', 'default', '--freeze-infer']).freeze_infer
+    for argv in (['--only', 'P3', '--freeze-infer'], ['--only', 'P1', '--compile-infer', '--freeze-infer']):
+        with pytest.raises(SystemExit):
+            tool.parse_args(argv)
 
 
 def test_the_optimizer_takes_the_configs_choice_of_implementation():

@@ -6,7 +6,9 @@
 # overwrote the outputs of the call before it; the compiled parts now copy those outputs
 # (qdbev.quant.compile.NoGradOutputsCopied, tested on the CPU). The FP step takes the student's mode (benchmark:
 # compile_for_training), so both steps replay graphs.
-# Every remote call is this one line, with carry [".gpu", "work_dirs/bench31"]; about 40 minutes of jobs, in order of
+# Session 33 (no GPU lent) added the frozen teacher (p1_freeze_b1, p1_graphs_freeze_b1) and frozen P3 weights
+# (p3_freeze), and moved P3 up.
+# Every remote call is this one line, with carry [".gpu", "work_dirs/bench31"]; about 50 minutes of jobs, in order of
 # need (a job whose --creates file came back is skipped on the next call):
 #
 #   SHARED_DIR=.gpu bash tools/gpu_job.sh call $OUT 300 tools/gpu_plans/session31.sh work_dirs/bench31
@@ -26,37 +28,53 @@ ensure p1_graphs_b1 --creates work_dirs/bench31/p1_graphs_b1.json $P1 --batch 1 
   --qdbev-options $GRAPHS --out-json work_dirs/bench31/p1_graphs_b1.json
 ensure p1_b1 --creates work_dirs/bench31/p1_b1.json --after-ended p1_graphs_b1 $P1 --batch 1 --reps 15 --warmup 3 \
   --out-json work_dirs/bench31/p1_b1.json
-#    Then the graphs with torch's fused AdamW in both steps (the optimizer comes from the FP config, hence
-#    --fp-options): outside the graphs the optimizer step remains, 13.8 ms of host time in the QAT+VGD step's profile
-#    against 6.8 ms in the FP step's (foreach AdamW; the student has a learnable scale per activation quantizer).
-ensure p1_graphs_fused_b1 --creates work_dirs/bench31/p1_graphs_fused_b1.json --after-ended p1_b1 $P1 --batch 1 \
-  --reps 15 --warmup 4 --qdbev-options $GRAPHS --fp-options optim_wrapper.optimizer.fused=True \
-  --out-json work_dirs/bench31/p1_graphs_fused_b1.json
-# 2. The alternative if the graphs fail: inductor's combo kernels (independent small kernels of a graph, such as the
-#    per-layer weight fake quantizations, launched together, up to 8 in one), in all three models' compiled parts.
-COMBO="model.student_compile.options.combo_kernels=True model.teacher_compile.options.combo_kernels=True"
-ensure p1_combo_b1 --creates work_dirs/bench31/p1_combo_b1.json --after-ended p1_graphs_fused_b1 $P1 --batch 1 \
-  --reps 15 --warmup 3 --qdbev-options $COMBO --out-json work_dirs/bench31/p1_combo_b1.json
-# 3. The graphs at batch 8 (the fast config gave 1.259 there in session 31, paired 1.259).
-ensure p1_graphs_b8 --creates work_dirs/bench31/p1_graphs_b8.json --after-ended p1_combo_b1 $P1 --batch 8 --reps 7 \
-  --warmup 4 --qdbev-options $GRAPHS --out-json work_dirs/bench31/p1_graphs_b8.json
-# 4. Graphs with the head's six classification branches in them as well (their quantizers are most of the student
-#    head's eager operators; without graphs, session 31 could not tell their effect from the noise).
-ensure p1_graphs_cls_b1 --creates work_dirs/bench31/p1_graphs_cls_b1.json --after-ended p1_graphs_b8 $P1 --batch 1 \
-  --reps 15 --warmup 4 --qdbev-options $GRAPHS \
-  "model.student_compile.parts=[img_backbone,img_neck,$ENC,$DEC,$CLS.0,$CLS.1,$CLS.2,$CLS.3,$CLS.4,$CLS.5]" \
-  --out-json work_dirs/bench31/p1_graphs_cls_b1.json
-# 5. P3 at batch 1 as session 31's best (weights quantized once, every quantized layer of the predict in the graphs),
-#    with a profile of one predict of each model: what the W4A6 graphs run beyond the FP ones (1.193 in session 31).
+#    (Added in session 33, CPU-tested only.) The teacher's compiled parts with its weights as constants
+#    (model.teacher_compile.freeze, qdbev.quant.FrozenWeightsCall: inductor's freezing): inductor folds the bf16 copy
+#    of every teacher weight under teacher_autocast (a kernel per weight and call otherwise: backbone and encoder, 3
+#    frames a step) and the eval batch norms into the convolutions. On the CPU, inductor generated 193 kernels instead
+#    of 286 for the teacher of the quick benchmark model (bf16, 3 frames), with the same features. First without
+#    graphs, then with.
+FREEZE="model.teacher_compile.freeze=True"
+ensure p1_freeze_b1 --creates work_dirs/bench31/p1_freeze_b1.json --after-ended p1_b1 $P1 --batch 1 --reps 15 \
+  --warmup 3 --qdbev-options $FREEZE --out-json work_dirs/bench31/p1_freeze_b1.json
+ensure p1_graphs_freeze_b1 --creates work_dirs/bench31/p1_graphs_freeze_b1.json --after-ended p1_freeze_b1 $P1 \
+  --batch 1 --reps 15 --warmup 4 --qdbev-options $GRAPHS $FREEZE --out-json work_dirs/bench31/p1_graphs_freeze_b1.json
+# 2. P3 at batch 1 as session 31's best (weights quantized once, every quantized layer of the predict in the graphs),
+#    with a profile of one predict of each model: what the W4A6 graphs run beyond the FP ones (1.193 in session 31);
+#    then both predicts with their weights frozen into the graphs (--freeze-infer, added in session 33): the
+#    activation quantizers' scales become constants too.
 K=pts_bbox_head.transformer.encoder.static_hit_lists
 P3="python tools/benchmark.py --device cuda --only P3 --batch 1 --reps 30 --warmup 5 --interleave-infer \
   --fp-options model.$K=640 --qdbev-options model.architecture.$K=640 --prequantize-weights --compile-infer-parts \
   img_backbone img_neck $ENC $DEC $CLS.5 pts_bbox_head.transformer.can_bus_mlp \
   pts_bbox_head.transformer.reference_points"
-ensure p3_prof --creates work_dirs/bench31/p3_prof.json --after-ended p1_graphs_cls_b1 $P3 \
+ensure p3_prof --creates work_dirs/bench31/p3_prof.json --after-ended p1_graphs_freeze_b1 $P3 \
   --compile-infer reduce-overhead --profile work_dirs/bench31/p3_prof --out-json work_dirs/bench31/p3_prof.json
-# 6. The same in mode max-autotune (both models): inductor's own matmul and convolution templates, into whose
+ensure p3_freeze --creates work_dirs/bench31/p3_freeze.json --after-ended p3_prof $P3 --compile-infer reduce-overhead \
+  --freeze-infer --out-json work_dirs/bench31/p3_freeze.json
+# 3. The graphs with torch's fused AdamW in both steps (the optimizer comes from the FP config, hence --fp-options):
+#    outside the graphs the optimizer step remains, 13.8 ms of host time in the QAT+VGD step's profile against 6.8 ms
+#    in the FP step's (foreach AdamW over the same 390 tensors; why the QAT+VGD step's takes twice the host time is
+#    not known).
+ensure p1_graphs_fused_b1 --creates work_dirs/bench31/p1_graphs_fused_b1.json --after-ended p3_freeze $P1 --batch 1 \
+  --reps 15 --warmup 4 --qdbev-options $GRAPHS --fp-options optim_wrapper.optimizer.fused=True \
+  --out-json work_dirs/bench31/p1_graphs_fused_b1.json
+# 4. The alternative if the graphs fail: inductor's combo kernels (independent small kernels of a graph, such as the
+#    per-layer weight fake quantizations, launched together, up to 8 in one), in all three models' compiled parts.
+COMBO="model.student_compile.options.combo_kernels=True model.teacher_compile.options.combo_kernels=True"
+ensure p1_combo_b1 --creates work_dirs/bench31/p1_combo_b1.json --after-ended p1_graphs_fused_b1 $P1 --batch 1 \
+  --reps 15 --warmup 3 --qdbev-options $COMBO --out-json work_dirs/bench31/p1_combo_b1.json
+# 5. The graphs at batch 8 (the fast config gave 1.259 there in session 31, paired 1.259).
+ensure p1_graphs_b8 --creates work_dirs/bench31/p1_graphs_b8.json --after-ended p1_combo_b1 $P1 --batch 8 --reps 7 \
+  --warmup 4 --qdbev-options $GRAPHS --out-json work_dirs/bench31/p1_graphs_b8.json
+# 6. Graphs with the head's six classification branches in them as well (their quantizers are most of the student
+#    head's eager operators; without graphs, session 31 could not tell their effect from the noise).
+ensure p1_graphs_cls_b1 --creates work_dirs/bench31/p1_graphs_cls_b1.json --after-ended p1_graphs_b8 $P1 --batch 1 \
+  --reps 15 --warmup 4 --qdbev-options $GRAPHS \
+  "model.student_compile.parts=[img_backbone,img_neck,$ENC,$DEC,$CLS.0,$CLS.1,$CLS.2,$CLS.3,$CLS.4,$CLS.5]" \
+  --out-json work_dirs/bench31/p1_graphs_cls_b1.json
+# 7. P3 in mode max-autotune (both models): inductor's own matmul and convolution templates, into whose
 #    epilogues it can fuse the activation fake quantization that follows an extern kernel otherwise. Autotuning
 #    compiles for minutes; the job may span calls.
-ensure p3_autotune --creates work_dirs/bench31/p3_autotune.json --after-ended p3_prof $P3 --compile-infer max-autotune \
-  --out-json work_dirs/bench31/p3_autotune.json
+ensure p3_autotune --creates work_dirs/bench31/p3_autotune.json --after-ended p1_graphs_cls_b1 $P3 \
+  --compile-infer max-autotune --out-json work_dirs/bench31/p3_autotune.json

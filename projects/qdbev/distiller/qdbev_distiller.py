@@ -123,7 +123,10 @@ class QDBEVDistiller(BaseModel):
             per image-chunk shape). The teacher's forward is the floor of a QAT+VGD step's cost over an FP step
             (issue 9, ``docs/benchmarks.md``). True compiles with ``dynamic=False``; a dict gives ``torch.compile``'s
             arguments and may name the parts, ``parts=[dotted module paths]`` (e.g. add
-            ``'pts_bbox_head.transformer.encoder'``, the teacher's eager BEV encoder).
+            ``'pts_bbox_head.transformer.encoder'``, the teacher's eager BEV encoder), and ``freeze=True``: the
+            compiled parts hold the teacher's weights as constants (:class:`qdbev.quant.FrozenWeightsCall`), so that
+            inductor folds the bf16 copies of the weights (``teacher_autocast``) and the eval batch norms out of
+            every call; loading other teacher weights after the first step recompiles.
         student_compile: compile parts of the fake-quantized student for training, by default its image backbone
             and neck (:func:`qdbev.quant.compile_quantized`: compiled while the student's quantizers are calibrated,
             eager while any of them observes or is uncalibrated, so calibration at every phase switch still works;
@@ -194,6 +197,9 @@ class QDBEVDistiller(BaseModel):
 
     def _compile_student(self, option: Union[bool, dict]) -> None:
         modules, kwargs = _compile_request(option, 'student', self.student, STUDENT_COMPILE_PARTS)
+        if kwargs.get('freeze'):
+            raise ValueError("model.student_compile: 'freeze' holds the weights as constants, but the student trains; "
+                             'it is for the frozen teacher (model.teacher_compile)')
         if option is not False and self.qconfig is None:
             raise ValueError('model.student_compile needs model.qconfig (it compiles the fake-quantized student); '
                              'without quantization compile the model with torch.compile')

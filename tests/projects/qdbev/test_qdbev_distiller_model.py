@@ -8,7 +8,7 @@ import torch
 from qdbev_distiller_helpers import BEV, W4A6, build_distiller, raw_batch
 
 from qdbev.distill import bev_kl, confidence_guided_loss, image_kl, logit_kd, vgd_loss, view_masks
-from qdbev.quant import CompiledWhenCalibrated, NoGradOutputsCopied
+from qdbev.quant import CompiledWhenCalibrated, FrozenWeightsCall, NoGradOutputsCopied
 
 ALL_TERMS = 'img+bev+vgd+head+kd'
 LOSSES = dict(img=dict(tau=2.0, loss_weight=3.0), bev=dict(tau=0.5, loss_weight=5.0),
@@ -212,27 +212,37 @@ def test_teacher_autocast_runs_the_teacher_in_bf16_and_hands_float_targets(arch,
 
 def test_teacher_compile_gives_the_eager_teachers_terms_and_keeps_the_state_dict(arch, teacher_ckpt):
     """``teacher_compile=True`` compiles the teacher's image backbone in place: the distillation terms are the eager
-    teacher's (inductor may reorder float sums), the state-dict keys are unchanged, the student stays eager."""
+    teacher's (inductor may reorder float sums), the state-dict keys are unchanged, the student stays eager. With
+    ``freeze=True`` the compiled backbone holds the teacher's weights as constants, with the same terms; loading the
+    same teacher again (a resume) keeps its graphs."""
     torch.manual_seed(5)
     raw = raw_batch(0, batch=1, queue=2)
     terms, keys = {}, {}
-    for compiled in (False, True):
+    for compiled in (False, True, dict(freeze=True, dynamic=False)):
         model = build_distiller(arch, teacher_ckpt, qconfig=W4A6, distill_mode='img+bev+vgd', distill_losses=LOSSES,
                                 teacher_compile=compiled)
         model.calibrate_student([raw])
         model.eval()
         losses = model(**model.data_preprocessor(raw, True), mode='loss')
-        terms[compiled] = {k: v for k, v in losses.items() if k.startswith('loss_distill_')}
-        keys[compiled] = list(model.state_dict())
-        assert (model.teacher.img_backbone._compiled_call_impl is not None) == compiled
+        terms[str(compiled)] = {k: v for k, v in losses.items() if k.startswith('loss_distill_')}
+        keys[str(compiled)] = list(model.state_dict())
+        call = model.teacher.img_backbone._compiled_call_impl
+        assert (call is not None) == bool(compiled)
+        assert isinstance(call, FrozenWeightsCall) == isinstance(compiled, dict)
         assert model.student.img_backbone._compiled_call_impl is None
-    assert keys[True] == keys[False] and terms[True].keys() == terms[False].keys()
-    for key in terms[False]:
-        assert torch.allclose(terms[False][key], terms[True][key], rtol=1e-4, atol=1e-6), key
+    assert call.traced
+    model.load_state_dict(model.state_dict())
+    assert call.traced and call.resets == 0
+    assert keys['True'] == keys['False'] == keys[str(compiled)]
+    for key in terms['False']:
+        for option in ('True', str(compiled)):
+            assert torch.allclose(terms['False'][key], terms[option][key], rtol=1e-4, atol=1e-6), (key, option)
     with pytest.raises(ValueError, match='model.teacher_compile must be True, False or a dict'):
         build_distiller(arch, None, teacher_compile='yes')
     with pytest.raises(ValueError, match="the teacher BEVFormer has no module 'pts_bbox_head.nope'"):
         build_distiller(arch, None, teacher_compile=dict(parts=['pts_bbox_head.nope']))
+    with pytest.raises(ValueError, match="model.student_compile: 'freeze' holds the weights as constants"):
+        build_distiller(arch, None, qconfig=W4A6, student_compile=dict(freeze=True))
 
 
 def test_teacher_compile_parts_compile_the_teachers_encoder_too(arch, teacher_ckpt):

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from qdbev.quant import (FakeQuantizer, NoGradOutputsCopied, QuantConv2d, QuantLinear, SavedActivations, compile_module,
-                         compile_quantized, replays_cuda_graphs)
+from qdbev.quant import (FakeQuantizer, FrozenWeightsCall, NoGradOutputsCopied, QuantConv2d, QuantLinear,
+                         SavedActivations, compile_module, compile_quantized, replays_cuda_graphs)
 
 
 def _calibrated_act(bits=6):
@@ -200,6 +200,59 @@ def test_a_part_compiled_for_cuda_graphs_copies_its_no_grad_outputs(mode):
     with torch.no_grad():
         torch.testing.assert_close(compiled_net(x), eager_net(x), rtol=1e-5, atol=1e-5)
     assert router.compiled_calls == 2
+
+
+class _ConvBNNet(nn.Module):
+    """A module of its own file (dynamo does not trace torch.nn's own containers as the compiled frame)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.fc = nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
+
+
+def test_a_frozen_call_holds_the_weights_as_constants_until_other_weights_are_loaded():
+    """compile_module(freeze=True) (the frozen teacher's parts): calls without grad trace under inductor's freezing,
+    with the eager numbers, here under bf16 autocast as the teacher runs. The graph holds the weights as constants,
+    which is why an in-place change of them does not reach it; loading other weights clears the graphs and the next
+    call follows them; loading the values the module holds (a resume) keeps them. Calls with grad trace normally."""
+    torch.manual_seed(0)
+    net = _ConvBNNet().eval().requires_grad_(False)
+    with torch.no_grad():
+        net.bn.running_mean.uniform_(-0.5, 0.5)
+        net.bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 3, 10, 10)
+
+    def eager():
+        with torch.no_grad(), torch.autocast('cpu', torch.bfloat16):
+            return net._call_impl(x).float()
+
+    def compiled():
+        with torch.no_grad(), torch.autocast('cpu', torch.bfloat16):
+            return net(x).float()
+    compile_module(net, freeze=True, dynamic=False)
+    call = net._compiled_call_impl
+    assert isinstance(call, FrozenWeightsCall) and not call.traced
+    first = compiled()
+    assert call.traced
+    torch.testing.assert_close(first, eager(), rtol=0.02, atol=0.02)
+    original = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():  # in place (nothing should change a frozen module's weights so): the graph keeps its own
+        net.fc.weight.mul_(3)
+    assert torch.equal(compiled(), first) and not torch.allclose(eager(), first, rtol=0.02, atol=0.02)
+    net.load_state_dict(original)  # other values than the module holds: the graphs go, the next call traces anew
+    net.load_state_dict({k: v * 2 if k == 'fc.bias' else v for k, v in original.items()})
+    assert call.resets == 1 and not call.traced  # the second load found no graph to clear
+    second = compiled()
+    torch.testing.assert_close(second, eager(), rtol=0.02, atol=0.02)
+    assert not torch.allclose(second, first, rtol=0.02, atol=0.02)
+    net.load_state_dict({k: v.clone() for k, v in net.state_dict().items()})  # the values it holds: graphs kept
+    assert call.resets == 1 and call.traced and torch.equal(compiled(), second)
+    with torch.autocast('cpu', torch.bfloat16):  # with grad: an ordinary graph of the current weights
+        net.fc.weight.requires_grad_(True)
+        torch.testing.assert_close(net(x).float(), second, rtol=0.02, atol=0.02)
 
 
 def test_compile_quantized_refuses_a_float_module_and_a_second_call():
