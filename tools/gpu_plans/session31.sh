@@ -6,8 +6,8 @@
 # overwrote the outputs of the call before it; the compiled parts now copy those outputs
 # (qdbev.quant.compile.NoGradOutputsCopied, tested on the CPU). The FP step takes the student's mode (benchmark:
 # compile_for_training), so both steps replay graphs.
-# Session 33 (no GPU lent) added the frozen teacher (p1_freeze_b1, p1_graphs_freeze_b1) and frozen P3 weights
-# (p3_freeze), and moved P3 up.
+# Session 33 (no GPU lent) added the frozen teacher (p1_freeze_b1, p1_graphs_freeze_b1), frozen P3 weights
+# (p3_freeze) and inductor's C++ wrapper (p1_cppwrap_b1), and moved P3 up.
 # Every remote call is this one line, with carry [".gpu", "work_dirs/bench31"]; about 50 minutes of jobs, in order of
 # need (a job whose --creates file came back is skipped on the next call):
 #
@@ -64,8 +64,15 @@ ensure p1_graphs_fused_b1 --creates work_dirs/bench31/p1_graphs_fused_b1.json --
 COMBO="model.student_compile.options.combo_kernels=True model.teacher_compile.options.combo_kernels=True"
 ensure p1_combo_b1 --creates work_dirs/bench31/p1_combo_b1.json --after-ended p1_graphs_fused_b1 $P1 --batch 1 \
   --reps 15 --warmup 3 --qdbev-options $COMBO --out-json work_dirs/bench31/p1_combo_b1.json
+#    Another (added in session 33): inductor's C++ wrapper (options cpp_wrapper=True) calls each graph's kernels from
+#    compiled C++ instead of generated Python, the host's share per launch; in session 31's profile the compiled
+#    parts' backward alone took 65.8 against 37.5 ms of host time. A quantized module trains with it on the CPU with
+#    the eager numbers; each graph's wrapper is compiled by the C++ compiler too, so the first steps take minutes.
+CPPW="model.student_compile.options.cpp_wrapper=True model.teacher_compile.options.cpp_wrapper=True"
+ensure p1_cppwrap_b1 --creates work_dirs/bench31/p1_cppwrap_b1.json --after-ended p1_combo_b1 $P1 --batch 1 \
+  --reps 15 --warmup 3 --qdbev-options $CPPW --out-json work_dirs/bench31/p1_cppwrap_b1.json
 # 5. The graphs at batch 8 (the fast config gave 1.259 there in session 31, paired 1.259).
-ensure p1_graphs_b8 --creates work_dirs/bench31/p1_graphs_b8.json --after-ended p1_combo_b1 $P1 --batch 8 --reps 7 \
+ensure p1_graphs_b8 --creates work_dirs/bench31/p1_graphs_b8.json --after-ended p1_cppwrap_b1 $P1 --batch 8 --reps 7 \
   --warmup 4 --qdbev-options $GRAPHS --out-json work_dirs/bench31/p1_graphs_b8.json
 # 6. Graphs with the head's six classification branches in them as well (their quantizers are most of the student
 #    head's eager operators; without graphs, session 31 could not tell their effect from the noise).
