@@ -7,11 +7,12 @@ After layer ``l`` the regression branch ``l`` refines the reference points in lo
 from typing import Optional, Tuple
 
 import torch
-from mmcv.cnn.bricks.transformer import FFN
 from mmdet.models.layers.transformer import inverse_sigmoid
 from mmdet3d.registry import MODELS
 from mmengine.model import BaseModule, ModuleList
 from torch import Tensor, nn
+
+from .post_norm_layer import PostNormLayer
 
 
 def refine_reference_points(reference_points: Tensor, reg_out: Tensor) -> Tensor:
@@ -42,21 +43,13 @@ def group_self_attention(self_attn: nn.Module, query: Tensor, query_pos: Tensor,
 
 
 @MODELS.register_module()
-class DetectionTransformerDecoderLayer(BaseModule):
+class DetectionTransformerDecoderLayer(PostNormLayer):
     """One decoder layer (post-norm).
 
     Args:
         self_attn_cfg: :class:`QueryMultiheadAttention` config. cross_attn_cfg: :class:`CustomMSDeformableAttention`
             config. ffn_cfg: mmcv ``FFN`` config.
     """
-
-    def __init__(self, self_attn_cfg: dict, cross_attn_cfg: dict, ffn_cfg: dict, norm_eps: float = 1e-5,
-                 init_cfg: Optional[dict] = None) -> None:
-        super().__init__(init_cfg)
-        self.self_attn = MODELS.build(self_attn_cfg)
-        self.cross_attn = MODELS.build(cross_attn_cfg)
-        self.ffn = FFN(**ffn_cfg)
-        self.norms = ModuleList([nn.LayerNorm(self.self_attn.embed_dims, eps=norm_eps) for _ in range(3)])
 
     def forward(self, query: Tensor, query_pos: Tensor, value: Tensor, reference_points: Tensor,
                 spatial_shapes: Tensor, level_start_index: Tensor, num_groups: int = 1) -> Tensor:

@@ -7,13 +7,13 @@ QD-BEV's view-guided distillation uses for its camera masks.
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
-from mmcv.cnn.bricks.transformer import FFN
 from mmdet3d.registry import MODELS
 from mmengine.model import BaseModule, ModuleList
-from torch import Tensor, nn
+from torch import Tensor
 
 from qdbev.device_constants import device_constant
 from qdbev.geometry import pillar_points, project_points
+from .post_norm_layer import PostNormLayer
 from .spatial_cross_attention import CameraHits
 
 
@@ -41,7 +41,7 @@ def temporal_queue(query: Tensor, init_query: Tensor, prev_bev: Optional[Tensor]
 
 
 @MODELS.register_module()
-class BEVFormerEncoderLayer(BaseModule):
+class BEVFormerEncoderLayer(PostNormLayer):
     """One encoder layer: temporal self-attention, norm, spatial cross-attention, norm, FFN, norm.
 
     Args:
@@ -49,15 +49,6 @@ class BEVFormerEncoderLayer(BaseModule):
         ffn_cfg: mmcv ``FFN`` config (embed_dims, feedforward_channels, ffn_drop).
         norm_eps: LayerNorm eps.
     """
-
-    def __init__(self, self_attn_cfg: dict, cross_attn_cfg: dict, ffn_cfg: dict, norm_eps: float = 1e-5,
-                 init_cfg: Optional[dict] = None) -> None:
-        super().__init__(init_cfg)
-        self.self_attn = MODELS.build(self_attn_cfg)
-        self.cross_attn = MODELS.build(cross_attn_cfg)
-        self.ffn = FFN(**ffn_cfg)
-        dims = self.self_attn.embed_dims
-        self.norms = ModuleList([nn.LayerNorm(dims, eps=norm_eps) for _ in range(3)])
 
     def forward(self, query: Tensor, bev_pos: Tensor, init_query: Tensor, prev_bev: Optional[Tensor],
                 prev_valid: Optional[Tensor], ref_2d: Tensor, value: Tensor, reference_points_cam: Tensor,
