@@ -10,6 +10,7 @@ straight-through and LSQ gradients), which inductor fuses into the neighbouring 
 quantizers' bit widths, which dynamo's guards see, so each phase compiles its own graph once.
 """
 import contextlib
+import warnings
 from typing import List, Optional, Tuple
 
 import torch
@@ -111,6 +112,8 @@ class FrozenWeightsCall:
         changed = any(not torch.equal(state_dict[prefix + name].to(t.device, t.dtype), t)
                       for name, t in own.items() if prefix + name in state_dict)
         if changed:
+            warnings.warn(f'{type(module).__name__} ({prefix.rstrip(".") or "root"}): weights other than those its '
+                          f'frozen graphs hold were loaded; every compiled graph of the process compiles again')
             torch._dynamo.reset()
             self.traced = False
             self.resets += 1

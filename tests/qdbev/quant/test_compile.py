@@ -242,7 +242,8 @@ def test_a_frozen_call_holds_the_weights_as_constants_until_other_weights_are_lo
     with torch.no_grad():  # in place (nothing should change a frozen module's weights so): the graph keeps its own
         net.fc.weight.mul_(3)
     assert torch.equal(compiled(), first) and not torch.allclose(eager(), first, rtol=0.02, atol=0.02)
-    net.load_state_dict(original)  # other values than the module holds: the graphs go, the next call traces anew
+    with pytest.warns(UserWarning, match=r'_ConvBNNet \(root\): weights other than those its frozen graphs hold'):
+        net.load_state_dict(original)  # other values than the module holds: the graphs go, the next call traces anew
     net.load_state_dict({k: v * 2 if k == 'fc.bias' else v for k, v in original.items()})
     assert call.resets == 1 and not call.traced  # the second load found no graph to clear
     second = compiled()
