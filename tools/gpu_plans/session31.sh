@@ -23,9 +23,10 @@ P1="python tools/benchmark.py --device cuda --only P1 P2 --interleave-train --co
   --qdbev-config configs/qdbev/qdbev_tiny_w4a6_fast.py"
 # 1. P1 at batch 1 with every compiled part of the three models replayed as CUDA graphs (the compile record's
 #    cudagraph_skips says whether some graph ran without), then the fast config as it is on the same machine.
-#    Warm-up 4: each graph runs eagerly once and is recorded on its second call.
+#    Warm-up 4: each graph runs eagerly once and is recorded on its second call. The jobs with --profile write the
+#    profiler's tables of one step each (kernel launches, host time by operator) beside their JSON.
 ensure p1_graphs_b1 --creates work_dirs/bench31/p1_graphs_b1.json $P1 --batch 1 --reps 15 --warmup 4 \
-  --qdbev-options $GRAPHS --out-json work_dirs/bench31/p1_graphs_b1.json
+  --qdbev-options $GRAPHS --profile work_dirs/bench31/p1_graphs_b1 --out-json work_dirs/bench31/p1_graphs_b1.json
 ensure p1_b1 --creates work_dirs/bench31/p1_b1.json --after-ended p1_graphs_b1 $P1 --batch 1 --reps 15 --warmup 3 \
   --out-json work_dirs/bench31/p1_b1.json
 #    (Added in session 33, CPU-tested only.) The teacher's compiled parts with its weights as constants
@@ -36,9 +37,11 @@ ensure p1_b1 --creates work_dirs/bench31/p1_b1.json --after-ended p1_graphs_b1 $
 #    graphs, then with.
 FREEZE="model.teacher_compile.freeze=True"
 ensure p1_freeze_b1 --creates work_dirs/bench31/p1_freeze_b1.json --after-ended p1_b1 $P1 --batch 1 --reps 15 \
-  --warmup 3 --qdbev-options $FREEZE --out-json work_dirs/bench31/p1_freeze_b1.json
+  --warmup 3 --qdbev-options $FREEZE --profile work_dirs/bench31/p1_freeze_b1 \
+  --out-json work_dirs/bench31/p1_freeze_b1.json
 ensure p1_graphs_freeze_b1 --creates work_dirs/bench31/p1_graphs_freeze_b1.json --after-ended p1_freeze_b1 $P1 \
-  --batch 1 --reps 15 --warmup 4 --qdbev-options $GRAPHS $FREEZE --out-json work_dirs/bench31/p1_graphs_freeze_b1.json
+  --batch 1 --reps 15 --warmup 4 --qdbev-options $GRAPHS $FREEZE --profile work_dirs/bench31/p1_graphs_freeze_b1 \
+  --out-json work_dirs/bench31/p1_graphs_freeze_b1.json
 # 2. P3 at batch 1 as session 31's best (weights quantized once, every quantized layer of the predict in the graphs),
 #    with a profile of one predict of each model: what the W4A6 graphs run beyond the FP ones (1.193 in session 31);
 #    then both predicts with their weights frozen into the graphs (--freeze-infer, added in session 33): the
