@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from qdbev.quant import (FakeQuantizer, FrozenWeightsCall, NoGradOutputsCopied, QuantConv2d, QuantLinear,
-                         SavedActivations, compile_module, compile_quantized, replays_cuda_graphs)
+                         SavedActivations, compile_module, compile_quantized, freezing, replays_cuda_graphs)
 
 
 def _calibrated_act(bits=6):
@@ -254,6 +254,12 @@ def test_a_frozen_call_holds_the_weights_as_constants_until_other_weights_are_lo
     with torch.autocast('cpu', torch.bfloat16):  # with grad: an ordinary graph of the current weights
         net.fc.weight.requires_grad_(True)
         torch.testing.assert_close(net(x).float(), second, rtol=0.02, atol=0.02)
+    import torch._inductor.config as inductor_config
+    with pytest.raises(RuntimeError, match='inside'):
+        with freezing():
+            assert inductor_config.freezing
+            raise RuntimeError('inside')
+    assert inductor_config.freezing is False  # torch's default, put back after every call and on an error
 
 
 def test_compile_quantized_refuses_a_float_module_and_a_second_call():
