@@ -62,12 +62,17 @@ class BEVFormer(Base3DDetector):
         eval_img_chunk: images per ``img_backbone`` call when it runs in eval mode without autograd (history
             frames, a frozen distillation teacher, testing); the outputs are concatenated before the neck, so the
             numbers are the same and the backbone's transient memory is that of one chunk. None: all at once.
+        history_img_batch: the previous frames' images through backbone and neck in one call instead of one frame at
+            a time (their encoder passes stay frame by frame; the numbers are the same): fewer calls, with the
+            transient memory of all previous frames at once. For a distillation teacher that runs before the
+            student (``QDBEVDistiller(teacher_history_batch=True)``), where that transient is freed before the
+            student's activations build up.
         train_cfg / test_cfg: ``dict(pts=dict(assigner=...))`` as BEVFormer (or the inner dict directly).
     """
 
     def __init__(self, img_backbone: dict, pts_bbox_head: dict, img_neck: Optional[dict] = None,
                  use_grid_mask: bool = True, video_test_mode: bool = True, eval_img_chunk: Optional[int] = None,
-                 data_preprocessor: Optional[dict] = None,
+                 history_img_batch: bool = False, data_preprocessor: Optional[dict] = None,
                  train_cfg: Optional[dict] = None, test_cfg: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -82,6 +87,9 @@ class BEVFormer(Base3DDetector):
         if eval_img_chunk is not None and (not isinstance(eval_img_chunk, int) or eval_img_chunk < 1):
             raise ValueError(f'BEVFormer: eval_img_chunk must be a positive int or None, got {eval_img_chunk!r}')
         self.eval_img_chunk = eval_img_chunk
+        if not isinstance(history_img_batch, bool):
+            raise ValueError(f'BEVFormer: history_img_batch must be True or False, got {history_img_batch!r}')
+        self.history_img_batch = history_img_batch
         self.temporal_state = TemporalState()
 
     def train(self, mode: bool = True) -> 'BEVFormer':
@@ -162,7 +170,8 @@ class BEVFormer(Base3DDetector):
     def obtain_history_bev(self, imgs: Tensor, can_bus: Tensor, prev_exists: Tensor, lidar2img: Tensor,
                            pad_shape: Tuple[int, int], exists_host: Optional[np.ndarray] = None
                            ) -> Optional[Tensor]:
-        """BEV of the last previous frame, built frame by frame without gradient and in eval mode.
+        """BEV of the last previous frame, built frame by frame without gradient and in eval mode (the image features
+        of all previous frames in one call with ``history_img_batch``).
 
         Args:
             imgs: ``[B, T', N, 3, H, W]`` previous frames (oldest first). can_bus: ``[T', B, 18]`` deltas.
@@ -176,8 +185,11 @@ class BEVFormer(Base3DDetector):
             return None
         prev = None
         with eval_flags(self):
-            for t in range(tp):  # one frame's images at a time: the transient memory of one frame, not T-1
-                feats_t = self.extract_img_feat(imgs[:, t])
+            every = None
+            if self.history_img_batch:  # [B, T' * N, ...] frame-major per sample, then per frame [B, N, ...]
+                every = [f.view(b, tp, n, *f.shape[2:]) for f in self.extract_img_feat(imgs.flatten(1, 2))]
+            for t in range(tp):  # else one frame's images at a time: the transient memory of one frame, not T-1
+                feats_t = [f[:, t] for f in every] if every is not None else self.extract_img_feat(imgs[:, t])
                 valid = prev_exists[t]
                 any_valid = bool(exists_host[t].any()) if exists_host is not None else bool(valid.any())
                 prev_in = prev if prev is not None and any_valid else None

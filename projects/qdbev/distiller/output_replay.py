@@ -3,8 +3,11 @@
 The student trains in train mode, so its random in-model augmentation (BEVFormer's ``grid_mask`` on the current
 frame) changes its images; the frozen teacher runs in eval mode where that module is the identity. To distil on the
 same inputs, :class:`OutputReplay` records what one model's module returned at each call and makes the other model's
-module of the same name return those tensors, call by call (history frames included: there the module runs in eval
-mode, so the replayed output equals the input).
+module of the same name return those tensors, call by call. Led by the student, every call is recorded and replayed
+(history frames included: there the module runs in eval mode, so the replayed output equals the input); led by the
+teacher, only the calls in training mode are (the current frame's: a history frame's eval-mode call draws nothing on
+either side), so the two models may split their history frames into calls differently (``BEVFormer``'s
+``history_img_batch`` on the teacher alone).
 
 Which model leads: the student (``lead='student'``: the teacher runs after the student's forward and replays its
 draws) or the teacher (``lead='teacher'``: while it leads, the teacher's source modules take the student's training
@@ -56,14 +59,14 @@ class OutputReplay:
             self._handles.append(follower.register_forward_hook(self._replay_hook(source)))
 
     def _capture_hook(self, source: str):
-        def hook(_module, _inputs, output):
-            if self._capturing:
+        def hook(module, _inputs, output):
+            if self._capturing and (module.training or self.lead == 'student'):
                 self.records[source].append(output.detach())
         return hook
 
     def _replay_hook(self, source: str):
-        def hook(_module, _inputs, output):
-            if not self._replaying:
+        def hook(module, _inputs, output):
+            if not self._replaying or (self.lead == 'teacher' and not module.training):
                 return None
             k = self._cursor[source]
             recorded = self.records[source]

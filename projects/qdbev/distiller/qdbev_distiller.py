@@ -114,6 +114,11 @@ class QDBEVDistiller(BaseModel):
             runs after the student's forward, and its backbone transient would otherwise add the whole batch's to the
             student's saved activations (peak memory). None: the architecture's setting. Refused when a teacher
             recorder or replay source lies inside ``img_backbone`` (its calls would be split).
+        teacher_history_batch: the teacher's previous frames through its backbone and neck in one call
+            (``BEVFormer.history_img_batch``; same numbers) instead of one frame at a time, as the student still runs
+            them: fewer teacher calls per step. Needs ``teacher_first`` (the replay then pairs only the current
+            frame's calls, :class:`OutputReplay`); the teacher's transient is that of all previous frames at once,
+            freed before the student's forward.
         teacher_autocast: ``'bf16'`` or ``'fp16'`` runs the frozen teacher's forward under ``torch.autocast`` in
             that dtype (tensor cores; the camera projection stays float32, see ``BEVFormerEncoder.camera_points``),
             and its recorded features are cast back to float32 before the distill terms; None (default): float32.
@@ -143,6 +148,7 @@ class QDBEVDistiller(BaseModel):
                  teacher_first: bool = True,
                  bev_geometry: Optional[dict] = None, log_teacher_losses: bool = False,
                  teacher_img_chunk: Optional[int] = 6, teacher_autocast: Optional[str] = None,
+                 teacher_history_batch: bool = False,
                  teacher_compile: Union[bool, dict] = False, student_compile: Union[bool, dict] = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
@@ -179,6 +185,7 @@ class QDBEVDistiller(BaseModel):
         self.teacher_first = teacher_first
         self.replay = OutputReplay(list(teacher_replay or ()), self.student, self.teacher,
                                    lead='teacher' if teacher_first else 'student')
+        self._set_teacher_history_batch(teacher_history_batch)
         self.geometry = self._geometry(bev_geometry, student_recorders or DEFAULT_RECORDERS)
         self.log_teacher_losses = bool(log_teacher_losses)
         if teacher_autocast not in AUTOCAST_DTYPES:
@@ -206,6 +213,18 @@ class QDBEVDistiller(BaseModel):
         for module in modules:
             if next(quantizers(module), None) is not None:
                 compile_quantized(module, watch=self.student, **kwargs)
+
+    def _set_teacher_history_batch(self, batch: bool) -> None:
+        if not isinstance(batch, bool):
+            raise ValueError(f'model.teacher_history_batch must be True or False, got {batch!r}')
+        if batch and not self.teacher_first:
+            raise ValueError('model.teacher_history_batch needs model.teacher_first=True: led by the student, the '
+                             "replay pairs every call of the two models, the history frames' too")
+        if batch and not hasattr(self.teacher, 'history_img_batch'):
+            raise ValueError(f'model.teacher_history_batch: the teacher {type(self.teacher).__name__} has no '
+                             f'history_img_batch (a BEVFormer option)')
+        if batch:
+            self.teacher.history_img_batch = True
 
     def _set_teacher_img_chunk(self, chunk: Optional[int], recorders: dict, replay: Sequence[str]) -> None:
         if chunk is None:

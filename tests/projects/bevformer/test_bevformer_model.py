@@ -1,4 +1,5 @@
 """BEVFormer-nano on inputs shaped as the qdbev data <-> model interface (6 cameras, queue of 3)."""
+import copy
 import math
 import os
 import time
@@ -164,6 +165,30 @@ def test_backbone_runs_one_frame_of_images_per_call():
     finally:
         handle.remove()
     assert calls == [((2 * N_CAM, 3, H, W), False, False)] * 2 + [((2 * N_CAM, 3, H, W), True, True)]
+
+
+def test_history_img_batch_runs_the_previous_frames_images_in_one_call_with_the_same_losses():
+    """``history_img_batch=True``: the previous frames' images go through the backbone in one call (B x (T-1) x N_cam
+    images), frame-major per sample, and every loss is the one of the frame-by-frame model (same weights, same
+    GridMask draw on the current frame)."""
+    torch.manual_seed(0)
+    model = build_nano()
+    model.train()
+    images, samples = queue_batch()
+    images2, samples2 = queue_batch(seed=1)
+    data = preprocess(model, images + images2, samples + samples2, True)
+    losses, calls = {}, []
+    models = {False: model, True: copy.deepcopy(model)}  # a training step moves BatchNorm's running statistics
+    models[True].history_img_batch = True
+    for batched, m in models.items():
+        m.img_backbone.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+        torch.manual_seed(1)
+        losses[batched] = m(**data, mode='loss')
+    assert calls == [2 * N_CAM] * 3 + [2 * 2 * N_CAM, 2 * N_CAM]
+    for key, value in losses[False].items():
+        assert torch.allclose(losses[True][key], value, rtol=1e-5, atol=1e-6), key
+    with pytest.raises(ValueError, match='history_img_batch must be True or False'):
+        build_nano_with(history_img_batch=1)
 
 
 def test_eval_img_chunk_splits_only_eval_no_grad_backbone_calls():

@@ -172,6 +172,42 @@ def test_the_teacher_backbone_runs_in_chunks_with_the_same_terms(arch, teacher_c
         assert torch.allclose(terms[None][key], terms[6][key], rtol=1e-5, atol=1e-7), key
 
 
+def test_the_teachers_history_frames_in_one_call_give_the_same_terms(arch, teacher_ckpt):
+    """``teacher_history_batch``: the teacher's previous frames go through its backbone in one call while the
+    student's still go one frame at a time; in training mode, with the GridMask drawn by the teacher and replayed by
+    the student on the current frame, every loss is the one of the frame-by-frame teacher. Refused without
+    ``teacher_first`` (a student-led replay pairs every call)."""
+    raw = raw_batch(0, batch=2, queue=3)
+    arch_gm = dict(copy.deepcopy(arch), use_grid_mask=True)
+    losses = {}
+    for batch in (False, True):
+        torch.manual_seed(3)
+        model = build_distiller(arch_gm, teacher_ckpt, qconfig=W4A6, distill_mode='img+bev+vgd',
+                                distill_losses=LOSSES, teacher_img_chunk=None, teacher_history_batch=batch)
+        model.calibrate_student([raw])
+        model.train()
+        for det in (model.student, model.teacher):
+            det.grid_mask.prob = 1.0  # always mask
+        calls = {'t': [], 's': [], 'masked': []}
+        for who, det in (('t', model.teacher), ('s', model.student)):
+            det.img_backbone.register_forward_pre_hook(lambda _m, a, who=who: calls[who].append(a[0].shape[0]))
+        model.student.grid_mask.register_forward_hook(lambda _m, a, out: calls['masked'].append(
+            not torch.equal(out, a[0])))
+        torch.manual_seed(4)
+        losses[batch] = model(**model.data_preprocessor(raw, True), mode='loss')
+        # two history frames, then the current frame, 2 samples x 6 cameras each
+        assert calls['t'] == ([24, 12] if batch else [12, 12, 12]) and calls['s'] == [12, 12, 12]
+        assert calls['masked'] == [False, False, True]  # the student's current frame got the teacher's GridMask
+        assert model.teacher.history_img_batch == batch and not model.student.history_img_batch
+    assert {'loss_distill_img', 'loss_distill_bev', 'loss_distill_vgd'} <= losses[False].keys() == losses[True].keys()
+    for key, value in losses[False].items():
+        assert torch.allclose(losses[True][key], value, rtol=1e-5, atol=1e-7), key
+    with pytest.raises(ValueError, match='model.teacher_history_batch needs model.teacher_first=True'):
+        build_distiller(arch, None, teacher_history_batch=True, teacher_first=False)
+    with pytest.raises(ValueError, match='model.teacher_history_batch must be True or False'):
+        build_distiller(arch, None, teacher_history_batch='yes')
+
+
 def test_teacher_img_chunk_refuses_recorders_inside_the_backbone(arch):
     with pytest.raises(ValueError, match=r"model.teacher_img_chunk=6: .*\['img_backbone.layer1'\]"):
         build_distiller(arch, None, teacher_recorders=dict(

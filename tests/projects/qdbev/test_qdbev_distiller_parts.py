@@ -117,7 +117,8 @@ def test_output_replay_call_by_call():
 
 def test_output_replay_led_by_the_teacher():
     """A leading teacher draws with the student's training mode (its own eval mode back afterwards), the student
-    replays the draws call by call; an eval-mode call (a history frame) replays its input unchanged."""
+    replays the draws call by call; eval-mode calls (history frames) are neither recorded nor replayed, so each side
+    may make as many of them as it likes."""
     student, teacher = _net(), _net()
     student.train()
     teacher.eval()
@@ -132,11 +133,14 @@ def test_output_replay_led_by_the_teacher():
         s1, s2 = student(x1), student(x2)
     assert torch.allclose(s1, t1) and torch.allclose(s2, t2)
     assert s1.requires_grad  # the student's layers after the replayed module still train
-    student[1].eval()  # e.g. BEVFormer's history frames: the leader's module is the identity there too
+    student[1].eval()  # e.g. BEVFormer's history frames: the module is the identity on both sides, nothing recorded
     with torch.no_grad(), replay.capture():
         t_eval = teacher(x1)
+    assert replay.records['1'] == []
     with replay.replay():
         assert torch.allclose(student(x1), t_eval)
+        student(x2)  # one more eval-mode call than the teacher made: nothing to replay, no error
+    student[1].train()
     with torch.no_grad(), replay.capture():
         teacher(x1)
     with pytest.raises(RuntimeError, match='student call 1 .* the teacher recorded None'), replay.replay():
