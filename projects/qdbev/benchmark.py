@@ -621,6 +621,8 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
         teacher_compile = distiller_cfg.get('teacher_compile')
         if isinstance(teacher_compile, dict) and teacher_compile.get('freeze'):
             out['teacher_frozen'] = True
+        if distiller_cfg.get('teacher_history_batch'):
+            out['teacher_history_batch'] = True
         out['qat_vgd_step_over_fp_step'] = ratio(out['qat_vgd_step']['median_ms'], out['fp_step']['median_ms'])
         # the least a QAT+VGD step can cost: the FP step plus the teacher's forward of the whole queue
         out['qat_vgd_step_floor'] = ratio(out['fp_step']['median_ms'] + out['teacher_forward']['median_ms'],
@@ -1003,6 +1005,7 @@ def render_markdown(merged: dict) -> str:
                 fp_tag += ''.join(f', inductor {k}={v}' for k, v in sorted(options.items()))
                 fp_tag += ', fused AdamW' if t.get('optimizer_fused') else ''
                 fp_tag += ', teacher frozen' if t.get('teacher_frozen') else ''
+                fp_tag += ", teacher's history in one call" if t.get('teacher_history_batch') else ''
                 lines.append(f'| P1 QAT+VGD step / FP step ({tag}{fp_tag}) | {t["qat_vgd_step"]["median_ms"]:g} ms | '
                              f'{t["fp_step"]["median_ms"]:g} ms | {_fmt(t["qat_vgd_step_over_fp_step"])} | ≤ 1.45 |')
                 if t.get('qat_vgd_step_over_fp_step_paired') is not None:

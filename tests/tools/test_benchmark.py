@@ -431,10 +431,10 @@ def test_p1_rows_name_the_memory_budgets():
     text = bm.render_markdown(bm.merge_runs(None, run))
     assert 'queue 3, FP step compiled, student memory budget 0.5, FP memory budget 0.5) | 190 ms | 100 ms' in text
     run['train']['1'].update(train_compile_mode='reduce-overhead', train_compile_options={'combo_kernels': True},
-                             optimizer_fused=True, teacher_frozen=True)
+                             optimizer_fused=True, teacher_frozen=True, teacher_history_batch=True)
     text = bm.render_markdown(bm.merge_runs(None, run))
     assert ('FP memory budget 0.5, compiled in mode reduce-overhead, inductor combo_kernels=True, fused AdamW, '
-            'teacher frozen) | 190 ms | 100 ms') in text
+            "teacher frozen, teacher's history in one call) | 190 ms | 100 ms") in text
 
 
 def test_freeze_infer_is_named_in_the_p3_row_and_needs_a_compiled_p3():

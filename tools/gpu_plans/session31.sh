@@ -6,9 +6,10 @@
 # overwrote the outputs of the call before it; the compiled parts now copy those outputs
 # (qdbev.quant.compile.NoGradOutputsCopied, tested on the CPU). The FP step takes the student's mode (benchmark:
 # compile_for_training), so both steps replay graphs.
-# Session 33 (no GPU lent) added the frozen teacher (p1_freeze_b1, p1_graphs_freeze_b1), frozen P3 weights
-# (p3_freeze) and inductor's C++ wrapper (p1_cppwrap_b1), and moved P3 up.
-# Every remote call is this one line, with carry [".gpu", "work_dirs/bench31"]; about 50 minutes of jobs, in order of
+# Session 33 (no GPU lent) added the frozen teacher (p1_freeze_b1, p1_graphs_freeze_b1), the teacher's history
+# frames in one backbone call (p1_histbatch_b1), frozen P3 weights (p3_freeze) and inductor's C++ wrapper
+# (p1_cppwrap_b1), and moved P3 up.
+# Every remote call is this one line, with carry [".gpu", "work_dirs/bench31"]; about 60 minutes of jobs, in order of
 # need (a job whose --creates file came back is skipped on the next call):
 #
 #   SHARED_DIR=.gpu bash tools/gpu_job.sh call $OUT 300 tools/gpu_plans/session31.sh work_dirs/bench31
@@ -39,7 +40,13 @@ FREEZE="model.teacher_compile.freeze=True"
 ensure p1_freeze_b1 --creates work_dirs/bench31/p1_freeze_b1.json --after-ended p1_b1 $P1 --batch 1 --reps 15 \
   --warmup 3 --qdbev-options $FREEZE --profile work_dirs/bench31/p1_freeze_b1 \
   --out-json work_dirs/bench31/p1_freeze_b1.json
-ensure p1_graphs_freeze_b1 --creates work_dirs/bench31/p1_graphs_freeze_b1.json --after-ended p1_freeze_b1 $P1 \
+#    (Added in session 33, CPU-tested only.) The teacher's two history frames through its backbone in one call
+#    (model.teacher_history_batch: one compiled backbone call fewer per step; the fast config already runs each
+#    frame's 6 x batch images in one call, teacher_img_chunk=None).
+ensure p1_histbatch_b1 --creates work_dirs/bench31/p1_histbatch_b1.json --after-ended p1_freeze_b1 $P1 --batch 1 \
+  --reps 15 --warmup 3 --qdbev-options model.teacher_history_batch=True \
+  --out-json work_dirs/bench31/p1_histbatch_b1.json
+ensure p1_graphs_freeze_b1 --creates work_dirs/bench31/p1_graphs_freeze_b1.json --after-ended p1_histbatch_b1 $P1 \
   --batch 1 --reps 15 --warmup 4 --qdbev-options $GRAPHS $FREEZE --profile work_dirs/bench31/p1_graphs_freeze_b1 \
   --out-json work_dirs/bench31/p1_graphs_freeze_b1.json
 # 2. P3 at batch 1 as session 31's best (weights quantized once, every quantized layer of the predict in the graphs),
