@@ -117,9 +117,9 @@ class QDBEVDistiller(BaseModel):
         teacher_history_batch: the teacher's previous frames through its backbone and neck in one call
             (``BEVFormer.history_img_batch``; same numbers) instead of one frame at a time, as the student still runs
             them: fewer teacher calls per step where ``teacher_img_chunk`` does not split them again (None, as the
-            fast config sets; the neck and everything per call still gain). Needs ``teacher_first`` (the replay then pairs only the current
-            frame's calls, :class:`OutputReplay`); the teacher's transient is that of all previous frames at once,
-            freed before the student's forward.
+            fast config sets; the neck still gains). Needs ``teacher_first`` (the replay then pairs only the
+            current frame's calls, :class:`OutputReplay`); the teacher's transient is that of all previous frames at
+            once, freed before the student's forward.
         teacher_autocast: ``'bf16'`` or ``'fp16'`` runs the frozen teacher's forward under ``torch.autocast`` in
             that dtype (tensor cores; the camera projection stays float32, see ``BEVFormerEncoder.camera_points``),
             and its recorded features are cast back to float32 before the distill terms; None (default): float32.
