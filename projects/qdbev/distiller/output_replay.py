@@ -58,15 +58,20 @@ class OutputReplay:
             self._handles.append(leader.register_forward_hook(self._capture_hook(source)))
             self._handles.append(follower.register_forward_hook(self._replay_hook(source)))
 
+    def _paired(self, module: nn.Module) -> bool:
+        """Whether this call of a source module is recorded (leader) or replayed (follower): every call when the
+        student leads; only training-mode calls when the teacher leads (see the module docstring)."""
+        return self.lead == 'student' or module.training
+
     def _capture_hook(self, source: str):
         def hook(module, _inputs, output):
-            if self._capturing and (module.training or self.lead == 'student'):
+            if self._capturing and self._paired(module):
                 self.records[source].append(output.detach())
         return hook
 
     def _replay_hook(self, source: str):
         def hook(module, _inputs, output):
-            if not self._replaying or (self.lead == 'teacher' and not module.training):
+            if not self._replaying or not self._paired(module):
                 return None
             k = self._cursor[source]
             recorded = self.records[source]

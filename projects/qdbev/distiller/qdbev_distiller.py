@@ -218,14 +218,15 @@ class QDBEVDistiller(BaseModel):
     def _set_teacher_history_batch(self, batch: bool) -> None:
         if not isinstance(batch, bool):
             raise ValueError(f'model.teacher_history_batch must be True or False, got {batch!r}')
-        if batch and not self.teacher_first:
+        if not batch:
+            return
+        if not self.teacher_first:
             raise ValueError('model.teacher_history_batch needs model.teacher_first=True: led by the student, the '
                              "replay pairs every call of the two models, the history frames' too")
-        if batch and not hasattr(self.teacher, 'history_img_batch'):
+        if not hasattr(self.teacher, 'history_img_batch'):
             raise ValueError(f'model.teacher_history_batch: the teacher {type(self.teacher).__name__} has no '
                              f'history_img_batch (a BEVFormer option)')
-        if batch:
-            self.teacher.history_img_batch = True
+        self.teacher.history_img_batch = True
 
     def _set_teacher_img_chunk(self, chunk: Optional[int], recorders: dict, replay: Sequence[str]) -> None:
         if chunk is None:
