@@ -14,6 +14,8 @@ Pieces, one job each (see docs/quantization.md):
                     ``SavedActivations``: what the compiled graphs keep for backward; ``compile_module``:
                     a float part compiled for training, CUDA-graph modes included, or with its weights as
                     constants (``freezing``, ``FrozenWeightsCall``: the frozen teacher)
+    cudagraph_check ``CudaGraphCheck``: whether CUDA graphs (mode reduce-overhead) would replay the compiled
+                    graphs, read on any device (imported on its own: it registers a dynamo backend)
 """
 from .analysis import (find_scale_conflicts, layer_weight_errors, per_channel_fallback, record_activation_ranges,
                        weight_quant_error)

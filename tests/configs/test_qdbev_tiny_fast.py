@@ -45,3 +45,40 @@ def test_the_fast_tiny_config_builds_the_measured_settings():
     assert {k: v for k, v in fast.model.items() if k not in settings + ('architecture', )} == \
         {k: v for k, v in base.model.items() if k != 'architecture'}
     assert fast.qat_schedule == base.qat_schedule and fast.optim_wrapper == base.optim_wrapper
+
+
+def test_every_graph_of_both_training_steps_would_replay_as_a_cuda_graph():
+    """The fast config's P1 steps (quick sizes) with every compiled part traced by the checking backend: no graph
+    of the teacher, the student (history frames without grad, the current frame with grad, its backward) or the FP
+    model writes into a non-static input or holds an operator CUDA graphs cannot record, the checks that decide
+    whether ``mode='reduce-overhead'`` replays them (a CPU tensor inside a CUDA graph shows on a GPU only)."""
+    import tempfile
+
+    import torch
+
+    from projects.qdbev import benchmark as bm
+    from qdbev.quant import module_slot
+    from qdbev.quant.compile import compile_module
+    from qdbev.quant.cudagraph_check import BACKEND, CudaGraphCheck
+    init_default_scope('mmdet3d')
+    backend = {f'model.{who}_compile.backend': BACKEND for who in ('student', 'teacher')}
+    qcfg, fcfg, queue, optim = bm.load_configs(os.path.join(ROOT, 'configs/qdbev/qdbev_tiny_w4a6_fast.py'),
+                                               os.path.join(ROOT, 'configs/bevformer/bevformer_tiny.py'),
+                                               quick=True, qdbev_options=backend)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp, distiller = bm.build_models(qcfg, fcfg, torch.device('cpu'), tmp)
+    for path in qcfg['student_compile']['parts']:  # the FP step's baseline (benchmark --compile-fp-train)
+        compile_module(getattr(*module_slot(fp, path)), dynamic=False, backend=BACKEND)
+    raw = bm.raw_batch(1, queue, (64, 96), 6)
+    bm.calibrate(distiller, raw)
+    torch._dynamo.reset()
+    with CudaGraphCheck() as check:
+        for model in (fp, distiller):
+            bm.new_train_step(model, raw, optim)[1]()
+    kinds = [kind for kind, _ in check.graphs]
+    # each step: backbone, neck, encoder and decoder with grad and their backward; without grad the history frames'
+    # backbone, neck and encoder (two graphs: the first frame has no previous BEV); the teacher's backbone and
+    # encoder (two again) without grad
+    assert (kinds.count('forward'), kinds.count('backward'), kinds.count('inference')) == (8, 8, 4 + 4 + 3), \
+        check.graphs
+    assert check.blockers == []

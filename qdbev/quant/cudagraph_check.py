@@ -1,0 +1,110 @@
+"""Whether ``torch.compile``'s CUDA graphs (``mode='reduce-overhead'``) would replay a model's compiled graphs, read on
+any device before a GPU run.
+
+Inductor's CUDA graph trees record a compiled graph only if it passes checks; a graph that fails one runs without a
+CUDA graph (counted in ``torch._dynamo.utils.counters['inductor']['cudagraph_skips']``), and a host-bound step keeps
+its launch cost. Three of the checks read the traced graph alone, so a CPU run of the same code answers them:
+
+- **mutated inputs**: the graph writes into an input (an in-graph ``copy_`` onto a placeholder) that is not one of its
+  static inputs (parameters and buffers, ``fw_metadata.static_input_indices``): a replay would not write it;
+- **incompatible operator**: an operator CUDA graphs cannot record, or one with a data-dependent output size
+  (inductor's own ``get_first_incompatible_cudagraph_node``);
+- **CPU tensors** in a graph that also runs on a CUDA device (only visible where the model runs on CUDA).
+
+:class:`CudaGraphCheck` collects them for every graph compiled with the backend :data:`BACKEND` while it is active.
+That backend traces as inductor does (AOTAutograd, the min-cut partition, inference graphs keeping their input
+mutations) and then runs the traced graphs as they are, without inductor (fast to compile, same numbers). Importing
+this module registers the backend (it imports dynamo, about 1.4 s, so ``qdbev.quant`` does not import it)::
+
+    with CudaGraphCheck() as check:
+        model = torch.compile(model, backend='qdbev_cudagraph_check')   # or model.student_compile.backend=...
+        step()                                                            # the first call compiles
+    check.graphs, check.blockers          # graphs seen; [(graph, reason), ...], empty when all would replay
+"""
+from typing import List, Optional, Tuple
+
+import torch
+
+__all__ = ['BACKEND', 'CudaGraphCheck', 'cudagraph_blockers']
+
+BACKEND = 'qdbev_cudagraph_check'
+_ACTIVE: List['CudaGraphCheck'] = []
+
+
+def cudagraph_blockers(gm: torch.fx.GraphModule, static_inputs: Optional[List[int]]) -> List[str]:
+    """The reasons in the module docstring why CUDA graph trees would not record ``gm`` (an AOTAutograd forward,
+    backward or inference graph); ``static_inputs``: indices of its placeholders that are static (None: all those
+    a graph mutates count as not static)."""
+    from torch._inductor.utils import get_first_incompatible_cudagraph_node
+    reasons = []
+    placeholders = [n for n in gm.graph.nodes if n.op == 'placeholder']
+    index = {n: i for i, n in enumerate(placeholders)}
+    static = set(static_inputs or ())
+    for node in gm.graph.nodes:
+        if node.op == 'call_function' and node.target is torch.ops.aten.copy_.default and node.args[0] in index \
+                and index[node.args[0]] not in static:
+            reasons.append(f'mutated input {node.args[0].name} (placeholder {index[node.args[0]]})')
+    node = get_first_incompatible_cudagraph_node(gm)
+    if node is not None:
+        reasons.append(f'incompatible operator: {node.format_node()}')
+    devices = {val.device.type for n in gm.graph.nodes
+               for val in [n.meta.get('val')] if isinstance(val, torch.Tensor)}
+    if 'cuda' in devices and 'cpu' in devices:
+        cpu = next(n for n in gm.graph.nodes if isinstance(n.meta.get('val'), torch.Tensor)
+                   and n.meta['val'].device.type == 'cpu')
+        reasons.append(f'CPU tensor: {cpu.format_node()}')
+    return reasons
+
+
+def _checked(kind: str):
+    """An AOTAutograd compiler that hands ``gm`` to the active checks and runs it as traced."""
+    from functorch.compile import make_boxed_func
+
+    def compiler(gm: torch.fx.GraphModule, example_inputs) -> object:
+        context = torch._guards.TracingContext.try_get()
+        meta = getattr(context, 'fw_metadata', None)
+        # the static indices describe the forward / inference graph's inputs (inductor's get_static_input_idxs);
+        # a backward graph's inputs are saved tensors and gradients, none of them static
+        static = meta.static_input_indices if meta is not None and kind != 'backward' else None
+        for check in _ACTIVE:
+            check._add(kind, gm, static)
+        return make_boxed_func(gm.forward)
+    return compiler
+
+
+def _register() -> None:
+    """Register :data:`BACKEND` with dynamo (once per process)."""
+    from torch._dynamo.backends.registry import _BACKENDS, _COMPILER_FNS, register_backend
+    if BACKEND in _COMPILER_FNS or BACKEND in _BACKENDS:
+        return
+    from functorch.compile import min_cut_rematerialization_partition
+    from torch._dynamo.backends.common import aot_autograd
+    register_backend(aot_autograd(fw_compiler=_checked('forward'), bw_compiler=_checked('backward'),
+                                  inference_compiler=_checked('inference'),
+                                  partition_fn=min_cut_rematerialization_partition,
+                                  keep_inference_input_mutations=True), name=BACKEND)
+
+
+class CudaGraphCheck:
+    """Collects :func:`cudagraph_blockers` for each graph compiled with the backend :data:`BACKEND` inside the context
+    (see the module docstring). ``graphs``: ``(kind, number of nodes)`` per graph seen; ``blockers``: ``(graph,
+    reason)``, the graph named ``'<kind> <k>'`` (k counts from 0 in the order of compilation)."""
+
+    def __init__(self) -> None:
+        self.graphs: List[Tuple[str, int]] = []
+        self.blockers: List[Tuple[str, str]] = []
+
+    def _add(self, kind: str, gm: torch.fx.GraphModule, static: Optional[List[int]]) -> None:
+        name = f'{kind} {len(self.graphs)}'
+        self.graphs.append((kind, len(gm.graph.nodes)))
+        self.blockers += [(name, reason) for reason in cudagraph_blockers(gm, static)]
+
+    def __enter__(self) -> 'CudaGraphCheck':
+        _ACTIVE.append(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _ACTIVE.remove(self)
+
+
+_register()  # on import: ``torch.compile(backend=BACKEND)`` resolves the name when it is called

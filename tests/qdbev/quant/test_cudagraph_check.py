@@ -1,0 +1,69 @@
+"""qdbev.quant.cudagraph_check: the reasons CUDA graph trees would not record a compiled graph, read on the CPU."""
+import torch
+from torch import nn
+
+from qdbev.quant.cudagraph_check import BACKEND, CudaGraphCheck
+
+
+class _Counter(nn.Module):
+    """Writes into a buffer of its own (a static input: recorded like batch norm's running statistics)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.register_buffer('calls', torch.zeros(()))
+
+    def forward(self, x):
+        self.calls.add_(1)
+        return self.lin(x).relu()
+
+
+def _fresh(fn):
+    torch._dynamo.reset()
+    return torch.compile(fn, backend=BACKEND, dynamic=False)
+
+
+def test_a_model_that_writes_only_its_own_buffers_has_no_blockers_with_and_without_grad():
+    model = _Counter()
+    compiled = _fresh(model)
+    x = torch.randn(3, 4)
+    with CudaGraphCheck() as check:
+        compiled(x).sum().backward()
+        with torch.no_grad():
+            out = compiled(x)
+    assert [kind for kind, _ in check.graphs] == ['forward', 'backward', 'inference']
+    assert check.blockers == []
+    assert torch.equal(out, model.lin(x).relu()) and model.calls.item() == 2  # the traced graphs ran
+
+
+def test_a_write_into_an_argument_and_a_boolean_mask_write_are_blockers():
+    def writes_argument(x, y):
+        y.add_(x)
+        return x * 2
+
+    def masked_write(x):
+        x = x.clone()
+        x[x > 0] = 0
+        return x
+
+    x = torch.randn(8)
+    with CudaGraphCheck() as check:
+        y = torch.zeros(8)
+        out = _fresh(writes_argument)(x, y)
+        assert torch.equal(y, x) and torch.equal(out, x * 2)
+        masked = _fresh(masked_write)(x)
+    assert torch.equal(masked, x.clamp(max=0))
+    reasons = [reason for _, reason in check.blockers]
+    assert len(reasons) == 2, check.blockers
+    assert reasons[0].startswith('mutated input')
+    assert reasons[1].startswith('incompatible operator') and 'index_put' in reasons[1]
+
+
+def test_graphs_compiled_outside_the_context_are_not_counted():
+    compiled = _fresh(_Counter())
+    with torch.no_grad():
+        compiled(torch.randn(2, 4))
+    with CudaGraphCheck() as check:
+        with torch.no_grad():
+            compiled(torch.randn(2, 4))  # the same shapes: no new graph
+    assert check.graphs == [] and check.blockers == []
