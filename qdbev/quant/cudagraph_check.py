@@ -73,16 +73,17 @@ def _checked(kind: str):
 
 
 def _register() -> None:
-    """Register :data:`BACKEND` with dynamo (once per process)."""
-    from torch._dynamo.backends.registry import _BACKENDS, _COMPILER_FNS, register_backend
-    if BACKEND in _COMPILER_FNS or BACKEND in _BACKENDS:
-        return
+    """Register :data:`BACKEND` with dynamo (a module imported again, e.g. by ``importlib.reload``, keeps the first)."""
     from functorch.compile import min_cut_rematerialization_partition
     from torch._dynamo.backends.common import aot_autograd
-    register_backend(aot_autograd(fw_compiler=_checked('forward'), bw_compiler=_checked('backward'),
-                                  inference_compiler=_checked('inference'),
-                                  partition_fn=min_cut_rematerialization_partition,
-                                  keep_inference_input_mutations=True), name=BACKEND)
+    from torch._dynamo.backends.registry import register_backend
+    try:
+        register_backend(aot_autograd(fw_compiler=_checked('forward'), bw_compiler=_checked('backward'),
+                                      inference_compiler=_checked('inference'),
+                                      partition_fn=min_cut_rematerialization_partition,
+                                      keep_inference_input_mutations=True), name=BACKEND)
+    except AssertionError:  # "duplicate name"
+        pass
 
 
 class CudaGraphCheck:
