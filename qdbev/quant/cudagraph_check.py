@@ -9,7 +9,8 @@ its launch cost. Three of the checks read the traced graph alone, so a CPU run o
   static inputs (parameters and buffers, ``fw_metadata.static_input_indices``): a replay would not write it;
 - **incompatible operator**: an operator CUDA graphs cannot record, or one with a data-dependent output size
   (inductor's own ``get_first_incompatible_cudagraph_node``);
-- **CPU tensors** in a graph that also runs on a CUDA device (only visible where the model runs on CUDA).
+- **CPU tensors** in a graph that also runs on a CUDA device (only visible where the model runs on CUDA; as
+  inductor counts them: used inputs and non-empty tensors).
 
 :class:`CudaGraphCheck` collects them for every graph compiled with the backend :data:`BACKEND` while it is active.
 That backend traces as inductor does (AOTAutograd, the min-cut partition, inference graphs keeping their input
@@ -47,13 +48,18 @@ def cudagraph_blockers(gm: torch.fx.GraphModule, static_inputs: Optional[List[in
     node = get_first_incompatible_cudagraph_node(gm)
     if node is not None:
         reasons.append(f'incompatible operator: {node.format_node()}')
-    devices = {val.device.type for n in gm.graph.nodes
-               for val in [n.meta.get('val')] if isinstance(val, torch.Tensor)}
-    if 'cuda' in devices and 'cpu' in devices:
-        cpu = next(n for n in gm.graph.nodes if isinstance(n.meta.get('val'), torch.Tensor)
-                   and n.meta['val'].device.type == 'cpu')
-        reasons.append(f'CPU tensor: {cpu.format_node()}')
+    cpu = [n for n in gm.graph.nodes if _on(n, 'cpu')]
+    if cpu and any(_on(n, 'cuda') for n in gm.graph.nodes):
+        reasons.append(f'CPU tensor: {cpu[0].format_node()}')
     return reasons
+
+
+def _on(node: torch.fx.Node, device_type: str) -> bool:
+    """Whether ``node`` makes a tensor on ``device_type`` that inductor counts among a graph's devices (not an unused
+    input, not an empty tensor)."""
+    val = node.meta.get('val')
+    return isinstance(val, torch.Tensor) and val.device.type == device_type and val.numel() > 0 \
+        and not (node.op == 'placeholder' and not node.users)
 
 
 def _checked(kind: str):

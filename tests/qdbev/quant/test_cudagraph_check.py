@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from qdbev.quant.cudagraph_check import BACKEND, CudaGraphCheck
+from qdbev.quant.cudagraph_check import BACKEND, CudaGraphCheck, cudagraph_blockers
 
 
 class _Counter(nn.Module):
@@ -67,3 +67,22 @@ def test_graphs_compiled_outside_the_context_are_not_counted():
         with torch.no_grad():
             compiled(torch.randn(2, 4))  # the same shapes: no new graph
     assert check.graphs == [] and check.blockers == []
+
+
+def test_a_cpu_tensor_in_a_graph_on_cuda_is_a_blocker_but_an_unused_or_empty_one_is_not():
+    """Read off the nodes' traced values, so fake CUDA tensors stand in for a GPU."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    def graph(x, unused, scale):
+        return x * scale
+
+    gm = torch.fx.symbolic_trace(graph)
+    x, unused, scale = [n for n in gm.graph.nodes if n.op == 'placeholder']
+    mul = next(n for n in gm.graph.nodes if n.op == 'call_function')
+    with FakeTensorMode():
+        x.meta['val'] = mul.meta['val'] = torch.empty(4, device='cuda')
+        unused.meta['val'] = torch.empty(4)
+        scale.meta['val'] = torch.empty(0)
+        assert cudagraph_blockers(gm, []) == []
+        scale.meta['val'] = torch.empty(())  # a CPU scalar tensor the graph reads
+        assert cudagraph_blockers(gm, []) == [f'CPU tensor: {scale.format_node()}']
