@@ -475,13 +475,16 @@ def compile_for_inference(detector, mode: str = 'default', parts: Sequence[str] 
 
 
 def compile_for_training(detector, parts: Sequence[str] = IMAGE_PARTS, mode: Optional[str] = None,
-                         options: Optional[dict] = None) -> None:
+                         options: Optional[dict] = None, backend: Optional[str] = None) -> None:
     """Compile ``detector``'s ``parts`` (dotted module paths; default its image backbone and neck) in place with
-    ``torch.compile(dynamic=False, mode=mode, options=options)``, as ``model.student_compile`` does for the
-    fake-quantized student (the same ``parts``, ``mode`` and inductor ``options``, e.g. CUDA graphs or
+    ``torch.compile(dynamic=False, mode=mode, options=options)`` (and ``backend`` where given, e.g. the checking
+    backend of :mod:`qdbev.quant.cudagraph_check`; else torch's default, inductor), as ``model.student_compile``
+    does for the fake-quantized student (the same ``parts``, ``mode`` and inductor ``options``, e.g. CUDA graphs or
     ``combo_kernels``): the FP step to set beside a compiled student's QAT+VGD step, so that P1 does not count the
     compiler's gain as a saving of QAT+VGD. A part that is None (a detector without a neck) is left out."""
     codegen = dict(mode=mode) if options is None else dict(mode=mode, options=dict(options))
+    if backend is not None:
+        codegen['backend'] = backend
     for path in parts:
         module = getattr(*module_slot(detector, path))
         if module is not None:

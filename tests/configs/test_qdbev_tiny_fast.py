@@ -57,8 +57,6 @@ def test_every_graph_of_both_training_steps_would_replay_as_a_cuda_graph():
     import torch
 
     from projects.qdbev import benchmark as bm
-    from qdbev.quant import module_slot
-    from qdbev.quant.compile import compile_module
     from qdbev.quant.cudagraph_check import BACKEND, CudaGraphCheck
     init_default_scope('mmdet3d')
     backend = {f'model.{who}_compile.backend': BACKEND for who in ('student', 'teacher')}
@@ -67,8 +65,7 @@ def test_every_graph_of_both_training_steps_would_replay_as_a_cuda_graph():
                                                quick=True, qdbev_options=backend)
     with tempfile.TemporaryDirectory() as tmp:
         fp, distiller = bm.build_models(qcfg, fcfg, torch.device('cpu'), tmp)
-    for path in qcfg['student_compile']['parts']:  # the FP step's baseline (benchmark --compile-fp-train)
-        compile_module(getattr(*module_slot(fp, path)), dynamic=False, backend=BACKEND)
+    bm.compile_for_training(fp, qcfg['student_compile']['parts'], backend=BACKEND)  # as --compile-fp-train does
     raw = bm.raw_batch(1, queue, (64, 96), 6)
     bm.calibrate(distiller, raw)
     torch._dynamo.reset()
