@@ -31,8 +31,11 @@ def _frozen(values: Values) -> Union[int, float, bool, tuple]:
 def _cached(key: tuple, make: Callable[[], Tensor]) -> Tensor:
     """The tensor cached under ``key``, made by ``make`` the first time (outside inference mode, so that autograd
     may use it); a fresh one while tracing (TorchScript / ONNX export), so that no traced value is shared between
-    traces."""
-    if torch.jit.is_tracing():
+    traces, and while ``torch.compile`` traces, where the fresh tensor is a constant of the graph: a tensor the graph
+    made and stored in the cache would be one of its outputs, which CUDA graph trees (``mode='reduce-overhead'``)
+    overwrite at the next replay (dynamo then stops: "accessing tensor output of CUDAGraphs that has been overwritten
+    by a subsequent run"), and reading a cached one would make it a graph input."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
         return make()
     const = _CACHE.get(key)
     if const is None:
@@ -47,7 +50,7 @@ def device_constant(values: Values, dtype: torch.dtype, device: Union[str, torch
     values, device = _frozen(values), torch.device(device)
     const = _cached((values, dtype, device), lambda: torch.tensor(values, dtype=dtype, device=device))
     # a traced call's fresh tensor is not kept (its id may be another's later); under torch.compile the id of a
-    # tensor is not traceable (dynamo stops with an internal error in torch 2.13): an entry made there is read back
+    # tensor is not traceable either (dynamo stops with an internal error in torch 2.13)
     if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
         _HOST.setdefault(id(const), values)
     return const

@@ -55,14 +55,23 @@ def test_while_tracing_each_call_makes_its_own_tensor():
     assert host_values(made[0]) is None  # a traced call's tensor is not a cached constant
 
 
-def test_a_compiled_function_reads_the_cached_constant():
-    """Under torch.compile the cached tensor is used as it is (its host values were recorded when it was made
-    eagerly), and a constant first made inside the compiled function gives the right numbers too."""
+def test_a_compiled_function_makes_its_constants_in_the_graph_and_caches_none():
+    """Under torch.compile each constant is made inside the graph: not read from the cache (which would make it a graph
+    input) and not stored there (a tensor the graph made would be one of its outputs, which CUDA graph trees overwrite
+    at the next replay). The numbers are right, the eager cache keeps its tensor and its host values."""
+    from qdbev import device_constants
     eager = device_constant((4.0, 5.0), torch.float32, 'cpu')
+    inputs = []
+
+    def backend(gm, example_inputs):
+        inputs.append(len(example_inputs))
+        return gm
 
     def f(x):
-        return x + device_constant((4.0, 5.0), torch.float32, 'cpu') + device_constant((0.5, ), torch.float32, 'cpu')
+        return x + device_constant((4.0, 5.0), torch.float32, 'cpu') + device_constant((0.25, ), torch.float32, 'cpu')
     torch._dynamo.reset()
-    out = torch.compile(f, backend='eager', fullgraph=False)(torch.zeros(2))
-    assert out.tolist() == [4.5, 5.5]
-    assert host_values(eager) == (4.0, 5.0)
+    out = torch.compile(f, backend=backend, fullgraph=True)(torch.zeros(2))
+    assert out.tolist() == [4.25, 5.25]
+    assert inputs == [1]  # x only: both constants are the graph's own
+    assert ((0.25, ), torch.float32, torch.device('cpu')) not in device_constants._CACHE
+    assert device_constant((4.0, 5.0), torch.float32, 'cpu') is eager and host_values(eager) == (4.0, 5.0)
