@@ -396,7 +396,7 @@ def test_cuda_graph_modes_copy_the_outputs_of_both_models_calls_without_grad(arc
     model, *graphed = _compiled_step(arch, teacher_ckpt, raw, 'img+bev+vgd', student_compile=option,
                                      teacher_compile=option)
     student = [model.student.get_submodule(p).forward.compiled for p in option['parts']]
-    teacher = [model.teacher.get_submodule(p)._compiled_call_impl for p in option['parts']]
+    teacher = [model.teacher.get_submodule(p).forward for p in option['parts']]  # the forward, hooks eager
     assert all(isinstance(c, NoGradOutputsCopied) for c in student + teacher)
     # queue 2: per part, the teacher's two frames without grad, the student's history frame without, its current with
     for part in range(2):
