@@ -12,6 +12,15 @@ its launch cost. Three of the checks read the traced graph alone, so a CPU run o
 - **CPU tensors** in a graph that also runs on a CUDA device (only visible where the model runs on CUDA; as
   inductor counts them: used inputs and non-empty tensors).
 
+A fourth failure comes at run time: a replay writes its outputs into the trees' memory pool, and a compiled call made
+while no backward is pending (a call without grad: the teacher, the history frames) starts a new graph step whose
+replays may overwrite the outputs of the calls before it; a caller that kept such an output and reads it later stops
+with "accessing tensor output of CUDAGraphs that has been overwritten by a subsequent run". ``CudaGraphCheck(
+overwrite=True)`` plays that out: each call of an inference graph (a call without grad) first fills the outputs of
+the inference-graph calls before it that something still holds with NaN (floating tensors; outputs that share an
+input's storage are the caller's own, left alone) and lists them in ``overwritten``; a loss computed from a kept
+output then comes out NaN on the CPU, where the GPU run would have stopped.
+
 :class:`CudaGraphCheck` collects them for every graph compiled with the backend :data:`BACKEND` while it is active.
 That backend traces as inductor does (AOTAutograd, the min-cut partition, inference graphs keeping their input
 mutations) and then runs the traced graphs as they are, without inductor (fast to compile, same numbers). Importing
@@ -22,6 +31,7 @@ this module registers the backend (it imports dynamo, about 1.4 s, so ``qdbev.qu
         step()                                                            # the first call compiles
     check.graphs, check.blockers          # graphs seen; [(graph, reason), ...], empty when all would replay
 """
+import weakref
 from typing import List, Optional, Tuple
 
 import torch
@@ -30,6 +40,7 @@ __all__ = ['BACKEND', 'CudaGraphCheck', 'cudagraph_blockers']
 
 BACKEND = 'qdbev_cudagraph_check'
 _ACTIVE: List['CudaGraphCheck'] = []
+_OUTPUTS: List[Tuple[str, 'weakref.ref']] = []  # (graph, output) of the inference-graph calls since the last one
 
 
 def cudagraph_blockers(gm: torch.fx.GraphModule, static_inputs: Optional[List[int]]) -> List[str]:
@@ -74,8 +85,32 @@ def _checked(kind: str):
         static = meta.static_input_indices if meta is not None and kind != 'backward' else None
         for check in _ACTIVE:
             check._add(kind, gm, static)
-        return make_boxed_func(gm.forward)
+        if kind != 'inference':
+            return make_boxed_func(gm.forward)
+        name = f'inference {len(_ACTIVE[0].graphs) - 1}' if _ACTIVE else 'inference'
+        return make_boxed_func(lambda *args: _replayed(name, gm, args))
     return compiler
+
+
+def _replayed(name: str, gm: torch.fx.GraphModule, args: tuple):
+    """Run the inference graph ``gm`` as a CUDA-graph replay treats outputs when some active check has ``overwrite``
+    on (module docstring): overwrite the kept outputs of the inference-graph calls before, then keep this call's."""
+    checks = [c for c in _ACTIVE if c.overwrite]
+    if checks:
+        for graph, ref in _OUTPUTS:
+            t = ref()
+            if t is not None:
+                with torch.inference_mode(t.is_inference()):
+                    t.detach().fill_(float('nan'))
+                for check in checks:
+                    check.overwritten.append((graph, tuple(t.shape)))
+        _OUTPUTS.clear()
+    out = gm.forward(*args)
+    if checks:
+        inputs = {a.untyped_storage().data_ptr() for a in args if isinstance(a, torch.Tensor)}
+        _OUTPUTS.extend((name, weakref.ref(t)) for t in out if isinstance(t, torch.Tensor) and t.is_floating_point()
+                        and t.untyped_storage().data_ptr() not in inputs)
+    return out
 
 
 def _register() -> None:
@@ -95,11 +130,15 @@ def _register() -> None:
 class CudaGraphCheck:
     """Collects :func:`cudagraph_blockers` for each graph compiled with the backend :data:`BACKEND` inside the context
     (see the module docstring). ``graphs``: ``(kind, number of nodes)`` per graph seen; ``blockers``: ``(graph,
-    reason)``, the graph named ``'<kind> <k>'`` (k counts from 0 in the order of compilation)."""
+    reason)``, the graph named ``'<kind> <k>'`` (k counts from 0 in the order of compilation). ``overwrite``: calls
+    of inference graphs inside the context overwrite the outputs of those before that are still held, as replays
+    would; ``overwritten``: ``(graph, shape)`` of each output so overwritten."""
 
-    def __init__(self) -> None:
+    def __init__(self, overwrite: bool = False) -> None:
+        self.overwrite = bool(overwrite)
         self.graphs: List[Tuple[str, int]] = []
         self.blockers: List[Tuple[str, str]] = []
+        self.overwritten: List[Tuple[str, Tuple[int, ...]]] = []
 
     def _add(self, kind: str, gm: torch.fx.GraphModule, static: Optional[List[int]]) -> None:
         name = f'{kind} {len(self.graphs)}'
@@ -112,6 +151,8 @@ class CudaGraphCheck:
 
     def __exit__(self, *exc) -> None:
         _ACTIVE.remove(self)
+        if not any(c.overwrite for c in _ACTIVE):
+            _OUTPUTS.clear()
 
 
 _register()  # on import: ``torch.compile(backend=BACKEND)`` resolves the name when it is called

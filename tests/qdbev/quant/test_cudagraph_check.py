@@ -86,3 +86,34 @@ def test_a_cpu_tensor_in_a_graph_on_cuda_is_a_blocker_but_an_unused_or_empty_one
         assert cudagraph_blockers(gm, []) == []
         scale.meta['val'] = torch.empty(())  # a CPU scalar tensor the graph reads
         assert cudagraph_blockers(gm, []) == [f'CPU tensor: {scale.format_node()}']
+
+
+def test_overwrite_plays_out_what_a_replay_does_to_the_outputs_of_the_calls_before_it():
+    """CudaGraphCheck(overwrite=True): a call of an inference graph overwrites (NaN) the outputs of the inference-graph
+    calls before it that are still held, as a replay in the trees' pool may; a copy taken in between, an output that
+    is a view of an input and outputs of calls with grad are left alone. Without ``overwrite`` nothing changes."""
+    kept = []
+
+    def f(x):
+        y = x.sin()
+        kept.append(y)  # a side effect inside the graph, as a traced recorder hook keeps a feature
+        return y * 2, x[:2]
+
+    compiled = _fresh(f)
+    x = torch.randn(4)
+    with CudaGraphCheck(overwrite=True) as check, torch.no_grad():
+        first, view = compiled(x)
+        copy = first.clone()
+        compiled(x + 1)
+    assert torch.isnan(first).all() and torch.isnan(kept[0]).all()  # both outputs of the first call, still held
+    assert torch.equal(copy, x.sin() * 2) and torch.equal(view, x[:2])
+    assert check.overwritten == [('inference 0', (4, ))] * 2
+    with CudaGraphCheck(overwrite=True) as check:
+        with torch.no_grad():
+            held, _ = compiled(x)
+        compiled(x.requires_grad_())  # with grad: the forward graph, no overwriting
+    assert torch.equal(held, x.detach().sin() * 2) and check.overwritten == []
+    with CudaGraphCheck() as check, torch.no_grad():
+        held, _ = compiled(x)
+        compiled(x + 1)
+    assert torch.equal(held, x.detach().sin() * 2) and check.overwritten == []
