@@ -9,6 +9,10 @@
 # Session 33 (no GPU lent) added the frozen teacher (p1_freeze_b1, p1_graphs_freeze_b1), the teacher's history
 # frames in one backbone call (p1_histbatch_b1), frozen P3 weights (p3_freeze) and inductor's C++ wrapper
 # (p1_cppwrap_b1), and moved P3 up.
+# Session 35 (H100) ran p1_graphs_b1 and p1_b1: p1_graphs_b1 stopped twice on a graph output kept past the next
+# replay (a constant cached inside a graph; the teacher's BEV kept by a recorder hook traced inside its compiled
+# encoder), both fixed and now caught on the CPU (CudaGraphCheck(overwrite=True) in tests/configs/
+# test_qdbev_tiny_fast.py); the next session starts again from p1_graphs_b1 (docs/benchmarks.md, "Session 35").
 # Every remote call is this one line, with carry [".gpu", "work_dirs/bench31"]; about 60 minutes of jobs, in order of
 # need (a job whose --creates file came back is skipped on the next call):
 #
