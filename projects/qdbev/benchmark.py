@@ -479,9 +479,9 @@ def compile_for_training(detector, parts: Sequence[str] = IMAGE_PARTS, mode: Opt
     """Compile ``detector``'s ``parts`` (dotted module paths; default its image backbone and neck) in place with
     ``torch.compile(dynamic=False, mode=mode, options=options)`` (and ``backend`` where given, e.g. the checking
     backend of :mod:`qdbev.quant.cudagraph_check`; else torch's default, inductor), as ``model.student_compile``
-    does for the fake-quantized student (the same ``parts``, ``mode`` and inductor ``options``, e.g. CUDA graphs or
-    ``combo_kernels``): the FP step to set beside a compiled student's QAT+VGD step, so that P1 does not count the
-    compiler's gain as a saving of QAT+VGD. A part that is None (a detector without a neck) is left out."""
+    does for the fake-quantized student (the same ``parts``, ``mode``, inductor ``options`` and ``backend``, e.g. CUDA
+    graphs or ``combo_kernels``): the FP step to set beside a compiled student's QAT+VGD step, so that P1 does not
+    count the compiler's gain as a saving of QAT+VGD. A part that is None (a detector without a neck) is left out."""
     codegen = dict(mode=mode) if options is None else dict(mode=mode, options=dict(options))
     if backend is not None:
         codegen['backend'] = backend
@@ -590,7 +590,8 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
         student_compile = student_compile if isinstance(student_compile, dict) else {}
         compiled_parts = tuple(student_compile.get('parts', STUDENT_COMPILE_PARTS))
         if compile_fp_train and with_train:
-            compile_for_training(fp, compiled_parts, student_compile.get('mode'), student_compile.get('options'))
+            compile_for_training(fp, compiled_parts, student_compile.get('mode'), student_compile.get('options'),
+                                 student_compile.get('backend'))
         # the FP model compiles in its first step, inside measure: the budget applies to that compilation
         with memory_budget(fp_memory_budget):
             measure(fp, fp, 'fp_step', 'fp_infer')

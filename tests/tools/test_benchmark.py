@@ -819,3 +819,25 @@ def test_graph_step_module_keeps_each_calls_outputs(monkeypatch):
     assert isinstance(detector.img_backbone, bm.GraphStepModule)
     with torch.no_grad():  # the compiled module itself (no CUDA graphs on the CPU) gives the eager outputs
         assert torch.allclose(detector.img_backbone(x), conv(x), atol=1e-5)
+
+
+def test_compile_fp_train_gives_the_fp_model_the_students_compile_arguments(monkeypatch):
+    """--compile-fp-train compiles the FP model's parts as model.student_compile compiles the student's: the same
+    parts, mode, inductor options and backend (e.g. the CUDA-graph checking backend on the CPU)."""
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def record(detector, parts, mode=None, options=None, backend=None):
+        seen.append((tuple(parts), mode, options, backend))
+        raise Stop
+    monkeypatch.setattr(bm, 'compile_for_training', record)
+    compile_args = dict(parts=['img_neck'], mode='reduce-overhead', options=None, backend='aot_eager')
+    args = tool.parse_args(['--device', 'cpu', '--quick', '--only', 'P1', 'P2', '--compile-fp-train'])
+    dcfg, fcfg, queue, optim = bm.load_configs(args.qdbev_config, args.fp_config, quick=True,
+                                               qdbev_options={'model.student_compile': compile_args})
+    with pytest.raises(Stop):
+        bm.bench_training(dcfg, fcfg, queue, optim, torch.device('cpu'), args.img_size, 1, reps=1, warmup=0,
+                          with_infer=False, compile_fp_train=True)
+    assert seen == [(('img_neck', ), 'reduce-overhead', None, 'aot_eager')]
