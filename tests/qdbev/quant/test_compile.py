@@ -269,6 +269,28 @@ def test_a_frozen_call_holds_the_weights_as_constants_until_other_weights_are_lo
     assert inductor_config.freezing is False  # torch's default, put back after every call and on an error
 
 
+def test_a_frozen_part_compiled_for_cuda_graphs_runs_frozen_copies_its_outputs_and_hooks_see_the_copies():
+    """compile_module(freeze=True, mode='reduce-overhead') (the fast config's frozen teacher with CUDA graphs): the
+    module's forward becomes the frozen call around the copying call, so a call without grad traces under freezing,
+    gives the eager numbers, and a forward hook (a distiller's recorder) keeps the very tensor the caller gets, the
+    copy. (The CPU runs no CUDA graphs; inductor skips them there.)"""
+    torch.manual_seed(0)
+    net = _ConvBNNet().eval().requires_grad_(False)
+    x = torch.randn(2, 3, 10, 10)
+    with torch.no_grad():
+        expected = net(x)
+    kept = []
+    net.register_forward_hook(lambda module, args, out: kept.append(out))
+    compile_module(net, freeze=True, dynamic=False, mode='reduce-overhead')
+    call = net.forward
+    assert isinstance(call, FrozenWeightsCall) and isinstance(call.compiled, NoGradOutputsCopied)
+    assert net._compiled_call_impl is None and list(net.state_dict()) == list(_ConvBNNet().state_dict())
+    with torch.no_grad():
+        out = net(x)
+    assert call.traced and kept[-1] is out
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_compile_quantized_refuses_a_float_module_and_a_second_call():
     with pytest.raises(ValueError, match='has no FakeQuantizer; quantize it first'):
         compile_quantized(nn.Linear(2, 2))
