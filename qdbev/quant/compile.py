@@ -50,25 +50,31 @@ def copied_outputs(out):
 
 
 class NoGradOutputsCopied:
-    """A compiled callable whose calls made without grad return copies of their outputs; calls with grad return them
-    as they are. What training needs from ``torch.compile`` when it replays CUDA graphs (:func:`replays_cuda_graphs`).
+    """A compiled callable whose calls that leave no backward pending (no output requires grad: every call without
+    grad, and a call with grad of a part without trainable parameters on inputs without grad) return copies of
+    their outputs; the other calls return them as they are. What training needs from ``torch.compile`` when it
+    replays CUDA graphs (:func:`replays_cuda_graphs`).
 
     There a compiled call made while no backward is pending starts a new graph step, and its replay may overwrite the
     outputs of the calls before it, which then fail when read ("accessing tensor output of CUDAGraphs that has been
     overwritten by a subsequent run"; session 28, in the student's backbone). A training step's calls without grad
     are such calls: the teacher's frames and the student's history frames, whose backbone output the neck reads, the
     neck's the encoder, and the encoder's BEV the next frame. Their copies live outside the graphs' memory pool. The
-    calls with grad (the student's current frame) keep a backward pending, which holds the step open until the
-    backward has run, so their outputs stay valid without a copy."""
+    calls whose outputs require grad (the student's current frame) keep a backward pending, which holds the step
+    open until the backward has run, so their outputs stay valid without a copy."""
 
     def __init__(self, compiled) -> None:
         self.compiled = compiled
 
     def __call__(self, *args, **kwargs):
         out = self.compiled(*args, **kwargs)
-        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and _any_requires_grad(out)):
             return out
         return copied_outputs(out)
+
+
+def _any_requires_grad(out) -> bool:
+    return any(isinstance(t, torch.Tensor) and t.requires_grad for t in torch.utils._pytree.tree_leaves(out))
 
 
 @contextlib.contextmanager

@@ -9,13 +9,16 @@ BEVFormer does it in two steps, both reproduced here exactly:
   translation expressed in the BEV grid, see :func:`bev_shift`.
 
 Both take the can_bus *deltas* made by :class:`~projects.bevformer.bevformer.temporal_state.TemporalState`.
+:class:`EgoMotionAlign` applies the two as BEVFormer's switches say, as a module of its own (no parameters), which a
+training config can compile as one part (``model.teacher_compile.parts``, ...): run eagerly it is about 30 operators
+per frame and model, a kernel launch each on a GPU.
 """
 import math
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def bev_shift(can_bus: Tensor, bev_h: int, bev_w: int, real_h: float, real_w: float) -> Tensor:
@@ -79,3 +82,32 @@ def rotate_bev(bev: Tensor, angle_deg: Tensor, center: Optional[Sequence[float]]
     grid = torch.stack((src_x / (w * 0.5), src_y / (h * 0.5)), dim=-1)  # [B, H, W, 2]
     out = F.grid_sample(bev.to(dtype), grid, mode='nearest', padding_mode='zeros', align_corners=False)
     return out.to(bev.dtype)
+
+
+class EgoMotionAlign(nn.Module):
+    """The previous BEV aligned with the current ego pose: the reference-point shift (:func:`bev_shift`, zero
+    without ``use_shift``) and the previous BEV rotated by the yaw change (:func:`rotate_bev`, with
+    ``rotate_prev_bev``), BEVFormer's ``get_bev_features`` preamble. No parameters, no state-dict keys.
+
+    Args:
+        rotate_prev_bev, use_shift: BEVFormer's switches. rotate_center: as :func:`rotate_bev`'s ``center``.
+    """
+
+    def __init__(self, rotate_prev_bev: bool = True, use_shift: bool = True,
+                 rotate_center: Optional[Sequence[float]] = None) -> None:
+        super().__init__()
+        self.rotate_prev_bev, self.use_shift = bool(rotate_prev_bev), bool(use_shift)
+        self.rotate_center = None if rotate_center is None else tuple(rotate_center)
+
+    def forward(self, can_bus: Tensor, bev_h: int, bev_w: int, real_h: float, real_w: float, dtype: torch.dtype,
+                prev_bev: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
+        """``can_bus`` ``[B, 18]`` deltas, the BEV grid ``bev_h x bev_w`` covering ``real_h x real_w`` metres,
+        ``prev_bev`` ``[B, bev_h * bev_w, C]`` or None -> ``(shift [B, 2]`` in ``dtype``, the previous BEV aligned,
+        or None)."""
+        shift = bev_shift(can_bus, bev_h, bev_w, real_h, real_w).to(dtype) * float(self.use_shift)
+        if prev_bev is not None and self.rotate_prev_bev:
+            b, _, c = prev_bev.shape
+            grid = prev_bev.transpose(1, 2).reshape(b, c, bev_h, bev_w)
+            grid = rotate_bev(grid, can_bus[:, -1].float(), self.rotate_center)
+            prev_bev = grid.reshape(b, c, bev_h * bev_w).transpose(1, 2)
+        return shift, prev_bev

@@ -7,7 +7,7 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from qdbev.device_constants import device_constant
-from .ego_motion import bev_shift, rotate_bev
+from .ego_motion import EgoMotionAlign
 from .ms_deform_attn import xavier_linear_
 
 
@@ -41,9 +41,8 @@ class PerceptionTransformer(BaseModule):
         self.encoder = MODELS.build(encoder)
         self.decoder = MODELS.build(decoder)
         self.embed_dims, self.num_feature_levels, self.num_cams = embed_dims, num_feature_levels, num_cams
-        self.rotate_prev_bev, self.use_shift, self.use_can_bus = rotate_prev_bev, use_shift, use_can_bus
-        self.use_cams_embeds = use_cams_embeds
-        self.rotate_center = None if rotate_center is None else tuple(rotate_center)
+        self.use_can_bus, self.use_cams_embeds = use_can_bus, use_cams_embeds
+        self.ego_motion = EgoMotionAlign(rotate_prev_bev, use_shift, rotate_center)  # a part of its own to compile
         self.level_embeds = nn.Parameter(torch.empty(num_feature_levels, embed_dims))
         self.cams_embeds = nn.Parameter(torch.empty(num_cams, embed_dims))
         self.reference_points = nn.Linear(embed_dims, 3)
@@ -108,12 +107,7 @@ class PerceptionTransformer(BaseModule):
         b = mlvl_feats[0].shape[0]
         dtype = mlvl_feats[0].dtype
         can_bus = can_bus.to(device=bev_queries.device)
-        shift = bev_shift(can_bus, bev_h, bev_w, real_h, real_w).to(dtype) * float(self.use_shift)
-        if prev_bev is not None and self.rotate_prev_bev:
-            c = prev_bev.shape[-1]
-            grid = prev_bev.transpose(1, 2).reshape(b, c, bev_h, bev_w)
-            grid = rotate_bev(grid, can_bus[:, -1].float(), self.rotate_center)
-            prev_bev = grid.reshape(b, c, bev_h * bev_w).transpose(1, 2)
+        shift, prev_bev = self.ego_motion(can_bus, bev_h, bev_w, real_h, real_w, dtype, prev_bev)
         query = bev_queries.to(dtype)[None].expand(b, -1, -1)
         if self.use_can_bus:
             query = query + self.can_bus_mlp(can_bus.to(dtype))[:, None, :]

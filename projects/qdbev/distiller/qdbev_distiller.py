@@ -138,7 +138,9 @@ class QDBEVDistiller(BaseModel):
             eager while any of them observes or is uncalibrated, so calibration at every phase switch still works;
             in place, checkpoints unchanged). True uses ``torch.compile``'s defaults; a dict gives its arguments (e.g.
             ``dict(backend='aot_eager')``) and may name the parts, ``parts=[dotted module paths]`` (e.g. add
-            ``'pts_bbox_head.transformer.decoder'``; a part without quantizers stays eager). Needs ``qconfig``.
+            ``'pts_bbox_head.transformer.decoder'``; a part without quantizers, such as
+            ``'pts_bbox_head.transformer.ego_motion'``, is compiled as the teacher's parts are,
+            :func:`qdbev.quant.compile_module`). Needs ``qconfig``.
         data_preprocessor: runs once for both detectors; None takes ``architecture['data_preprocessor']``.
     """
 
@@ -211,9 +213,12 @@ class QDBEVDistiller(BaseModel):
         if option is not False and self.qconfig is None:
             raise ValueError('model.student_compile needs model.qconfig (it compiles the fake-quantized student); '
                              'without quantization compile the model with torch.compile')
+        float_kwargs = {k: v for k, v in kwargs.items() if k not in ('activation_memory_budget', 'int_codes')}
         for module in modules:
             if next(quantizers(module), None) is not None:
                 compile_quantized(module, watch=self.student, **kwargs)
+            else:  # a float part (e.g. the parameter-free ego-motion alignment): as the teacher's parts
+                compile_module(module, **float_kwargs)
 
     def _set_teacher_history_batch(self, batch: bool) -> None:
         if not isinstance(batch, bool):

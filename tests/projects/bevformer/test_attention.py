@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import projects.bevformer.bevformer  # noqa: F401  (registers the components)
-from projects.bevformer.bevformer.ego_motion import bev_shift, rotate_bev
+from projects.bevformer.bevformer.ego_motion import EgoMotionAlign, bev_shift, rotate_bev
 from projects.bevformer.bevformer.decoder_cross_attention import CustomMSDeformableAttention
 from projects.bevformer.bevformer.deformable_attention_3d import MSDeformableAttention3D
 from projects.bevformer.bevformer.ms_deform_attn import (cuda_kernel_available, ms_deform_attn_op,
@@ -179,6 +179,31 @@ def test_bev_shift_hand_values():
     assert torch.allclose(shift[0], torch.tensor([0.0, 2.0 / 102.4]), atol=1e-7)
     assert torch.allclose(shift[1], torch.tensor([1.0 / 102.4, 0.0]), atol=1e-7)
     assert torch.equal(shift[2], torch.zeros(2))
+
+
+def test_ego_motion_align_applies_the_shift_and_the_rotation_as_the_switches_say_and_compiles_whole():
+    """EgoMotionAlign: the shift of bev_shift (zero without use_shift) and the previous BEV [B, HW, C] rotated by the
+    yaw change about rotate_center (left as it is without rotate_prev_bev or without a previous BEV); no state-dict
+    keys; compiled as one part, the same numbers."""
+    torch.manual_seed(0)
+    h, w, c = 4, 6, 3
+    can_bus = torch.randn(2, 18)
+    can_bus[:, -1] = torch.tensor([90.0, -30.0])
+    prev = torch.randn(2, h * w, c)
+    align = EgoMotionAlign(rotate_center=(2.0, 1.5))
+    assert align.state_dict() == {}
+    shift, aligned = align(can_bus, h, w, 51.2, 60.0, torch.float32, prev)
+    torch.testing.assert_close(shift, bev_shift(can_bus, h, w, 51.2, 60.0))
+    grid = rotate_bev(prev.transpose(1, 2).reshape(2, c, h, w), can_bus[:, -1], (2.0, 1.5))
+    assert torch.equal(aligned, grid.reshape(2, c, h * w).transpose(1, 2)) and not torch.equal(aligned, prev)
+    still, same = EgoMotionAlign(rotate_prev_bev=False, use_shift=False)(can_bus, h, w, 51.2, 60.0, torch.float32,
+                                                                         prev)
+    assert torch.equal(still, torch.zeros(2, 2)) and same is prev
+    assert align(can_bus, h, w, 51.2, 60.0, torch.float32)[1] is None
+    torch._dynamo.reset()
+    compiled = torch.compile(align, backend='aot_eager', fullgraph=True, dynamic=False)
+    for got, want in zip(compiled(can_bus, h, w, 51.2, 60.0, torch.float32, prev), (shift, aligned)):
+        torch.testing.assert_close(got, want)
 
 
 # ---------------------------------------------------------------- temporal self-attention

@@ -370,12 +370,14 @@ def test_static_hit_lists_compile_both_encoders_without_a_graph_break(arch, teac
     static['pts_bbox_head']['transformer']['encoder']['static_hit_lists'] = True
     raw = raw_batch(0, batch=1, queue=2)
     _, *eager = _compiled_step(arch, teacher_ckpt, raw, 'img+bev+vgd')
-    option = dict(backend='aot_eager', parts=['img_backbone', encoder])
+    align = 'pts_bbox_head.transformer.ego_motion'  # a float part without parameters: compiled as a float module
+    option = dict(backend='aot_eager', parts=['img_backbone', encoder, align])
     model, *compiled = _compiled_step(static, teacher_ckpt, raw, 'img+bev+vgd', student_compile=option,
                                       teacher_compile=dict(option, dynamic=False))
     router = model.student.get_submodule(encoder).forward
     assert isinstance(router, CompiledWhenCalibrated) and router.compiled_calls > 0
     assert model.teacher.get_submodule(encoder)._compiled_call_impl is not None
+    assert all(m.get_submodule(align)._compiled_call_impl is not None for m in (model.student, model.teacher))
     assert 'loss_distill_vgd' in eager[0]
     _assert_same_step(compiled, eager, 'static')
 

@@ -155,17 +155,21 @@ def test_a_watched_module_keeps_a_part_eager_while_a_quantizer_outside_it_observ
     assert router.compiled_calls == 1
 
 
-def test_no_grad_outputs_copied_copies_what_calls_without_grad_return():
+def test_no_grad_outputs_copied_copies_what_calls_that_leave_no_backward_return():
     """NoGradOutputsCopied: a call without grad returns copies of the tensors in its output (own storage, same
-    values, the output's structure kept); a call with grad returns the output itself."""
-    store = torch.arange(6.)
-    fn = NoGradOutputsCopied(lambda scale: (store * scale, {'bev': store}, 3))
+    values, the output's structure kept); so does a call with grad none of whose outputs requires grad (a part
+    without parameters on inputs without grad: no backward holds its graph step open); a call with grad whose output
+    requires grad returns the output itself."""
+    store, weight = torch.arange(6.), torch.ones(6, requires_grad=True)
+    fn = NoGradOutputsCopied(lambda scale: (store * scale * weight, {'bev': store}, 3))
     out = fn(1.0)
     assert out[1]['bev'] is store and out[2] == 3
     with torch.no_grad():
         prod, rec, n = fn(2.0)
     assert rec['bev'].data_ptr() != store.data_ptr() and torch.equal(rec['bev'], store) and n == 3
     assert torch.equal(prod, store * 2)
+    shifted = NoGradOutputsCopied(lambda: {'bev': store})()  # with grad, nothing requires it
+    assert shifted['bev'] is not store and torch.equal(shifted['bev'], store)
 
 
 def test_which_compile_arguments_replay_cuda_graphs():
