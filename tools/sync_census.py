@@ -1,7 +1,8 @@
 """Count what makes a CUDA stream wait for the host in one training step or predict (issue 9), by source line.
 
     python tools/sync_census.py STEP [STEP ...] [--quick] [--batch B] [--img-size H W] [--device cpu|cuda]
-                                [--qdbev-config C] [--fp-config C] [--top N] [--ops] [--out-json FILE]
+                                [--qdbev-config C] [--fp-config C] [--top N] [--ops] [--graphs]
+                                [--qdbev-options KEY=VALUE ...] [--out-json FILE]
 
 STEP: ``fp`` (an FP BEVFormer training step), ``qat`` (a QAT+VGD step of the distiller), ``predict_fp`` /
 ``predict_qat`` (a test-mode predict of the FP model / the calibrated W4A6 student): the models, batches and steps
@@ -12,7 +13,13 @@ indexing). On the CPU it counts what the same code does on a GPU; the figures an
 docs/benchmarks.md. ``--ops`` also runs each step once under :class:`projects.qdbev.op_census.OpCensus`: the
 operators it dispatches (about one kernel launch each where the code runs eagerly) by model part (image backbone,
 neck, encoder, decoder, the rest of the head; the distiller's student and teacher apart), autograd's backward, and
-the rest (losses' sums, clipping, optimizer).
+the rest (losses' sums, clipping, optimizer). ``--graphs`` (with ``--ops``, training steps): the parts that the
+QD-BEV config's ``model.student_compile`` and ``model.teacher_compile`` name, and the same parts of the FP model (as
+``tools/benchmark.py --compile-fp-train``), compiled as for CUDA graphs (``mode='reduce-overhead'``, the checking
+backend of :mod:`qdbev.quant.cudagraph_check`, which runs the traced graphs as they are); the census then counts each
+graph call once and what runs outside the graphs by owner (:class:`projects.qdbev.op_census.GraphOpCensus`): the
+launches a GPU step would make with every compiled part replayed, e.g. with
+``--qdbev-config configs/qdbev/qdbev_tiny_w4a6_fast.py``.
 """
 import argparse
 import json
@@ -25,9 +32,10 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
 
 from projects.qdbev import benchmark as bm  # noqa: E402
-from projects.qdbev.op_census import OpCensus, model_parts  # noqa: E402
+from projects.qdbev.op_census import GraphOpCensus, OpCensus, model_parts  # noqa: E402
 from projects.qdbev.sync_census import SyncCensus  # noqa: E402
 from qdbev.fileio import atomic_write_bytes  # noqa: E402
 
@@ -49,10 +57,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--top', type=int, default=25, help='source lines printed per step')
     p.add_argument('--ops', action='store_true',
                    help='also count the dispatched operators of one more call of each step by model part')
+    p.add_argument('--graphs', action='store_true',
+                   help="with --ops: the configs' compiled parts as CUDA-graph replays, each call counted once")
+    p.add_argument('--qdbev-options', nargs='+', action=DictAction, default=None, metavar='KEY=VALUE',
+                   help='override the QD-BEV config (e.g. model.teacher_compile.parts=[...])')
     p.add_argument('--out-json', help='write {step: {totals, table[, ops]}} here (atomically)')
     args = p.parse_args(argv)
     if args.batch < 1:
         p.error(f'--batch must be >= 1, got {args.batch}')
+    if args.graphs and not (args.ops and set(args.steps) <= {'fp', 'qat'}):
+        p.error('--graphs counts training steps with --ops: give fp / qat and --ops')
     return args
 
 
@@ -85,12 +99,42 @@ def step_parts(step: str, fp, distiller) -> dict:
     return parts
 
 
+def graph_options(qdbev_config: str, options: dict) -> dict:
+    """The ``--qdbev-options`` of ``--graphs``: the student's and the teacher's compiled parts (those of the config,
+    or of ``options``) with the checking backend in ``mode='reduce-overhead'``. SystemExit naming the config when it
+    compiles no student part."""
+    from mmengine.config import Config
+
+    from qdbev.quant.cudagraph_check import BACKEND
+    cfg = Config.fromfile(qdbev_config)
+    cfg.merge_from_dict(options)
+    out = {}
+    for who in ('student', 'teacher'):
+        option = cfg.model.get(f'{who}_compile', False)
+        if who == 'student' and not isinstance(option, dict):
+            raise SystemExit(f'--graphs: {qdbev_config} sets no model.student_compile dict (the parts to compile); '
+                             'use configs/qdbev/qdbev_tiny_w4a6_fast.py or set it with --qdbev-options')
+        if isinstance(option, dict) or option is True:
+            out[f'model.{who}_compile'] = dict(option if isinstance(option, dict) else dict(dynamic=False),
+                                               backend=BACKEND, mode='reduce-overhead')
+    return out
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
-    dcfg, fcfg, queue, optim_cfg = bm.load_configs(args.qdbev_config, args.fp_config, quick=args.quick)
+    options = dict(args.qdbev_options or {})
+    if args.graphs:
+        options.update(graph_options(args.qdbev_config, options))
+    dcfg, fcfg, queue, optim_cfg = bm.load_configs(args.qdbev_config, args.fp_config, quick=args.quick,
+                                                   qdbev_options=options)
     with tempfile.TemporaryDirectory() as tmp:
         fp, distiller = bm.build_models(dcfg, fcfg, torch.device('cpu'), tmp)
+    if args.graphs:
+        from projects.qdbev.distiller.qdbev_distiller import STUDENT_COMPILE_PARTS
+        from qdbev.quant.cudagraph_check import BACKEND
+        parts = dcfg['student_compile'].get('parts', STUDENT_COMPILE_PARTS)
+        bm.compile_for_training(fp, parts, 'reduce-overhead', backend=BACKEND)  # as --compile-fp-train
     fp.to(device)
     distiller.to(device)
     raw = bm.raw_batch(args.batch, queue, tuple(args.img_size), 6)
@@ -100,19 +144,23 @@ def main(argv=None) -> int:
     for step in args.steps:
         fn = step_fn(step, fp, distiller, raw, optim_cfg, args.img_size, args.batch)
         fn()  # first call: lazy set-up (weight caches, compilation) is not a step's cost
-        with SyncCensus(ROOT) as census:
-            fn()
-        totals, table = census.totals(), census.table()
-        out[step] = dict(totals=totals, table=[dict(count=n, kind=k, op=op, source=src) for n, k, op, src in table])
-        print(f'== {step} (batch {args.batch}{", quick" if args.quick else ""}): {totals}')
-        for n, kind, op, src in table[:args.top]:
-            print(f'{n:6d}  {kind:5s} {op:14s} {src}')
+        out[step] = {}
+        if not args.graphs:  # (its patched torch functions would send the compiled parts back to eager code)
+            with SyncCensus(ROOT) as census:
+                fn()
+            totals, table = census.totals(), census.table()
+            out[step] = dict(totals=totals,
+                             table=[dict(count=n, kind=k, op=op, source=src) for n, k, op, src in table])
+            print(f'== {step} (batch {args.batch}{", quick" if args.quick else ""}): {totals}')
+            for n, kind, op, src in table[:args.top]:
+                print(f'{n:6d}  {kind:5s} {op:14s} {src}')
         if args.ops:
-            with OpCensus(step_parts(step, fp, distiller)) as ops:
+            with (GraphOpCensus if args.graphs else OpCensus)(step_parts(step, fp, distiller)) as ops:
                 fn()
             by_owner = ops.totals()
             out[step]['ops'] = {owner: dict(total=n, top=ops.top(owner, 5)) for owner, n in by_owner.items()}
-            print(f'-- {step}: {sum(by_owner.values())} operators dispatched, by owner')
+            what = 'operators outside graphs and graph calls' if args.graphs else 'operators dispatched'
+            print(f'-- {step}: {sum(by_owner.values())} {what}, by owner')
             for owner, n in by_owner.items():
                 print(f'{n:6d}  {owner:42s} ' + ', '.join(f'{op} {c}' for op, c in ops.top(owner, 4)))
     if args.out_json:

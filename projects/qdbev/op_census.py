@@ -111,3 +111,85 @@ def model_parts(model: nn.Module, prefix: str, paths: Sequence[str]) -> Dict[str
         if module is not None:
             out[prefix + path] = module
     return out
+
+
+GRAPHS = 'graphs'
+_LABEL = 'qdbev_census::'  # profiler marks of the counted parts and of the optimizer's step
+_COMPILED = ('Torch-Compiled Region', 'CompiledFunction', 'CompiledFunctionBackward', '## Call CompiledFxGraph')
+_NO_KERNEL = frozenset({f'aten::{op._schema.name.split("::")[1]}' for op in METADATA_OPS} | {
+    'aten::to', 'aten::reshape', 'aten::flatten', 'aten::contiguous', 'aten::view_as', 'aten::expand_as',
+    'aten::chunk', 'aten::split', 'aten::type_as', 'aten::result_type', 'aten::is_nonzero'})  # when they copy, a
+# copying operator runs beneath them, which is what counts
+
+
+class GraphOpCensus:
+    """:class:`OpCensus` for a step whose compiled parts replay as CUDA graphs: each call of a compiled graph
+    (``torch.compile``'s forward or inference graph, and a compiled backward) counts once under :data:`GRAPHS`, by
+    kind, and the operators that run outside compiled code count by owner as :class:`OpCensus` counts them. Read from
+    ``torch.profiler``'s events (on the CPU): a dispatch mode, which :class:`OpCensus` uses, makes dynamo run the
+    compiled code eagerly. An operator counts where it or an operator beneath it launches work (views, no-op
+    conversions and reshapes do not); a composite operator counts once. Compile the parts in a mode that keeps
+    their hooks eager (``mode='reduce-overhead'`` with any backend: :func:`qdbev.quant.compile_module`,
+    :func:`qdbev.quant.compile_quantized`)."""
+
+    def __init__(self, parts: Dict[str, nn.Module]):
+        self.parts = dict(parts)
+        self.counts: Dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        self._handles: list = []
+        self._marks: List[object] = []
+        self._prof = None
+
+    def _enter_mark(self, label: str) -> None:
+        mark = torch.autograd.profiler.record_function(_LABEL + label)
+        mark.__enter__()
+        self._marks.append(mark)
+
+    def _exit_mark(self) -> None:
+        self._marks.pop().__exit__(None, None, None)
+
+    def __enter__(self) -> 'GraphOpCensus':
+        for label, module in self.parts.items():
+            self._handles += [module.register_forward_pre_hook(lambda *_, _label=label: self._enter_mark(_label)),
+                              module.register_forward_hook(lambda *_: self._exit_mark())]
+        self._handles += [optim_hooks.register_optimizer_step_pre_hook(lambda *_: self._enter_mark(OPTIMIZER)),
+                          optim_hooks.register_optimizer_step_post_hook(lambda *_: self._exit_mark())]
+        self._prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+        self._prof.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._prof.__exit__(*exc)
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        for event in self._prof.events():
+            self._count(event)
+
+    def _count(self, event) -> None:
+        ancestors = []
+        parent = event.cpu_parent
+        while parent is not None:
+            ancestors.append(parent.name)
+            parent = parent.cpu_parent
+        compiled = [a for a in ancestors if a.startswith(_COMPILED)]
+        if event.name.startswith('Torch-Compiled Region') and not compiled:
+            kind = 'forward' if any(c.name == 'CompiledFunction' for c in event.cpu_children) else 'inference'
+            self.counts[GRAPHS][kind] += 1
+        elif event.name == 'CompiledFunctionBackward' and not compiled:
+            self.counts[GRAPHS]['backward'] += 1
+        if compiled or not event.name.startswith('aten::') or any(a.startswith('aten::') for a in ancestors) \
+                or not _launches(event):
+            return
+        owner = next((a[len(_LABEL):] for a in ancestors if a.startswith(_LABEL)), None)
+        if owner is None:
+            owner = BACKWARD if any(a.startswith('autograd::engine') for a in ancestors) else OUTSIDE
+        self.counts[owner][event.name] += 1
+
+    totals = OpCensus.totals
+    top = OpCensus.top
+
+
+def _launches(event) -> bool:
+    """Whether the operator ``event`` or one beneath it launches work (is not a view, alias or no-op)."""
+    return event.name not in _NO_KERNEL or any(child.name.startswith('aten::') and _launches(child)
+                                               for child in event.cpu_children)

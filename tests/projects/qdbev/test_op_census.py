@@ -2,11 +2,15 @@
 backward or the rest; views are not counted and the hooks go away afterwards."""
 import json
 
+import pytest
+
 import torch
 import torch.optim.optimizer as optim_hooks
 from torch import nn
 
-from projects.qdbev.op_census import BACKWARD, OPTIMIZER, OUTSIDE, OpCensus, model_parts
+from qdbev.quant import compile_module
+
+from projects.qdbev.op_census import BACKWARD, GRAPHS, OPTIMIZER, OUTSIDE, GraphOpCensus, OpCensus, model_parts
 from tools.sync_census import main
 
 
@@ -32,6 +36,32 @@ def test_operators_count_for_the_innermost_part_backward_or_outside():
     with OpCensus({}) as census:
         x.view(8).unsqueeze(0).t()  # views alone dispatch nothing counted
     assert census.totals() == {}
+
+
+def test_graph_census_counts_each_compiled_call_once_and_the_rest_by_owner():
+    """GraphOpCensus: a part compiled for CUDA graphs counts its forward, backward and inference graphs' calls under
+    GRAPHS and none of their operators; its call without grad copies its output (one clone, a launch outside the
+    graph); the eager part, the loss, backward and the optimizer count as OpCensus counts them; views do not."""
+    torch.manual_seed(0)
+    compiled, eager = nn.Linear(4, 3), nn.Linear(3, 2)
+    compile_module(compiled, backend='aot_eager', mode='reduce-overhead', dynamic=False)
+    x = torch.randn(2, 4)
+    opt = torch.optim.SGD(list(compiled.parameters()) + list(eager.parameters()), lr=0.1, foreach=True)
+    eager(compiled(x)).sum().backward()  # compiles
+    with torch.no_grad():
+        compiled(x)
+    with GraphOpCensus({'eager': eager, 'compiled': compiled}) as census:
+        eager(compiled(x)).sum().backward()
+        with torch.no_grad():
+            compiled(x).view(6).t()
+        opt.step()
+    assert dict(census.counts[GRAPHS]) == {'forward': 1, 'backward': 1, 'inference': 1}
+    assert dict(census.counts['compiled']) == {'aten::clone': 1}
+    assert dict(census.counts['eager']) == {'aten::linear': 1}
+    assert dict(census.counts[OUTSIDE]) == {'aten::sum': 1, 'aten::ones_like': 1}
+    assert dict(census.counts[OPTIMIZER]) == {'aten::_foreach_add_': 1}
+    assert census.counts[BACKWARD]['aten::mm'] == 2  # the eager linear's (input and weight); the graph's are its own
+    assert not compiled._forward_pre_hooks and not optim_hooks._global_optimizer_pre_hooks  # the hooks are removed
 
 
 def test_model_parts_names_the_parts_a_model_has():
@@ -61,3 +91,28 @@ def test_the_tool_counts_the_quick_qat_steps_operators_by_part(tmp_path):
     # the student runs what the FP model runs plus its quantizers; the teacher's forward is extra
     assert qat['student.pts_bbox_head.transformer.encoder']['total'] > fp['pts_bbox_head.transformer.encoder']['total']
     assert sum(e['total'] for e in qat.values()) > sum(e['total'] for e in fp.values())
+
+
+def test_the_tool_counts_graph_calls_of_the_fast_configs_compiled_parts(tmp_path):
+    """``--ops --graphs`` with the fast config (quick sizes): every compiled part of the FP model, the student and the
+    teacher runs as graphs (forward, backward, inference calls counted), so their operators are gone from their
+    rows; the QAT+VGD step still runs more operators outside graphs than the FP step (the teacher's BEV preamble,
+    the distillation terms, the student's head branches). Without --ops it is refused."""
+    out = tmp_path / 'census.json'
+    assert main(['fp', 'qat', '--quick', '--ops', '--graphs', '--top', '0', '--qdbev-config',
+                 'configs/qdbev/qdbev_tiny_w4a6_fast.py', '--out-json', str(out)]) == 0
+    steps = json.loads(out.read_text())['steps']
+    fp, qat = steps['fp']['ops'], steps['qat']['ops']
+    for ops in (fp, qat):
+        assert {kind for kind, _ in ops[GRAPHS]['top']} == {'forward', 'backward', 'inference'}
+    assert qat[GRAPHS]['total'] > fp[GRAPHS]['total']  # the teacher's graphs
+    # compiled parts: at most the copies of their calls without grad remain
+    assert fp['pts_bbox_head.transformer.encoder']['top'] == [['aten::clone', 2]]
+    assert qat['student.pts_bbox_head.transformer.encoder']['top'] == [['aten::clone', 2]]
+    eager = {step: sum(v['total'] for k, v in ops.items() if k not in (GRAPHS, OPTIMIZER))
+             for step, ops in (('fp', fp), ('qat', qat))}
+    assert eager['qat'] > eager['fp'] > 0
+    with pytest.raises(SystemExit):
+        main(['fp', '--graphs'])
+    with pytest.raises(SystemExit, match='sets no model.student_compile dict'):  # the tiny config compiles nothing
+        main(['fp', '--ops', '--graphs', '--quick'])
