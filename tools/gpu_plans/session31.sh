@@ -32,8 +32,18 @@ P1="python tools/benchmark.py --device cuda --only P1 P2 --interleave-train --co
 #    profiler's tables of one step each (kernel launches, host time by operator) beside their JSON.
 ensure p1_graphs_b1 --creates work_dirs/bench31/p1_graphs_b1.json $P1 --batch 1 --reps 15 --warmup 4 \
   --qdbev-options $GRAPHS --profile work_dirs/bench31/p1_graphs_b1 --out-json work_dirs/bench31/p1_graphs_b1.json
-ensure p1_b1 --creates work_dirs/bench31/p1_b1.json --after-ended p1_graphs_b1 $P1 --batch 1 --reps 15 --warmup 3 \
-  --out-json work_dirs/bench31/p1_b1.json
+#    (Added in session 35, CPU-counted only.) The same with the BEV preamble's modules compiled as parts of all three
+#    models (the positional encoding, the ego-motion alignment, the CAN-bus MLP) and the teacher's neck: on the CPU
+#    (tools/sync_census.py --ops --graphs) they take the QAT+VGD step's operators outside graphs from 1.83x the FP
+#    step's to 1.68x, for 15 more graph calls (docs/benchmarks.md, "Session 35").
+PRE=pts_bbox_head.transformer.ego_motion,pts_bbox_head.transformer.can_bus_mlp,pts_bbox_head.positional_encoding
+ensure p1_graphs_preamble_b1 --creates work_dirs/bench31/p1_graphs_preamble_b1.json --after-ended p1_graphs_b1 $P1 \
+  --batch 1 --reps 15 --warmup 4 --qdbev-options $GRAPHS \
+  "model.student_compile.parts=[img_backbone,img_neck,$ENC,$DEC,$PRE]" \
+  "model.teacher_compile.parts=[img_backbone,img_neck,$ENC,$PRE]" \
+  --profile work_dirs/bench31/p1_graphs_preamble_b1 --out-json work_dirs/bench31/p1_graphs_preamble_b1.json
+ensure p1_b1 --creates work_dirs/bench31/p1_b1.json --after-ended p1_graphs_preamble_b1 $P1 --batch 1 --reps 15 \
+  --warmup 3 --out-json work_dirs/bench31/p1_b1.json
 #    (Added in session 33, CPU-tested only.) The teacher's compiled parts with its weights as constants
 #    (model.teacher_compile.freeze, qdbev.quant.FrozenWeightsCall: inductor's freezing): inductor folds the bf16 copy
 #    of every teacher weight under teacher_autocast (a kernel per weight and call otherwise: backbone and encoder, 3
