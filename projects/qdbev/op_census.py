@@ -70,16 +70,7 @@ class OpCensus:
         self.counts[owner][str(func)] += 1
 
     def __enter__(self) -> 'OpCensus':
-        for label, module in self.parts.items():
-            def enter(_module, _args, _label=label):
-                self._stack.append(_label)
-
-            def leave(_module, _args, _output):
-                self._stack.pop()
-            self._handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
-        self._handles += [optim_hooks.register_optimizer_step_pre_hook(
-                              lambda *_: self._stack.append(OPTIMIZER)),
-                          optim_hooks.register_optimizer_step_post_hook(lambda *_: self._stack.pop())]
+        self._handles = _owner_hooks(self.parts, self._stack.append, self._stack.pop)
         self._mode = _Count(self)
         self._mode.__enter__()
         return self
@@ -97,6 +88,23 @@ class OpCensus:
 
     def top(self, owner: str, n: int = 5) -> List[Tuple[str, int]]:
         return self.counts[owner].most_common(n)
+
+
+def _owner_hooks(parts: Dict[str, nn.Module], enter, leave) -> list:
+    """Hooks that call ``enter(label)`` when the part ``label`` of ``parts`` (or any optimizer's ``step``:
+    :data:`OPTIMIZER`) starts and ``leave()`` when it ends; their handles."""
+    def started(label: str):
+        def hook(*_) -> None:  # (a forward hook's return value would replace the module's input or output)
+            enter(label)
+        return hook
+
+    def ended(*_) -> None:
+        leave()
+    handles = []
+    for label, module in parts.items():
+        handles += [module.register_forward_pre_hook(started(label)), module.register_forward_hook(ended)]
+    return handles + [optim_hooks.register_optimizer_step_pre_hook(started(OPTIMIZER)),
+                      optim_hooks.register_optimizer_step_post_hook(ended)]
 
 
 def model_parts(model: nn.Module, prefix: str, paths: Sequence[str]) -> Dict[str, nn.Module]:
@@ -148,11 +156,7 @@ class GraphOpCensus:
         self._marks.pop().__exit__(None, None, None)
 
     def __enter__(self) -> 'GraphOpCensus':
-        for label, module in self.parts.items():
-            self._handles += [module.register_forward_pre_hook(lambda *_, _label=label: self._enter_mark(_label)),
-                              module.register_forward_hook(lambda *_: self._exit_mark())]
-        self._handles += [optim_hooks.register_optimizer_step_pre_hook(lambda *_: self._enter_mark(OPTIMIZER)),
-                          optim_hooks.register_optimizer_step_post_hook(lambda *_: self._exit_mark())]
+        self._handles = _owner_hooks(self.parts, self._enter_mark, self._exit_mark)
         self._prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
         self._prof.__enter__()
         return self
