@@ -42,7 +42,13 @@ ensure p1_graphs_preamble_b1 --creates work_dirs/bench31/p1_graphs_preamble_b1.j
   "model.student_compile.parts=[img_backbone,img_neck,$ENC,$DEC,$PRE]" \
   "model.teacher_compile.parts=[img_backbone,img_neck,$ENC,$PRE]" \
   --profile work_dirs/bench31/p1_graphs_preamble_b1 --out-json work_dirs/bench31/p1_graphs_preamble_b1.json
-ensure p1_b1 --creates work_dirs/bench31/p1_b1.json --after-ended p1_graphs_preamble_b1 $P1 --batch 1 --reps 15 \
+#    Then with the head's six classification branches as student parts as well (p1_graphs_cls_b1 below tries them
+#    alone): on the CPU the student's eager head is most of what then stays outside graphs beside the losses.
+ensure p1_graphs_all_b1 --creates work_dirs/bench31/p1_graphs_all_b1.json --after-ended p1_graphs_preamble_b1 $P1 \
+  --batch 1 --reps 15 --warmup 4 --qdbev-options $GRAPHS \
+  "model.student_compile.parts=[img_backbone,img_neck,$ENC,$DEC,$PRE,$CLS.0,$CLS.1,$CLS.2,$CLS.3,$CLS.4,$CLS.5]" \
+  "model.teacher_compile.parts=[img_backbone,img_neck,$ENC,$PRE]" --out-json work_dirs/bench31/p1_graphs_all_b1.json
+ensure p1_b1 --creates work_dirs/bench31/p1_b1.json --after-ended p1_graphs_all_b1 $P1 --batch 1 --reps 15 \
   --warmup 3 --out-json work_dirs/bench31/p1_b1.json
 #    (Added in session 33, CPU-tested only.) The teacher's compiled parts with its weights as constants
 #    (model.teacher_compile.freeze, qdbev.quant.FrozenWeightsCall: inductor's freezing): inductor folds the bf16 copy
