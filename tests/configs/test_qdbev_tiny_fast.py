@@ -47,14 +47,22 @@ def test_the_fast_tiny_config_builds_the_measured_settings():
     assert fast.qat_schedule == base.qat_schedule and fast.optim_wrapper == base.optim_wrapper
 
 
-def test_every_graph_of_both_training_steps_would_replay_as_a_cuda_graph(monkeypatch):
+PREAMBLE = ['pts_bbox_head.transformer.ego_motion', 'pts_bbox_head.transformer.can_bus_mlp',
+            'pts_bbox_head.positional_encoding']
+
+
+@pytest.mark.parametrize('more_parts', [False, True], ids=['fast', 'more_parts'])
+def test_every_graph_of_both_training_steps_would_replay_as_a_cuda_graph(monkeypatch, more_parts):
     """The fast config's P1 steps (quick sizes) in the mode that replays CUDA graphs (``mode='reduce-overhead'``),
     every compiled part traced by the checking backend: no graph of the teacher, the student (history frames without
     grad, the current frame with grad, its backward) or the FP model writes into a non-static input or holds an
     operator CUDA graphs cannot record, the checks that decide whether the trees replay them (a CPU tensor inside a
     CUDA graph shows on a GPU only); and with each call without grad overwriting the outputs of those before it that
     something still holds, as replays may, no output is held and the losses are finite (session 35's H100 run stopped
-    on two such outputs: a constant cached inside a graph, the teacher's BEV kept by a traced recorder hook)."""
+    on two such outputs: a constant cached inside a graph, the teacher's BEV kept by a traced recorder hook).
+    ``more_parts``: also with the parts the GPU plan tries next (tools/gpu_plans/session31.sh,
+    ``p1_graphs_all_b1``): the BEV preamble's modules in all three models, the teacher's neck and the student's
+    classification branches."""
     import tempfile
 
     import torch
@@ -68,6 +76,11 @@ def test_every_graph_of_both_training_steps_would_replay_as_a_cuda_graph(monkeyp
     monkeypatch.setattr(device_constants, '_HOST', {})
     graphs = dict(backend=BACKEND, mode='reduce-overhead')
     options = {f'model.{who}_compile.{k}': v for who in ('student', 'teacher') for k, v in graphs.items()}
+    fast = Config.fromfile(os.path.join(ROOT, 'configs/qdbev/qdbev_tiny_w4a6_fast.py')).model
+    if more_parts:
+        options['model.teacher_compile.parts'] = fast.teacher_compile.parts + ['img_neck'] + PREAMBLE
+        options['model.student_compile.parts'] = fast.student_compile.parts + PREAMBLE + [
+            f'pts_bbox_head.cls_branches.{i}' for i in range(2)]  # the quick model's two decoder layers
     qcfg, fcfg, queue, optim = bm.load_configs(os.path.join(ROOT, 'configs/qdbev/qdbev_tiny_w4a6_fast.py'),
                                                os.path.join(ROOT, 'configs/bevformer/bevformer_tiny.py'),
                                                quick=True, qdbev_options=options)
@@ -89,8 +102,10 @@ def test_every_graph_of_both_training_steps_would_replay_as_a_cuda_graph(monkeyp
     # each step: backbone, neck, encoder and decoder with grad and their backward; without grad the history frames'
     # backbone, neck and encoder (two graphs: the first frame has no previous BEV); the teacher's backbone and
     # encoder (two again) without grad
-    assert (kinds.count('forward'), kinds.count('backward'), kinds.count('inference')) == (8, 8, 4 + 4 + 3), \
-        check.graphs
+    # more parts: graphs of the CAN-bus MLP, the positional encoding and the branches with grad, of the ego-motion
+    # alignment (no input requires grad) and the teacher's neck without (parts of one structure may share a graph)
+    expected = (13, 13, 22) if more_parts else (8, 8, 4 + 4 + 3)
+    assert (kinds.count('forward'), kinds.count('backward'), kinds.count('inference')) == expected, check.graphs
     assert check.blockers == []
     assert check.overwritten == []
     for name, terms in losses.items():
