@@ -19,7 +19,8 @@ QD-BEV config's ``model.student_compile`` and ``model.teacher_compile`` name, an
 backend of :mod:`qdbev.quant.cudagraph_check`, which runs the traced graphs as they are); the census then counts each
 graph call once and what runs outside the graphs by owner (:class:`projects.qdbev.op_census.GraphOpCensus`): the
 launches a GPU step would make with every compiled part replayed, e.g. with
-``--qdbev-config configs/qdbev/qdbev_tiny_w4a6_fast.py``.
+``--qdbev-config configs/qdbev/qdbev_tiny_w4a6_fast.py``. The host-sync census is left out there (its patched torch
+functions would send the compiled parts back to eager code).
 """
 import argparse
 import json
