@@ -131,11 +131,8 @@ def main(argv=None) -> int:
                                                    qdbev_options=options)
     with tempfile.TemporaryDirectory() as tmp:
         fp, distiller = bm.build_models(dcfg, fcfg, torch.device('cpu'), tmp)
-    if args.graphs:
-        from projects.qdbev.distiller.qdbev_distiller import STUDENT_COMPILE_PARTS
-        from qdbev.quant.cudagraph_check import BACKEND
-        parts = dcfg['student_compile'].get('parts', STUDENT_COMPILE_PARTS)
-        bm.compile_for_training(fp, parts, 'reduce-overhead', backend=BACKEND)  # as --compile-fp-train
+    if args.graphs:  # as --compile-fp-train: the student's parts, mode and (checking) backend
+        bm.compile_like_student(fp, dcfg['student_compile'])
     fp.to(device)
     distiller.to(device)
     raw = bm.raw_batch(args.batch, queue, tuple(args.img_size), 6)

@@ -491,6 +491,17 @@ def compile_for_training(detector, parts: Sequence[str] = IMAGE_PARTS, mode: Opt
             compile_module(module, dynamic=False, **codegen)
 
 
+def compile_like_student(detector, student_compile: dict) -> Tuple[str, ...]:
+    """:func:`compile_for_training` of ``detector`` with what a distiller config's ``model.student_compile`` dict
+    gives the student (its ``parts``, else the distiller's default, and its ``mode``, ``options`` and ``backend``):
+    ``--compile-fp-train``'s FP model. Returns the parts."""
+    from projects.qdbev.distiller.qdbev_distiller import STUDENT_COMPILE_PARTS
+    parts = tuple(student_compile.get('parts', STUDENT_COMPILE_PARTS))
+    compile_for_training(detector, parts, student_compile.get('mode'), student_compile.get('options'),
+                         student_compile.get('backend'))
+    return parts
+
+
 def calibrate(distiller, raw: dict) -> None:
     """Calibrate the student's activation quantizers on one batch (as ``QuantCalibrationHook`` does)."""
     distiller.calibrate_student([raw])
@@ -588,10 +599,7 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
         fp.to(device)
         student_compile = distiller_cfg.get('student_compile')
         student_compile = student_compile if isinstance(student_compile, dict) else {}
-        compiled_parts = tuple(student_compile.get('parts', STUDENT_COMPILE_PARTS))
-        if compile_fp_train and with_train:
-            compile_for_training(fp, compiled_parts, student_compile.get('mode'), student_compile.get('options'),
-                                 student_compile.get('backend'))
+        compiled_parts = compile_like_student(fp, student_compile) if compile_fp_train and with_train else ()
         # the FP model compiles in its first step, inside measure: the budget applies to that compilation
         with memory_budget(fp_memory_budget):
             measure(fp, fp, 'fp_step', 'fp_infer')

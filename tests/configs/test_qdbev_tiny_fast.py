@@ -86,8 +86,7 @@ def test_every_graph_of_both_training_steps_would_replay_as_a_cuda_graph(monkeyp
                                                quick=True, qdbev_options=options)
     with tempfile.TemporaryDirectory() as tmp:
         fp, distiller = bm.build_models(qcfg, fcfg, torch.device('cpu'), tmp)
-    bm.compile_for_training(fp, qcfg['student_compile']['parts'], 'reduce-overhead', backend=BACKEND)  # as
-    # --compile-fp-train does
+    bm.compile_like_student(fp, qcfg['student_compile'])  # as --compile-fp-train does
     raw = bm.raw_batch(1, queue, (64, 96), 6)
     torch._dynamo.reset()
     losses = {}
