@@ -42,7 +42,59 @@ class _Count(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-class OpCensus:
+class _PartCensus:
+    """What both censuses share: ``counts`` (``{owner: Counter(operator)}``), hooks that tell a subclass when a
+    labelled part's forward (or any optimizer's ``step``: :data:`OPTIMIZER`) starts and ends while the context is
+    active (removed afterwards), and the read-outs. A subclass starts and stops its own recording (``_start``,
+    ``_stop``) inside the hooks' lifetime."""
+
+    def __init__(self, parts: Dict[str, nn.Module]):
+        self.parts = dict(parts)
+        self.counts: Dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        self._handles: list = []
+
+    def _enter_part(self, label: str) -> None:
+        raise NotImplementedError
+
+    def _leave_part(self) -> None:
+        raise NotImplementedError
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def _stop(self, *exc) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        def started(label: str):
+            def hook(*_) -> None:  # (a forward hook's return value would replace the module's input or output)
+                self._enter_part(label)
+            return hook
+
+        def ended(*_) -> None:
+            self._leave_part()
+        for label, module in self.parts.items():
+            self._handles += [module.register_forward_pre_hook(started(label)), module.register_forward_hook(ended)]
+        self._handles += [optim_hooks.register_optimizer_step_pre_hook(started(OPTIMIZER)),
+                          optim_hooks.register_optimizer_step_post_hook(ended)]
+        self._start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop(*exc)
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def totals(self) -> Dict[str, int]:
+        """Operators per owner, most first."""
+        return dict(sorted(((k, sum(c.values())) for k, c in self.counts.items()), key=lambda kv: -kv[1]))
+
+    def top(self, owner: str, n: int = 5) -> List[Tuple[str, int]]:
+        return self.counts[owner].most_common(n)
+
+
+class OpCensus(_PartCensus):
     """Context manager counting the dispatched operators of the code it wraps by owner (module docstring).
 
     ``parts``: ``{label: module}``; an operator counts for the innermost labelled module whose forward is running
@@ -56,10 +108,8 @@ class OpCensus:
     """
 
     def __init__(self, parts: Dict[str, nn.Module]):
-        self.parts = dict(parts)
-        self.counts: Dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        super().__init__(parts)
         self._stack: List[str] = []
-        self._handles: list = []
         self._mode = None
 
     def record(self, func) -> None:
@@ -69,42 +119,19 @@ class OpCensus:
             owner = BACKWARD if torch._C._current_autograd_node() is not None else OUTSIDE
         self.counts[owner][str(func)] += 1
 
-    def __enter__(self) -> 'OpCensus':
-        self._handles = _owner_hooks(self.parts, self._stack.append, self._stack.pop)
+    def _enter_part(self, label: str) -> None:
+        self._stack.append(label)
+
+    def _leave_part(self) -> None:
+        self._stack.pop()
+
+    def _start(self) -> None:
         self._mode = _Count(self)
         self._mode.__enter__()
-        return self
 
-    def __exit__(self, *exc) -> None:
+    def _stop(self, *exc) -> None:
         self._mode.__exit__(*exc)
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
         self._stack = []
-
-    def totals(self) -> Dict[str, int]:
-        """Operators per owner, most first."""
-        return dict(sorted(((k, sum(c.values())) for k, c in self.counts.items()), key=lambda kv: -kv[1]))
-
-    def top(self, owner: str, n: int = 5) -> List[Tuple[str, int]]:
-        return self.counts[owner].most_common(n)
-
-
-def _owner_hooks(parts: Dict[str, nn.Module], enter, leave) -> list:
-    """Hooks that call ``enter(label)`` when the part ``label`` of ``parts`` (or any optimizer's ``step``:
-    :data:`OPTIMIZER`) starts and ``leave()`` when it ends; their handles."""
-    def started(label: str):
-        def hook(*_) -> None:  # (a forward hook's return value would replace the module's input or output)
-            enter(label)
-        return hook
-
-    def ended(*_) -> None:
-        leave()
-    handles = []
-    for label, module in parts.items():
-        handles += [module.register_forward_pre_hook(started(label)), module.register_forward_hook(ended)]
-    return handles + [optim_hooks.register_optimizer_step_pre_hook(started(OPTIMIZER)),
-                      optim_hooks.register_optimizer_step_post_hook(ended)]
 
 
 def model_parts(model: nn.Module, prefix: str, paths: Sequence[str]) -> Dict[str, nn.Module]:
@@ -130,7 +157,7 @@ _NO_KERNEL = frozenset({f'aten::{op._schema.name.split("::")[1]}' for op in META
 # copying operator runs beneath them, which is what counts
 
 
-class GraphOpCensus:
+class GraphOpCensus(_PartCensus):
     """:class:`OpCensus` for a step whose compiled parts replay as CUDA graphs: each call of a compiled graph
     (``torch.compile``'s forward or inference graph, and a compiled backward) counts once under :data:`GRAPHS`, by
     kind, and the operators that run outside compiled code count by owner as :class:`OpCensus` counts them. Read from
@@ -141,31 +168,24 @@ class GraphOpCensus:
     :func:`qdbev.quant.compile_quantized`)."""
 
     def __init__(self, parts: Dict[str, nn.Module]):
-        self.parts = dict(parts)
-        self.counts: Dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-        self._handles: list = []
+        super().__init__(parts)
         self._marks: List[object] = []
         self._prof = None
 
-    def _enter_mark(self, label: str) -> None:
+    def _enter_part(self, label: str) -> None:
         mark = torch.autograd.profiler.record_function(_LABEL + label)
         mark.__enter__()
         self._marks.append(mark)
 
-    def _exit_mark(self) -> None:
+    def _leave_part(self) -> None:
         self._marks.pop().__exit__(None, None, None)
 
-    def __enter__(self) -> 'GraphOpCensus':
-        self._handles = _owner_hooks(self.parts, self._enter_mark, self._exit_mark)
+    def _start(self) -> None:
         self._prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
         self._prof.__enter__()
-        return self
 
-    def __exit__(self, *exc) -> None:
+    def _stop(self, *exc) -> None:
         self._prof.__exit__(*exc)
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
         for event in self._prof.events():
             self._count(event)
 
@@ -188,9 +208,6 @@ class GraphOpCensus:
         if owner is None:
             owner = BACKWARD if any(a.startswith('autograd::engine') for a in ancestors) else OUTSIDE
         self.counts[owner][event.name] += 1
-
-    totals = OpCensus.totals
-    top = OpCensus.top
 
 
 def _launches(event) -> bool:
