@@ -100,35 +100,28 @@ def step_parts(step: str, fp, distiller) -> dict:
     return parts
 
 
-def graph_options(qdbev_config: str, options: dict) -> dict:
-    """The ``--qdbev-options`` of ``--graphs``: the student's and the teacher's compiled parts (those of the config,
-    or of ``options``) with the checking backend in ``mode='reduce-overhead'``. SystemExit naming the config when it
-    compiles no student part."""
-    from mmengine.config import Config
-
+def compile_for_graphs(dcfg: dict, qdbev_config: str) -> None:
+    """``--graphs``, in place on the distiller config ``dcfg``: the student's and the teacher's compiled parts with
+    the checking backend in ``mode='reduce-overhead'``. SystemExit naming the config when it compiles no student
+    part."""
     from qdbev.quant.cudagraph_check import BACKEND
-    cfg = Config.fromfile(qdbev_config)
-    cfg.merge_from_dict(options)
-    out = {}
     for who in ('student', 'teacher'):
-        option = cfg.model.get(f'{who}_compile', False)
+        option = dcfg.get(f'{who}_compile', False)
         if who == 'student' and not isinstance(option, dict):
             raise SystemExit(f'--graphs: {qdbev_config} sets no model.student_compile dict (the parts to compile); '
                              'use configs/qdbev/qdbev_tiny_w4a6_fast.py or set it with --qdbev-options')
         if isinstance(option, dict) or option is True:
-            out[f'model.{who}_compile'] = dict(option if isinstance(option, dict) else dict(dynamic=False),
-                                               backend=BACKEND, mode='reduce-overhead')
-    return out
+            dcfg[f'{who}_compile'] = dict(option if isinstance(option, dict) else dict(dynamic=False),
+                                          backend=BACKEND, mode='reduce-overhead')
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
-    options = dict(args.qdbev_options or {})
-    if args.graphs:
-        options.update(graph_options(args.qdbev_config, options))
     dcfg, fcfg, queue, optim_cfg = bm.load_configs(args.qdbev_config, args.fp_config, quick=args.quick,
-                                                   qdbev_options=options)
+                                                   qdbev_options=args.qdbev_options)
+    if args.graphs:
+        compile_for_graphs(dcfg, args.qdbev_config)
     with tempfile.TemporaryDirectory() as tmp:
         fp, distiller = bm.build_models(dcfg, fcfg, torch.device('cpu'), tmp)
     if args.graphs:  # as --compile-fp-train: the student's parts, mode and (checking) backend
