@@ -136,11 +136,12 @@ def compile_module(module: nn.Module, freeze: bool = False, **compile_kwargs) ->
     """Compile ``module`` in place (parameters, state-dict keys and hooks unchanged): ``module.compile(
     **compile_kwargs)``, which traces its forward hooks too. In the modes that replay CUDA graphs its forward is
     compiled instead (``module.forward``, as :func:`compile_quantized` does), so that the hooks run eagerly, and
-    its calls without grad hand back copies (:class:`NoGradOutputsCopied`): a training step may then call it with and
-    without grad, and a hook that keeps the output (a distiller's recorder) keeps the copy; traced, it would keep the
-    graph's own output, which the next replay overwrites (session 35, the teacher's BEV on the H100). ``freeze``: its
-    calls without grad hold the weights as constants (:class:`FrozenWeightsCall`; for a module whose weights do not
-    change). How the distiller compiles the FP teacher's parts, and the benchmark the FP model's."""
+    its calls that leave no backward pending hand back copies (:class:`NoGradOutputsCopied`): a training step may
+    then call it with and without grad, and a hook that keeps the output (a distiller's recorder) keeps the copy;
+    traced, it would keep the graph's own output, which the next replay overwrites (session 35, the teacher's BEV on
+    the H100). ``freeze``: its calls without grad hold the weights as constants (:class:`FrozenWeightsCall`; for a
+    module whose weights do not change). How the distiller compiles the FP teacher's parts, and the benchmark the FP
+    model's."""
     allow_recompiles()
     if replays_cuda_graphs(compile_kwargs):
         call = NoGradOutputsCopied(torch.compile(module.forward, **compile_kwargs))
