@@ -20,7 +20,8 @@
 #                                                   start NAME unless it runs or has ended on this machine, or
 #                                                   PATH exists (its result, brought back by an earlier call and
 #                                                   carried to this machine: the job then counts as ended, status
-#                                                   0, and a fresh machine does not run it again); with
+#                                                   0, once its DEPs have ended, and a fresh machine does not run
+#                                                   it again); with
 #                                                   --after, the job first waits for the jobs DEP to end with status
 #                                                   0 (and fails, running nothing, when one fails); with
 #                                                   --after-ended, for them to end whatever their status (an order,
@@ -166,7 +167,13 @@ case "$cmd" in
       echo "gpu_job: $name ended earlier on this machine, status $(cat "$JOBS/$name.rc")"; exit 0
     fi
     if [ -n "$creates" ] && [ -e "$creates" ]; then  # done on an earlier machine, its result carried here
-      echo "gpu_job: $name: $creates exists (an earlier call's result): not run" | tee "$JOBS/$name.log"
+      skip="gpu_job: $name: $creates exists (an earlier call's result): not run"
+      if [ ${#dep[@]} -gt 0 ]; then  # it ends when its DEPs have ended (with any status: its result is here), so
+        # that the jobs after it do not start beside them (session 36: a chain forked in two and shared the GPU)
+        echo "$skip (ends after ${dep[1]})"
+        exec bash "$SELF" start "$name" bash "$SELF" after "${dep[1]}" -ended echo "$skip"
+      fi
+      echo "$skip" | tee "$JOBS/$name.log"
       echo none > "$JOBS/$name.pid"  # (no process: never running)
       echo 0 > "$JOBS/$name.rc.tmp" && mv "$JOBS/$name.rc.tmp" "$JOBS/$name.rc"
       exit 0

@@ -145,6 +145,26 @@ def test_ensure_skips_a_job_whose_result_an_earlier_call_brought(tmp_path):
         assert gpu_job(tmp_path, 'ensure', *args).returncode == 64, args
 
 
+def test_a_skipped_job_ends_after_its_dependencies(tmp_path):
+    """A job skipped for its carried result, with --after-ended DEP, counts as ended only once DEP has: the job after
+    it waits for DEP too, instead of running beside it (session 36: a plan's chain forked in two and two benchmarks
+    shared the GPU)."""
+    order, result = tmp_path / 'order', tmp_path / 'bench.json'
+    result.write_text('{}')
+    assert gpu_job(tmp_path, 'start', 'first', 'bash', '-c', f'sleep 2; echo first >> {order}').returncode == 0
+    skipped = gpu_job(tmp_path, 'ensure', 'bench', '--creates', result, '--after-ended', 'first', 'true')
+    assert skipped.returncode == 0 and 'bench.json exists' in skipped.stdout and 'ends after first' in skipped.stdout
+    assert gpu_job(tmp_path, 'ensure', 'next', '--after-ended', 'bench', 'bash', '-c',
+                   f'echo next >> {order}').returncode == 0
+    assert gpu_job(tmp_path, 'wait', 30, 'next').returncode == 0
+    assert order.read_text() == 'first\nnext\n'
+    assert 'not run' in (tmp_path / 'jobs' / 'bench.log').read_text()
+    # a failed DEP does not stop the chain: the skipped job's result is here
+    assert gpu_job(tmp_path, 'start', 'bad', 'false').returncode == 0
+    assert gpu_job(tmp_path, 'ensure', 'bench2', '--creates', result, '--after', 'bad', 'true').returncode == 0
+    assert gpu_job(tmp_path, 'wait', 30, 'bench2').returncode == 0
+
+
 def test_call_runs_a_plan_and_brings_back_its_results(tmp_path):
     """call OUT SECONDS PLAN PATH...: set up, start the plan's jobs, wait, pack the job logs and the PATHs; the same
     call again on the same machine starts nothing twice."""
