@@ -30,7 +30,7 @@ from torch import Tensor
 
 from qdbev.distill import find_module
 from qdbev.quant import (calibration, check_qconfig, compile_module, compile_quantized, module_slot, quant_state,
-                         quantize_model, quantizers)
+                         quantize_model, quantizers, replays_cuda_graphs)
 
 from .distill_terms import DistillTerms
 from .feature_records import FeatureRecords, resolve_source
@@ -132,7 +132,8 @@ class QDBEVDistiller(BaseModel):
             ``'pts_bbox_head.transformer.encoder'``, the teacher's eager BEV encoder), and ``freeze=True``: the
             compiled parts hold the teacher's weights as constants (:class:`qdbev.quant.FrozenWeightsCall`), so that
             inductor folds the bf16 copies of the weights (``teacher_autocast``) and the eval batch norms out of
-            every call; loading other teacher weights after the first step recompiles.
+            every call; loading other teacher weights after the first step recompiles. ``freeze`` is refused with
+            the modes that replay CUDA graphs (an illegal memory access on an H100, ``docs/benchmarks.md``).
         student_compile: compile parts of the fake-quantized student for training, by default its image backbone
             and neck (:func:`qdbev.quant.compile_quantized`: compiled while the student's quantizers are calibrated,
             eager while any of them observes or is uncalibrated, so calibration at every phase switch still works;
@@ -202,6 +203,10 @@ class QDBEVDistiller(BaseModel):
     # ------------------------------------------------------------------ configuration
     def _compile_teacher(self, option: Union[bool, dict]) -> None:
         modules, kwargs = _compile_request(option, 'teacher', self.teacher, TEACHER_COMPILE_PARTS)
+        if kwargs.get('freeze') and replays_cuda_graphs(kwargs):
+            raise ValueError("model.teacher_compile: 'freeze' with CUDA graphs (mode='reduce-overhead') stopped on an "
+                             'H100 with an illegal memory access while recording the first graph (session 36, cause '
+                             'not found); drop one of the two')
         for module in modules:
             compile_module(module, **kwargs)
 

@@ -279,6 +279,8 @@ def test_teacher_compile_gives_the_eager_teachers_terms_and_keeps_the_state_dict
         build_distiller(arch, None, teacher_compile=dict(parts=['pts_bbox_head.nope']))
     with pytest.raises(ValueError, match="model.student_compile: 'freeze' holds the weights as constants"):
         build_distiller(arch, None, qconfig=W4A6, student_compile=dict(freeze=True))
+    with pytest.raises(ValueError, match="model.teacher_compile: 'freeze' with CUDA graphs"):
+        build_distiller(arch, None, teacher_compile=dict(freeze=True, mode='reduce-overhead'))
 
 
 def test_teacher_compile_parts_compile_the_teachers_encoder_too(arch, teacher_ckpt):
