@@ -34,7 +34,7 @@ import torch
 from qdbev.geometry import RING_YAWS_DEG, pose_can_bus
 from qdbev.geometry import ring_lidar2img as geometry_ring_lidar2img
 from qdbev.quant import (CUDA_GRAPH_MODES, SavedActivations, allow_recompiles, compile_module, freezing,
-                         memory_budget, module_slot)
+                         memory_budget, module_slot, named_parts)
 from qdbev.quant.compile import copied_outputs
 from qdbev.quant.export import prequantized_weights
 
@@ -486,8 +486,7 @@ def compile_for_training(detector, parts: Sequence[str] = IMAGE_PARTS, mode: Opt
     if backend is not None:
         codegen['backend'] = backend
     for path in parts:
-        module = getattr(*module_slot(detector, path))
-        if module is not None:
+        for _, module in named_parts(detector, path):
             compile_module(module, dynamic=False, **codegen)
 
 

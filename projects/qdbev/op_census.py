@@ -19,7 +19,7 @@ import torch.optim.optimizer as optim_hooks  # the global step hooks (not re-exp
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from qdbev.quant import module_slot
+from qdbev.quant import named_parts
 
 _ATEN = torch.ops.aten
 METADATA_OPS = frozenset({  # views, aliases and shape changes without a copy: no kernel
@@ -136,15 +136,13 @@ class OpCensus(_PartCensus):
 
 def model_parts(model: nn.Module, prefix: str, paths: Sequence[str]) -> Dict[str, nn.Module]:
     """``{prefix + path: module}`` for the dotted ``paths`` that ``model`` has (a missing or None part is left
-    out)."""
+    out; ``'a.b.*'`` gives each child of ``a.b``, :func:`qdbev.quant.named_parts`)."""
     out = {}
     for path in paths:
         try:
-            module = getattr(*module_slot(model, path))
+            out.update((prefix + name, module) for name, module in named_parts(model, path))
         except AttributeError:  # the model has no such part
             continue
-        if module is not None:
-            out[prefix + path] = module
     return out
 
 

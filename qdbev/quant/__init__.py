@@ -21,7 +21,7 @@ from .analysis import (find_scale_conflicts, layer_weight_errors, per_channel_fa
                        weight_quant_error)
 from .compile import (CUDA_GRAPH_MODES, CompiledWhenCalibrated, FrozenWeightsCall, NoGradOutputsCopied,
                       SavedActivations, allow_recompiles, compile_module, compile_quantized, freezing, memory_budget,
-                      module_slot, replays_cuda_graphs)
+                      module_slot, named_parts, replays_cuda_graphs)
 from .dfq import bias_correct, cross_layer_equalize, relu_input_mean
 from .fake_quant import (FLOAT_BITS, check_bits, fake_quantize, fake_quantize_reference, qrange, quantize_codes,
                          scale_from_absmax, symmetric_scale)
@@ -56,7 +56,7 @@ __all__ = [
     'weight_quant_error', 'layer_weight_errors', 'per_channel_fallback', 'record_activation_ranges',
     'find_scale_conflicts',
     # torch.compile during QAT
-    'CompiledWhenCalibrated', 'compile_quantized', 'module_slot', 'memory_budget', 'SavedActivations',
+    'CompiledWhenCalibrated', 'compile_quantized', 'module_slot', 'named_parts', 'memory_budget', 'SavedActivations',
     'allow_recompiles', 'compile_module', 'NoGradOutputsCopied', 'CUDA_GRAPH_MODES', 'replays_cuda_graphs',
     'freezing', 'FrozenWeightsCall',
 ]

@@ -33,6 +33,18 @@ def module_slot(root: nn.Module, path: str) -> Tuple[nn.Module, str]:
     return owner, name
 
 
+def named_parts(root: nn.Module, path: str) -> List[Tuple[str, nn.Module]]:
+    """The modules a compile config's dotted ``path`` names under ``root``, as ``(path, module)`` pairs: the one it
+    names, none where that attribute is None (a detector without a neck), and for a path ending in ``'.*'`` each child
+    of the module before it (``'pts_bbox_head.cls_branches.*'``: every decoder layer's classification branch, however
+    many layers the config has). AttributeError naming the path when a step of it names nothing."""
+    if path.endswith('.*'):
+        parent = getattr(*module_slot(root, path[:-2]))
+        return [] if parent is None else [(f'{path[:-2]}.{name}', m) for name, m in parent.named_children()]
+    module = getattr(*module_slot(root, path))
+    return [] if module is None else [(path, module)]
+
+
 CUDA_GRAPH_MODES = ('reduce-overhead', 'max-autotune')  # the torch.compile modes that replay CUDA graphs
 
 

@@ -1,7 +1,8 @@
 """configs/qdbev/qdbev_tiny_w4a6_fast.py: qdbev_tiny_w4a6.py with the GPU settings docs/benchmarks.md measured. The
 built distiller has them: both encoders with static hit lists of 640, the teacher's backbone and encoder compiled and
 run in bf16 on a whole frame per call, the student's image modules, encoder and decoder routed through the compiled
-forward with the int8 codes and memory budget 0.5; the rest of the config is the base's."""
+forward with the int8 codes and memory budget 0.5; the rest of the config is the base's. And
+configs/qdbev/qdbev_tiny_w4a6_graphs.py, the fast config with CUDA graphs and more parts for batch 1."""
 import copy
 import os
 
@@ -12,7 +13,7 @@ from mmengine.registry import init_default_scope
 import projects.qdbev.distiller  # noqa: F401
 from mmdet3d.registry import MODELS
 from qdbev.quant import FakeQuantizer, quantizers
-from qdbev.quant.compile import CompiledWhenCalibrated
+from qdbev.quant.compile import CompiledWhenCalibrated, NoGradOutputsCopied
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -47,12 +48,30 @@ def test_the_fast_tiny_config_builds_the_measured_settings():
     assert fast.qat_schedule == base.qat_schedule and fast.optim_wrapper == base.optim_wrapper
 
 
-PREAMBLE = ['pts_bbox_head.transformer.ego_motion', 'pts_bbox_head.transformer.can_bus_mlp',
-            'pts_bbox_head.positional_encoding']
+def test_the_graphs_config_adds_cuda_graphs_and_parts_to_the_fast_config():
+    init_default_scope('mmdet3d')
+    fast = Config.fromfile(os.path.join(ROOT, 'configs/qdbev/qdbev_tiny_w4a6_fast.py'))
+    graphs = Config.fromfile(os.path.join(ROOT, 'configs/qdbev/qdbev_tiny_w4a6_graphs.py'))
+    preamble = ['pts_bbox_head.transformer.ego_motion', 'pts_bbox_head.transformer.can_bus_mlp',
+                'pts_bbox_head.positional_encoding']
+    for who, more in (('teacher', ['img_neck'] + preamble), ('student', preamble + ['pts_bbox_head.cls_branches.*'])):
+        got, was = copy.deepcopy(graphs.model[f'{who}_compile']), copy.deepcopy(fast.model[f'{who}_compile'])
+        assert got.pop('mode') == 'reduce-overhead' and 'mode' not in was
+        assert set(got.pop('parts')) == set(was.pop('parts') + more) and got == was
+    assert {k: v for k, v in graphs.model.items() if not k.endswith('_compile')} == \
+        {k: v for k, v in fast.model.items() if not k.endswith('_compile')}
+    model = MODELS.build(graphs.model)
+    head = model.student.pts_bbox_head
+    assert len(head.cls_branches) == 6
+    for module in [*head.cls_branches, model.student.img_backbone]:  # quantized parts: routed by calibration
+        assert isinstance(module.__dict__['forward'], CompiledWhenCalibrated)
+    for module in (model.teacher.img_neck, model.teacher.pts_bbox_head.positional_encoding,
+                   head.transformer.ego_motion):  # float parts: their forward compiled, outputs copied
+        assert isinstance(module.__dict__['forward'], NoGradOutputsCopied)
 
 
-@pytest.mark.parametrize('more_parts', [False, True], ids=['fast', 'more_parts'])
-def test_every_graph_of_both_training_steps_would_replay_as_a_cuda_graph(monkeypatch, more_parts):
+@pytest.mark.parametrize('config', ['qdbev_tiny_w4a6_fast.py', 'qdbev_tiny_w4a6_graphs.py'], ids=['fast', 'graphs'])
+def test_every_graph_of_both_training_steps_would_replay_as_a_cuda_graph(monkeypatch, config):
     """The fast config's P1 steps (quick sizes) in the mode that replays CUDA graphs (``mode='reduce-overhead'``),
     every compiled part traced by the checking backend: no graph of the teacher, the student (history frames without
     grad, the current frame with grad, its backward) or the FP model writes into a non-static input or holds an
@@ -60,9 +79,8 @@ def test_every_graph_of_both_training_steps_would_replay_as_a_cuda_graph(monkeyp
     CUDA graph shows on a GPU only); and with each call without grad overwriting the outputs of those before it that
     something still holds, as replays may, no output is held and the losses are finite (session 35's H100 run stopped
     on two such outputs: a constant cached inside a graph, the teacher's BEV kept by a traced recorder hook).
-    ``more_parts``: also with the parts the GPU plan tries next (tools/gpu_plans/session31.sh,
-    ``p1_graphs_all_b1``): the BEV preamble's modules in all three models, the teacher's neck and the student's
-    classification branches."""
+    ``graphs``: the same for the graphs config, with its parts: the BEV preamble's modules in all three models, the
+    teacher's neck and the student's classification branches."""
     import tempfile
 
     import torch
@@ -76,12 +94,8 @@ def test_every_graph_of_both_training_steps_would_replay_as_a_cuda_graph(monkeyp
     monkeypatch.setattr(device_constants, '_HOST', {})
     graphs = dict(backend=BACKEND, mode='reduce-overhead')
     options = {f'model.{who}_compile.{k}': v for who in ('student', 'teacher') for k, v in graphs.items()}
-    fast = Config.fromfile(os.path.join(ROOT, 'configs/qdbev/qdbev_tiny_w4a6_fast.py')).model
-    if more_parts:
-        options['model.teacher_compile.parts'] = fast.teacher_compile.parts + ['img_neck'] + PREAMBLE
-        options['model.student_compile.parts'] = fast.student_compile.parts + PREAMBLE + [
-            f'pts_bbox_head.cls_branches.{i}' for i in range(2)]  # the quick model's two decoder layers
-    qcfg, fcfg, queue, optim = bm.load_configs(os.path.join(ROOT, 'configs/qdbev/qdbev_tiny_w4a6_fast.py'),
+    more_parts = config == 'qdbev_tiny_w4a6_graphs.py'
+    qcfg, fcfg, queue, optim = bm.load_configs(os.path.join(ROOT, 'configs/qdbev', config),
                                                os.path.join(ROOT, 'configs/bevformer/bevformer_tiny.py'),
                                                quick=True, qdbev_options=options)
     with tempfile.TemporaryDirectory() as tmp:

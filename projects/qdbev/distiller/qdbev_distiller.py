@@ -29,7 +29,7 @@ from mmengine.model import BaseModel
 from torch import Tensor
 
 from qdbev.distill import find_module
-from qdbev.quant import (calibration, check_qconfig, compile_module, compile_quantized, module_slot, quant_state,
+from qdbev.quant import (calibration, check_qconfig, compile_module, compile_quantized, named_parts, quant_state,
                          quantize_model, quantizers, replays_cuda_graphs)
 
 from .distill_terms import DistillTerms
@@ -61,8 +61,8 @@ def _compile_request(option: Union[bool, dict], role: str, model: torch.nn.Modul
                      ) -> Tuple[List[torch.nn.Module], dict]:
     """``model.<role>_compile`` read: the modules to compile and the ``torch.compile`` arguments. False: none; True:
     ``default_parts`` with ``dynamic=False``; a dict: its arguments, its ``parts`` (dotted paths; a part that is None,
-    e.g. a missing neck, is skipped) or ``default_parts``. ValueError naming the key for anything else or a path that
-    names nothing."""
+    e.g. a missing neck, is skipped; ``'a.b.*'``: each child of ``a.b``, :func:`qdbev.quant.named_parts`) or
+    ``default_parts``. ValueError naming the key for anything else or a path that names nothing."""
     if option is False:
         return [], {}
     if not (option is True or isinstance(option, dict)):
@@ -72,12 +72,10 @@ def _compile_request(option: Union[bool, dict], role: str, model: torch.nn.Modul
     modules = []
     for path in kwargs.pop('parts', default_parts):
         try:
-            module = getattr(*module_slot(model, path))
+            modules += [module for _, module in named_parts(model, path)]
         except AttributeError:
             raise ValueError(f'model.{role}_compile parts: the {role} {type(model).__name__} has no module {path!r}; '
                              f'name dotted paths such as {default_parts[0]!r}') from None
-        if module is not None:
-            modules.append(module)
     return modules, kwargs
 
 

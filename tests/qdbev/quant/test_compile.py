@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from qdbev.quant import (FakeQuantizer, FrozenWeightsCall, NoGradOutputsCopied, QuantConv2d, QuantLinear,
-                         SavedActivations, compile_module, compile_quantized, freezing, replays_cuda_graphs)
+                         SavedActivations, compile_module, compile_quantized, freezing, named_parts,
+                         replays_cuda_graphs)
 
 
 def _calibrated_act(bits=6):
@@ -177,6 +178,19 @@ def test_which_compile_arguments_replay_cuda_graphs():
     assert replays_cuda_graphs(dict(options={'triton.cudagraphs': True}, dynamic=False))
     assert not replays_cuda_graphs(dict(mode='max-autotune-no-cudagraphs'))
     assert not replays_cuda_graphs(dict(options={'combo_kernels': True})) and not replays_cuda_graphs({})
+
+
+def test_named_parts_reads_one_path_a_missing_part_and_every_child():
+    head = nn.Module()
+    head.branches = nn.ModuleList([nn.Linear(2, 2), nn.Linear(2, 3)])
+    head.neck = None
+    root = nn.Sequential(head)
+    assert named_parts(root, '0.branches.1') == [('0.branches.1', head.branches[1])]
+    assert named_parts(root, '0.branches.*') == [('0.branches.0', head.branches[0]), ('0.branches.1', head.branches[1])]
+    assert named_parts(root, '0.neck') == [] and named_parts(root, '0.neck.*') == []
+    for path in ('0.nope', '0.nope.*', '1.branches'):
+        with pytest.raises(AttributeError, match=f"has no module '{path.removesuffix('.*')}'"):
+            named_parts(root, path)
 
 
 @pytest.mark.parametrize('mode', [None, 'reduce-overhead'])
