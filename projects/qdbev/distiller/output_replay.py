@@ -56,7 +56,9 @@ class OutputReplay:
             self._pairs.append((s_mod, t_mod))
             leader, follower = (s_mod, t_mod) if lead == 'student' else (t_mod, s_mod)
             self._handles.append(leader.register_forward_hook(self._capture_hook(source)))
-            self._handles.append(follower.register_forward_hook(self._replay_hook(source)))
+            self._handles.append(follower.register_forward_pre_hook(self._quiet_hook))
+            self._handles.append(follower.register_forward_hook(self._replay_hook(source), always_call=True))
+        self._quieted: List[Tuple[nn.Module, bool]] = []  # followers in a replayed call, their own training flags
 
     def _paired(self, module: nn.Module) -> bool:
         """Whether this call of a source module is recorded (leader) or replayed (follower): every call when the
@@ -69,10 +71,21 @@ class OutputReplay:
                 self.records[source].append(output.detach())
         return hook
 
+    def _quiet_hook(self, module: nn.Module, _inputs) -> None:
+        """Before a replayed call: the follower's own training flag off for the call, so that a module that draws
+        only in training (GridMask) neither draws nor masks what the replay replaces (session 36: the student's
+        GridMask made its own mask, about 30 launches a step, and threw it away). Its own flag again after."""
+        if self._replaying and self._paired(module):
+            self._quieted.append((module, module.training))
+            module.training = False
+
     def _replay_hook(self, source: str):
         def hook(module, _inputs, output):
-            if not self._replaying or not self._paired(module):
-                return None
+            quieted = bool(self._quieted) and self._quieted[-1][0] is module
+            if quieted:
+                module.training = self._quieted.pop()[1]
+            if output is None or not self._replaying or not (quieted or self._paired(module)):
+                return None  # (None: the call raised; this hook runs anyway to give the flag back)
             k = self._cursor[source]
             recorded = self.records[source]
             if k >= len(recorded) or recorded[k].shape != output.shape:

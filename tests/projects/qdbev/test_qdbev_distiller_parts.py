@@ -129,8 +129,13 @@ def test_output_replay_led_by_the_teacher():
         t1, t2 = teacher(x1), teacher(x2)
     assert not teacher[1].training
     assert not torch.allclose(t1, teacher(x1))  # the teacher drew noise: its eval forward differs
+    draws = []
+    student[1].register_forward_pre_hook(lambda m, i: draws.append(m.training))  # (after the replay's own)
     with replay.replay():
+        rng = torch.get_rng_state()
         s1, s2 = student(x1), student(x2)
+        assert torch.equal(torch.get_rng_state(), rng)  # the replayed calls drew nothing (ran in eval mode)
+    assert draws == [False, False] and student[1].training  # its own flag back after each call
     assert torch.allclose(s1, t1) and torch.allclose(s2, t2)
     assert s1.requires_grad  # the student's layers after the replayed module still train
     student[1].eval()  # e.g. BEVFormer's history frames: the module is the identity on both sides, nothing recorded
@@ -146,6 +151,7 @@ def test_output_replay_led_by_the_teacher():
     with pytest.raises(RuntimeError, match='student call 1 .* the teacher recorded None'), replay.replay():
         student(x1)
         student(x1)
+    assert student[1].training  # given back after the failed call too
     with pytest.raises(ValueError, match="lead must be 'student' or 'teacher'"):
         OutputReplay(['1'], student, teacher, lead='both')
     replay.remove()
