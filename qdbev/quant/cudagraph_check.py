@@ -16,10 +16,11 @@ A fourth failure comes at run time: a replay writes its outputs into the trees' 
 while no backward is pending (a call without grad: the teacher, the history frames) starts a new graph step whose
 replays may overwrite the outputs of the calls before it; a caller that kept such an output and reads it later stops
 with "accessing tensor output of CUDAGraphs that has been overwritten by a subsequent run". ``CudaGraphCheck(
-overwrite=True)`` plays that out: each call of an inference graph (a call without grad) first fills the outputs of
-the inference-graph calls before it that something still holds with NaN (floating tensors; outputs that share an
-input's storage are the caller's own, left alone) and lists them in ``overwritten``; a loss computed from a kept
-output then comes out NaN on the CPU, where the GPU run would have stopped.
+overwrite=True)`` plays that out: the first inference-graph call (a call without grad) of each new compiled call (the
+trees' generation; the graphs of one call that a graph break splits share one) fills the outputs of the
+inference-graph calls before it that something still holds with NaN (floating tensors; outputs that share an input's
+storage are the caller's own, left alone) and lists them in ``overwritten``; a loss computed from a kept output then
+comes out NaN on the CPU, where the GPU run would have stopped.
 
 :class:`CudaGraphCheck` collects them for every graph compiled with the backend :data:`BACKEND` while it is active.
 That backend traces as inductor does (AOTAutograd, the min-cut partition, inference graphs keeping their input
@@ -41,6 +42,7 @@ __all__ = ['BACKEND', 'CudaGraphCheck', 'cudagraph_blockers']
 BACKEND = 'qdbev_cudagraph_check'
 _ACTIVE: List['CudaGraphCheck'] = []
 _OUTPUTS: List[Tuple[str, 'weakref.ref']] = []  # (graph, output) of the inference-graph calls since the last one
+_GENERATION: List[Optional[int]] = [None]  # the trees' generation at the last inference-graph call
 
 
 def cudagraph_blockers(gm: torch.fx.GraphModule, static_inputs: Optional[List[int]]) -> List[str]:
@@ -92,11 +94,22 @@ def _checked(kind: str):
     return compiler
 
 
+def _generation() -> int:
+    """The CUDA graph trees' generation: it changes at each new call of a ``torch.compile``d function (or at
+    ``torch.compiler.cudagraph_mark_step_begin``), not between the graphs of one call split by a graph break."""
+    from torch._inductor.cudagraph_trees import CUDAGraphTreeManager
+    return CUDAGraphTreeManager.get_curr_generation()
+
+
 def _replayed(name: str, gm: torch.fx.GraphModule, args: tuple):
     """Run the inference graph ``gm`` as a CUDA-graph replay treats outputs when some active check has ``overwrite``
-    on (module docstring): overwrite the kept outputs of the inference-graph calls before, then keep this call's."""
+    on (module docstring): in a new generation (a new compiled call; the trees do not start one between the graphs
+    of one call split by a graph break), overwrite the kept outputs of the inference-graph calls before; then keep
+    this call's."""
     checks = [c for c in _ACTIVE if c.overwrite]
-    if checks:
+    generation = _generation()
+    if checks and generation != _GENERATION[0]:
+        _GENERATION[0] = generation
         for graph, ref in _OUTPUTS:
             t = ref()
             if t is not None:
@@ -153,6 +166,7 @@ class CudaGraphCheck:
         _ACTIVE.remove(self)
         if not any(c.overwrite for c in _ACTIVE):
             _OUTPUTS.clear()
+            _GENERATION[0] = None
 
 
 _register()  # on import: ``torch.compile(backend=BACKEND)`` resolves the name when it is called

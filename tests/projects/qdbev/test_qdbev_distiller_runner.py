@@ -1,4 +1,5 @@
 """The distiller config through mmengine's Runner on the small synthetic set: a few iterations, loss falls."""
+import contextlib
 import copy
 import os
 
@@ -9,9 +10,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
 CONFIG = os.path.join(ROOT, 'configs/qdbev/qdbev_nano_synth_vgd_w4a6.py')
 
 
-@pytest.mark.parametrize('student_compile', [False, dict(backend='aot_eager')], ids=['eager', 'student_compile'])
+@pytest.mark.parametrize('student_compile', [False, dict(backend='aot_eager'), 'graphs'],
+                         ids=['eager', 'student_compile', 'graphs'])
 def test_runner_trains_the_student_and_the_loss_falls(tmp_path, synth_set, student_compile):
-    """With ``student_compile`` the calibration hook's batches run eagerly and every training step compiled."""
+    """With ``student_compile`` the calibration hook's batches run eagerly and every training step compiled.
+    ``graphs``: the compile settings of configs/qdbev/qdbev_tiny_w4a6_graphs.py (its parts of both models, CUDA
+    graphs' mode) with the checking backend of CudaGraphCheck, which overwrites the held outputs of earlier inference
+    graphs as replays may: the Runner's whole run (calibration, steps, checkpoints) holds none and the loss falls."""
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
@@ -20,8 +25,16 @@ def test_runner_trains_the_student_and_the_loss_falls(tmp_path, synth_set, stude
     import projects.common  # noqa: F401
     import projects.qdbev.distiller  # noqa: F401
     from mmdet3d.registry import MODELS
+    from qdbev.quant.cudagraph_check import BACKEND, CudaGraphCheck
     init_default_scope('mmdet3d')
     cfg = Config.fromfile(CONFIG)
+    check = contextlib.nullcontext()
+    if student_compile == 'graphs':
+        graphs = Config.fromfile(os.path.join(ROOT, 'configs/qdbev/qdbev_tiny_w4a6_graphs.py')).model
+        student_compile = dict(parts=graphs.student_compile.parts, mode=graphs.student_compile.mode, backend=BACKEND)
+        cfg.model.teacher_compile = dict(parts=graphs.teacher_compile.parts, mode=graphs.teacher_compile.mode,
+                                         backend=BACKEND)
+        check = CudaGraphCheck(overwrite=True)
     torch.manual_seed(0)
     teacher = MODELS.build(copy.deepcopy(cfg.model.architecture))
     teacher.init_weights()
@@ -50,7 +63,10 @@ def test_runner_trains_the_student_and_the_loss_falls(tmp_path, synth_set, stude
     cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
     cfg.custom_hooks = [dict(type='WeightsOnlyCheckpointHook'), dict(type='QuantCalibrationHook', num_batches=1)]
     runner = Runner.from_cfg(cfg)
-    runner.train()
+    with check:
+        runner.train()
+    if isinstance(check, CudaGraphCheck):
+        assert check.graphs and check.blockers == [] and check.overwritten == []
     hub = runner.message_hub
     total = hub.get_scalar('train/loss').data[0]
     vgd = hub.get_scalar('train/loss_distill_vgd').data[0]

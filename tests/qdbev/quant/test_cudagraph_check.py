@@ -117,3 +117,24 @@ def test_overwrite_plays_out_what_a_replay_does_to_the_outputs_of_the_calls_befo
         held, _ = compiled(x)
         compiled(x + 1)
     assert torch.equal(held, x.detach().sin() * 2) and check.overwritten == []
+
+
+def test_overwrite_starts_with_a_new_compiled_call_not_between_the_graphs_a_graph_break_splits():
+    """The trees start a new generation (and may overwrite earlier outputs) at a new call of a compiled function, not
+    between the graphs of one call that a graph break splits: an output of the first graph that the rest of the call
+    reads is left alone, and overwritten by the next call (a false alarm on a Runner run without static hit lists
+    before: the encoder's camera projection, held across its read-back of the hit lists)."""
+    def split(x):
+        first = x.sin() + 1
+        torch._dynamo.graph_break()  # (BEVFormer's encoder reads the hit lists' length back here)
+        return first * x.cos()
+
+    compiled = _fresh(split)
+    x = torch.randn(5)
+    with CudaGraphCheck(overwrite=True) as check, torch.no_grad():
+        y = compiled(x)
+        assert check.overwritten == [] and torch.allclose(y, split(x))
+        kept = y
+        compiled(x)
+    assert [kind for kind, _ in check.graphs] == ['inference', 'inference']
+    assert check.overwritten == [('inference 1', (5,))] and kept.isnan().all()
