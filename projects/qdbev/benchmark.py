@@ -460,15 +460,17 @@ def compile_for_inference(detector, mode: str = 'default', parts: Sequence[str] 
     ``mode``: torch.compile's, e.g. ``'reduce-overhead'``, which also replays them as CUDA graphs on a GPU (the host's
     launch cost of a batch-1 predict goes); in the modes with CUDA graphs each call is a :class:`GraphStepModule`
     step, and a part that another part calls runs inside that part's graph. A part that is None (a detector without
-    a neck) is left out; a path that names no attribute is refused. The first call compiles (the timing's warm-up
-    calls absorb it)."""
-    for path in parts:
+    a neck) is left out; a path that names no attribute is refused; ``'a.b.*'`` names each child of ``a.b``
+    (:func:`qdbev.quant.named_parts`). The first call compiles (the timing's warm-up calls absorb it)."""
+    for given in parts:
         try:
-            owner, name = module_slot(detector, path)
+            named = named_parts(detector, given)
         except AttributeError:
-            raise ValueError(f'--compile-infer-parts {path}: {type(detector).__name__} has no such module') from None
-        module = getattr(owner, name)
-        if module is not None and not hasattr(module, '_orig_mod'):
+            raise ValueError(f'--compile-infer-parts {given}: {type(detector).__name__} has no such module') from None
+        for path, module in named:
+            owner, name = module_slot(detector, path)
+            if hasattr(module, '_orig_mod'):
+                continue
             allow_recompiles()
             compiled = torch.compile(module, mode=mode)
             setattr(owner, name, GraphStepModule(compiled) if mode in CUDA_GRAPH_MODES else compiled)

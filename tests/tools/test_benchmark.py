@@ -695,6 +695,11 @@ def test_compile_infer_parts_compile_the_named_modules_and_the_row_names_them(mo
     assert isinstance(detector.pts_bbox_head.transformer.decoder, bm.GraphStepModule)
     with pytest.raises(ValueError, match='--compile-infer-parts pts_bbox_head.transformer.encoderr: '):
         bm.compile_for_inference(detector, 'default', ['pts_bbox_head.transformer.encoderr'])
+    detector.pts_bbox_head.cls_branches = torch.nn.ModuleList([torch.nn.Linear(2, 2), torch.nn.Linear(2, 3)])
+    branches = list(detector.pts_bbox_head.cls_branches)
+    seen.clear()
+    bm.compile_for_inference(detector, 'reduce-overhead', ['pts_bbox_head.cls_branches.*'])  # each child
+    assert seen == branches and all(isinstance(b, bm.GraphStepModule) for b in detector.pts_bbox_head.cls_branches)
     run = _infer_run('1', 1.1)
     run['train']['8'].update(compiled_infer='reduce-overhead',
                              compiled_infer_parts=parts + ['pts_bbox_head.cls_branches.5'])
