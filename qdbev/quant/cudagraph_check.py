@@ -19,8 +19,9 @@ with "accessing tensor output of CUDAGraphs that has been overwritten by a subse
 overwrite=True)`` plays that out: the first inference-graph call (a call without grad) of each new compiled call (the
 trees' generation; the graphs of one call that a graph break splits share one) fills the outputs of the
 inference-graph calls before it that something still holds with NaN (floating tensors; outputs that share an input's
-storage are the caller's own, left alone) and lists them in ``overwritten``; a loss computed from a kept output then
-comes out NaN on the CPU, where the GPU run would have stopped.
+storage are the caller's own, left alone; unreachable reference cycles are collected first: nothing reads them)
+and lists them in ``overwritten``; a loss computed from a kept output then comes out NaN on the CPU, where the GPU
+run would have stopped.
 
 :class:`CudaGraphCheck` collects them for every graph compiled with the backend :data:`BACKEND` while it is active.
 That backend traces as inductor does (AOTAutograd, the min-cut partition, inference graphs keeping their input
@@ -32,6 +33,7 @@ this module registers the backend (it imports dynamo, about 1.4 s, so ``qdbev.qu
         step()                                                            # the first call compiles
     check.graphs, check.blockers          # graphs seen; [(graph, reason), ...], empty when all would replay
 """
+import gc
 import weakref
 from typing import List, Optional, Tuple
 
@@ -110,6 +112,8 @@ def _replayed(name: str, gm: torch.fx.GraphModule, args: tuple):
     generation = _generation()
     if checks and generation != _GENERATION[0]:
         _GENERATION[0] = generation
+        if any(ref() is not None for _, ref in _OUTPUTS):
+            gc.collect()  # an output left only in unreachable reference cycles is read by no one: not held
         for graph, ref in _OUTPUTS:
             t = ref()
             if t is not None:

@@ -1,4 +1,6 @@
 """qdbev.quant.cudagraph_check: the reasons CUDA graph trees would not record a compiled graph, read on the CPU."""
+import gc
+
 import torch
 from torch import nn
 
@@ -138,3 +140,14 @@ def test_overwrite_starts_with_a_new_compiled_call_not_between_the_graphs_a_grap
         compiled(x)
     assert [kind for kind, _ in check.graphs] == ['inference', 'inference']
     assert check.overwritten == [('inference 1', (5,))] and kept.isnan().all()
+    # an output left only in an unreachable reference cycle (freed by the next garbage collection) is held by no one
+    gc.disable()
+    try:
+        with CudaGraphCheck(overwrite=True) as check, torch.no_grad():
+            cycle = [compiled(x)]
+            cycle.append(cycle)
+            del cycle
+            compiled(x)
+    finally:
+        gc.enable()
+    assert check.overwritten == []
