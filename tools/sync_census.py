@@ -101,11 +101,11 @@ def step_parts(step: str, fp, distiller) -> dict:
 
 
 def compile_for_graphs(dcfg: dict, qdbev_config: str) -> None:
-    """``--graphs``, in place on the distiller config ``dcfg``: the student's and the teacher's compiled parts with
-    the checking backend in ``mode='reduce-overhead'``. SystemExit naming the config when it compiles no student
-    part."""
+    """``--graphs``, in place on the distiller config ``dcfg``: the student's and the teacher's compiled parts (and
+    the compiled distillation, ``distill_compile``) with the checking backend in ``mode='reduce-overhead'``.
+    SystemExit naming the config when it compiles no student part."""
     from qdbev.quant.cudagraph_check import BACKEND
-    for who in ('student', 'teacher'):
+    for who in ('student', 'teacher', 'distill'):
         option = dcfg.get(f'{who}_compile', False)
         if who == 'student' and not isinstance(option, dict):
             raise SystemExit(f'--graphs: {qdbev_config} sets no model.student_compile dict (the parts to compile); '

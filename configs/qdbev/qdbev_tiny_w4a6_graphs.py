@@ -3,7 +3,9 @@
 # compiled, so that less runs eagerly between the graphs:
 # - the BEV preamble's modules of both models: the ego-motion alignment of the previous BEV, the CAN-bus MLP and the
 #   positional encoding (per frame; the teacher's three frames and the student's);
-# - the teacher's neck, and the student's classification branches of every decoder layer ('cls_branches.*').
+# - the teacher's neck, and the student's classification branches of every decoder layer ('cls_branches.*');
+# - the distillation after both forwards (model.distill_compile: float32 casts, view masks, terms; session 37, not
+#   yet timed on a GPU: the CPU census counts 2 graph calls for about 60 eager operators).
 # On an H100 at batch 1 (docs/benchmarks.md "Session 36") the QAT+VGD step took 92.7 and 101.1 ms against the FP
 # step's 63.2 and 66.8 (FP model compiled the same way): P1 1.468 and 1.514 (paired 1.485 / 1.477), against 1.707
 # (226.0 / 132.4 ms) with qdbev_tiny_w4a6_fast.py on the same machine; peak memory 841.5 / 709.3 MiB (P2 1.19).
@@ -21,4 +23,5 @@ model = dict(
                          mode='reduce-overhead'),
     student_compile=dict(parts=['img_backbone', 'img_neck', 'pts_bbox_head.transformer.encoder',
                                 'pts_bbox_head.transformer.decoder'] + _preamble + ['pts_bbox_head.cls_branches.*'],
-                         mode='reduce-overhead'))
+                         mode='reduce-overhead'),
+    distill_compile=dict(dynamic=False, mode='reduce-overhead'))

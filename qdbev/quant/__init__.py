@@ -13,15 +13,16 @@ Pieces, one job each (see docs/quantization.md):
     compile         ``compile_quantized``: torch.compile during QAT, eager while quantizers observe;
                     ``SavedActivations``: what the compiled graphs keep for backward; ``compile_module``:
                     a float part compiled for training, CUDA-graph modes included, or with its weights as
-                    constants (``freezing``, ``FrozenWeightsCall``: the frozen teacher)
+                    constants (``freezing``, ``FrozenWeightsCall``: the frozen teacher); ``compile_callable``:
+                    the same for a function of the training step
     cudagraph_check ``CudaGraphCheck``: whether CUDA graphs (mode reduce-overhead) would replay the compiled
                     graphs, read on any device (imported on its own: it registers a dynamo backend)
 """
 from .analysis import (find_scale_conflicts, layer_weight_errors, per_channel_fallback, record_activation_ranges,
                        weight_quant_error)
 from .compile import (CUDA_GRAPH_MODES, CompiledWhenCalibrated, FrozenWeightsCall, NoGradOutputsCopied,
-                      SavedActivations, allow_recompiles, compile_module, compile_quantized, freezing, memory_budget,
-                      module_slot, named_parts, replays_cuda_graphs)
+                      SavedActivations, allow_recompiles, compile_callable, compile_module, compile_quantized,
+                      freezing, memory_budget, module_slot, named_parts, replays_cuda_graphs)
 from .dfq import bias_correct, cross_layer_equalize, relu_input_mean
 from .fake_quant import (FLOAT_BITS, check_bits, fake_quantize, fake_quantize_reference, qrange, quantize_codes,
                          scale_from_absmax, symmetric_scale)
@@ -57,6 +58,7 @@ __all__ = [
     'find_scale_conflicts',
     # torch.compile during QAT
     'CompiledWhenCalibrated', 'compile_quantized', 'module_slot', 'named_parts', 'memory_budget', 'SavedActivations',
-    'allow_recompiles', 'compile_module', 'NoGradOutputsCopied', 'CUDA_GRAPH_MODES', 'replays_cuda_graphs',
+    'allow_recompiles', 'compile_callable', 'compile_module', 'NoGradOutputsCopied', 'CUDA_GRAPH_MODES',
+    'replays_cuda_graphs',
     'freezing', 'FrozenWeightsCall',
 ]

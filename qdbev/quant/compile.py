@@ -144,6 +144,16 @@ class FrozenWeightsCall:
             self.resets += 1
 
 
+def compile_callable(fn, **compile_kwargs):
+    """``torch.compile(fn, **compile_kwargs)``, in the modes that replay CUDA graphs (:func:`replays_cuda_graphs`)
+    wrapped in :class:`NoGradOutputsCopied`, with dynamo's recompile limit raised (:func:`allow_recompiles`): a
+    function of a training step, such as the distiller's distillation terms, compiled as :func:`compile_module`
+    compiles a module's forward."""
+    allow_recompiles()
+    compiled = torch.compile(fn, **compile_kwargs)
+    return NoGradOutputsCopied(compiled) if replays_cuda_graphs(compile_kwargs) else compiled
+
+
 def compile_module(module: nn.Module, freeze: bool = False, **compile_kwargs) -> None:
     """Compile ``module`` in place (parameters, state-dict keys and hooks unchanged): ``module.compile(
     **compile_kwargs)``, which traces its forward hooks too. In the modes that replay CUDA graphs its forward is
@@ -154,11 +164,11 @@ def compile_module(module: nn.Module, freeze: bool = False, **compile_kwargs) ->
     the H100). ``freeze``: its calls without grad hold the weights as constants (:class:`FrozenWeightsCall`; for a
     module whose weights do not change). How the distiller compiles the FP teacher's parts, and the benchmark the FP
     model's."""
-    allow_recompiles()
     if replays_cuda_graphs(compile_kwargs):
-        call = NoGradOutputsCopied(torch.compile(module.forward, **compile_kwargs))
+        call = compile_callable(module.forward, **compile_kwargs)
         module.forward = FrozenWeightsCall(call, module) if freeze else call
         return
+    allow_recompiles()
     module.compile(**compile_kwargs)
     if freeze:
         module._compiled_call_impl = FrozenWeightsCall(module._compiled_call_impl, module)

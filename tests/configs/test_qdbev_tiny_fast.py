@@ -58,9 +58,12 @@ def test_the_graphs_config_adds_cuda_graphs_and_parts_to_the_fast_config():
         got, was = copy.deepcopy(graphs.model[f'{who}_compile']), copy.deepcopy(fast.model[f'{who}_compile'])
         assert got.pop('mode') == 'reduce-overhead' and 'mode' not in was
         assert set(got.pop('parts')) == set(was.pop('parts') + more) and got == was
+    assert graphs.model.distill_compile == dict(dynamic=False, mode='reduce-overhead')
+    assert 'distill_compile' not in fast.model
     assert {k: v for k, v in graphs.model.items() if not k.endswith('_compile')} == \
         {k: v for k, v in fast.model.items() if not k.endswith('_compile')}
     model = MODELS.build(graphs.model)
+    assert isinstance(model._distill_compiled, NoGradOutputsCopied)
     head = model.student.pts_bbox_head
     assert len(head.cls_branches) == 6
     for module in [*head.cls_branches, model.student.img_backbone]:  # quantized parts: routed by calibration
@@ -80,7 +83,7 @@ def test_every_graph_of_both_training_steps_would_replay_as_a_cuda_graph(monkeyp
     something still holds, as replays may, no output is held and the losses are finite (session 35's H100 run stopped
     on two such outputs: a constant cached inside a graph, the teacher's BEV kept by a traced recorder hook).
     ``graphs``: the same for the graphs config, with its parts: the BEV preamble's modules in all three models, the
-    teacher's neck and the student's classification branches."""
+    teacher's neck, the student's classification branches, and the compiled distillation."""
     import tempfile
 
     import torch
@@ -93,8 +96,9 @@ def test_every_graph_of_both_training_steps_would_replay_as_a_cuda_graph(monkeyp
     monkeypatch.setattr(device_constants, '_CACHE', {})
     monkeypatch.setattr(device_constants, '_HOST', {})
     graphs = dict(backend=BACKEND, mode='reduce-overhead')
-    options = {f'model.{who}_compile.{k}': v for who in ('student', 'teacher') for k, v in graphs.items()}
     more_parts = config == 'qdbev_tiny_w4a6_graphs.py'
+    options = {f'model.{who}_compile.{k}': v for who in ('student', 'teacher') + ('distill', ) * more_parts
+               for k, v in graphs.items()}
     qcfg, fcfg, queue, optim = bm.load_configs(os.path.join(ROOT, 'configs/qdbev', config),
                                                os.path.join(ROOT, 'configs/bevformer/bevformer_tiny.py'),
                                                quick=True, qdbev_options=options)
@@ -116,8 +120,9 @@ def test_every_graph_of_both_training_steps_would_replay_as_a_cuda_graph(monkeyp
     # backbone, neck and encoder (two graphs: the first frame has no previous BEV); the teacher's backbone and
     # encoder (two again) without grad
     # more parts: graphs of the CAN-bus MLP, the positional encoding and the branches with grad, of the ego-motion
-    # alignment (no input requires grad) and the teacher's neck without (parts of one structure may share a graph)
-    expected = (13, 13, 22) if more_parts else (8, 8, 4 + 4 + 3)
+    # alignment (no input requires grad) and the teacher's neck without (parts of one structure may share a graph),
+    # and the distillation after both forwards with grad
+    expected = (14, 14, 22) if more_parts else (8, 8, 4 + 4 + 3)
     assert (kinds.count('forward'), kinds.count('backward'), kinds.count('inference')) == expected, check.graphs
     assert check.blockers == []
     assert check.overwritten == []

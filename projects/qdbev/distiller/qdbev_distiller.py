@@ -29,8 +29,8 @@ from mmengine.model import BaseModel
 from torch import Tensor
 
 from qdbev.distill import find_module
-from qdbev.quant import (calibration, check_qconfig, compile_module, compile_quantized, named_parts, quant_state,
-                         quantize_model, quantizers, replays_cuda_graphs)
+from qdbev.quant import (calibration, check_qconfig, compile_callable, compile_module, compile_quantized, named_parts,
+                         quant_state, quantize_model, quantizers, replays_cuda_graphs)
 
 from .distill_terms import DistillTerms
 from .feature_records import FeatureRecords, resolve_source
@@ -140,6 +140,11 @@ class QDBEVDistiller(BaseModel):
             ``'pts_bbox_head.transformer.decoder'``; a part without quantizers, such as
             ``'pts_bbox_head.transformer.ego_motion'``, is compiled as the teacher's parts are,
             :func:`qdbev.quant.compile_module`). Needs ``qconfig``.
+        distill_compile: compile what follows both forwards (:meth:`distill_losses`: the teacher records' float32
+            casts, the view masks of QD-BEV Eq. 5 and the active terms, about 60 small operators and their backward
+            run eagerly) as one function, :func:`qdbev.quant.compile_callable`: True with ``dynamic=False``, a dict
+            gives ``torch.compile``'s arguments (``mode='reduce-overhead'``: one CUDA graph forward and one backward).
+            Each distill mode compiles once. Work that only the QAT+VGD step does (issue 9).
         data_preprocessor: runs once for both detectors; None takes ``architecture['data_preprocessor']``.
     """
 
@@ -152,7 +157,7 @@ class QDBEVDistiller(BaseModel):
                  teacher_img_chunk: Optional[int] = 6, teacher_autocast: Optional[str] = None,
                  teacher_history_batch: bool = False,
                  teacher_compile: Union[bool, dict] = False, student_compile: Union[bool, dict] = False,
-                 data_preprocessor: Optional[dict] = None,
+                 distill_compile: Union[bool, dict] = False, data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         if not isinstance(architecture, dict) or 'type' not in architecture:
             raise ValueError(f'model.architecture must be the detector config dict (with a type), got '
@@ -196,6 +201,7 @@ class QDBEVDistiller(BaseModel):
         self.teacher_autocast = teacher_autocast
         self._compile_teacher(teacher_compile)
         self._compile_student(student_compile)
+        self._distill_compiled = self._compile_distill(distill_compile)
         self.set_distill_mode(distill_mode)
 
     # ------------------------------------------------------------------ configuration
@@ -222,6 +228,15 @@ class QDBEVDistiller(BaseModel):
                 compile_quantized(module, watch=self.student, **kwargs)
             else:  # a float part (e.g. the parameter-free ego-motion alignment): as the teacher's parts
                 compile_module(module, **float_kwargs)
+
+    def _compile_distill(self, option: Union[bool, dict]):
+        """``model.distill_compile`` read: None (eager) or :meth:`distill_losses` compiled."""
+        if option is False:
+            return None
+        if not (option is True or isinstance(option, dict) and not {'parts', 'freeze'} & set(option)):
+            raise ValueError(f'model.distill_compile must be True, False or a dict of torch.compile arguments (no '
+                             f'parts or freeze: it compiles one function), got {option!r}')
+        return compile_callable(self.distill_losses, **(dict(dynamic=False) if option is True else dict(option)))
 
     def _set_teacher_history_batch(self, batch: bool) -> None:
         if not isinstance(batch, bool):
@@ -331,15 +346,15 @@ class QDBEVDistiller(BaseModel):
         batch, num_cams = lidar2img.shape[:2]
         rec_s = self.student_records.features(names, batch, num_cams)
         rec_t = self.teacher_records.features(names, batch, num_cams)
-        if self.teacher_autocast is not None:
-            rec_t = {k: [f.float() for f in v] if isinstance(v, list) else v.float() for k, v in rec_t.items()}
-        masks = None
-        if self.distill.needs_masks:
-            masks = self.geometry.masks(lidar2img.to(imgs.device), imgs.shape[-2:])
-            if masks.shape[-1] != rec_s['bev'].shape[1]:
-                raise ValueError(f'model.bev_geometry: masks have {masks.shape[-1]} BEV cells but the recorded BEV '
-                                 f"features {rec_s['bev'].shape[1]}; fix bev_h/bev_w")
-        losses.update(self.distill(rec_t, rec_s, masks))
+        if not self.distill.needs_masks:
+            lidar2img = None
+        elif self.geometry.cells != rec_s['bev'].shape[1]:
+            raise ValueError(f'model.bev_geometry: masks have {self.geometry.cells} BEV cells but the recorded BEV '
+                             f"features {rec_s['bev'].shape[1]}; fix bev_h/bev_w")
+        else:
+            lidar2img = lidar2img.to(imgs.device)
+        distill_losses = self._distill_compiled or self.distill_losses
+        losses.update(distill_losses(rec_t, rec_s, lidar2img, tuple(int(v) for v in imgs.shape[-2:])))
         if self.log_teacher_losses:
             for key in ('cls', 'bbox'):
                 if f'loss_{key}' in teacher_losses:
@@ -347,6 +362,17 @@ class QDBEVDistiller(BaseModel):
         self.student_records.reset()
         self.teacher_records.reset()
         return losses
+
+    def distill_losses(self, rec_t: Dict[str, object], rec_s: Dict[str, object], lidar2img: Optional[Tensor],
+                       pad_shape: Tuple[int, int]) -> Dict[str, Tensor]:
+        """The active terms' losses of the current frame's records (:meth:`FeatureRecords.features`): the teacher's
+        records cast to float32 after ``teacher_autocast``, and for VGD the view masks ``M_bev`` (QD-BEV Eq. 5) of
+        ``lidar2img`` ``[B, N_cam, 4, 4]`` (on the records' device; None without VGD) for the padded input
+        ``pad_shape`` (H, W). What ``distill_compile`` compiles."""
+        if self.teacher_autocast is not None:
+            rec_t = {k: [f.float() for f in v] if isinstance(v, list) else v.float() for k, v in rec_t.items()}
+        masks = None if lidar2img is None else self.geometry.masks(lidar2img, pad_shape)
+        return self.distill(rec_t, rec_s, masks)
 
     def _teacher_forward(self, inputs: dict, data_samples: List, names: Sequence[str], imgs: Tensor,
                          replay) -> Dict[str, Tensor]:

@@ -44,6 +44,11 @@ class BEVGeometry:
                    int(encoder.num_points_in_pillar))
 
     @property
+    def cells(self) -> int:
+        """BEV cells of the grid, ``bev_h * bev_w``."""
+        return self.bev_h * self.bev_w
+
+    @property
     def z_span(self) -> float:
         return self.pc_range[5] - self.pc_range[2]
 

@@ -8,6 +8,7 @@ import torch
 from qdbev_distiller_helpers import BEV, W4A6, build_distiller, raw_batch
 
 from qdbev.distill import bev_kl, confidence_guided_loss, image_kl, logit_kd, vgd_loss, view_masks
+from projects.qdbev.distiller import QDBEVDistiller
 from qdbev.quant import CompiledWhenCalibrated, FrozenWeightsCall, NoGradOutputsCopied
 
 ALL_TERMS = 'img+bev+vgd+head+kd'
@@ -382,6 +383,36 @@ def test_static_hit_lists_compile_both_encoders_without_a_graph_break(arch, teac
     assert all(m.get_submodule(align)._compiled_call_impl is not None for m in (model.student, model.teacher))
     assert 'loss_distill_vgd' in eager[0]
     _assert_same_step(compiled, eager, 'static')
+
+
+def test_distill_compile_gives_the_eager_terms_and_compiles_once_per_mode(arch, teacher_ckpt, monkeypatch):
+    """``distill_compile`` compiles what follows both forwards (the teacher records' casts, the view masks, the
+    terms) as one function: every term's loss and the student's gradients are the eager step's, each call of the step
+    goes through it once, a switch of the distill mode compiles again (dynamo's guards on the active terms) and still
+    gives the eager losses; in a mode that replays CUDA graphs its calls without grad hand back copies. Options that
+    name parts or freeze are refused naming the key."""
+    raw = raw_batch(0, batch=1, queue=2)
+    calls = []
+    losses = QDBEVDistiller.distill_losses
+    monkeypatch.setattr(QDBEVDistiller, 'distill_losses', lambda self, *a: calls.append(a[2]) or losses(self, *a))
+    for mode in ('vgd+head', 'img+bev+kd'):
+        _, *eager = _compiled_step(arch, teacher_ckpt, raw, mode)
+        calls.clear()
+        model, *compiled = _compiled_step(arch, teacher_ckpt, raw, mode, distill_compile=dict(backend='aot_eager'))
+        assert len(calls) == 1 and (calls[0] is None) == ('vgd' not in mode)  # lidar2img only for the masks
+        _assert_same_step(compiled, eager, mode)
+    model.set_distill_mode('vgd')  # the last model, compiled for img+bev+kd, switched: a new graph
+    graphs_before = torch._dynamo.utils.counters['stats']['unique_graphs']
+    got = model(**model.data_preprocessor(raw, True), mode='loss')
+    assert torch._dynamo.utils.counters['stats']['unique_graphs'] == graphs_before + 1
+    assert [k for k in got if 'distill' in k] == ['loss_distill_vgd'] and torch.isfinite(got['loss_distill_vgd'])
+    assert len(calls) == 2 and calls[1] is not None
+    graphs = build_distiller(arch, None, qconfig=W4A6, distill_compile=dict(backend='aot_eager',
+                                                                            mode='reduce-overhead'))
+    assert isinstance(graphs._distill_compiled, NoGradOutputsCopied)
+    for bad in ('yes', dict(parts=['img_neck']), dict(freeze=True)):
+        with pytest.raises(ValueError, match='model.distill_compile must be True, False or a dict'):
+            build_distiller(arch, None, distill_compile=bad)
 
 
 def test_cuda_graph_modes_copy_the_outputs_of_both_models_calls_without_grad(arch, teacher_ckpt, monkeypatch):

@@ -14,9 +14,10 @@ CONFIG = os.path.join(ROOT, 'configs/qdbev/qdbev_nano_synth_vgd_w4a6.py')
                          ids=['eager', 'student_compile', 'graphs'])
 def test_runner_trains_the_student_and_the_loss_falls(tmp_path, synth_set, student_compile):
     """With ``student_compile`` the calibration hook's batches run eagerly and every training step compiled.
-    ``graphs``: the compile settings of configs/qdbev/qdbev_tiny_w4a6_graphs.py (its parts of both models, CUDA
-    graphs' mode) with the checking backend of CudaGraphCheck, which overwrites the held outputs of earlier inference
-    graphs as replays may: the Runner's whole run (calibration, steps, checkpoints) holds none and the loss falls."""
+    ``graphs``: the compile settings of configs/qdbev/qdbev_tiny_w4a6_graphs.py (its parts of both models, the
+    compiled distillation, CUDA graphs' mode) with the checking backend of CudaGraphCheck, which overwrites the held
+    outputs of earlier inference graphs as replays may: the Runner's whole run (calibration, steps, checkpoints)
+    holds none and the loss falls."""
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
@@ -34,6 +35,7 @@ def test_runner_trains_the_student_and_the_loss_falls(tmp_path, synth_set, stude
         student_compile = dict(parts=graphs.student_compile.parts, mode=graphs.student_compile.mode, backend=BACKEND)
         cfg.model.teacher_compile = dict(parts=graphs.teacher_compile.parts, mode=graphs.teacher_compile.mode,
                                          backend=BACKEND)
+        cfg.model.distill_compile = dict(graphs.distill_compile, backend=BACKEND)
         check = CudaGraphCheck(overwrite=True)
     torch.manual_seed(0)
     teacher = MODELS.build(copy.deepcopy(cfg.model.architecture))
