@@ -1,7 +1,7 @@
 """Count what makes a CUDA stream wait for the host in one training step or predict (issue 9), by source line.
 
     python tools/sync_census.py STEP [STEP ...] [--quick] [--batch B] [--img-size H W] [--device cpu|cuda]
-                                [--qdbev-config C] [--fp-config C] [--top N] [--ops] [--graphs]
+                                [--qdbev-config C] [--fp-config C] [--top N] [--ops] [--graphs] [--lookups CALLS]
                                 [--qdbev-options KEY=VALUE ...] [--out-json FILE]
 
 STEP: ``fp`` (an FP BEVFormer training step), ``qat`` (a QAT+VGD step of the distiller), ``predict_fp`` /
@@ -20,7 +20,8 @@ backend of :mod:`qdbev.quant.cudagraph_check`, which runs the traced graphs as t
 graph call once and what runs outside the graphs by owner (:class:`projects.qdbev.op_census.GraphOpCensus`): the
 launches a GPU step would make with every compiled part replayed, e.g. with
 ``--qdbev-config configs/qdbev/qdbev_tiny_w4a6_fast.py``. The host-sync census is left out there (its patched torch
-functions would send the compiled parts back to eager code).
+functions would send the compiled parts back to eager code). ``--lookups CALLS``: the host time of dynamo's guard
+checks at each compiled call, over CALLS more calls of each step (:func:`projects.qdbev.op_census.guard_lookups`).
 """
 import argparse
 import json
@@ -36,7 +37,7 @@ import torch  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
 
 from projects.qdbev import benchmark as bm  # noqa: E402
-from projects.qdbev.op_census import GraphOpCensus, OpCensus, model_parts  # noqa: E402
+from projects.qdbev.op_census import GraphOpCensus, OpCensus, guard_lookups, model_parts  # noqa: E402
 from projects.qdbev.sync_census import SyncCensus  # noqa: E402
 from qdbev.fileio import atomic_write_bytes  # noqa: E402
 
@@ -60,12 +61,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='also count the dispatched operators of one more call of each step by model part')
     p.add_argument('--graphs', action='store_true',
                    help="with --ops: the configs' compiled parts as CUDA-graph replays, each call counted once")
+    p.add_argument('--lookups', type=int, default=0, metavar='CALLS',
+                   help="also time dynamo's guard checks (cache lookups) over CALLS more calls of each step")
     p.add_argument('--qdbev-options', nargs='+', action=DictAction, default=None, metavar='KEY=VALUE',
                    help='override the QD-BEV config (e.g. model.teacher_compile.parts=[...])')
     p.add_argument('--out-json', help='write {step: {totals, table[, ops]}} here (atomically)')
     args = p.parse_args(argv)
     if args.batch < 1:
         p.error(f'--batch must be >= 1, got {args.batch}')
+    if args.lookups < 0:
+        p.error(f'--lookups must be >= 0, got {args.lookups}')
     if args.graphs and not (args.ops and set(args.steps) <= {'fp', 'qat'}):
         p.error('--graphs counts training steps with --ops: give fp / qat and --ops')
     return args
@@ -154,6 +159,10 @@ def main(argv=None) -> int:
             print(f'-- {step}: {sum(by_owner.values())} {what}, by owner')
             for owner, n in by_owner.items():
                 print(f'{n:6d}  {owner:42s} ' + ', '.join(f'{op} {c}' for op, c in ops.top(owner, 4)))
+        if args.lookups:
+            out[step]['guard_lookups'] = looked = guard_lookups(fn, args.lookups)
+            print(f"-- {step}: {looked['lookups']} dynamo cache lookups a call, {looked['ms_median']:.2f} ms "
+                  f"(median of {args.lookups}; fastest {looked['ms_min']:.2f} ms)")
     if args.out_json:
         given = list(argv) if argv is not None else sys.argv[1:]
         record = dict(command=' '.join(['python', 'tools/sync_census.py'] + given), device=str(device),

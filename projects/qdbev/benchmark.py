@@ -34,7 +34,7 @@ import torch
 from qdbev.geometry import RING_YAWS_DEG, pose_can_bus
 from qdbev.geometry import ring_lidar2img as geometry_ring_lidar2img
 from qdbev.quant import (CUDA_GRAPH_MODES, SavedActivations, allow_recompiles, compile_module, freezing,
-                         memory_budget, module_slot, named_parts)
+                         memory_budget, module_slot, named_parts, quantizer_guard_filter, with_guard_filter)
 from qdbev.quant.compile import copied_outputs
 from qdbev.quant.export import prequantized_weights
 
@@ -461,7 +461,9 @@ def compile_for_inference(detector, mode: str = 'default', parts: Sequence[str] 
     launch cost of a batch-1 predict goes); in the modes with CUDA graphs each call is a :class:`GraphStepModule`
     step, and a part that another part calls runs inside that part's graph. A part that is None (a detector without
     a neck) is left out; a path that names no attribute is refused; ``'a.b.*'`` names each child of ``a.b``
-    (:func:`qdbev.quant.named_parts`). The first call compiles (the timing's warm-up calls absorb it)."""
+    (:func:`qdbev.quant.named_parts`); a part with quantizers is guarded on their state version
+    (:func:`qdbev.quant.quantizer_guard_filter`), as the student's training parts are. The first call compiles (the
+    timing's warm-up calls absorb it)."""
     for given in parts:
         try:
             named = named_parts(detector, given)
@@ -471,8 +473,8 @@ def compile_for_inference(detector, mode: str = 'default', parts: Sequence[str] 
             owner, name = module_slot(detector, path)
             if hasattr(module, '_orig_mod'):
                 continue
-            allow_recompiles()
-            compiled = torch.compile(module, mode=mode)
+            allow_recompiles()  # a quantized part's graphs guard the quantizers' state version, not each quantizer
+            compiled = torch.compile(module, **with_guard_filter(dict(mode=mode), quantizer_guard_filter(module)))
             setattr(owner, name, GraphStepModule(compiled) if mode in CUDA_GRAPH_MODES else compiled)
 
 

@@ -12,6 +12,7 @@ and PyTorch's optimizers take their multi-tensor (``foreach``) path on CUDA para
 ``optimizer`` holds one set of operators per parameter tensor.
 """
 import collections
+import statistics
 from typing import Dict, List, Sequence, Tuple
 
 import torch
@@ -212,3 +213,19 @@ def _launches(event) -> bool:
     """Whether the operator ``event`` or one beneath it launches work (is not a view, alias or no-op)."""
     return event.name not in _NO_KERNEL or any(child.name.startswith('aten::') and _launches(child)
                                                for child in event.cpu_children)
+
+
+def guard_lookups(fn, calls: int = 7) -> Dict[str, float]:
+    """Dynamo's cache lookups in each of ``calls`` calls of ``fn`` (torch.profiler's ``TorchDynamo Cache Lookup``
+    events: the guards of every compiled frame entered, checked on the host at each call): ``lookups`` per call and
+    the median and fastest total milliseconds of a call's lookups. Host time that a step pays per compiled call
+    however it runs (CUDA graphs included); the guards' count is the model's, so a CPU run compares two models' or
+    two settings' share (issue 9)."""
+    totals, count = [], 0
+    for _ in range(int(calls)):
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            fn()
+        events = [e for e in prof.events() if e.name == 'TorchDynamo Cache Lookup']
+        totals.append(sum(e.cpu_time_total for e in events) / 1000.0)
+        count = len(events)
+    return dict(lookups=count, ms_median=statistics.median(totals), ms_min=min(totals), calls=int(calls))

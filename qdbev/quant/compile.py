@@ -11,7 +11,7 @@ quantizers' bit widths, which dynamo's guards see, so each phase compiles its ow
 """
 import contextlib
 import warnings
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -203,6 +203,56 @@ def memory_budget(budget: Optional[float]):
     return torch._functorch.config.patch(activation_memory_budget=float(budget))
 
 
+_KEPT_BELOW_QUANTIZER = ('EMPTY_NN_MODULE_HOOKS_DICT', )  # a hook added to a quantizer after compiling still counts
+
+
+def quantizer_guard_filter(module: nn.Module) -> Optional[Callable[[list], List[bool]]]:
+    """A ``guard_filter_fn`` for ``torch.compile`` of ``module`` (``options``, see :func:`with_guard_filter`) that
+    drops dynamo's guards on the attributes of ``module``'s quantizers and keeps one guard on
+    :func:`~qdbev.quant.fake_quantizer.state_version` in their stead, which their traced forward reads: the graphs
+    still recompile when any quantizer's mode, bits, calibration or device changes (a phase switch), but a call no
+    longer checks some ten guards per quantizer (BEVFormer-tiny's student: 368 quantizers, about 1500 of its
+    backbone's 2800 guards; each lookup checks them all). Kept: each quantizer's type (a stand-in swapped in
+    after compiling still retraces) and its hook dictionaries. None when a module of a quantizer's attribute name
+    is not a quantizer (names are how guards are told apart), or ``module`` holds no quantizer."""
+    leaves = {name.rsplit('.', 1)[-1] for name, _ in quantizers(module)}
+    if not leaves or any(name.rsplit('.', 1)[-1] in leaves and not isinstance(m, FakeQuantizer)
+                         for name, m in module.named_modules()):
+        return None
+    marks = tuple(f"._modules['{leaf}']" for leaf in sorted(leaves))
+
+    def keep(entry) -> bool:
+        for mark in marks:
+            at = entry.name.find(mark)
+            if at < 0:
+                continue
+            below = entry.name[at + len(mark):]
+            if not below:  # the quantizer object itself: its type stays guarded
+                return entry.guard_type != 'NOT_PRESENT_IN_GENERIC_DICT'
+            return entry.guard_type in _KEPT_BELOW_QUANTIZER
+        return True
+
+    def guard_filter(entries) -> List[bool]:
+        return [keep(entry) for entry in entries]
+    return guard_filter
+
+
+def with_guard_filter(compile_kwargs: dict, guard_filter) -> dict:
+    """``compile_kwargs`` for ``torch.compile`` with ``guard_filter`` (None: unchanged) among its ``options``;
+    a ``mode`` becomes its inductor options (``torch._inductor.list_mode_options``: 'reduce-overhead' is
+    ``triton.cudagraphs``), as ``torch.compile`` takes a mode or options, not both."""
+    if guard_filter is None:
+        return dict(compile_kwargs)
+    kwargs = dict(compile_kwargs)
+    mode = kwargs.pop('mode', None)
+    options = dict(kwargs.pop('options', None) or {})
+    if mode is not None:
+        import torch._inductor  # noqa: F401 (list_mode_options)
+        options = {**torch._inductor.list_mode_options(mode), **options}
+    options['guard_filter_fn'] = guard_filter
+    return dict(kwargs, options=options)
+
+
 class CompiledWhenCalibrated:
     """The ``forward`` of ``module``: compiled with ``torch.compile(**compile_kwargs)`` while all its quantizers (or
     all those of ``watch``, a module that holds it and the quantized layers it calls without owning them) are
@@ -222,14 +272,19 @@ class CompiledWhenCalibrated:
     instead of the 4-byte fake-quantized tensor and the mask. Whether it does is the partitioner's choice, so it is an
     option: on BEVFormer-tiny's student (frozen BN) it lowers what the graphs keep, on a small conv / trainable-BN
     stack it can raise it. The measured effects (peak memory and step time per budget, per session) are in
-    docs/benchmarks.md (P2)."""
+    docs/benchmarks.md (P2).
+
+    The compiled forward is guarded on the quantizers' :func:`~qdbev.quant.fake_quantizer.state_version` instead of
+    on each quantizer's attributes (:func:`quantizer_guard_filter`): fewer guards to check at every call (host time
+    of a batch-1 step, issue 9); ``guard_each_quantizer=True`` keeps dynamo's own guards on every quantizer."""
 
     def __init__(self, module: nn.Module, activation_memory_budget: Optional[float] = None, int_codes: bool = False,
-                 watch: Optional[nn.Module] = None, **compile_kwargs) -> None:
+                 watch: Optional[nn.Module] = None, guard_each_quantizer: bool = False, **compile_kwargs) -> None:
         memory_budget(activation_memory_budget)  # checks the value now, not at the first compiled call
         allow_recompiles()
         self.eager = module.forward
-        self.compiled = torch.compile(self.eager, **compile_kwargs)
+        self.guard_filter = None if guard_each_quantizer else quantizer_guard_filter(module if watch is None else watch)
+        self.compiled = torch.compile(self.eager, **with_guard_filter(compile_kwargs, self.guard_filter))
         if replays_cuda_graphs(compile_kwargs):  # a training step calls it with and without grad
             self.compiled = NoGradOutputsCopied(self.compiled)
         self.quantizers: List[FakeQuantizer] = [q for _, q in quantizers(module)]
@@ -264,7 +319,8 @@ def compile_quantized(module: nn.Module, **compile_kwargs) -> CompiledWhenCalibr
     """Route ``module``'s forward through :class:`CompiledWhenCalibrated` (in place: parameters, buffers, state-dict
     keys and hooks are unchanged). Quantize the module first: the quantizers are collected here. Returns the
     router. ``compile_kwargs`` go to ``torch.compile`` (e.g. ``backend``, ``mode``, ``dynamic``), except
-    ``activation_memory_budget``, ``int_codes`` and ``watch`` (:class:`CompiledWhenCalibrated`)."""
+    ``activation_memory_budget``, ``int_codes``, ``watch`` and ``guard_each_quantizer``
+    (:class:`CompiledWhenCalibrated`)."""
     if isinstance(module.__dict__.get('forward'), CompiledWhenCalibrated):
         raise ValueError(f'compile_quantized: {type(module).__name__} is compiled already')
     router = CompiledWhenCalibrated(module, **compile_kwargs)

@@ -33,19 +33,26 @@ from .fake_quant import (FLOAT_BITS, check_bits, fake_quantize, fake_quantize_fr
 from .observers import MinMaxObserver, Observer, build_observer
 
 MODES = ('observe', 'quantize', 'off')
-_STATE_VERSION = [0]  # bumped by every assignment of a quantizer's mode, bits, dynamic flag or calibrated flag
+_STATE_VERSION = [0]  # bumped when a quantizer's mode, bits, dynamic, calibrated or int_codes flag changes
 
 
 def state_version() -> int:
-    """A number that changes whenever any :class:`FakeQuantizer`'s ``mode``, ``bits``, ``dynamic`` or calibrated
-    flag is assigned: what :meth:`FakeQuantizer.traceable` reads (besides the observer's type, fixed at
-    construction). A decision taken over many quantizers can be kept until it changes
-    (:class:`qdbev.quant.compile.CompiledWhenCalibrated`)."""
+    """A number that changes whenever any :class:`FakeQuantizer`'s ``mode``, ``bits``, ``dynamic``, calibrated or
+    ``int_codes`` flag changes, its tensors move (``.to``, ``.cuda``) or a hook is registered on it: what
+    :meth:`FakeQuantizer.traceable` and the traced forward read (besides the observer's type, ``ch_axis``,
+    ``learnable`` and ``grad_factor``, fixed at construction). A decision taken over many quantizers can be kept
+    until it changes (:class:`qdbev.quant.compile.CompiledWhenCalibrated`), and a compiled graph can be guarded on
+    it instead of on every quantizer's attributes (:func:`qdbev.quant.compile.quantizer_guard_filter`)."""
     return _STATE_VERSION[0]
 
 
+def bump_state_version() -> None:
+    """Make :func:`state_version` change (some quantizer state that compiled graphs read changed)."""
+    _STATE_VERSION[0] += 1
+
+
 def _versioned(name: str, doc: str) -> property:
-    """A :class:`FakeQuantizer` attribute stored as ``_<name>_value`` whose every assignment bumps
+    """A :class:`FakeQuantizer` attribute stored as ``_<name>_value`` whose every change of value bumps
     :func:`state_version` (a property: dynamo inlines its getter in the traced forward)."""
     slot = f'_{name}_value'
 
@@ -53,8 +60,10 @@ def _versioned(name: str, doc: str) -> property:
         return getattr(self, slot)
 
     def set_(self, value):
+        if slot in self.__dict__ and self.__dict__[slot] == value:
+            return
         object.__setattr__(self, slot, value)
-        _STATE_VERSION[0] += 1
+        bump_state_version()
     return property(get, set_, doc=doc)
 
 
@@ -75,6 +84,8 @@ class FakeQuantizer(nn.Module):
     bits = _versioned('bits', 'k, or 32 for float')
     dynamic = _versioned('dynamic', 'the scale is derived from every tensor')
     _ready = _versioned('ready', 'python mirror of the ``initialized`` buffer: no device sync on the forward path')
+    int_codes = _versioned('int_codes', 'the traced forward forms its output from the integer codes '
+                           '(fake_quantize_reference int_codes); set by compile_quantized')
 
     def __init__(self, bits: int = 8, observer: Union[str, dict, Observer] = 'minmax', ch_axis: Optional[int] = None,
                  learnable: bool = False, dynamic: bool = False, grad_factor: Union[str, float] = 'lsq',
@@ -97,7 +108,6 @@ class FakeQuantizer(nn.Module):
             self.register_buffer('scale', torch.ones(()))
         self.register_buffer('initialized', torch.tensor(False))
         self._ready = False
-        # traced forward from the integer codes (fake_quantize_reference int_codes); set by compile_quantized
         self.int_codes = False
         self.clear_cache()
         self.register_load_state_dict_post_hook(FakeQuantizer._accept_float_checkpoint)
@@ -185,7 +195,16 @@ class FakeQuantizer(nn.Module):
 
     def _apply(self, fn, *args, **kwargs):
         self.clear_cache()
+        bump_state_version()  # the scale may change device or dtype under graphs that no longer guard it
         return super()._apply(fn, *args, **kwargs)
+
+    def register_forward_hook(self, *args, **kwargs):
+        bump_state_version()  # compiled graphs that traced this quantizer without its hook must retrace
+        return super().register_forward_hook(*args, **kwargs)
+
+    def register_forward_pre_hook(self, *args, **kwargs):
+        bump_state_version()
+        return super().register_forward_pre_hook(*args, **kwargs)
 
     def current_scale(self, x: Tensor) -> Tensor:
         """The scale the next quantizing forward on ``x`` uses (computing it if dynamic or uninitialised)."""
@@ -284,6 +303,8 @@ class FakeQuantizer(nn.Module):
                                    f'under torch.compile; use the minmax observer for weights')
             raise RuntimeError('FakeQuantizer: only calibrated quantizers in quantize mode run under torch.compile; '
                                'calibrate (or freeze) before compiling')
+        if _STATE_VERSION[0] < 0:  # never: makes dynamo guard the graph on the exact state version
+            raise AssertionError('FakeQuantizer state version below 0')
         if self.mode == 'off' or self.bits == FLOAT_BITS:
             return x
         if self.dynamic:

@@ -680,6 +680,19 @@ def test_compile_infer_passes_its_mode_and_the_row_names_it(monkeypatch):
         assert f'{tag} | 44 ms | 40 ms | 1.1 |' in bm.render_markdown(bm.merge_runs(None, run))
 
 
+def test_compile_infer_guards_a_quantized_part_on_the_quantizers_state_version(monkeypatch):
+    """A part with quantizers is compiled with :func:`qdbev.quant.quantizer_guard_filter` (its mode as inductor
+    options, which torch.compile takes beside the filter); a float part with the mode alone."""
+    from qdbev.quant import quantize_model
+    seen = []
+    monkeypatch.setattr(torch, 'compile', lambda module, **kwargs: seen.append(kwargs) or module)
+    quantized = quantize_model(torch.nn.Sequential(torch.nn.Linear(4, 4)), dict(w_bits=4, a_bits=6))
+    bm.compile_for_inference(SimpleNamespace(img_backbone=quantized, img_neck=torch.nn.Linear(4, 4)), 'reduce-overhead')
+    assert seen[1] == dict(mode='reduce-overhead')
+    assert set(seen[0]) == {'options'} and seen[0]['options']['triton.cudagraphs'] is True
+    assert callable(seen[0]['options']['guard_filter_fn'])
+
+
 def test_compile_infer_parts_compile_the_named_modules_and_the_row_names_them(monkeypatch):
     """``--compile-infer-parts`` names the modules (dotted paths) that ``--compile-infer`` compiles in both models,
     e.g. the decoder beside the image path; a path that names nothing is refused in one line, and the P3 row names

@@ -1,9 +1,13 @@
 # The next GPU session's work (issue 9), after session 36 (H100): with CUDA graphs and more compiled parts
 # (configs/qdbev/qdbev_tiny_w4a6_graphs.py) P1 at batch 1 fell from 1.707 to 1.468 and 1.514 on one machine, near the
 # goal of 1.45 (docs/benchmarks.md "Session 36"). Since then the student's GridMask no longer makes and throws away a
-# mask of its own under the teacher's replay (about 30 launches a QAT+VGD step, session 36's CPU census). First the
-# graphs config against the fast config on one machine, at batch 1 and 8; then P3 at batch 1 (goal 1.15, best 1.193),
-# whose jobs never ran (session 31's plan).
+# mask of its own under the teacher's replay (about 30 launches a QAT+VGD step, session 36's CPU census). Session 37
+# (no GPU) added two host-time cuts that only the QAT+VGD step gains from, both on in the graphs config: the
+# distillation after both forwards compiled (model.distill_compile: 2 graph calls for ~73 eager operators in the CPU
+# census) and the quantized parts guarded on the quantizers' state version instead of on each quantizer (dynamo's
+# cache lookups of a QAT+VGD step 9.1 -> 5.9 ms on the CPU, FP step ~3 ms). First the graphs config, then the same
+# with session 36's settings (both cuts off) and the fast config on the same machine, at batch 1 and 8; then P3 at
+# batch 1 (goal 1.15, best 1.193), whose jobs never ran (session 31's plan).
 #
 # Results: each job writes its JSON under work_dirs/bench37 (packed by every call, NOT carried: a carried path is
 # replaced at the start of each call, which lost a result written between two calls in session 36) and is skipped
@@ -27,7 +31,11 @@ mkdir -p $OUT
 #    the same machine (session 36: 1.707 there).
 ensure p1_graphs_b1 --creates $DONE/p1_graphs_b1.json $P1 --qdbev-config $GRAPHS_CFG --batch 1 --reps 20 --warmup 4 \
   --profile $OUT/p1_graphs_b1 --out-json $OUT/p1_graphs_b1.json
-ensure p1_fast_b1 --creates $DONE/p1_fast_b1.json --after-ended p1_graphs_b1 $P1 --qdbev-config $FAST_CFG --batch 1 \
+#    Session 36's graphs settings on the same machine: distillation eager, every quantizer guarded.
+ensure p1_graphs_s36_b1 --creates $DONE/p1_graphs_s36_b1.json --after-ended p1_graphs_b1 $P1 --qdbev-config $GRAPHS_CFG \
+  --batch 1 --reps 20 --warmup 4 --qdbev-options model.distill_compile=False \
+  model.student_compile.guard_each_quantizer=True --out-json $OUT/p1_graphs_s36_b1.json
+ensure p1_fast_b1 --creates $DONE/p1_fast_b1.json --after-ended p1_graphs_s36_b1 $P1 --qdbev-config $FAST_CFG --batch 1 \
   --reps 20 --warmup 3 --out-json $OUT/p1_fast_b1.json
 #    The graphs config with the teacher's two history frames in one backbone and neck call
 #    (model.teacher_history_batch, session 33; never timed): two graph calls fewer a step. On the CPU it passes the

@@ -139,7 +139,9 @@ class QDBEVDistiller(BaseModel):
             ``dict(backend='aot_eager')``) and may name the parts, ``parts=[dotted module paths]`` (e.g. add
             ``'pts_bbox_head.transformer.decoder'``; a part without quantizers, such as
             ``'pts_bbox_head.transformer.ego_motion'``, is compiled as the teacher's parts are,
-            :func:`qdbev.quant.compile_module`). Needs ``qconfig``.
+            :func:`qdbev.quant.compile_module`). The quantized parts are guarded on the quantizers' state version
+            (:func:`qdbev.quant.quantizer_guard_filter`; ``guard_each_quantizer=True``: dynamo's guards on each
+            quantizer, as before session 37). Needs ``qconfig``.
         distill_compile: compile what follows both forwards (:meth:`distill_losses`: the teacher records' float32
             casts, the view masks of QD-BEV Eq. 5 and the active terms, about 60 small operators and their backward
             run eagerly) as one function, :func:`qdbev.quant.compile_callable`: True with ``dynamic=False``, a dict
@@ -222,7 +224,8 @@ class QDBEVDistiller(BaseModel):
         if option is not False and self.qconfig is None:
             raise ValueError('model.student_compile needs model.qconfig (it compiles the fake-quantized student); '
                              'without quantization compile the model with torch.compile')
-        float_kwargs = {k: v for k, v in kwargs.items() if k not in ('activation_memory_budget', 'int_codes')}
+        float_kwargs = {k: v for k, v in kwargs.items()
+                        if k not in ('activation_memory_budget', 'int_codes', 'guard_each_quantizer')}
         for module in modules:
             if next(quantizers(module), None) is not None:
                 compile_quantized(module, watch=self.student, **kwargs)

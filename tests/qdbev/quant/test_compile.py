@@ -7,7 +7,8 @@ from torch import nn
 
 from qdbev.quant import (FakeQuantizer, FrozenWeightsCall, NoGradOutputsCopied, QuantConv2d, QuantLinear,
                          SavedActivations, compile_module, compile_quantized, freezing, named_parts,
-                         replays_cuda_graphs)
+                         quantizer_guard_filter, replays_cuda_graphs, with_guard_filter)
+from qdbev.quant.fake_quantizer import state_version
 
 
 def _calibrated_act(bits=6):
@@ -140,6 +141,53 @@ def test_the_routers_answer_is_kept_until_a_quantizer_changes(monkeypatch):
     assert router.ready() and len(asked) > 6
     n = len(asked)
     assert router.ready() and len(asked) == n
+
+
+def test_compiled_quantized_modules_guard_the_state_version_not_each_quantizer():
+    """``compile_quantized`` compiles with :func:`quantizer_guard_filter`: none of the guards that stay reads below a
+    quantizer but its hook dictionaries (the quantizers' types stay too), one reads the state version, and many were
+    dropped; the graphs still follow every change of a quantizer: a new width (a phase switch) recompiles and gives
+    the eager numbers, a hook registered on a quantizer after compiling runs, and assigning a value a quantizer
+    already has changes nothing (no recompile). ``guard_each_quantizer=True`` keeps them all."""
+    net, x = _net(), torch.randn(2, 3, 12, 10) * 2
+    router = compile_quantized(net, backend='aot_eager')
+    guards = []
+    dropped = []
+
+    def recording(entries):
+        keep = router.guard_filter(entries)
+        guards.extend(e for e, k in zip(entries, keep) if k)
+        dropped.extend(e for e, k in zip(entries, keep) if not k)
+        return keep
+    net.forward = router  # (compile_quantized installed it; rebuilt below with the recording filter)
+    router.compiled = torch.compile(router.eager, **with_guard_filter(dict(backend='aot_eager'), recording))
+    with torch.no_grad():
+        assert torch.equal(net(x), router.eager(x)) and router.compiled_calls == 1
+    below = [e for e in guards if any(f"_modules['{q}']." in e.name for q in ('a_quant', 'w_quant'))
+             and e.guard_type != 'EMPTY_NN_MODULE_HOOKS_DICT']
+    assert below == [] and len(dropped) > 40, [e.name for e in below]
+    assert any('_STATE_VERSION' in e.name for e in guards)
+    assert {e.guard_type for e in guards if e.name.endswith(("._modules['a_quant']", "._modules['w_quant']"))} \
+        <= {'TYPE_MATCH', 'ID_MATCH'}
+    version = state_version()
+    net[3].a_quant.mode = 'quantize'  # the value it has
+    net[3].a_quant.bits = 6
+    assert state_version() == version
+    net[3].a_quant.set_bits(3)  # a phase switch: the scale re-derived for the new width, a new graph
+    with torch.no_grad():
+        assert torch.equal(net(x), router.eager(x)) and router.compiled_calls == 2
+    seen = []
+    net[3].a_quant.register_forward_hook(lambda mod, args, out: seen.append(out.shape))
+    with torch.no_grad():
+        net(x)
+    assert seen == [(2, 8, 12, 10)] and router.compiled_calls == 3
+    assert compile_quantized(_net(), backend='aot_eager', guard_each_quantizer=True).guard_filter is None
+    assert quantizer_guard_filter(nn.Linear(2, 2)) is None  # nothing to filter
+    clash = nn.Sequential(_net(), nn.Sequential())
+    clash[1].add_module('a_quant', nn.Identity())  # a module of a quantizer's name that is none
+    assert quantizer_guard_filter(clash) is None
+    assert with_guard_filter(dict(mode='reduce-overhead', dynamic=False), len) == \
+        dict(dynamic=False, options={'triton.cudagraphs': True, 'guard_filter_fn': len})
 
 
 def test_a_watched_module_keeps_a_part_eager_while_a_quantizer_outside_it_observes():
