@@ -97,10 +97,11 @@ def test_the_tool_counts_graph_calls_of_the_fast_configs_compiled_parts(tmp_path
     """``--ops --graphs`` with the fast config (quick sizes): every compiled part of the FP model, the student and the
     teacher runs as graphs (forward, backward, inference calls counted), so their operators are gone from their
     rows; the QAT+VGD step still runs more operators outside graphs than the FP step (the teacher's BEV preamble,
-    the distillation terms, the student's head branches). Without --ops it is refused."""
+    the distillation terms, the student's head branches). ``--lookups``: dynamo's cache lookups a call, more in the
+    QAT+VGD step (the teacher's parts), with their host time. Without --ops it is refused."""
     out = tmp_path / 'census.json'
     assert main(['fp', 'qat', '--quick', '--ops', '--graphs', '--top', '0', '--qdbev-config',
-                 'configs/qdbev/qdbev_tiny_w4a6_fast.py', '--out-json', str(out)]) == 0
+                 'configs/qdbev/qdbev_tiny_w4a6_fast.py', '--lookups', '2', '--out-json', str(out)]) == 0
     steps = json.loads(out.read_text())['steps']
     fp, qat = steps['fp']['ops'], steps['qat']['ops']
     for ops in (fp, qat):
@@ -112,6 +113,11 @@ def test_the_tool_counts_graph_calls_of_the_fast_configs_compiled_parts(tmp_path
     eager = {step: sum(v['total'] for k, v in ops.items() if k not in (GRAPHS, OPTIMIZER))
              for step, ops in (('fp', fp), ('qat', qat))}
     assert eager['qat'] > eager['fp'] > 0
+    looked = {step: steps[step]['guard_lookups'] for step in ('fp', 'qat')}
+    assert looked['qat']['lookups'] > looked['fp']['lookups'] > 0 and looked['fp']['calls'] == 2
+    assert all(0 < v['ms_min'] <= v['ms_median'] for v in looked.values())
+    with pytest.raises(SystemExit):
+        main(['fp', '--lookups', '-1'])
     with pytest.raises(SystemExit):
         main(['fp', '--graphs'])
     with pytest.raises(SystemExit, match='sets no model.student_compile dict'):  # the tiny config compiles nothing
