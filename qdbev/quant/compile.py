@@ -7,7 +7,8 @@ module compiled in place (``nn.Module.compile``) would fail at the first recalib
 routes each call instead: to the compiled forward when every quantizer inside is traceable, to the eager forward
 otherwise. Under compilation the quantized layers take the quantizers' traceable forward (plain tensor ops with the
 straight-through and LSQ gradients), which inductor fuses into the neighbouring kernels; a phase switch changes the
-quantizers' bit widths, which dynamo's guards see, so each phase compiles its own graph once.
+quantizers' bit widths and so their state version, on which the graphs are guarded (:func:`quantizer_guard_filter`),
+so each phase compiles its own graph once.
 """
 import contextlib
 import warnings
