@@ -2,6 +2,7 @@
 
     python tools/sync_census.py STEP [STEP ...] [--quick] [--batch B] [--img-size H W] [--device cpu|cuda]
                                 [--qdbev-config C] [--fp-config C] [--top N] [--ops] [--graphs] [--lookups CALLS]
+                                [--compile-infer-parts MODULE ...]
                                 [--qdbev-options KEY=VALUE ...] [--out-json FILE]
 
 STEP: ``fp`` (an FP BEVFormer training step), ``qat`` (a QAT+VGD step of the distiller), ``predict_fp`` /
@@ -22,6 +23,9 @@ launches a GPU step would make with every compiled part replayed, e.g. with
 ``--qdbev-config configs/qdbev/qdbev_tiny_w4a6_fast.py``. The host-sync census is left out there (its patched torch
 functions would send the compiled parts back to eager code). ``--lookups CALLS``: the host time of dynamo's guard
 checks at each compiled call, over CALLS more calls of each step (:func:`projects.qdbev.op_census.guard_lookups`).
+``--compile-infer-parts MODULE ...`` (predict steps): those parts of both predictors compiled as ``tools/benchmark.py
+--compile-infer reduce-overhead --compile-infer-parts`` compiles them for P3 (the checking backend; the student's
+weights fake-quantized in the graphs, not ``--prequantize-weights``), counted as ``--graphs`` counts.
 """
 import argparse
 import json
@@ -61,6 +65,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='also count the dispatched operators of one more call of each step by model part')
     p.add_argument('--graphs', action='store_true',
                    help="with --ops: the configs' compiled parts as CUDA-graph replays, each call counted once")
+    p.add_argument('--compile-infer-parts', nargs='+', default=None, metavar='MODULE',
+                   help="predict steps: these parts of both predictors compiled as tools/benchmark.py's "
+                        '--compile-infer reduce-overhead does (checking backend)')
     p.add_argument('--lookups', type=int, default=0, metavar='CALLS',
                    help="also time dynamo's guard checks (cache lookups) over CALLS more calls of each step")
     p.add_argument('--qdbev-options', nargs='+', action=DictAction, default=None, metavar='KEY=VALUE',
@@ -73,6 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f'--lookups must be >= 0, got {args.lookups}')
     if args.graphs and not (args.ops and set(args.steps) <= {'fp', 'qat'}):
         p.error('--graphs counts training steps with --ops: give fp / qat and --ops')
+    if args.compile_infer_parts and not set(args.steps) <= {'predict_fp', 'predict_qat'}:
+        p.error('--compile-infer-parts compiles the predict steps: give predict_fp / predict_qat')
     return args
 
 
@@ -136,12 +145,18 @@ def main(argv=None) -> int:
     raw = bm.raw_batch(args.batch, queue, tuple(args.img_size), 6)
     if {'qat', 'predict_qat'} & set(args.steps):
         bm.calibrate(distiller, raw)  # once: the student's activation scales, as QuantCalibrationHook sets them
+    if args.compile_infer_parts:  # as tools/benchmark.py --compile-infer reduce-overhead --compile-infer-parts
+        from qdbev.quant.cudagraph_check import BACKEND
+        for predictor in (fp, distiller.student):
+            bm.compile_for_inference(predictor, 'reduce-overhead', args.compile_infer_parts, backend=BACKEND)
     out = {}
     for step in args.steps:
         fn = step_fn(step, fp, distiller, raw, optim_cfg, args.img_size, args.batch)
         fn()  # first call: lazy set-up (weight caches, compilation) is not a step's cost
+        if args.compile_infer_parts:
+            fn()  # the second predict is the first with a previous BEV: its graphs compile now
         out[step] = {}
-        if not args.graphs:  # (its patched torch functions would send the compiled parts back to eager code)
+        if not (args.graphs or args.compile_infer_parts):  # (its patched functions would run compiled parts eagerly)
             with SyncCensus(ROOT) as census:
                 fn()
             totals, table = census.totals(), census.table()
@@ -152,11 +167,12 @@ def main(argv=None) -> int:
                 print(f'{n:6d}  {kind:5s} {op:14s} {src}')
         if args.ops:
             torch.manual_seed(0)  # the same random draws (grid mask: ~30 operators when drawn) for every step
-            with (GraphOpCensus if args.graphs else OpCensus)(step_parts(step, fp, distiller)) as ops:
+            graphs = args.graphs or bool(args.compile_infer_parts)
+            with (GraphOpCensus if graphs else OpCensus)(step_parts(step, fp, distiller)) as ops:
                 fn()
             by_owner = ops.totals()
             out[step]['ops'] = {owner: dict(total=n, top=ops.top(owner, 5)) for owner, n in by_owner.items()}
-            what = 'operators outside graphs and graph calls' if args.graphs else 'operators dispatched'
+            what = 'operators outside graphs and graph calls' if graphs else 'operators dispatched'
             print(f'-- {step}: {sum(by_owner.values())} {what}, by owner')
             for owner, n in by_owner.items():
                 print(f'{n:6d}  {owner:42s} ' + ', '.join(f'{op} {c}' for op, c in ops.top(owner, 4)))

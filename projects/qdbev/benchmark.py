@@ -453,7 +453,8 @@ def part_label(path: str) -> str:
     return ('.'.join(steps[-2:]) if steps[-1].isdigit() and len(steps) > 1 else steps[-1]).replace('img_', '')
 
 
-def compile_for_inference(detector, mode: str = 'default', parts: Sequence[str] = IMAGE_PARTS) -> None:
+def compile_for_inference(detector, mode: str = 'default', parts: Sequence[str] = IMAGE_PARTS,
+                          backend: Optional[str] = None) -> None:
     """Replace ``detector``'s ``parts`` (dotted module paths; default its image backbone and neck) by their
     ``torch.compile``d modules (inductor fuses each quantized layer's input fake quantization into the element-wise
     ops before it; the quantizers run their traceable forward, :meth:`qdbev.quant.FakeQuantizer._traceable_forward`).
@@ -463,7 +464,8 @@ def compile_for_inference(detector, mode: str = 'default', parts: Sequence[str] 
     a neck) is left out; a path that names no attribute is refused; ``'a.b.*'`` names each child of ``a.b``
     (:func:`qdbev.quant.named_parts`); a part with quantizers is guarded on their state version
     (:func:`qdbev.quant.quantizer_guard_filter`), as the student's training parts are. The first call compiles (the
-    timing's warm-up calls absorb it)."""
+    timing's warm-up calls absorb it). ``backend``: torch.compile's (None: its default, inductor; the census gives the
+    checking backend of :mod:`qdbev.quant.cudagraph_check`)."""
     for given in parts:
         try:
             named = named_parts(detector, given)
@@ -474,7 +476,8 @@ def compile_for_inference(detector, mode: str = 'default', parts: Sequence[str] 
             if hasattr(module, '_orig_mod'):
                 continue
             allow_recompiles()  # a quantized part's graphs guard the quantizers' state version, not each quantizer
-            compiled = torch.compile(module, **with_guard_filter(dict(mode=mode), quantizer_guard_filter(module)))
+            kwargs = dict(mode=mode) if backend is None else dict(mode=mode, backend=backend)
+            compiled = torch.compile(module, **with_guard_filter(kwargs, quantizer_guard_filter(module)))
             setattr(owner, name, GraphStepModule(compiled) if mode in CUDA_GRAPH_MODES else compiled)
 
 

@@ -122,3 +122,20 @@ def test_the_tool_counts_graph_calls_of_the_fast_configs_compiled_parts(tmp_path
         main(['fp', '--graphs'])
     with pytest.raises(SystemExit, match='sets no model.student_compile dict'):  # the tiny config compiles nothing
         main(['fp', '--ops', '--graphs', '--quick'])
+
+
+def test_the_tool_counts_the_predicts_with_their_parts_compiled(tmp_path):
+    """``--compile-infer-parts`` (predict steps): the parts of both predictors compiled as P3 compiles them run as
+    inference graphs (one call each), their operators gone from their rows, and ``--lookups`` times the guard checks
+    of the calls. With a training step it is refused."""
+    out = tmp_path / 'census.json'
+    assert main(['predict_fp', 'predict_qat', '--quick', '--ops', '--top', '0', '--lookups', '2',
+                 '--compile-infer-parts', 'img_backbone', 'img_neck', '--out-json', str(out)]) == 0
+    steps = json.loads(out.read_text())['steps']
+    for step, prefix in (('predict_fp', ''), ('predict_qat', 'student.')):
+        ops = steps[step]['ops']
+        assert ops[GRAPHS]['top'] == [['inference', 2]], ops[GRAPHS]
+        assert ops[prefix + 'img_backbone']['top'] == [['aten::clone', 1]]  # the copy of the graph's output
+        assert steps[step]['guard_lookups']['lookups'] == 2
+    with pytest.raises(SystemExit):
+        main(['qat', '--compile-infer-parts', 'img_backbone'])
