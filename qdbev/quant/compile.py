@@ -249,7 +249,7 @@ def with_guard_filter(compile_kwargs: dict, guard_filter) -> dict:
     options = dict(kwargs.pop('options', None) or {})
     if mode is not None:
         import torch._inductor  # noqa: F401 (list_mode_options)
-        options = {**torch._inductor.list_mode_options(mode), **options}
+        options = {**torch._inductor.list_mode_options(mode, kwargs.get('dynamic')), **options}
     options['guard_filter_fn'] = guard_filter
     return dict(kwargs, options=options)
 
