@@ -7,8 +7,8 @@ import torch
 
 from qdbev_distiller_helpers import BEV, W4A6, build_distiller, raw_batch
 
-from qdbev.distill import bev_kl, confidence_guided_loss, image_kl, logit_kd, vgd_loss, view_masks
 from projects.qdbev.distiller import QDBEVDistiller
+from qdbev.distill import bev_kl, confidence_guided_loss, image_kl, logit_kd, vgd_loss, view_masks
 from qdbev.quant import CompiledWhenCalibrated, FrozenWeightsCall, NoGradOutputsCopied
 
 ALL_TERMS = 'img+bev+vgd+head+kd'
@@ -389,8 +389,8 @@ def test_distill_compile_gives_the_eager_terms_and_compiles_once_per_mode(arch, 
     """``distill_compile`` compiles what follows both forwards (the teacher records' casts, the view masks, the
     terms) as one function: every term's loss and the student's gradients are the eager step's, each call of the step
     goes through it once, a switch of the distill mode compiles again (dynamo's guards on the active terms) and still
-    gives the eager losses; in a mode that replays CUDA graphs its calls without grad hand back copies. Options that
-    name parts or freeze are refused naming the key."""
+    gives the eager losses; in a mode that replays CUDA graphs it is wrapped to copy what calls without grad return
+    (NoGradOutputsCopied). Options that name parts or freeze are refused naming the key."""
     raw = raw_batch(0, batch=1, queue=2)
     calls = []
     losses = QDBEVDistiller.distill_losses

@@ -159,7 +159,7 @@ def test_compiled_quantized_modules_guard_the_state_version_not_each_quantizer()
         guards.extend(e for e, k in zip(entries, keep) if k)
         dropped.extend(e for e, k in zip(entries, keep) if not k)
         return keep
-    net.forward = router  # (compile_quantized installed it; rebuilt below with the recording filter)
+    # the router's own compiled forward, rebuilt with a filter that records what the router's filter keeps
     router.compiled = torch.compile(router.eager, **with_guard_filter(dict(backend='aot_eager'), recording))
     with torch.no_grad():
         assert torch.equal(net(x), router.eager(x)) and router.compiled_calls == 1
