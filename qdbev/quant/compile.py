@@ -223,14 +223,17 @@ def quantizer_guard_filter(module: nn.Module) -> Optional[Callable[[list], List[
     marks = tuple(f"._modules['{leaf}']" for leaf in sorted(leaves))
 
     def keep(entry) -> bool:
+        name, kind = getattr(entry, 'name', None), getattr(entry, 'guard_type', None)
+        if not isinstance(name, str) or not isinstance(kind, str):  # another torch's entries: keep every guard
+            return True
         for mark in marks:
-            at = entry.name.find(mark)
+            at = name.find(mark)
             if at < 0:
                 continue
-            below = entry.name[at + len(mark):]
+            below = name[at + len(mark):]
             if not below:  # the quantizer object itself: its type stays guarded
-                return entry.guard_type != 'NOT_PRESENT_IN_GENERIC_DICT'
-            return entry.guard_type in _KEPT_BELOW_QUANTIZER
+                return kind != 'NOT_PRESENT_IN_GENERIC_DICT'
+            return kind in _KEPT_BELOW_QUANTIZER
         return True
 
     def guard_filter(entries) -> List[bool]:
