@@ -38,9 +38,9 @@ _STATE_VERSION = [0]  # bumped when a quantizer's mode, bits, dynamic, calibrate
 
 def state_version() -> int:
     """A number that changes whenever any :class:`FakeQuantizer`'s ``mode``, ``bits``, ``dynamic``, calibrated or
-    ``int_codes`` flag changes, its tensors move (``.to``, ``.cuda``) or a hook is registered on it: what
-    :meth:`FakeQuantizer.traceable` and the traced forward read (besides the observer's type, ``ch_axis``,
-    ``learnable`` and ``grad_factor``, fixed at construction). A decision taken over many quantizers can be kept
+    ``int_codes`` flag changes, its tensors move (``.to``, ``.cuda``), a checkpoint changes its scale's shape or a
+    forward hook is registered on it: what :meth:`FakeQuantizer.traceable` and the traced forward read (besides the
+    observer's type, ``ch_axis``, ``learnable`` and ``grad_factor``, fixed at construction). A decision taken over many quantizers can be kept
     until it changes (:class:`qdbev.quant.compile.CompiledWhenCalibrated`), and a compiled graph can be guarded on
     it instead of on every quantizer's attributes (:func:`qdbev.quant.compile.quantizer_guard_filter`)."""
     return _STATE_VERSION[0]
@@ -343,6 +343,7 @@ class FakeQuantizer(nn.Module):
         self.clear_cache()
         key = prefix + 'scale'
         if key in state_dict and state_dict[key].shape != self.scale.shape:
+            bump_state_version()  # graphs guarded on the version, not on the scale's shape, must retrace
             if isinstance(self.scale, nn.Parameter):
                 self.scale.data = torch.empty_like(state_dict[key], device=self.scale.device)
             else:

@@ -181,6 +181,11 @@ def test_compiled_quantized_modules_guard_the_state_version_not_each_quantizer()
     with torch.no_grad():
         net(x)
     assert seen == [(2, 8, 12, 10)] and router.compiled_calls == 3
+    version = state_version()
+    per_tensor = net[0].w_quant.state_dict()  # a checkpoint whose scale has another shape
+    per_tensor['scale'] = per_tensor['scale'].amax()
+    net[0].w_quant.load_state_dict(per_tensor)
+    assert state_version() != version
     assert compile_quantized(_net(), backend='aot_eager', guard_each_quantizer=True).guard_filter is None
     assert quantizer_guard_filter(nn.Linear(2, 2)) is None  # nothing to filter
     clash = nn.Sequential(_net(), nn.Sequential())
