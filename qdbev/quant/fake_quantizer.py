@@ -40,9 +40,10 @@ def state_version() -> int:
     """A number that changes whenever any :class:`FakeQuantizer`'s ``mode``, ``bits``, ``dynamic``, calibrated or
     ``int_codes`` flag changes, its tensors move (``.to``, ``.cuda``), a checkpoint changes its scale's shape or a
     forward hook is registered on it: what :meth:`FakeQuantizer.traceable` and the traced forward read (besides the
-    observer's type, ``ch_axis``, ``learnable`` and ``grad_factor``, fixed at construction). A decision taken over many quantizers can be kept
-    until it changes (:class:`qdbev.quant.compile.CompiledWhenCalibrated`), and a compiled graph can be guarded on
-    it instead of on every quantizer's attributes (:func:`qdbev.quant.compile.quantizer_guard_filter`)."""
+    observer's type, ``ch_axis``, ``learnable`` and ``grad_factor``, fixed at construction). A decision taken over
+    many quantizers can be kept until it changes (:class:`qdbev.quant.compile.CompiledWhenCalibrated`), and a
+    compiled graph can be guarded on it instead of on every quantizer's attributes
+    (:func:`qdbev.quant.compile.quantizer_guard_filter`)."""
     return _STATE_VERSION[0]
 
 
