@@ -5,9 +5,10 @@
 # (no GPU) added two host-time cuts that only the QAT+VGD step gains from, both on in the graphs config: the
 # distillation after both forwards compiled (model.distill_compile: 2 graph calls for ~73 eager operators in the CPU
 # census) and the quantized parts guarded on the quantizers' state version instead of on each quantizer (dynamo's
-# cache lookups of a QAT+VGD step 9.1 -> 5.9 ms on the CPU, FP step ~3 ms). First the graphs config, then the same
-# with session 36's settings (both cuts off) and the fast config on the same machine, at batch 1 and 8; then P3 at
-# batch 1 (goal 1.15, best 1.193), whose jobs never ran (session 31's plan).
+# cache lookups of a QAT+VGD step 7.7 -> 5.6-6.0 ms on the CPU against session 36's code, FP step ~3 ms; the fast
+# config and P3's quantized predict get the version guards too). First the graphs config, then the same with session
+# 36's settings (both cuts off) and the fast config on the same machine, at batch 1 and 8; then P3 at batch 1 (goal
+# 1.15, best 1.193), whose jobs never ran (session 31's plan).
 #
 # Results: each job writes its JSON under work_dirs/bench37 (packed by every call, NOT carried: a carried path is
 # replaced at the start of each call, which lost a result written between two calls in session 36) and is skipped
