@@ -5,7 +5,7 @@
 #   positional encoding (per frame; the teacher's three frames and the student's);
 # - the teacher's neck, and the student's classification branches of every decoder layer ('cls_branches.*');
 # - the distillation after both forwards (model.distill_compile: float32 casts, view masks, terms; session 37, not
-#   yet timed on a GPU: the CPU census counts 2 graph calls for about 60 eager operators).
+#   yet timed on a GPU: the CPU census counts 2 graph calls for about 73 eager operators, backward included).
 # On an H100 at batch 1 (docs/benchmarks.md "Session 36") the QAT+VGD step took 92.7 and 101.1 ms against the FP
 # step's 63.2 and 66.8 (FP model compiled the same way): P1 1.468 and 1.514 (paired 1.485 / 1.477), against 1.707
 # (226.0 / 132.4 ms) with qdbev_tiny_w4a6_fast.py on the same machine; peak memory 841.5 / 709.3 MiB (P2 1.19).

@@ -20,10 +20,10 @@ Pieces, one job each (see docs/quantization.md):
 """
 from .analysis import (find_scale_conflicts, layer_weight_errors, per_channel_fallback, record_activation_ranges,
                        weight_quant_error)
-from .compile import (CUDA_GRAPH_MODES, CompiledWhenCalibrated, FrozenWeightsCall, NoGradOutputsCopied,
-                      SavedActivations, allow_recompiles, compile_callable, compile_module, compile_quantized,
-                      freezing, memory_budget, module_slot, named_parts, quantizer_guard_filter, replays_cuda_graphs,
-                      with_guard_filter)
+from .compile import (CUDA_GRAPH_MODES, QUANTIZED_OPTIONS, CompiledWhenCalibrated, FrozenWeightsCall,
+                      NoGradOutputsCopied, SavedActivations, allow_recompiles, compile_callable, compile_module,
+                      compile_quantized, freezing, memory_budget, module_slot, named_parts, quantizer_guard_filter,
+                      replays_cuda_graphs, with_guard_filter)
 from .dfq import bias_correct, cross_layer_equalize, relu_input_mean
 from .fake_quant import (FLOAT_BITS, check_bits, fake_quantize, fake_quantize_reference, qrange, quantize_codes,
                          scale_from_absmax, symmetric_scale)
@@ -60,6 +60,6 @@ __all__ = [
     # torch.compile during QAT
     'CompiledWhenCalibrated', 'compile_quantized', 'module_slot', 'named_parts', 'memory_budget', 'SavedActivations',
     'allow_recompiles', 'compile_callable', 'compile_module', 'NoGradOutputsCopied', 'CUDA_GRAPH_MODES',
-    'replays_cuda_graphs', 'quantizer_guard_filter', 'with_guard_filter',
+    'replays_cuda_graphs', 'quantizer_guard_filter', 'with_guard_filter', 'QUANTIZED_OPTIONS',
     'freezing', 'FrozenWeightsCall',
 ]

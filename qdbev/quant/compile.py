@@ -257,6 +257,9 @@ def with_guard_filter(compile_kwargs: dict, guard_filter) -> dict:
     return dict(kwargs, options=options)
 
 
+QUANTIZED_OPTIONS = ('activation_memory_budget', 'int_codes', 'guard_each_quantizer')  # not torch.compile's
+
+
 class CompiledWhenCalibrated:
     """The ``forward`` of ``module``: compiled with ``torch.compile(**compile_kwargs)`` while all its quantizers (or
     all those of ``watch``, a module that holds it and the quantized layers it calls without owning them) are
@@ -322,9 +325,8 @@ class CompiledWhenCalibrated:
 def compile_quantized(module: nn.Module, **compile_kwargs) -> CompiledWhenCalibrated:
     """Route ``module``'s forward through :class:`CompiledWhenCalibrated` (in place: parameters, buffers, state-dict
     keys and hooks are unchanged). Quantize the module first: the quantizers are collected here. Returns the
-    router. ``compile_kwargs`` go to ``torch.compile`` (e.g. ``backend``, ``mode``, ``dynamic``), except
-    ``activation_memory_budget``, ``int_codes``, ``watch`` and ``guard_each_quantizer``
-    (:class:`CompiledWhenCalibrated`)."""
+    router. ``compile_kwargs`` go to ``torch.compile`` (e.g. ``backend``, ``mode``, ``dynamic``), except ``watch``
+    and :data:`QUANTIZED_OPTIONS` (:class:`CompiledWhenCalibrated`)."""
     if isinstance(module.__dict__.get('forward'), CompiledWhenCalibrated):
         raise ValueError(f'compile_quantized: {type(module).__name__} is compiled already')
     router = CompiledWhenCalibrated(module, **compile_kwargs)

@@ -29,8 +29,8 @@ from mmengine.model import BaseModel
 from torch import Tensor
 
 from qdbev.distill import find_module
-from qdbev.quant import (calibration, check_qconfig, compile_callable, compile_module, compile_quantized, named_parts,
-                         quant_state, quantize_model, quantizers, replays_cuda_graphs)
+from qdbev.quant import (QUANTIZED_OPTIONS, calibration, check_qconfig, compile_callable, compile_module,
+                         compile_quantized, named_parts, quant_state, quantize_model, quantizers, replays_cuda_graphs)
 
 from .distill_terms import DistillTerms
 from .feature_records import FeatureRecords, resolve_source
@@ -224,8 +224,7 @@ class QDBEVDistiller(BaseModel):
         if option is not False and self.qconfig is None:
             raise ValueError('model.student_compile needs model.qconfig (it compiles the fake-quantized student); '
                              'without quantization compile the model with torch.compile')
-        float_kwargs = {k: v for k, v in kwargs.items()
-                        if k not in ('activation_memory_budget', 'int_codes', 'guard_each_quantizer')}
+        float_kwargs = {k: v for k, v in kwargs.items() if k not in QUANTIZED_OPTIONS}
         for module in modules:
             if next(quantizers(module), None) is not None:
                 compile_quantized(module, watch=self.student, **kwargs)
