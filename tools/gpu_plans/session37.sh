@@ -31,9 +31,9 @@ GRAPHS_CFG=configs/qdbev/qdbev_tiny_w4a6_graphs.py
 FAST_CFG=configs/qdbev/qdbev_tiny_w4a6_fast.py
 mkdir -p $OUT
 # P3 (its jobs below, in the order above) at batch 1 as session 31's best (weights quantized once, every quantized
-#    layer of the predict in the graphs), with a profile of one predict each, then with both predicts' weights frozen into the graphs (--freeze-infer), then
-#    in mode max-autotune (inductor's own matmul/convolution templates, into whose epilogues it can fuse the
-#    activation fake quantization; compiles for minutes).
+#    layer of the predict in the graphs), with a profile of one predict each, then with both predicts' weights frozen
+#    into the graphs (--freeze-infer), then in mode max-autotune (inductor's own matmul/convolution templates, into
+#    whose epilogues it can fuse the activation fake quantization; compiles for minutes).
 ENC=pts_bbox_head.transformer.encoder
 DEC=pts_bbox_head.transformer.decoder
 K=$ENC.static_hit_lists
