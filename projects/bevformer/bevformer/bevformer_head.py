@@ -28,6 +28,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from qdbev.device_constants import device_constant
+from qdbev.quant.fake_quantizer import state_version
 from .box_coder import normalize_bbox
 from .group_assigner import GroupHungarianAssigner
 
@@ -151,9 +152,35 @@ class BEVFormerHead(BaseModule):
 
     # ------------------------------------------------------------------ forward
     def bev_pos(self, batch_size: int, device, dtype) -> Tensor:
-        """Learned BEV positional encoding ``[B, C, bev_h, bev_w]``."""
+        """Learned BEV positional encoding ``[B, C, bev_h, bev_w]``.
+
+        It reads nothing of the frame, so where the encoding is frozen (no parameter requires grad: a distillation
+        teacher) a call without autograd reuses the last such call's tensor while the encoding's tensors are the
+        same (:meth:`_bev_pos_key`): the teacher computes it once, not three times a training step (one call of a
+        compiled part each in the CUDA-graph configs). Trained weights are not cached: a fused optimizer step
+        (``AdamW(fused=True)``) writes them without bumping their version counters (torch 2.13). The kept tensor,
+        that of one batch, is freed with the head."""
+        if torch.is_grad_enabled() or torch.compiler.is_compiling() or any(
+                p.requires_grad for p in self.positional_encoding.parameters()):
+            return self._compute_bev_pos(batch_size, device, dtype)
+        key = self._bev_pos_key(batch_size, device, dtype)
+        cached = self.__dict__.get('_bev_pos_cache')
+        if cached is None or cached[0] != key:
+            cached = (key, self._compute_bev_pos(batch_size, device, dtype))
+            self.__dict__['_bev_pos_cache'] = cached  # not a buffer: no state-dict key, not moved by .to()
+        return cached[1]
+
+    def _compute_bev_pos(self, batch_size: int, device, dtype) -> Tensor:
         mask = torch.zeros((batch_size, self.bev_h, self.bev_w), device=device, dtype=dtype)
         return self.positional_encoding(mask).to(dtype)
+
+    def _bev_pos_key(self, batch_size: int, device, dtype) -> tuple:
+        """What :meth:`bev_pos` of a frozen encoding depends on: the request, each tensor of the encoding by storage
+        and in-place version counter (a checkpoint load writes in place and bumps it; ``.to()`` moves the storage),
+        its mode, and the fake quantizers' global state version (a quantized encoding's phase)."""
+        tensors = [*self.positional_encoding.parameters(), *self.positional_encoding.buffers()]
+        return (batch_size, torch.device(device), dtype, self.positional_encoding.training, state_version(),
+                tuple((t.data_ptr(), t._version) for t in tensors))
 
     def get_bev_features(self, mlvl_feats: List[Tensor], can_bus: Tensor, lidar2img: Tensor,
                          pad_shape: Tuple[int, int], prev_bev: Optional[Tensor] = None,

@@ -384,3 +384,36 @@ def test_the_head_reuses_the_decoders_box_branch_outputs(monkeypatch):
     assert len(calls) == 3 * len(head.reg_branches)
     for a, b in zip(reused, again):
         torch.testing.assert_close(a, b)
+
+
+def test_a_frozen_heads_bev_pos_is_computed_once_until_its_weights_change():
+    """A frozen head (a distillation teacher) computes the BEV positional encoding once, not once per frame, and
+    again when a checkpoint changes its weights or another batch size is asked; a trained one every call."""
+    model = build_nano()
+    head = model.pts_bbox_head
+    calls = []
+    head.positional_encoding.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    with torch.no_grad():
+        first = head.bev_pos(2, 'cpu', torch.float32)
+        assert head.bev_pos(2, 'cpu', torch.float32) is not first and calls == [2, 2]  # trainable: not kept
+        model.requires_grad_(False)
+        first = head.bev_pos(2, 'cpu', torch.float32)
+        assert head.bev_pos(2, 'cpu', torch.float32) is first and calls == [2, 2, 2]
+        assert head.bev_pos(1, 'cpu', torch.float32).shape[0] == 1 and calls[-1] == 1
+        head.positional_encoding.load_state_dict(
+            {k: v + 1 for k, v in head.positional_encoding.state_dict().items()})
+        moved = head.bev_pos(2, 'cpu', torch.float32)
+        assert calls == [2, 2, 2, 1, 2] and not torch.equal(moved, first)
+        torch.testing.assert_close(moved, head._compute_bev_pos(2, 'cpu', torch.float32), rtol=0, atol=0)
+    calls.clear()
+    assert head.bev_pos(2, 'cpu', torch.float32) is not moved and calls == [2]  # with autograd: computed
+
+    # a frozen model in eval mode, without grad (a distillation teacher): one encoding call for two steps' frames
+    images, samples = queue_batch()
+    data = preprocess(model, images, samples, True)
+    model.eval()
+    calls.clear()
+    with torch.no_grad():
+        model(**copy.deepcopy(data), mode='loss')
+        model(**copy.deepcopy(data), mode='loss')
+    assert calls == [1]
