@@ -20,6 +20,9 @@
 #   mkdir -p work_dirs/bench37_done && SHARED_DIR=.gpu bash tools/gpu_job.sh call $OUT 300 \
 #     tools/gpu_plans/session37.sh work_dirs/bench37
 #
+# Session 38 (no machine came) added one cut for the teacher only: its BEV positional encoding computed once, not
+# for each of its three frames (BEVFormerHead.bev_pos of a frozen head: 3 graph calls fewer a QAT+VGD step; all jobs
+# below have it, the A/B job too).
 # Session 38 order (device time short, the goals first): p1_graphs_b1, p3_prof, p1_graphs_s36_b1,
 # p1_graphs_histbatch_b1, p3_freeze, p1_fast_b1, p1_graphs_b8, p1_fast_b8, p3_autotune.
 # A job skipped for its result ends after the jobs it waits for, so the chain runs one job at a time
