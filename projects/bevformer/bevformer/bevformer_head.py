@@ -158,10 +158,12 @@ class BEVFormerHead(BaseModule):
         teacher) a call without autograd reuses the last such call's tensor while the encoding's tensors are the
         same (:meth:`_bev_pos_key`): the teacher computes it once, not three times a training step (one call of a
         compiled part each in the CUDA-graph configs). Trained weights are not cached: a fused optimizer step
-        (``AdamW(fused=True)``) writes them without bumping their version counters (torch 2.13). The kept tensor,
-        that of one batch, is freed with the head."""
-        if torch.is_grad_enabled() or torch.compiler.is_compiling() or any(
-                p.requires_grad for p in self.positional_encoding.parameters()):
+        (``AdamW(fused=True)``) writes them without bumping their version counters (torch 2.13). Nor is anything
+        kept or reused while TorchScript / ONNX tracing or ``torch.compile`` traces (as :mod:`qdbev.device_constants`:
+        a traced computation stays in the trace, no traced value outlives it). The kept tensor, that of one batch, is
+        freed with the head."""
+        if (torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing()
+                or any(p.requires_grad for p in self.positional_encoding.parameters())):
             return self._compute_bev_pos(batch_size, device, dtype)
         key = self._bev_pos_key(batch_size, device, dtype)
         cached = self.__dict__.get('_bev_pos_cache')

@@ -386,9 +386,10 @@ def test_the_head_reuses_the_decoders_box_branch_outputs(monkeypatch):
         torch.testing.assert_close(a, b)
 
 
-def test_a_frozen_heads_bev_pos_is_computed_once_until_its_weights_change():
+def test_a_frozen_heads_bev_pos_is_computed_once_until_its_weights_change(monkeypatch):
     """A frozen head (a distillation teacher) computes the BEV positional encoding once, not once per frame, and
-    again when a checkpoint changes its weights or another batch size is asked; a trained one every call."""
+    again when a checkpoint changes its weights or another batch size is asked; a trained one every call, and any
+    one while being traced for export."""
     model = build_nano()
     head = model.pts_bbox_head
     calls = []
@@ -405,6 +406,10 @@ def test_a_frozen_heads_bev_pos_is_computed_once_until_its_weights_change():
         moved = head.bev_pos(2, 'cpu', torch.float32)
         assert calls == [2, 2, 2, 1, 2] and not torch.equal(moved, first)
         torch.testing.assert_close(moved, head._compute_bev_pos(2, 'cpu', torch.float32), rtol=0, atol=0)
+        with monkeypatch.context() as patch:
+            patch.setattr(torch.jit, 'is_tracing', lambda: True)
+            assert head.bev_pos(2, 'cpu', torch.float32) is not moved and len(calls) == 7
+        assert head.bev_pos(2, 'cpu', torch.float32) is moved and len(calls) == 7
     calls.clear()
     assert head.bev_pos(2, 'cpu', torch.float32) is not moved and calls == [2]  # with autograd: computed
 
