@@ -386,6 +386,30 @@ def test_the_head_reuses_the_decoders_box_branch_outputs(monkeypatch):
         torch.testing.assert_close(a, b)
 
 
+def test_the_head_decodes_each_layers_boxes_from_that_layers_input_reference_points(monkeypatch):
+    """All layers' boxes are decoded in one call; each layer's equal the layer-by-layer decoding (BEVFormer's loop):
+    layer 0 from the initial reference points, layer l from the points layer l - 1 refined."""
+    from projects.bevformer.bevformer.bevformer_head import decode_reg_output
+    torch.manual_seed(0)
+    model = build_nano()
+    model.eval()
+    head = model.pts_bbox_head
+    data = preprocess(model, [torch.rand(N_CAM, 3, H, W, generator=torch.Generator().manual_seed(7)) * 255],
+                      [make_sample('scene-a', 0)], False)
+    seen = []
+    real = head.transformer.decode
+    monkeypatch.setattr(head.transformer, 'decode', lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    with torch.no_grad():
+        preds = model._forward(data['inputs'], data['data_samples'])['all_bbox_preds']
+    (states, init_ref, refs, reg_outs), = seen
+    assert preds.shape[0] == reg_outs.shape[0] == len(head.reg_branches) > 2
+    assert not torch.equal(refs[0], init_ref)  # refined: a layer read with another layer's points would differ
+    for lvl in range(preds.shape[0]):
+        reference = init_ref if lvl == 0 else refs[lvl - 1]
+        # float32 tolerance: vectorised kernels may round a tensor's tail elements differently (last bit)
+        torch.testing.assert_close(preds[lvl], decode_reg_output(reg_outs[lvl], reference, head.pc_range))
+
+
 def test_a_frozen_heads_bev_pos_is_computed_once_until_its_weights_change(monkeypatch):
     """A frozen head (a distillation teacher) computes the BEV positional encoding once, not once per frame, and
     again when a checkpoint changes its weights or another batch size is asked; a trained one every call, and any
