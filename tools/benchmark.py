@@ -89,7 +89,8 @@ def parse_args(argv=None):
                         'img_backbone img_neck; e.g. add pts_bbox_head.transformer.decoder, whose shapes are fixed)')
     p.add_argument('--interleave-infer', action='store_true',
                    help='P3 with both models on the device and their predicts timed call by call in turn, so that '
-                        'host or clock drift during the run falls on both alike (default: each model alone)')
+                        'host or clock drift during the run falls on both alike; adds fakequant_infer_over_fp_paired, '
+                        'the median of the repetitions\' ratios (default: each model alone)')
     p.add_argument('--interleave-train', action='store_true',
                    help='P1 with both models on the device, the FP step, the QAT+VGD step and the teacher\'s forward '
                         'timed call by call in turn (after each has compiled and its peak memory was read alone), '

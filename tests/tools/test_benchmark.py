@@ -150,7 +150,8 @@ def test_interleaved_timing_alternates_the_order_and_times_each_function_apart(m
 
 def test_interleave_infer_times_both_predicts_in_turn_and_the_row_says_so(tmp_path):
     """``--interleave-infer``: P3 with both models on the device, timed in turn (a CPU run of the quick configs);
-    the entry and the P3 row say it was interleaved. Without P3 the option is refused."""
+    the entry and the P3 row say it was interleaved, and the paired ratio (median of the repetitions' ratios) is kept
+    and shown. Without P3 the option is refused."""
     out_json, out_md = tmp_path / 'b.json', tmp_path / 'b.md'
     assert tool.main(['--device', 'cpu', '--quick', '--only', 'P3', '--interleave-infer', '--reps', '2',
                       '--warmup', '1', '--threads', '1', '--out-json', str(out_json), '--out-md', str(out_md)]) == 0
@@ -160,7 +161,11 @@ def test_interleave_infer_times_both_predicts_in_turn_and_the_row_says_so(tmp_pa
         assert entry[key]['reps'] == 2 and all(t > 0 for t in entry[key]['times_ms'])
     assert entry['fakequant_infer_over_fp'] == pytest.approx(
         entry['fakequant_infer']['median_ms'] / entry['fp_infer']['median_ms'], abs=1e-3)
-    assert ', interleaved) |' in out_md.read_text()
+    pairs = [q / f for q, f in zip(entry['fakequant_infer']['times_ms'], entry['fp_infer']['times_ms'])]
+    assert entry['fakequant_infer_over_fp_paired'] == pytest.approx(sum(pairs) / 2, abs=1e-3)  # the median of 2
+    md = out_md.read_text()
+    assert ', interleaved) |' in md
+    assert f"timed in turn | | | {entry['fakequant_infer_over_fp_paired']:g} | ≤ 1.15 |" in md
     with pytest.raises(SystemExit):
         tool.parse_args(['--device', 'cpu', '--only', 'P1', '--interleave-infer'])
 
