@@ -2,7 +2,7 @@
 
     python tools/sync_census.py STEP [STEP ...] [--quick] [--batch B] [--img-size H W] [--device cpu|cuda]
                                 [--qdbev-config C] [--fp-config C] [--top N] [--ops] [--graphs] [--lookups CALLS]
-                                [--compile-infer-parts MODULE ...]
+                                [--compile-infer-parts MODULE ...] [--prequantize-weights]
                                 [--qdbev-options KEY=VALUE ...] [--out-json FILE]
 
 STEP: ``fp`` (an FP BEVFormer training step), ``qat`` (a QAT+VGD step of the distiller), ``predict_fp`` /
@@ -25,9 +25,12 @@ functions would send the compiled parts back to eager code). ``--lookups CALLS``
 checks at each compiled call, over CALLS more calls of each step (:func:`projects.qdbev.op_census.guard_lookups`).
 ``--compile-infer-parts MODULE ...`` (predict steps): those parts of both predictors compiled as ``tools/benchmark.py
 --compile-infer reduce-overhead --compile-infer-parts`` compiles them for P3 (the checking backend; the student's
-weights fake-quantized in the graphs, not ``--prequantize-weights``), counted as ``--graphs`` counts.
+weights fake-quantized in the graphs unless ``--prequantize-weights``), counted as ``--graphs`` counts.
+``--prequantize-weights`` (predict_qat): the student's quantized weights fake-quantized once before compiling, as
+P3 runs with ``tools/benchmark.py --prequantize-weights``.
 """
 import argparse
+import contextlib
 import json
 import os.path as osp
 import sys
@@ -44,6 +47,7 @@ from projects.qdbev import benchmark as bm  # noqa: E402
 from projects.qdbev.op_census import GraphOpCensus, OpCensus, guard_lookups, model_parts  # noqa: E402
 from projects.qdbev.sync_census import SyncCensus  # noqa: E402
 from qdbev.fileio import atomic_write_bytes  # noqa: E402
+from qdbev.quant.export import prequantized_weights  # noqa: E402
 
 STEPS = ('fp', 'qat', 'predict_fp', 'predict_qat')
 PARTS = ('img_backbone', 'img_neck', 'pts_bbox_head.transformer.encoder', 'pts_bbox_head.transformer.decoder',
@@ -68,6 +72,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--compile-infer-parts', nargs='+', default=None, metavar='MODULE',
                    help="predict steps: these parts of both predictors compiled as tools/benchmark.py's "
                         '--compile-infer reduce-overhead does (checking backend)')
+    p.add_argument('--prequantize-weights', action='store_true',
+                   help="predict_qat: the student's weights fake-quantized once, before compiling, as "
+                        "tools/benchmark.py's --prequantize-weights (P3) does")
     p.add_argument('--lookups', type=int, default=0, metavar='CALLS',
                    help="also time dynamo's guard checks (cache lookups) over CALLS more calls of each step")
     p.add_argument('--qdbev-options', nargs='+', action=DictAction, default=None, metavar='KEY=VALUE',
@@ -80,6 +87,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f'--lookups must be >= 0, got {args.lookups}')
     if args.graphs and not (args.ops and set(args.steps) <= {'fp', 'qat'}):
         p.error('--graphs counts training steps with --ops: give fp / qat and --ops')
+    if args.prequantize_weights and 'predict_qat' not in args.steps:
+        p.error('--prequantize-weights changes the W4A6 predict: give predict_qat')
     if args.compile_infer_parts and not set(args.steps) <= {'predict_fp', 'predict_qat'}:
         p.error('--compile-infer-parts compiles the predict steps: give predict_fp / predict_qat')
     return args
@@ -129,26 +138,9 @@ def compile_for_graphs(dcfg: dict, qdbev_config: str) -> None:
                                           backend=BACKEND, mode='reduce-overhead')
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    device = torch.device(args.device)
-    dcfg, fcfg, queue, optim_cfg = bm.load_configs(args.qdbev_config, args.fp_config, quick=args.quick,
-                                                   qdbev_options=args.qdbev_options)
-    if args.graphs:
-        compile_for_graphs(dcfg, args.qdbev_config)
-    with tempfile.TemporaryDirectory() as tmp:
-        fp, distiller = bm.build_models(dcfg, fcfg, torch.device('cpu'), tmp)
-    if args.graphs:  # as --compile-fp-train: the student's parts, mode and (checking) backend
-        bm.compile_like_student(fp, dcfg['student_compile'])
-    fp.to(device)
-    distiller.to(device)
-    raw = bm.raw_batch(args.batch, queue, tuple(args.img_size), 6)
-    if {'qat', 'predict_qat'} & set(args.steps):
-        bm.calibrate(distiller, raw)  # once: the student's activation scales, as QuantCalibrationHook sets them
-    if args.compile_infer_parts:  # as tools/benchmark.py --compile-infer reduce-overhead --compile-infer-parts
-        from qdbev.quant.cudagraph_check import BACKEND
-        for predictor in (fp, distiller.student):
-            bm.compile_for_inference(predictor, 'reduce-overhead', args.compile_infer_parts, backend=BACKEND)
+def run_steps(args, fp, distiller, raw: dict, optim_cfg: dict) -> dict:
+    """Each of ``args.steps`` once untimed, then counted as the options ask: ``{step: {totals, table, ops,
+    guard_lookups}}`` (what was asked)."""
     out = {}
     for step in args.steps:
         fn = step_fn(step, fp, distiller, raw, optim_cfg, args.img_size, args.batch)
@@ -180,6 +172,33 @@ def main(argv=None) -> int:
             out[step]['guard_lookups'] = looked = guard_lookups(fn, args.lookups)
             print(f"-- {step}: {looked['lookups']} dynamo cache lookups a call, {looked['ms_median']:.2f} ms "
                   f"(median of {args.lookups}; fastest {looked['ms_min']:.2f} ms)")
+    return out
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    dcfg, fcfg, queue, optim_cfg = bm.load_configs(args.qdbev_config, args.fp_config, quick=args.quick,
+                                                   qdbev_options=args.qdbev_options)
+    if args.graphs:
+        compile_for_graphs(dcfg, args.qdbev_config)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp, distiller = bm.build_models(dcfg, fcfg, torch.device('cpu'), tmp)
+    if args.graphs:  # as --compile-fp-train: the student's parts, mode and (checking) backend
+        bm.compile_like_student(fp, dcfg['student_compile'])
+    fp.to(device)
+    distiller.to(device)
+    raw = bm.raw_batch(args.batch, queue, tuple(args.img_size), 6)
+    if {'qat', 'predict_qat'} & set(args.steps):
+        bm.calibrate(distiller, raw)  # once: the student's activation scales, as QuantCalibrationHook sets them
+    with contextlib.ExitStack() as weights_once:
+        if args.prequantize_weights:  # before compiling, as tools/benchmark.py --prequantize-weights
+            weights_once.enter_context(prequantized_weights(distiller.student))
+        if args.compile_infer_parts:  # as tools/benchmark.py --compile-infer reduce-overhead --compile-infer-parts
+            from qdbev.quant.cudagraph_check import BACKEND
+            for predictor in (fp, distiller.student):
+                bm.compile_for_inference(predictor, 'reduce-overhead', args.compile_infer_parts, backend=BACKEND)
+        out = run_steps(args, fp, distiller, raw, optim_cfg)
     if args.out_json:
         given = list(argv) if argv is not None else sys.argv[1:]
         record = dict(command=' '.join(['python', 'tools/sync_census.py'] + given), device=str(device),

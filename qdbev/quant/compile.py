@@ -17,7 +17,7 @@ from typing import Callable, List, Optional, Tuple
 import torch
 from torch import nn
 
-from .fake_quantizer import FakeQuantizer, state_version
+from .fake_quantizer import FakeQuantizer, QuantizerStandIn, state_version
 from .transforms import quantizers
 
 
@@ -214,10 +214,12 @@ def quantizer_guard_filter(module: nn.Module) -> Optional[Callable[[list], List[
     still recompile when any quantizer's mode, bits, calibration or device changes (a phase switch), but a call no
     longer checks some ten guards per quantizer (BEVFormer-tiny's student: 368 quantizers, about 1500 of its
     backbone's 2800 guards; each lookup checks them all). Kept: each quantizer's type (a stand-in swapped in
-    after compiling still retraces) and its hook dictionaries. None when a module of a quantizer's attribute name
-    is not a quantizer (names are how guards are told apart), or ``module`` holds no quantizer."""
-    leaves = {name.rsplit('.', 1)[-1] for name, _ in quantizers(module)}
-    if not leaves or any(name.rsplit('.', 1)[-1] in leaves and not isinstance(m, FakeQuantizer)
+    after compiling still retraces) and its hook dictionaries. A :class:`~qdbev.quant.fake_quantizer.QuantizerStandIn`
+    (e.g. a prequantized weight) counts as a quantizer: its creation changes the state version. None when a module of
+    a quantizer's attribute name is neither (names are how guards are told apart), or ``module`` holds none."""
+    kinds = (FakeQuantizer, QuantizerStandIn)
+    leaves = {name.rsplit('.', 1)[-1] for name, m in module.named_modules() if name and isinstance(m, kinds)}
+    if not leaves or any(name.rsplit('.', 1)[-1] in leaves and not isinstance(m, kinds)
                          for name, m in module.named_modules()):
         return None
     marks = tuple(f"._modules['{leaf}']" for leaf in sorted(leaves))

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from ..fileio import atomic_write_bytes
 from .fake_quant import FLOAT_BITS, fake_quantize, qrange, quantize_codes
-from .fake_quantizer import FakeQuantizer
+from .fake_quantizer import FakeQuantizer, QuantizerStandIn, guard_state_version
 from .pack import pack_state, packed_nbytes, unpack_state
 from .transforms import quant_layers, quantizers
 
@@ -288,9 +288,10 @@ def onnx_export_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 # ---------------------------------------------------------------------------------------------- inference
-class _PrequantizedWeight(nn.Module):
+class _PrequantizedWeight(QuantizerStandIn):
     """Stands in for a weight :class:`FakeQuantizer` at inference: its output for the layer's weight, computed
-    once. Eagerly it refuses a weight that changed in place since (an optimizer step inside the block)."""
+    once. Eagerly it refuses a weight that changed in place since (an optimizer step inside the block); compiled,
+    the graph is guarded on the quantizers' state version, which each new stand-in changes."""
 
     def __init__(self, weight: Tensor, quantized: Tensor, where: str):
         super().__init__()
@@ -299,7 +300,9 @@ class _PrequantizedWeight(nn.Module):
         self.where = where
 
     def forward(self, weight: Tensor) -> Tensor:
-        if not torch.compiler.is_compiling() and weight._version != self.version:
+        if torch.compiler.is_compiling():
+            guard_state_version()
+        elif weight._version != self.version:
             raise RuntimeError(f'prequantized_weights: {self.where} changed inside the block; leave it before '
                                f'training or loading weights')
         return self.weight_q

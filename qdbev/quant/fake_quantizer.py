@@ -52,6 +52,38 @@ def bump_state_version() -> None:
     _STATE_VERSION[0] += 1
 
 
+def guard_state_version() -> None:
+    """Read the state version where dynamo sees it, so that a graph traced through the caller is guarded on its
+    value (the traced forwards of :class:`FakeQuantizer` and :class:`QuantizerStandIn` call it)."""
+    if _STATE_VERSION[0] < 0:  # never: the comparison is what makes dynamo guard the graph on the exact version
+        raise AssertionError('FakeQuantizer state version below 0')
+
+
+class QuantizerStandIn(nn.Module):
+    """Base of a module that stands in for a :class:`FakeQuantizer` inside a quantized layer for a while (e.g.
+    :func:`qdbev.quant.export.prequantized_weights`). Like a quantizer, its state is what :func:`state_version`
+    tells: creating one bumps the version (graphs traced with the quantizer it replaces retrace), and so do moving
+    its tensors and registering a forward hook on it; a subclass's forward calls :func:`guard_state_version` when
+    compiling. So :func:`qdbev.quant.compile.quantizer_guard_filter` drops dynamo's guards below it as below a
+    quantizer (its type and hook dictionaries stay guarded)."""
+
+    def __init__(self):
+        super().__init__()
+        bump_state_version()
+
+    def _apply(self, fn, *args, **kwargs):
+        bump_state_version()
+        return super()._apply(fn, *args, **kwargs)
+
+    def register_forward_hook(self, *args, **kwargs):
+        bump_state_version()
+        return super().register_forward_hook(*args, **kwargs)
+
+    def register_forward_pre_hook(self, *args, **kwargs):
+        bump_state_version()
+        return super().register_forward_pre_hook(*args, **kwargs)
+
+
 def _versioned(name: str, doc: str) -> property:
     """A :class:`FakeQuantizer` attribute stored as ``_<name>_value`` whose every change of value bumps
     :func:`state_version` (a property: dynamo inlines its getter in the traced forward)."""
@@ -304,8 +336,7 @@ class FakeQuantizer(nn.Module):
                                    f'under torch.compile; use the minmax observer for weights')
             raise RuntimeError('FakeQuantizer: only calibrated quantizers in quantize mode run under torch.compile; '
                                'calibrate (or freeze) before compiling')
-        if _STATE_VERSION[0] < 0:  # never: makes dynamo guard the graph on the exact state version
-            raise AssertionError('FakeQuantizer state version below 0')
+        guard_state_version()
         if self.mode == 'off' or self.bits == FLOAT_BITS:
             return x
         if self.dynamic:

@@ -1,5 +1,6 @@
 """projects.qdbev.op_census: the operators a step dispatches, counted under the innermost running model part, autograd's
 backward or the rest; views are not counted and the hooks go away afterwards."""
+import contextlib
 import json
 
 import pytest
@@ -139,3 +140,37 @@ def test_the_tool_counts_the_predicts_with_their_parts_compiled(tmp_path):
         assert steps[step]['guard_lookups']['lookups'] == 2
     with pytest.raises(SystemExit):
         main(['qat', '--compile-infer-parts', 'img_backbone'])
+
+
+def test_the_tool_counts_the_w4a6_predict_with_its_weights_quantized_once(tmp_path, monkeypatch):
+    """``--prequantize-weights`` (predict_qat): the student's weights are fake-quantized once before its parts
+    compile (as P3 runs with ``tools/benchmark.py --prequantize-weights``), the stand-ins stay in place while the
+    steps run and the quantizers return after. Without predict_qat it is refused."""
+    import tools.sync_census as tool
+    from qdbev.quant import FakeQuantizer
+    from qdbev.quant.export import prequantized_weights
+    seen = {}
+
+    @contextlib.contextmanager
+    def watched(student):
+        with prequantized_weights(student):
+            seen['layer'] = layer = student.img_backbone.conv1  # (compiled parts are wrapped later)
+            seen['inside'] = type(layer.w_quant).__name__
+            yield student
+        seen['after'] = layer.w_quant
+
+    real_run = tool.run_steps
+
+    def run_steps(args, fp, distiller, *rest):
+        seen['running'] = type(seen['layer'].w_quant).__name__
+        return real_run(args, fp, distiller, *rest)
+    monkeypatch.setattr(tool, 'prequantized_weights', watched)
+    monkeypatch.setattr(tool, 'run_steps', run_steps)
+    out = tmp_path / 'census.json'
+    assert main(['predict_qat', '--quick', '--ops', '--top', '0', '--prequantize-weights',
+                 '--compile-infer-parts', 'img_backbone', '--out-json', str(out)]) == 0
+    assert seen['inside'] == seen['running'] == '_PrequantizedWeight' and isinstance(seen['after'], FakeQuantizer)
+    ops = json.loads(out.read_text())['steps']['predict_qat']['ops']
+    assert ops[GRAPHS]['top'] == [['inference', 1]], ops[GRAPHS]
+    with pytest.raises(SystemExit):
+        main(['predict_fp', '--prequantize-weights'])

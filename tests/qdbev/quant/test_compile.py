@@ -195,6 +195,42 @@ def test_compiled_quantized_modules_guard_the_state_version_not_each_quantizer()
         dict(dynamic=False, options={'triton.cudagraphs': True, 'guard_filter_fn': len})
 
 
+def test_prequantized_weights_are_guarded_on_the_state_version_as_quantizers_are():
+    """Inside ``prequantized_weights`` the weights' stand-ins count as quantizers for :func:`quantizer_guard_filter`
+    beside a float layer's quantizer, which stays (before, the mix turned the filter off: every quantizer's guards were
+    checked at each call, ~0.7 ms of P3's host time on the 2-core CPU). No guard that stays reads below a stand-in
+    but its hook dictionaries, the state version is guarded, and each new block's stand-ins change it: a graph traced
+    with the weights as constants (``freezing``) retraces in a block with other weights and gives their numbers."""
+    from qdbev.quant.export import prequantized_weights
+    net, x = _net(), torch.randn(2, 3, 12, 10) * 2
+    net[7].w_quant.set_bits(32)  # a float weight: its quantizer stays inside the block
+    guards, dropped = [], []
+
+    def recording(entries):
+        keep = quantizer_guard_filter(net)(entries)
+        guards.extend(e for e, k in zip(entries, keep) if k)
+        dropped.extend(e for e, k in zip(entries, keep) if not k)
+        return keep
+    compiled = torch.compile(net, **with_guard_filter(dict(dynamic=False), recording))
+    outs = []
+    for scale in (1.0, 0.5):
+        with torch.no_grad():
+            net[0].weight.mul_(scale)
+        with prequantized_weights(net), torch.no_grad():
+            assert [type(m.w_quant).__name__ for m in (net[0], net[3], net[7])] == \
+                ['_PrequantizedWeight', '_PrequantizedWeight', 'FakeQuantizer']
+            assert quantizer_guard_filter(net) is not None
+            eager = net(x)
+            with freezing():
+                outs.append((compiled(x), eager))
+    assert not torch.allclose(outs[0][1], outs[1][1])  # the second block's weights give other numbers
+    for got, eager in outs:
+        torch.testing.assert_close(got, eager, rtol=1e-4, atol=1e-4)
+    below = [e for e in guards if "_modules['w_quant']." in e.name and e.guard_type != 'EMPTY_NN_MODULE_HOOKS_DICT']
+    assert below == [] and any("_modules['w_quant']." in e.name for e in dropped), [e.name for e in below]
+    assert any('_STATE_VERSION' in e.name for e in guards)
+
+
 def test_a_watched_module_keeps_a_part_eager_while_a_quantizer_outside_it_observes():
     """``watch``: a part that calls quantized layers it does not own (as a decoder calls the head's regression
     branches) runs eagerly while any quantizer of the watched module observes, its own all calibrated."""
