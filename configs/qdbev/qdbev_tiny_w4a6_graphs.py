@@ -4,15 +4,18 @@
 # - the BEV preamble's modules of both models: the ego-motion alignment of the previous BEV, the CAN-bus MLP and the
 #   positional encoding (per frame; the teacher's three frames and the student's);
 # - the teacher's neck, and the student's classification branches of every decoder layer ('cls_branches.*');
-# - the distillation after both forwards (model.distill_compile: float32 casts, view masks, terms; session 37, not
-#   yet timed on a GPU: the CPU census counts 2 graph calls for about 73 eager operators, backward included).
-# On an H100 at batch 1 (docs/benchmarks.md "Session 36") the QAT+VGD step took 92.7 and 101.1 ms against the FP
-# step's 63.2 and 66.8 (FP model compiled the same way): P1 1.468 and 1.514 (paired 1.485 / 1.477), against 1.707
-# (226.0 / 132.4 ms) with qdbev_tiny_w4a6_fast.py on the same machine; peak memory 841.5 / 709.3 MiB (P2 1.19).
-# Not measured at batch 8 and above (qdbev_tiny_w4a6_fast.py: P1 1.259 at batch 8), nor in the mmengine Runner on a
-# GPU. CUDA graphs need every tensor a graph reads on the GPU and fixed shapes (static_hit_lists, fast config); each
-# new shape or phase switch records new graphs. The teacher's 'freeze' cannot be added (refused: an illegal memory
-# access on the H100, session 36). On CPU the mode only compiles: use qdbev_tiny_w4a6.py there.
+# - the distillation after both forwards (model.distill_compile: float32 casts, view masks, terms; session 37: 2 graph
+#   calls for about 73 eager operators, backward included).
+# On an H100 at batch 1 (docs/benchmarks.md "Session 39") the QAT+VGD step took 70.6 ms against the FP step's 53.9
+# (FP model compiled the same way): P1 1.311 (paired 1.312, floor 1.225), against 1.714 (paired 1.497, a noisy run)
+# on the same machine with session 36's settings (model.distill_compile=False,
+# model.student_compile.guard_each_quantizer=True), which gave 1.468 and 1.514 in session 36 on another H100, where
+# qdbev_tiny_w4a6_fast.py gave 1.707; peak memory 840.8 / 706.8 MiB (P2 1.19). The teacher's history frames in one
+# call (model.teacher_history_batch=True) gained nothing there (1.313). Not measured at batch 8 and above
+# (qdbev_tiny_w4a6_fast.py: P1 1.259 at batch 8), nor in the mmengine Runner on a GPU. CUDA graphs need every
+# tensor a graph reads on the GPU and fixed shapes (static_hit_lists, fast config); each new shape or phase switch
+# records new graphs. The teacher's 'freeze' cannot be added (refused: an illegal memory access on the H100,
+# session 36). On CPU the mode only compiles: use qdbev_tiny_w4a6.py there.
 #   tools/dist_train.sh configs/qdbev/qdbev_tiny_w4a6_graphs.py 8
 _base_ = ['./qdbev_tiny_w4a6_fast.py']
 
