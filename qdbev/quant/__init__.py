@@ -27,7 +27,7 @@ from .compile import (CUDA_GRAPH_MODES, QUANTIZED_OPTIONS, CompiledWhenCalibrate
 from .dfq import bias_correct, cross_layer_equalize, relu_input_mean
 from .fake_quant import (FLOAT_BITS, check_bits, fake_quantize, fake_quantize_reference, qrange, quantize_codes,
                          scale_from_absmax, symmetric_scale)
-from .fake_quantizer import MODES, FakeQuantizer
+from .fake_quantizer import MODES, FakeQuantizer, QuantizerStandIn
 from .modules import QuantConv2d, QuantLinear, QuantModule, QuantMultiheadAttention
 from .observers import (OBSERVERS, EMAMinMaxObserver, EntropyObserver, MinMaxObserver, MSEObserver, Observer,
                         PercentileObserver, build_observer, register_observer)
@@ -44,7 +44,8 @@ __all__ = [
     'Observer', 'MinMaxObserver', 'EMAMinMaxObserver', 'PercentileObserver', 'MSEObserver', 'EntropyObserver',
     'OBSERVERS', 'register_observer', 'build_observer',
     # quantizer and layers
-    'MODES', 'FakeQuantizer', 'QuantModule', 'QuantConv2d', 'QuantLinear', 'QuantMultiheadAttention',
+    'MODES', 'FakeQuantizer', 'QuantizerStandIn', 'QuantModule', 'QuantConv2d', 'QuantLinear',
+    'QuantMultiheadAttention',
     # model transforms
     'DEFAULT_QCONFIG', 'check_qconfig', 'quantize_model', 'quant_layers', 'quantizers', 'set_bits', 'set_mode',
     'calibration', 'quant_state', 'load_quant_state', 'stage_of', 'module_matches',
