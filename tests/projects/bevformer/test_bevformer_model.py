@@ -332,15 +332,21 @@ def test_a_target_without_velocity_weighs_nothing_in_the_box_loss():
     assert torch.allclose(loss_bbox, expected, rtol=1e-6, atol=0)
 
 
-def test_predict_runs_the_branches_of_the_last_decoder_layer_only(monkeypatch):
-    """``predict`` decodes the last decoder layer, and its head runs the classification and box branches on that
-    layer alone (``last_layer_only``), with the numbers of the full head's last layer."""
+def eval_nano_frame(seed: int):
+    """``(model, head, data)``: the nano model (weights seeded) in eval mode and one preprocessed first frame of
+    random images (``seed``)."""
     torch.manual_seed(0)
     model = build_nano()
     model.eval()
-    head = model.pts_bbox_head
-    data = preprocess(model, [torch.rand(N_CAM, 3, H, W, generator=torch.Generator().manual_seed(5)) * 255],
+    data = preprocess(model, [torch.rand(N_CAM, 3, H, W, generator=torch.Generator().manual_seed(seed)) * 255],
                       [make_sample('scene-a', 0)], False)
+    return model, model.pts_bbox_head, data
+
+
+def test_predict_runs_the_branches_of_the_last_decoder_layer_only(monkeypatch):
+    """``predict`` decodes the last decoder layer, and its head runs the classification and box branches on that
+    layer alone (``last_layer_only``), with the numbers of the full head's last layer."""
+    model, head, data = eval_nano_frame(seed=5)
     decoded = []
     real = head.predict_by_feat
     monkeypatch.setattr(head, 'predict_by_feat', lambda cls, reg: decoded.append((cls, reg)) or real(cls, reg))
@@ -362,12 +368,7 @@ def test_the_head_reuses_the_decoders_box_branch_outputs(monkeypatch):
     """With box refinement the decoder runs each layer's regression branch on the layer's state; the head's box
     outputs are those (BEVFormer runs every branch a second time on the same state): the same boxes and the same
     gradients, half the branch calls."""
-    torch.manual_seed(0)
-    model = build_nano()
-    model.eval()  # no dropout: the two ways must agree exactly
-    head = model.pts_bbox_head
-    data = preprocess(model, [torch.rand(N_CAM, 3, H, W, generator=torch.Generator().manual_seed(6)) * 255],
-                      [make_sample('scene-a', 0)], False)
+    model, head, data = eval_nano_frame(seed=6)  # eval mode, no dropout: the two ways must agree exactly
     calls = []
     for branch in head.reg_branches:
         branch.register_forward_hook(lambda *a: calls.append(1))
@@ -390,12 +391,7 @@ def test_the_head_decodes_each_layers_boxes_from_that_layers_input_reference_poi
     """All layers' boxes are decoded in one call; each layer's equal the layer-by-layer decoding (BEVFormer's loop):
     layer 0 from the initial reference points, layer l from the points layer l - 1 refined."""
     from projects.bevformer.bevformer.bevformer_head import decode_reg_output
-    torch.manual_seed(0)
-    model = build_nano()
-    model.eval()
-    head = model.pts_bbox_head
-    data = preprocess(model, [torch.rand(N_CAM, 3, H, W, generator=torch.Generator().manual_seed(7)) * 255],
-                      [make_sample('scene-a', 0)], False)
+    model, head, data = eval_nano_frame(seed=7)
     seen = []
     real = head.transformer.decode
     monkeypatch.setattr(head.transformer, 'decode', lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
