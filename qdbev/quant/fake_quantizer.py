@@ -59,17 +59,11 @@ def guard_state_version() -> None:
         raise AssertionError('FakeQuantizer state version below 0')
 
 
-class QuantizerStandIn(nn.Module):
-    """Base of a module that stands in for a :class:`FakeQuantizer` inside a quantized layer for a while (e.g.
-    :func:`qdbev.quant.export.prequantized_weights`). Like a quantizer, its state is what :func:`state_version`
-    tells: creating one bumps the version (graphs traced with the quantizer it replaces retrace), and so do moving
-    its tensors and registering a forward hook on it; a subclass's forward calls :func:`guard_state_version` when
-    compiling. So :func:`qdbev.quant.compile.quantizer_guard_filter` drops dynamo's guards below it as below a
-    quantizer (its type and hook dictionaries stay guarded)."""
-
-    def __init__(self):
-        super().__init__()
-        bump_state_version()
+class StateVersioned(nn.Module):
+    """A module whose state compiled graphs are guarded on through :func:`state_version` instead of on its attributes
+    (:func:`qdbev.quant.compile.quantizer_guard_filter`): moving its tensors (``.to``, ``.cuda``: a graph no longer
+    checks their device or dtype) and registering a forward hook on it (a graph traced without the hook must
+    retrace) bump the version."""
 
     def _apply(self, fn, *args, **kwargs):
         bump_state_version()
@@ -82,6 +76,19 @@ class QuantizerStandIn(nn.Module):
     def register_forward_pre_hook(self, *args, **kwargs):
         bump_state_version()
         return super().register_forward_pre_hook(*args, **kwargs)
+
+
+class QuantizerStandIn(StateVersioned):
+    """Base of a module that stands in for a :class:`FakeQuantizer` inside a quantized layer for a while (e.g.
+    :func:`qdbev.quant.export.prequantized_weights`). Like a quantizer, its state is what :func:`state_version`
+    tells: creating one bumps the version (graphs traced with the quantizer it replaces retrace), and so do moving
+    its tensors and registering a forward hook on it; a subclass's forward calls :func:`guard_state_version` when
+    compiling. So :func:`qdbev.quant.compile.quantizer_guard_filter` drops dynamo's guards below it as below a
+    quantizer (its type and hook dictionaries stay guarded)."""
+
+    def __init__(self):
+        super().__init__()
+        bump_state_version()
 
 
 def _versioned(name: str, doc: str) -> property:
@@ -100,7 +107,7 @@ def _versioned(name: str, doc: str) -> property:
     return property(get, set_, doc=doc)
 
 
-class FakeQuantizer(nn.Module):
+class FakeQuantizer(StateVersioned):
     """Holds ``bits``, an observer, a scale (buffer or parameter) and a mode; forward applies Eq. 1.
 
     Args:
@@ -228,16 +235,7 @@ class FakeQuantizer(nn.Module):
 
     def _apply(self, fn, *args, **kwargs):
         self.clear_cache()
-        bump_state_version()  # the scale may change device or dtype under graphs that no longer guard it
-        return super()._apply(fn, *args, **kwargs)
-
-    def register_forward_hook(self, *args, **kwargs):
-        bump_state_version()  # compiled graphs that traced this quantizer without its hook must retrace
-        return super().register_forward_hook(*args, **kwargs)
-
-    def register_forward_pre_hook(self, *args, **kwargs):
-        bump_state_version()
-        return super().register_forward_pre_hook(*args, **kwargs)
+        return super()._apply(fn, *args, **kwargs)  # (bumps the state version: the scale may move)
 
     def current_scale(self, x: Tensor) -> Tensor:
         """The scale the next quantizing forward on ``x`` uses (computing it if dynamic or uninitialised)."""
