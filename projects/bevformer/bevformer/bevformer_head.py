@@ -222,8 +222,9 @@ class BEVFormerHead(BaseModule):
             reg_outs = torch.stack([self.reg_branches[lvl](states[lvl]) for lvl in levels])
         else:
             reg_outs = reg_outs[first:]
-        # layer l's boxes are relative to its input reference points: the initial ones, then each refinement's
-        references = torch.cat((init_ref[None], refs[:-1]))[first:]
+        # layer l's boxes are relative to its input reference points: the initial ones, then each refinement's (the
+        # last layer alone, as predict asks, reads a view: no concatenation on the host-bound test path)
+        references = refs[first - 1:-1] if first > 0 else torch.cat((init_ref[None], refs[:-1]))
         # all layers decoded at once (elementwise: layer by layer's values up to rounding, a sixth of the launches)
         bbox_preds = decode_reg_output(reg_outs, references, self.pc_range)
         return dict(bev_embed=bev, all_cls_scores=cls_scores, all_bbox_preds=bbox_preds)
