@@ -11,6 +11,7 @@ quantizers' bit widths and so their state version, on which the graphs are guard
 so each phase compiles its own graph once.
 """
 import contextlib
+import inspect
 import warnings
 from typing import Callable, List, Optional, Tuple
 
@@ -259,9 +260,6 @@ def with_guard_filter(compile_kwargs: dict, guard_filter) -> dict:
     return dict(kwargs, options=options)
 
 
-QUANTIZED_OPTIONS = ('activation_memory_budget', 'int_codes', 'guard_each_quantizer')  # not torch.compile's
-
-
 class CompiledWhenCalibrated:
     """The ``forward`` of ``module``: compiled with ``torch.compile(**compile_kwargs)`` while all its quantizers (or
     all those of ``watch``, a module that holds it and the quantized layers it calls without owning them) are
@@ -322,6 +320,12 @@ class CompiledWhenCalibrated:
         # compilation happens inside the call (the first one, and each recompilation after a phase switch)
         with memory_budget(self.budget):
             return self.compiled(*args, **kwargs)
+
+
+# the keyword arguments of CompiledWhenCalibrated that are not torch.compile's (read from its signature, so that an
+# option added there is never handed to torch.compile by a caller that splits the two)
+QUANTIZED_OPTIONS = tuple(name for name, p in inspect.signature(CompiledWhenCalibrated.__init__).parameters.items()
+                          if name not in ('self', 'module') and p.kind is not inspect.Parameter.VAR_KEYWORD)
 
 
 def compile_quantized(module: nn.Module, **compile_kwargs) -> CompiledWhenCalibrated:
