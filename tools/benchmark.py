@@ -100,6 +100,10 @@ def parse_args(argv=None):
                    help='P3: the W4A6 predict with each quantized weight fake-quantized once, before the first call '
                         '(as deployed), instead of in every call of a compiled graph (qdbev.quant.export.'
                         'prequantized_weights)')
+    p.add_argument('--constant-act-scales', action='store_true',
+                   help="P3: the W4A6 predict with each calibrated per-tensor activation scale held as a constant "
+                        '(as deployed) instead of read from its buffer in every call: one graph input less per '
+                        'quantizer (qdbev.quant.export.constant_activation_scales)')
     p.add_argument('--freeze-infer', action='store_true',
                    help="P3: both models' predicts traced with their weights as constants (inductor's freezing, "
                         'qdbev.quant.freezing): what depends on the weights alone is folded out of every call; '
@@ -141,6 +145,8 @@ def parse_args(argv=None):
         p.error('--compile-infer-parts names what --compile-infer compiles: add --compile-infer [MODE]')
     if args.prequantize_weights and 'P3' not in args.only:
         p.error('--prequantize-weights changes P3 only: add P3 to --only')
+    if args.constant_act_scales and 'P3' not in args.only:
+        p.error('--constant-act-scales changes P3 only: add P3 to --only')
     if args.freeze_infer and not (args.compile_infer and 'P3' in args.only):
         p.error('--freeze-infer changes the compiled P3 only: add P3 to --only and give --compile-infer')
     if args.interleave_infer and 'P3' not in args.only:
@@ -183,6 +189,7 @@ def run(args) -> dict:
                                         interleave_infer=args.interleave_infer,
                                         interleave_train=args.interleave_train,
                                         prequantize_weights=args.prequantize_weights,
+                                        constant_act_scales=args.constant_act_scales,
                                         freeze_infer=args.freeze_infer)
             except RuntimeError as err:
                 if not bm.is_oom(err):

@@ -2,7 +2,7 @@
 
     python tools/sync_census.py STEP [STEP ...] [--quick] [--batch B] [--img-size H W] [--device cpu|cuda]
                                 [--qdbev-config C] [--fp-config C] [--top N] [--ops] [--graphs] [--lookups CALLS]
-                                [--compile-infer-parts MODULE ...] [--prequantize-weights]
+                                [--compile-infer-parts MODULE ...] [--prequantize-weights] [--constant-act-scales]
                                 [--qdbev-options KEY=VALUE ...] [--out-json FILE]
 
 STEP: ``fp`` (an FP BEVFormer training step), ``qat`` (a QAT+VGD step of the distiller), ``predict_fp`` /
@@ -27,7 +27,8 @@ checks at each compiled call, over CALLS more calls of each step (:func:`project
 --compile-infer reduce-overhead --compile-infer-parts`` compiles them for P3 (the checking backend; the student's
 weights fake-quantized in the graphs unless ``--prequantize-weights``), counted as ``--graphs`` counts.
 ``--prequantize-weights`` (predict_qat): the student's quantized weights fake-quantized once before compiling, as
-P3 runs with ``tools/benchmark.py --prequantize-weights``.
+P3 runs with ``tools/benchmark.py --prequantize-weights``; ``--constant-act-scales`` (predict_qat): its calibrated
+activation scales held as constants, as ``tools/benchmark.py --constant-act-scales``.
 """
 import argparse
 import contextlib
@@ -47,7 +48,7 @@ from projects.qdbev import benchmark as bm  # noqa: E402
 from projects.qdbev.op_census import GraphOpCensus, OpCensus, guard_lookups, model_parts  # noqa: E402
 from projects.qdbev.sync_census import SyncCensus  # noqa: E402
 from qdbev.fileio import atomic_write_bytes  # noqa: E402
-from qdbev.quant.export import prequantized_weights  # noqa: E402
+from qdbev.quant.export import constant_activation_scales, prequantized_weights  # noqa: E402
 
 STEPS = ('fp', 'qat', 'predict_fp', 'predict_qat')
 PARTS = ('img_backbone', 'img_neck', 'pts_bbox_head.transformer.encoder', 'pts_bbox_head.transformer.decoder',
@@ -75,6 +76,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--prequantize-weights', action='store_true',
                    help="predict_qat: the student's weights fake-quantized once, before compiling, as "
                         "tools/benchmark.py's --prequantize-weights (P3) does")
+    p.add_argument('--constant-act-scales', action='store_true',
+                   help="predict_qat: the student's calibrated activation scales held as constants, before compiling, "
+                        "as tools/benchmark.py's --constant-act-scales (P3) does")
     p.add_argument('--lookups', type=int, default=0, metavar='CALLS',
                    help="also time dynamo's guard checks (cache lookups) over CALLS more calls of each step")
     p.add_argument('--qdbev-options', nargs='+', action=DictAction, default=None, metavar='KEY=VALUE',
@@ -87,8 +91,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f'--lookups must be >= 0, got {args.lookups}')
     if args.graphs and not (args.ops and set(args.steps) <= {'fp', 'qat'}):
         p.error('--graphs counts training steps with --ops: give fp / qat and --ops')
-    if args.prequantize_weights and 'predict_qat' not in args.steps:
-        p.error('--prequantize-weights changes the W4A6 predict: give predict_qat')
+    for given, flag in ((args.prequantize_weights, '--prequantize-weights'),
+                        (args.constant_act_scales, '--constant-act-scales')):
+        if given and 'predict_qat' not in args.steps:
+            p.error(f'{flag} changes the W4A6 predict: give predict_qat')
     if args.compile_infer_parts and not set(args.steps) <= {'predict_fp', 'predict_qat'}:
         p.error('--compile-infer-parts compiles the predict steps: give predict_fp / predict_qat')
     return args
@@ -194,6 +200,8 @@ def main(argv=None) -> int:
     with contextlib.ExitStack() as weights_once:
         if args.prequantize_weights:  # before compiling, as tools/benchmark.py --prequantize-weights
             weights_once.enter_context(prequantized_weights(distiller.student))
+        if args.constant_act_scales:  # as tools/benchmark.py --constant-act-scales
+            weights_once.enter_context(constant_activation_scales(distiller.student))
         if args.compile_infer_parts:  # as tools/benchmark.py --compile-infer reduce-overhead --compile-infer-parts
             from qdbev.quant.cudagraph_check import BACKEND
             for predictor in (fp, distiller.student):

@@ -36,7 +36,7 @@ from qdbev.geometry import ring_lidar2img as geometry_ring_lidar2img
 from qdbev.quant import (CUDA_GRAPH_MODES, SavedActivations, allow_recompiles, compile_module, freezing,
                          memory_budget, module_slot, named_parts, quantizer_guard_filter, with_guard_filter)
 from qdbev.quant.compile import copied_outputs
-from qdbev.quant.export import prequantized_weights
+from qdbev.quant.export import constant_activation_scales, prequantized_weights
 
 RUN_ITEMS = ('train', 'deform_attn', 'group_matching', 'data_loading', 'devkit_eval')  # measured parts of a run
 # top-level keys of docs/benchmarks.json that merge_runs rewrites from the runs; every other key (tools/ddp_scaling.py's
@@ -522,7 +522,7 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
                    fp_memory_budget: Optional[float] = None, memory_phases: bool = False,
                    saved_activations: bool = False, interleave_infer: bool = False,
                    interleave_train: bool = False, prequantize_weights: bool = False,
-                   freeze_infer: bool = False) -> Dict[str, object]:
+                   constant_act_scales: bool = False, freeze_infer: bool = False) -> Dict[str, object]:
     """P1, P2 and P3 at one batch size; each model is alone on the device while it is measured (P1 with
     ``interleave_train`` and P3 with ``interleave_infer`` excepted). ``profile_dir``:
     also write ``torch.profiler`` tables of one call of each (``<what>_b<batch>.txt``). ``compile_infer``: P3 runs
@@ -541,7 +541,9 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
     memory (P2) has been read with the model alone on the device.
     ``prequantize_weights``: P3's W4A6 predict with each quantized weight fake-quantized once, before its first call
     (:func:`qdbev.quant.export.prequantized_weights`, what a deployed model does), instead of in every call (what a
-    compiled graph of the quantizers does). ``freeze_infer``: P3's predicts of both models traced with their
+    compiled graph of the quantizers does). ``constant_act_scales``: P3's W4A6 predict with the calibrated per-tensor
+    activation scales held as constants (:func:`qdbev.quant.export.constant_activation_scales`), not graph inputs.
+    ``freeze_infer``: P3's predicts of both models traced with their
     weights as constants (:func:`qdbev.quant.freezing`: inductor folds what depends on the weights alone, such as
     batch norm into the convolution before it, or the W4A6 weights' fake quantization), as a deployed model's
     compiler does."""
@@ -558,6 +560,8 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
         model.eval()
         if prequantize_weights:  # before compiling: the graphs then read the stored weights
             weights_once.enter_context(prequantized_weights(predictor))
+        if constant_act_scales:
+            weights_once.enter_context(constant_activation_scales(predictor))
         if compile_infer:
             compile_for_inference(predictor, compile_infer, compile_infer_parts)
         predict = predict_fn(predictor, model.data_preprocessor, img_hw, batch, num_cams, reps + warmup + 1)
@@ -652,6 +656,8 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
         out['compiled_infer'] = compile_infer or False  # the mode, or False (eager)
         if prequantize_weights:
             out['prequantized_weights'] = True
+        if constant_act_scales:
+            out['constant_act_scales'] = True
         if freeze_infer:
             out['infer_frozen'] = True
         if compile_infer and tuple(compile_infer_parts) != IMAGE_PARTS:
@@ -896,8 +902,9 @@ def headline(run: Dict[str, object]) -> Dict[str, object]:
     return out
 
 
-INFER_KEYS = ('fp_infer', 'fakequant_infer', 'fakequant_infer_over_fp', 'compiled_infer',
-              'compiled_infer_parts', 'infer_interleaved', 'prequantized_weights')  # P3's part of an entry
+INFER_KEYS = ('fp_infer', 'fakequant_infer', 'fakequant_infer_over_fp', 'fakequant_infer_over_fp_paired',
+              'compiled_infer', 'compiled_infer_parts', 'infer_interleaved', 'prequantized_weights',
+              'constant_act_scales', 'infer_frozen')  # P3's part of an entry: all that bench_training's P3 writes
 SHAPE_KEYS = ('batch', 'img_hw', 'num_cams', 'queue')  # what P1-P3 of one entry share
 
 
@@ -1050,6 +1057,7 @@ def render_markdown(merged: dict) -> str:
                     f' ({mode})' if isinstance(mode, str) and mode != 'default' else '')
                 infer_tag += ', interleaved' if t.get('infer_interleaved') else ''
                 infer_tag += ', weights quantized once' if t.get('prequantized_weights') else ''
+                infer_tag += ', activation scales constant' if t.get('constant_act_scales') else ''
                 infer_tag += ', weights frozen' if t.get('infer_frozen') else ''
                 lines.append(f'| P3 fake-quant W4A6 predict / FP predict ({infer_tag}) | '
                              f'{t["fakequant_infer"]["median_ms"]:g} ms | {t["fp_infer"]["median_ms"]:g} ms | '

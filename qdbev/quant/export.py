@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..fileio import atomic_write_bytes
-from .fake_quant import FLOAT_BITS, fake_quantize, qrange, quantize_codes
+from .fake_quant import FLOAT_BITS, fake_quantize, fake_quantize_reference, qrange, quantize_codes
 from .fake_quantizer import FakeQuantizer, QuantizerStandIn, guard_state_version
 from .pack import pack_state, packed_nbytes, unpack_state
 from .transforms import quant_layers, quantizers
@@ -328,6 +328,47 @@ def prequantized_weights(model: nn.Module) -> Iterator[nn.Module]:
     lacks the weight quantizers' keys) and refuse a weight changed inside the block. The quantizers return on exit.
     Compile inside the block: a graph compiled before it traced the quantizers (dynamo recompiles on the swap)."""
     with swapped_quantizers(model, _prequantized_weight):
+        yield model
+
+
+class _ConstantScaleActivation(QuantizerStandIn):
+    """Stands in for a calibrated per-tensor activation :class:`FakeQuantizer` at inference: Eq. 1 with its scale
+    held as a Python float, which a ``torch.compile``d graph embeds as a constant instead of reading a scale tensor
+    as one more graph input."""
+
+    def __init__(self, bits: int, scale: float):
+        super().__init__()
+        self.bits = bits
+        self.scale = scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.compiler.is_compiling():
+            guard_state_version()
+        return fake_quantize_reference(x, self.bits, self.scale)
+
+    def extra_repr(self) -> str:
+        return f'bits={self.bits}, scale={self.scale:.6g} (constant)'
+
+
+def _constant_scale_activation(q: FakeQuantizer, where: str) -> Optional[nn.Module]:
+    if q.mode != 'quantize' or q.bits == FLOAT_BITS or q.dynamic or q.ch_axis is not None or not q._ready:
+        return None
+    return _ConstantScaleActivation(q.bits, float(q.scale.detach().reshape(())))
+
+
+@contextlib.contextmanager
+def constant_activation_scales(model: nn.Module) -> Iterator[nn.Module]:
+    """Inference with each calibrated per-tensor activation quantizer's scale held as a constant.
+
+    Inside, every quantized layer's activation quantizer (``'quantize'`` mode, below 32 bits, static per-tensor scale)
+    is replaced by a stand-in that applies Eq. 1 with the scale read once, on entry, into a Python float: a
+    ``torch.compile``d graph embeds it (one graph input less per quantizer, and none of the host time each input
+    costs a batch-1 call), as a deployed model folds its activation scales. Outputs are the same numbers. An
+    uncalibrated quantizer stays (a branch that inference never calls, e.g. an auxiliary decoder layer's classifier
+    after calibration on predicts; called, it raises as it does outside). Inference only, as
+    :func:`prequantized_weights` (combine the two for a deployed model's predict); the quantizers return on exit.
+    Compile inside the block."""
+    with swapped_quantizers(model, lambda q, w, where: None, _constant_scale_activation):
         yield model
 
 

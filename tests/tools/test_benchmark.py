@@ -12,7 +12,7 @@ import torch
 
 from projects.qdbev import benchmark as bm
 from qdbev.quant import FakeQuantizer, quant_layers
-from qdbev.quant.export import prequantized_weights
+from qdbev.quant.export import constant_activation_scales, prequantized_weights
 from tools import benchmark as tool
 
 HEADLINE = ('device', 'qat_vgd_step_over_fp_step', 'qat_vgd_memory_over_fp', 'fakequant_infer_over_fp',
@@ -573,12 +573,18 @@ def test_p3_and_p1_p2_runs_at_one_batch_keep_each_others_figures():
     assert entry == other['train']['8']  # another shape replaces the entry whole
     # a compiled P3 run after a P1-P3 run keeps its own P3 flags and takes only P1/P2 from the earlier run
     full = dict(step, command='benchmark --batch 8')
-    full['train'] = {'8': dict(step['train']['8'], **_infer_run('1', 1.2)['train']['8'], compiled_infer=False)}
+    full['train'] = {'8': dict(step['train']['8'], **_infer_run('1', 1.2)['train']['8'], compiled_infer=False,
+                               infer_frozen=True, fakequant_infer_over_fp_paired=1.19, constant_act_scales=True)}
     compiled = _infer_run('2', 1.04)
     compiled['train']['8']['compiled_infer'] = True
     entry = bm.merge_runs(bm.merge_runs(None, full), compiled)['runs']['cuda: H200']['train']['8']
     assert entry['compiled_infer'] is True and entry['fakequant_infer_over_fp'] == 1.04
     assert entry['qat_vgd_step_over_fp_step'] == 1.9
+    assert not {'infer_frozen', 'fakequant_infer_over_fp_paired', 'constant_act_scales'} & set(entry)
+    # and a P1 run after it carries the whole P3 part, its flags included
+    entry = bm.merge_runs(bm.merge_runs(None, full), dict(step, time='2'))['runs']['cuda: H200']['train']['8']
+    assert (entry['infer_frozen'], entry['fakequant_infer_over_fp_paired'], entry['constant_act_scales']) == \
+        (True, 1.19, True)
 
 
 def test_merge_keeps_the_keys_other_tools_and_earlier_sessions_wrote():
@@ -742,29 +748,37 @@ def calibrated_quick_student():
     return distiller, lambda detector: bm.predict_fn(detector, distiller.data_preprocessor, hw, 1, 6, 2)
 
 
-def test_prequantize_weights_predicts_the_same_and_the_row_says_so(tmp_path):
-    """``--prequantize-weights``: P3's W4A6 predict with each weight fake-quantized once
-    (``qdbev.quant.export.prequantized_weights``). On the quick configs the calibrated student's predictions of
-    consecutive frames are bitwise the ones with its weight quantizers; the entry and the P3 row say so, and the
-    quantizers are back after the run. Without P3 the option is refused."""
+def test_prequantize_weights_and_constant_act_scales_predict_the_same_and_the_row_says_so(tmp_path):
+    """``--prequantize-weights`` and ``--constant-act-scales``: P3's W4A6 predict with each weight fake-quantized once
+    (``qdbev.quant.export.prequantized_weights``) and each calibrated activation scale a constant
+    (``constant_activation_scales``). On the quick configs the calibrated student's predictions of consecutive frames
+    are bitwise the ones with its quantizers; the entry and the P3 row say so, and the quantizers are back after the
+    run. Without P3 the options are refused."""
     distiller, predicts = calibrated_quick_student()
     student = distiller.student
     runs = [predicts(m) for m in (copy.deepcopy(student), student)]
-    with prequantized_weights(student):
+    with prequantized_weights(student), constant_activation_scales(student):
         swapped = sum(not isinstance(m.w_quant, FakeQuantizer) for _, m in quant_layers(student))
         assert swapped == sum(1 for _ in quant_layers(student)) > 50
+        constant = [not isinstance(getattr(m, a), FakeQuantizer) for _, m in quant_layers(student)
+                    for a in m.act_quantizer_names]
+        assert sum(constant) > 50
         for _ in range(2):
             a, b = (run()[0].pred_instances_3d for run in runs)
             assert torch.equal(a.scores_3d, b.scores_3d) and torch.equal(a.bboxes_3d.tensor, b.bboxes_3d.tensor)
-    assert all(isinstance(m.w_quant, FakeQuantizer) for _, m in quant_layers(student))
+    assert all(isinstance(getattr(m, a), FakeQuantizer) for _, m in quant_layers(student)
+               for a in ('w_quant',) + tuple(m.act_quantizer_names))
     out_json, out_md = tmp_path / 'b.json', tmp_path / 'b.md'
-    assert tool.main(['--device', 'cpu', '--quick', '--only', 'P3', '--prequantize-weights', '--reps', '1',
-                      '--warmup', '1', '--threads', '1', '--out-json', str(out_json), '--out-md', str(out_md)]) == 0
+    assert tool.main(['--device', 'cpu', '--quick', '--only', 'P3', '--prequantize-weights', '--constant-act-scales',
+                      '--reps', '1', '--warmup', '1', '--threads', '1', '--out-json', str(out_json),
+                      '--out-md', str(out_md)]) == 0
     entry = next(iter(json.loads(out_json.read_text())['runs'].values()))['train']['1']
-    assert entry['prequantized_weights'] is True and entry['fakequant_infer']['median_ms'] > 0
-    assert ', weights quantized once) |' in out_md.read_text()
-    with pytest.raises(SystemExit):
-        tool.parse_args(['--device', 'cpu', '--only', 'P1', '--prequantize-weights'])
+    assert entry['prequantized_weights'] is True and entry['constant_act_scales'] is True
+    assert entry['fakequant_infer']['median_ms'] > 0
+    assert ', weights quantized once, activation scales constant) |' in out_md.read_text()
+    for option in ('--prequantize-weights', '--constant-act-scales'):
+        with pytest.raises(SystemExit):
+            tool.parse_args(['--device', 'cpu', '--only', 'P1', option])
 
 
 def test_the_compiled_decoder_predicts_what_the_eager_one_does():

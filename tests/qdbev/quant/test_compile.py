@@ -529,3 +529,40 @@ def test_allow_recompiles_keeps_a_graph_for_every_module_sharing_a_forward():
         allow_recompiles()
         assert config.recompile_limit == 100
     torch._dynamo.reset()
+
+
+def test_constant_activation_scales_take_the_scales_out_of_the_graph_inputs_with_the_same_numbers():
+    """Inside ``constant_activation_scales`` each calibrated per-tensor activation quantizer applies Eq. 1 with its
+    scale as a Python float: eager and compiled outputs equal the quantizers' own, the traced graph reads one input
+    per quantizer less (each input costs host time in a batch-1 predict, issue 9), the stand-ins count as quantizers
+    for the guard filter, and a second block after recalibration retraces and gives the new scale's numbers. The
+    quantizers return on exit; an uncalibrated one stays."""
+    from qdbev.quant.export import constant_activation_scales, prequantized_weights
+    net, x = _net(), torch.randn(2, 3, 12, 10) * 2
+    inputs = []
+
+    def counting(gm, example_inputs):
+        inputs.append(sum(n.op == 'placeholder' for n in gm.graph.nodes))
+        return gm.forward
+    compiled = torch.compile(net, backend=counting, dynamic=False)
+    with torch.no_grad():
+        with prequantized_weights(net):
+            reference = net(x)
+            assert torch.equal(compiled(x), reference)
+        for scale in (1.0, 0.5):
+            net[3].a_quant.scale.mul_(scale)
+            with prequantized_weights(net):
+                reference = net(x)
+            with prequantized_weights(net), constant_activation_scales(net):
+                assert [type(m.a_quant).__name__ for m in (net[0], net[3], net[7])] == \
+                    ['_ConstantScaleActivation'] * 3
+                assert quantizer_guard_filter(net) is not None
+                assert torch.equal(net(x), reference)
+                assert torch.equal(compiled(x), reference)
+    assert inputs[1:] == [inputs[0] - 3] * 2, inputs
+    assert type(net[0].a_quant).__name__ == 'FakeQuantizer'
+    raw = _net()
+    raw[3].a_quant = FakeQuantizer(6, sync=False)
+    with constant_activation_scales(raw):
+        assert [type(m.a_quant).__name__ for m in raw if hasattr(m, 'a_quant')] == \
+            ['_ConstantScaleActivation', 'FakeQuantizer', '_ConstantScaleActivation']
