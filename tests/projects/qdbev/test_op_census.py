@@ -145,7 +145,8 @@ def test_the_tool_counts_the_predicts_with_their_parts_compiled(tmp_path):
 def test_the_tool_counts_the_w4a6_predict_with_its_weights_quantized_once(tmp_path, monkeypatch):
     """``--prequantize-weights`` (predict_qat): the student's weights are fake-quantized once before its parts
     compile (as P3 runs with ``tools/benchmark.py --prequantize-weights``), the stand-ins stay in place while the
-    steps run and the quantizers return after. Without predict_qat it is refused."""
+    steps run and the quantizers return after; so do the activation scales' stand-ins of ``--constant-act-scales``.
+    Without predict_qat each is refused."""
     import tools.sync_census as tool
     from qdbev.quant import FakeQuantizer
     from qdbev.quant.export import prequantized_weights
@@ -163,14 +164,17 @@ def test_the_tool_counts_the_w4a6_predict_with_its_weights_quantized_once(tmp_pa
 
     def run_steps(args, fp, distiller, *rest):
         seen['running'] = type(seen['layer'].w_quant).__name__
+        seen['act_running'] = type(seen['layer'].a_quant).__name__
         return real_run(args, fp, distiller, *rest)
     monkeypatch.setattr(tool, 'prequantized_weights', watched)
     monkeypatch.setattr(tool, 'run_steps', run_steps)
     out = tmp_path / 'census.json'
-    assert main(['predict_qat', '--quick', '--ops', '--top', '0', '--prequantize-weights',
+    assert main(['predict_qat', '--quick', '--ops', '--top', '0', '--prequantize-weights', '--constant-act-scales',
                  '--compile-infer-parts', 'img_backbone', '--out-json', str(out)]) == 0
     assert seen['inside'] == seen['running'] == '_PrequantizedWeight' and isinstance(seen['after'], FakeQuantizer)
+    assert seen['act_running'] == '_ConstantScaleActivation' and isinstance(seen['layer'].a_quant, FakeQuantizer)
     ops = json.loads(out.read_text())['steps']['predict_qat']['ops']
     assert ops[GRAPHS]['top'] == [['inference', 1]], ops[GRAPHS]
-    with pytest.raises(SystemExit):
-        main(['predict_fp', '--prequantize-weights'])
+    for flag in ('--prequantize-weights', '--constant-act-scales'):
+        with pytest.raises(SystemExit):
+            main(['predict_fp', flag])
