@@ -45,6 +45,12 @@ HEADLINE_KEYS = ('device', 'qat_vgd_step_over_fp_step', 'qat_vgd_memory_over_fp'
                  'deform_attn_ours_over_mmcv', 'fp_step_ms', 'qat_vgd_step_ms', 'fp_infer_ms', 'fakequant_infer_ms',
                  'fp_step_peak_mib', 'qat_vgd_step_peak_mib', 'deform_attn_ours_ms', 'deform_attn_mmcv_ms',
                  'p1_p2_batch', 'p3_batch', 'headline_from', 'runs')
+# the headline's figures by what measures them together: a group comes whole from the run that measured it last
+HEADLINE_GROUPS = {
+    'qat_vgd_step': ('qat_vgd_step_over_fp_step', 'qat_vgd_memory_over_fp', 'fp_step_ms', 'qat_vgd_step_ms',
+                     'fp_step_peak_mib', 'qat_vgd_step_peak_mib', 'p1_p2_batch'),
+    'fakequant_infer': ('fakequant_infer_over_fp', 'fp_infer_ms', 'fakequant_infer_ms', 'p3_batch'),
+    'deform_attn': ('deform_attn_ours_over_mmcv', 'deform_attn_ours_ms', 'deform_attn_mmcv_ms')}
 RATIO_KEYS = ('qat_vgd_step_over_fp_step', 'qat_vgd_memory_over_fp', 'fakequant_infer_over_fp',
               'deform_attn_ours_over_mmcv')
 GOALS = dict(qat_vgd_step_over_fp_step=1.45, qat_vgd_memory_over_fp=1.35, fakequant_infer_over_fp=1.15,
@@ -854,22 +860,34 @@ def bench_devkit_eval(data_root: str, workdir: str) -> Dict[str, object]:
 
 
 # ---------------------------------------------------------------------------------------------------- results
-def _newest_entry(run: Dict[str, object], key: str) -> dict:
+def _entry_time(run: Dict[str, object], batch: str, part: str) -> str:
+    """When the ``part`` (``'step'``: P1/P2, ``'infer'``: P3) of the run's batch-``batch`` entry was measured: by the
+    run itself, or by the earlier run that ``carried['train.<batch>[.<part>]']`` names."""
+    carried = run.get('carried', {})
+    src = carried.get(f'train.{batch}.{part}', carried.get(f'train.{batch}'))
+    return str((src or run).get('time') or '')
+
+
+def _newest_entry(run: Dict[str, object], key: str) -> Tuple[dict, str]:
     """The run's P1-P3 entry whose ``key`` (``qat_vgd_step`` for P1/P2, ``fakequant_infer`` for P3) was measured
-    last: by this run itself, or carried from an earlier run of the device (``carried['train.<batch>']`` or
-    ``carried['train.<batch>.step|infer']`` name when); among equally new ones batch 1 first, then by batch."""
-    train, carried = run.get('train', {}), run.get('carried', {})
+    last, and when (:func:`_entry_time`); among equally new ones batch 1 first, then by batch. ``({}, '')``: none."""
     part = 'infer' if key in INFER_KEYS else 'step'
-
-    def when(batch: str) -> str:
-        src = carried.get(f'train.{batch}.{part}', carried.get(f'train.{batch}'))
-        return str((src or run).get('time') or '')
-
-    found = [b for b, t in train.items() if isinstance(t, dict) and 'error' not in t and key in t]
+    found = [b for b, t in run.get('train', {}).items() if isinstance(t, dict) and 'error' not in t and key in t]
     if not found:
-        return {}
-    newest = max(when(b) for b in found)
-    return train[min((b for b in found if when(b) == newest), key=lambda b: (b != '1', int(b)))]
+        return {}, ''
+    newest = max(_entry_time(run, b, part) for b in found)
+    batch = min((b for b in found if _entry_time(run, b, part) == newest), key=lambda b: (b != '1', int(b)))
+    return run['train'][batch], newest
+
+
+def measured_at(run: Dict[str, object], group: str) -> str:
+    """When the run's figures of a headline group (:data:`HEADLINE_GROUPS`) were measured ('' where it has none):
+    P1/P2 and P3 as :func:`_newest_entry` tells, P4 by the run or the earlier run ``carried['deform_attn']`` names."""
+    if group == 'deform_attn':
+        if 'tiny_sca' not in run.get('deform_attn', {}):
+            return ''
+        return str((run.get('carried', {}).get('deform_attn') or run).get('time') or '')
+    return _newest_entry(run, group)[1]
 
 
 def headline(run: Dict[str, object]) -> Dict[str, object]:
@@ -877,8 +895,8 @@ def headline(run: Dict[str, object]) -> Dict[str, object]:
     entry that measured them last (:func:`_newest_entry`), so a ``--only P1 P2`` run heads the table with its own
     training figures and keeps the device's earlier P3, and a later ``--only P3`` run at another batch does not
     bring back older P1/P2 figures. ``p1_p2_batch`` / ``p3_batch`` name the batches of those entries."""
-    step = _newest_entry(run, 'qat_vgd_step')
-    infer = _newest_entry(run, 'fakequant_infer')
+    step = _newest_entry(run, 'qat_vgd_step')[0]
+    infer = _newest_entry(run, 'fakequant_infer')[0]
     out: Dict[str, object] = dict(device=run['device'])
     out['qat_vgd_step_over_fp_step'] = step.get('qat_vgd_step_over_fp_step')
     out['qat_vgd_memory_over_fp'] = step.get('qat_vgd_memory_over_fp')
@@ -979,15 +997,23 @@ def carry_items(earlier: Optional[dict], run: Dict[str, object]) -> Dict[str, ob
 
 def merge_runs(existing: Optional[dict], run: Dict[str, object]) -> dict:
     """Add ``run`` to ``existing['runs']`` keyed by its device (replacing that device's earlier run); the top-level
-    keys repeat :func:`headline` of the preferred run (the newest GPU run, else the newest run); a figure that run
-    did not measure (e.g. ``--only P1 P2 P3``) comes from the newest run of the same kind that did, named under
-    ``headline_from``."""
+    keys repeat :func:`headline` of the preferred run (the newest GPU run, else the newest run), except that each
+    group of figures (P1/P2, P3, P4: :data:`HEADLINE_GROUPS`) comes from the run that measured it last
+    (:func:`measured_at`; a device's run keeps items carried from its earlier runs, so the newest run can hold an old
+    P4), and a figure none of those has from the newest run of the same kind that does; figures taken from another
+    device's run are named under ``headline_from``."""
     runs = dict((existing or {}).get('runs', {}))
     runs[run['device']] = carry_items(runs.get(run['device']), run)
     gpu = [r for r in runs.values() if str(r['device']).startswith('cuda')]
     ordered = sorted(gpu or list(runs.values()), key=lambda r: r.get('time', ''), reverse=True)
     merged = headline(ordered[0])
     sources = {}
+    for group, keys in HEADLINE_GROUPS.items():
+        newest = max(ordered, key=lambda r: measured_at(r, group))  # the first of equals: the preferred run
+        if newest is not ordered[0] and measured_at(newest, group) > measured_at(ordered[0], group):
+            figures = headline(newest)
+            merged.update({key: figures.get(key) for key in keys})
+            sources.update({key: newest['device'] for key in keys if figures.get(key) is not None})
     for older in ordered[1:]:
         for key, value in headline(older).items():
             if merged.get(key) is None and value is not None:

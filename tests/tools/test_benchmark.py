@@ -92,6 +92,25 @@ def test_a_partial_gpu_run_takes_the_missing_headline_figures_from_the_older_gpu
     assert 'headline_from' not in bm.merge_runs(None, new)
 
 
+def test_each_headline_group_comes_from_the_run_that_measured_it_last():
+    """The newest run heads the table, but a group of figures it holds from an older run of its device (here P4,
+    carried since time 1) gives way to another device's newer measurement of it (time 2); its own P1 stays."""
+    def deform(ratio):
+        return dict(tiny_sca=dict(ours_over_mmcv=ratio, ours=dict(median_ms=2.0 * ratio), mmcv=dict(median_ms=2.0)))
+    old = dict(_run('cuda: H100', 2.2, '1'), deform_attn=deform(5.1))
+    other = dict(_run('cuda: H200', 1.3, '2'), deform_attn=deform(1.02))
+    new = _run('cuda: H100', 1.4, '3')  # P1-P3 only: the H100's P4 of time 1 is carried into it
+    merged = bm.merge_runs(bm.merge_runs(bm.merge_runs(None, old), other), new)
+    assert merged['runs']['cuda: H100']['deform_attn']['tiny_sca']['ours_over_mmcv'] == 5.1
+    assert merged['device'] == 'cuda: H100' and merged['qat_vgd_step_over_fp_step'] == 1.4
+    assert merged['deform_attn_ours_over_mmcv'] == 1.02 and merged['deform_attn_ours_ms'] == 2.04
+    assert merged['headline_from'] == {
+        k: 'cuda: H200' for k in ('deform_attn_ours_over_mmcv', 'deform_attn_ours_ms', 'deform_attn_mmcv_ms')}
+    # a newer P4 on the H100 takes the group back
+    again = bm.merge_runs(merged, dict(device='cuda: H100', time='4', deform_attn=deform(1.01)))
+    assert again['deform_attn_ours_over_mmcv'] == 1.01 and 'headline_from' not in again
+
+
 def test_a_run_of_some_items_keeps_the_same_devices_other_items_and_names_their_command():
     p1 = dict(_run('cuda: H200', 2.0, '1'), command='benchmark --only P1', noisy=['train.1.fp_step: median ...'])
     match = dict(device='cuda: H200', time='2', command='benchmark --only match', noisy=[], group_matching=dict(
