@@ -36,10 +36,10 @@ ensure p3_freeze --creates $DONE/p3_freeze.json $P3 --compile-infer reduce-overh
   --profile $OUT/p3_freeze --out-json $OUT/p3_freeze.json
 ensure p3 --creates $DONE/p3.json --after-ended p3_freeze $P3 --compile-infer reduce-overhead \
   --profile $OUT/p3 --out-json $OUT/p3.json
-# P1 at batch 1 with the graphs config on a second machine (1.311 in session 39).
 # P3 unfrozen with the activation scales as constants (graph inputs W4A6 833 against FP 640 before).
 ensure p3_const --creates $DONE/p3_const.json --after-ended p3 $P3 --compile-infer reduce-overhead \
   --constant-act-scales --out-json $OUT/p3_const.json
+# P1 at batch 1 with the graphs config on a second machine (1.311 in session 39).
 ensure p1_graphs_b1 --creates $DONE/p1_graphs_b1.json --after-ended p3_const $P1 --qdbev-config $GRAPHS_CFG --batch 1 \
   --reps 20 --warmup 4 --out-json $OUT/p1_graphs_b1.json
 # Batch 8: whether the graphs keep the fast config's 1.259 (session 31, H200); the fast config at batch 1 on the
