@@ -2,7 +2,8 @@
 
     python tools/sync_census.py STEP [STEP ...] [--quick] [--batch B] [--img-size H W] [--device cpu|cuda]
                                 [--qdbev-config C] [--fp-config C] [--top N] [--ops] [--graphs] [--lookups CALLS]
-                                [--compile-infer-parts MODULE ...] [--prequantize-weights] [--constant-act-scales]
+                                [--compile-infer-parts MODULE ...] [--infer-backend check|inductor]
+                                [--prequantize-weights] [--constant-act-scales]
                                 [--qdbev-options KEY=VALUE ...] [--out-json FILE]
 
 STEP: ``fp`` (an FP BEVFormer training step), ``qat`` (a QAT+VGD step of the distiller), ``predict_fp`` /
@@ -28,7 +29,10 @@ checks at each compiled call, over CALLS more calls of each step (:func:`project
 weights fake-quantized in the graphs unless ``--prequantize-weights``), counted as ``--graphs`` counts.
 ``--prequantize-weights`` (predict_qat): the student's quantized weights fake-quantized once before compiling, as
 P3 runs with ``tools/benchmark.py --prequantize-weights``; ``--constant-act-scales`` (predict_qat): its calibrated
-activation scales held as constants, as ``tools/benchmark.py --constant-act-scales``.
+activation scales held as constants, as ``tools/benchmark.py --constant-act-scales``. ``--infer-backend inductor``:
+the predict parts compiled by inductor itself, as P3 runs them (on a GPU its CUDA graphs replay), for ``--lookups``:
+whether the guard checks of the two predicts differ there as they do not with the checking backend (not with
+``--ops``, which counts the checking backend's graph calls).
 """
 import argparse
 import contextlib
@@ -73,6 +77,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--compile-infer-parts', nargs='+', default=None, metavar='MODULE',
                    help="predict steps: these parts of both predictors compiled as tools/benchmark.py's "
                         '--compile-infer reduce-overhead does (checking backend)')
+    p.add_argument('--infer-backend', choices=('check', 'inductor'), default='check',
+                   help='--compile-infer-parts: the checking backend (default; runs the traced graphs as they are) '
+                        'or inductor, as tools/benchmark.py compiles them')
     p.add_argument('--prequantize-weights', action='store_true',
                    help="predict_qat: the student's weights fake-quantized once, before compiling, as "
                         "tools/benchmark.py's --prequantize-weights (P3) does")
@@ -95,6 +102,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         (args.constant_act_scales, '--constant-act-scales')):
         if given and 'predict_qat' not in args.steps:
             p.error(f'{flag} changes the W4A6 predict: give predict_qat')
+    if args.infer_backend != 'check' and (args.ops or not args.compile_infer_parts):
+        p.error('--infer-backend chooses how --compile-infer-parts compiles, for --lookups: give '
+                '--compile-infer-parts, without --ops')
     if args.compile_infer_parts and not set(args.steps) <= {'predict_fp', 'predict_qat'}:
         p.error('--compile-infer-parts compiles the predict steps: give predict_fp / predict_qat')
     return args
@@ -204,8 +214,9 @@ def main(argv=None) -> int:
             weights_once.enter_context(constant_activation_scales(distiller.student))
         if args.compile_infer_parts:  # as tools/benchmark.py --compile-infer reduce-overhead --compile-infer-parts
             from qdbev.quant.cudagraph_check import BACKEND
+            backend = BACKEND if args.infer_backend == 'check' else None  # None: torch.compile's default, inductor
             for predictor in (fp, distiller.student):
-                bm.compile_for_inference(predictor, 'reduce-overhead', args.compile_infer_parts, backend=BACKEND)
+                bm.compile_for_inference(predictor, 'reduce-overhead', args.compile_infer_parts, backend=backend)
         out = run_steps(args, fp, distiller, raw, optim_cfg)
     if args.out_json:
         given = list(argv) if argv is not None else sys.argv[1:]

@@ -1,9 +1,10 @@
 # The next GPU session's work (issue 9 is met; these are follow-ups), after session 40 (H100): P3 at batch 1 read
 # 1.109 with frozen weights and 1.125 unfrozen with constant activation scales (docs/benchmarks.md "Session 40"), but
 # the profiles still showed dynamo's cache lookups at 2.4-2.5 ms for the W4A6 predict against 1.3 ms for FP, while
-# the CPU census finds them equal. First the census on the GPU host (the checking backend: is the excess dynamo's
-# guards, or inductor's CUDA-graph parts?), then P3 frozen with constant activation scales, then the jobs sessions
-# 39-40 left: the graphs config at batch 8, the fast config at batch 8 and 1, P3 max-autotune.
+# the CPU census finds them equal (with the checking backend and with inductor). First the census on the GPU host,
+# with the checking backend and with inductor (is the excess in dynamo's guards there, or in inductor's parts?), then
+# P3 frozen with constant activation scales, then the jobs sessions 39-40 left: the graphs config at batch 8, the
+# fast config at batch 8 and 1, P3 max-autotune.
 #
 # Results: each job writes its JSON under work_dirs/bench41 (packed by every call, NOT carried: a carried path is
 # replaced at the start of each call) and is skipped when work_dirs/bench41_done/NAME.json exists (carried). After
@@ -36,9 +37,17 @@ ensure census --creates $DONE/census.json python tools/sync_census.py predict_fp
   --lookups 20 --prequantize-weights --qdbev-options model.architecture.$K=640 --compile-infer-parts img_backbone \
   img_neck $ENC $DEC pts_bbox_head.cls_branches.5 pts_bbox_head.transformer.can_bus_mlp \
   pts_bbox_head.transformer.reference_points --out-json $OUT/census.json
+# The same with inductor compiling the parts, as P3 does (its CUDA graphs replay): do the W4A6 predict's guard checks
+# cost more only there?
+ensure census_inductor --creates $DONE/census_inductor.json --after-ended census python tools/sync_census.py \
+  predict_fp predict_qat --device cuda --top 0 --lookups 20 --prequantize-weights --qdbev-options \
+  model.architecture.$K=640 --infer-backend inductor --compile-infer-parts img_backbone img_neck $ENC $DEC \
+  pts_bbox_head.cls_branches.5 pts_bbox_head.transformer.can_bus_mlp pts_bbox_head.transformer.reference_points \
+  --out-json $OUT/census_inductor.json
 # P3 frozen with the activation scales as constants too (1.109 frozen alone, session 40), with a profile.
-ensure p3_freeze_const --creates $DONE/p3_freeze_const.json --after-ended census $P3 --compile-infer reduce-overhead \
-  --freeze-infer --constant-act-scales --profile $OUT/p3_freeze_const --out-json $OUT/p3_freeze_const.json
+ensure p3_freeze_const --creates $DONE/p3_freeze_const.json --after-ended census_inductor $P3 \
+  --compile-infer reduce-overhead --freeze-infer --constant-act-scales --profile $OUT/p3_freeze_const \
+  --out-json $OUT/p3_freeze_const.json
 # Batch 8: whether the graphs keep the fast config's 1.259 (session 31, H200); the fast config at batch 1 on the
 # same machine (1.707 in session 36).
 ensure p1_graphs_b8 --creates $DONE/p1_graphs_b8.json --after-ended p3_freeze_const $P1 --qdbev-config $GRAPHS_CFG \

@@ -142,6 +142,26 @@ def test_the_tool_counts_the_predicts_with_their_parts_compiled(tmp_path):
         main(['qat', '--compile-infer-parts', 'img_backbone'])
 
 
+def test_infer_backend_inductor_compiles_the_predict_parts_with_torch_compiles_default(monkeypatch):
+    """``--infer-backend inductor``: the parts go to ``compile_for_inference`` with no backend (torch.compile's
+    default, inductor, as P3 compiles them) instead of the checking backend; it needs ``--compile-infer-parts`` and
+    is refused with ``--ops`` (whose graph counts assume the checking backend)."""
+    import tools.sync_census as tool
+    from qdbev.quant.cudagraph_check import BACKEND
+    seen = []
+    monkeypatch.setattr(tool.bm, 'compile_for_inference',
+                        lambda predictor, mode, parts, backend=None: seen.append((mode, tuple(parts), backend)))
+    for choice, backend in (('inductor', None), ('check', BACKEND)):
+        seen.clear()
+        assert main(['predict_fp', '--quick', '--top', '0', '--lookups', '1', '--compile-infer-parts', 'img_backbone',
+                     '--infer-backend', choice]) == 0
+        assert seen == [('reduce-overhead', ('img_backbone',), backend)] * 2  # both predictors
+    for argv in (['predict_fp', '--infer-backend', 'inductor'],
+                 ['predict_fp', '--ops', '--compile-infer-parts', 'img_backbone', '--infer-backend', 'inductor']):
+        with pytest.raises(SystemExit):
+            main(argv)
+
+
 def test_the_tool_counts_the_w4a6_predict_with_its_weights_quantized_once(tmp_path, monkeypatch):
     """``--prequantize-weights`` (predict_qat): the student's weights are fake-quantized once before its parts
     compile (as P3 runs with ``tools/benchmark.py --prequantize-weights``), the stand-ins stay in place while the
