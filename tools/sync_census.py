@@ -52,7 +52,6 @@ from projects.qdbev import benchmark as bm  # noqa: E402
 from projects.qdbev.op_census import GraphOpCensus, OpCensus, guard_lookups, model_parts  # noqa: E402
 from projects.qdbev.sync_census import SyncCensus  # noqa: E402
 from qdbev.fileio import atomic_write_bytes  # noqa: E402
-from qdbev.quant.export import constant_activation_scales, prequantized_weights  # noqa: E402
 
 STEPS = ('fp', 'qat', 'predict_fp', 'predict_qat')
 PARTS = ('img_backbone', 'img_neck', 'pts_bbox_head.transformer.encoder', 'pts_bbox_head.transformer.decoder',
@@ -208,10 +207,9 @@ def main(argv=None) -> int:
     if {'qat', 'predict_qat'} & set(args.steps):
         bm.calibrate(distiller, raw)  # once: the student's activation scales, as QuantCalibrationHook sets them
     with contextlib.ExitStack() as weights_once:
-        if args.prequantize_weights:  # before compiling, as tools/benchmark.py --prequantize-weights
-            weights_once.enter_context(prequantized_weights(distiller.student))
-        if args.constant_act_scales:  # as tools/benchmark.py --constant-act-scales
-            weights_once.enter_context(constant_activation_scales(distiller.student))
+        # before compiling, as tools/benchmark.py --prequantize-weights --constant-act-scales
+        bm.enter_inference_stand_ins(weights_once, distiller.student, args.prequantize_weights,
+                                     args.constant_act_scales)
         if args.compile_infer_parts:  # as tools/benchmark.py --compile-infer reduce-overhead --compile-infer-parts
             from qdbev.quant.cudagraph_check import BACKEND
             backend = BACKEND if args.infer_backend == 'check' else None  # None: torch.compile's default, inductor

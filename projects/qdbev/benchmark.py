@@ -520,6 +520,18 @@ def calibrate(distiller, raw: dict) -> None:
     distiller.train()
 
 
+def enter_inference_stand_ins(stack: contextlib.ExitStack, predictor, prequantize_weights: bool = False,
+                              constant_act_scales: bool = False) -> None:
+    """Enter on ``stack`` the stand-ins P3's W4A6 predict runs with, as a deployed model has them: each quantized
+    weight fake-quantized once (:func:`qdbev.quant.export.prequantized_weights`) and each calibrated activation scale
+    a constant (:func:`qdbev.quant.export.constant_activation_scales`). Enter before compiling; the quantizers come
+    back when ``stack`` closes. A model without quantizers (the FP one) is left as it is."""
+    if prequantize_weights:
+        stack.enter_context(prequantized_weights(predictor))
+    if constant_act_scales:
+        stack.enter_context(constant_activation_scales(predictor))
+
+
 def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dict, device: torch.device,
                    img_hw: Tuple[int, int], batch: int, reps: int, warmup: int, num_cams: int = 6,
                    with_infer: bool = True, with_train: bool = True, profile_dir: Optional[str] = None,
@@ -564,10 +576,8 @@ def bench_training(distiller_cfg: dict, fp_cfg: dict, queue: int, optim_cfg: dic
     def infer_fn(model, predictor) -> Callable[[], object]:
         """``predictor``'s test-mode predict (compiled as asked) with ``model``'s preprocessing."""
         model.eval()
-        if prequantize_weights:  # before compiling: the graphs then read the stored weights
-            weights_once.enter_context(prequantized_weights(predictor))
-        if constant_act_scales:
-            weights_once.enter_context(constant_activation_scales(predictor))
+        # before compiling: the graphs then read the stored weights and embed the scales
+        enter_inference_stand_ins(weights_once, predictor, prequantize_weights, constant_act_scales)
         if compile_infer:
             compile_for_inference(predictor, compile_infer, compile_infer_parts)
         predict = predict_fn(predictor, model.data_preprocessor, img_hw, batch, num_cams, reps + warmup + 1)
@@ -872,11 +882,12 @@ def _newest_entry(run: Dict[str, object], key: str) -> Tuple[dict, str]:
     """The run's P1-P3 entry whose ``key`` (``qat_vgd_step`` for P1/P2, ``fakequant_infer`` for P3) was measured
     last, and when (:func:`_entry_time`); among equally new ones batch 1 first, then by batch. ``({}, '')``: none."""
     part = 'infer' if key in INFER_KEYS else 'step'
-    found = [b for b, t in run.get('train', {}).items() if isinstance(t, dict) and 'error' not in t and key in t]
-    if not found:
+    when = {b: _entry_time(run, b, part) for b, t in run.get('train', {}).items()
+            if isinstance(t, dict) and 'error' not in t and key in t}
+    if not when:
         return {}, ''
-    newest = max(_entry_time(run, b, part) for b in found)
-    batch = min((b for b in found if _entry_time(run, b, part) == newest), key=lambda b: (b != '1', int(b)))
+    newest = max(when.values())
+    batch = min((b for b, t in when.items() if t == newest), key=lambda b: (b != '1', int(b)))
     return run['train'][batch], newest
 
 

@@ -186,7 +186,7 @@ def test_the_tool_counts_the_w4a6_predict_with_its_weights_quantized_once(tmp_pa
         seen['running'] = type(seen['layer'].w_quant).__name__
         seen['act_running'] = type(seen['layer'].a_quant).__name__
         return real_run(args, fp, distiller, *rest)
-    monkeypatch.setattr(tool, 'prequantized_weights', watched)
+    monkeypatch.setattr(tool.bm, 'prequantized_weights', watched)
     monkeypatch.setattr(tool, 'run_steps', run_steps)
     out = tmp_path / 'census.json'
     assert main(['predict_qat', '--quick', '--ops', '--top', '0', '--prequantize-weights', '--constant-act-scales',
